@@ -1,0 +1,230 @@
+"""The one layer-by-layer loop that serves every method.
+
+    capture the inputs (and every keyword argument) that decoder block 0 receives
+    for each block:
+        calibration pass over the dense block, hooks feeding InputStats of each linear
+        per linear: score -> select mask (or SparseGPT solve) -> record -> apply
+        propagation pass through the pruned block -> the next block's inputs
+        emit events; stop here if cancelled
+
+A method is a scorer plus a selector (magnitude, wanda, wanda variant) or a solver (sparsegpt);
+the loop itself knows nothing of architectures: it replays whatever block 0 was called with.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from .config import PruneConfig
+from .errors import ConfigError, EngineError, PruneCancelled
+from .events import BlockFinished, BlockStarted, EventCallback, MatrixPruned, PruneFinished, StageStarted, ignore_events
+from .models import find_blocks, find_linears, weight_of
+from .records import BlockRecord, MatrixRecord
+from .recording import record_matrix
+from .scoring import SCORERS, InputStats
+from .selection import prune_adaptive_alpha, select_mask
+from .sparsegpt import sparsegpt_prune
+
+
+@dataclass
+class PruneResult:
+    config: PruneConfig
+    records: list[MatrixRecord]
+    blocks: list[BlockRecord]
+    sparsity: float  # over the pruned matrices
+    seconds: float
+    timings: dict[str, float] = field(default_factory=dict)  # capture_s, calibrate_s, select_s, propagate_s
+    device: str = "cpu"
+
+
+class _StopAtBlock(Exception):
+    """Raised by the capture hook: the rest of the model need not run."""
+
+
+@dataclass
+class _Chunk:
+    """A batch of calibration windows at the input of the current block."""
+
+    hidden: torch.Tensor  # [batch, seqlen, hidden]
+    args: tuple  # further positional arguments block 0 received
+    kwargs: dict[str, Any]  # keyword arguments block 0 received (masks, positions, rotary tables, ...)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device {name!r} was asked for but CUDA is not available")
+    return torch.device(name)
+
+
+def _to(obj: Any, device: torch.device) -> Any:
+    if isinstance(obj, torch.Tensor):
+        return obj.to(device, non_blocking=True)
+    if isinstance(obj, tuple):
+        return tuple(_to(o, device) for o in obj)
+    if isinstance(obj, list):
+        return [_to(o, device) for o in obj]
+    if isinstance(obj, dict):
+        return {k: _to(v, device) for k, v in obj.items()}
+    return obj
+
+
+# Arguments that must not be replayed: caches would grow across blocks and batches.
+_DROP_KWARGS = {"past_key_value": None, "past_key_values": None, "layer_past": None, "use_cache": False,
+                "output_attentions": False}
+
+
+def capture_block_inputs(model: nn.Module, first_block: nn.Module, windows: torch.Tensor,
+                         batch_size: int, storage: torch.device) -> list[_Chunk]:
+    """Run the model up to block 0 for each batch of windows; keep block 0's inputs and kwargs."""
+    captured: list[_Chunk] = []
+
+    def hook(module: nn.Module, args: tuple, kwargs: dict) -> None:
+        kwargs = dict(kwargs)
+        hidden = args[0] if args else kwargs.pop("hidden_states")
+        kwargs.update({k: v for k, v in _DROP_KWARGS.items() if k in kwargs})
+        captured.append(_Chunk(hidden.to(storage), _to(tuple(args[1:]), storage), _to(kwargs, storage)))
+        raise _StopAtBlock
+
+    handle = first_block.register_forward_pre_hook(hook, with_kwargs=True)
+    input_device = model.get_input_embeddings().weight.device
+    try:
+        for batch in windows.split(batch_size):
+            try:
+                model(input_ids=batch.to(input_device), use_cache=False)
+            except _StopAtBlock:
+                pass
+    finally:
+        handle.remove()
+    if len(captured) != len(windows.split(batch_size)):
+        raise EngineError("the model never called its first decoder block; is it a causal LM?")
+    return captured
+
+
+def _run_block(block: nn.Module, chunk: _Chunk, device: torch.device) -> torch.Tensor:
+    out = block(chunk.hidden.to(device), *_to(chunk.args, device), **_to(chunk.kwargs, device))
+    return out[0] if isinstance(out, (tuple, list)) else out
+
+
+def _prune_layer(config: PruneConfig, layer: nn.Module, stats: InputStats | None,
+                 block: int, name: str, full_name: str, record: bool) -> tuple[MatrixRecord | None, float]:
+    """Prune one layer in place; return its record and achieved sparsity."""
+    weight = weight_of(layer)  # [out, in] view
+    original = weight.float()
+    nm, group = config.nm, config.resolved_group
+    if nm is not None and original.shape[1] % nm[1]:
+        raise ConfigError(f"pattern {config.pattern}: M={nm[1]} does not divide the input width {original.shape[1]} of {full_name}")
+
+    scores = {"magnitude": SCORERS["magnitude"](original, stats)}
+    if stats is not None:
+        scores["wanda"] = SCORERS["wanda"](original, stats)
+    masks = {metric: select_mask(score, config.target_sparsity, group, nm) for metric, score in scores.items()}
+
+    if config.method == "sparsegpt":
+        pruned = sparsegpt_prune(original, stats.hessian(), config.target_sparsity, nm, config.blocksize, config.percdamp)
+        mask = pruned == 0
+    else:
+        if config.variant:
+            mask, _alpha = prune_adaptive_alpha(scores["wanda"], config.target_sparsity)
+            masks["wanda"] = mask
+        else:
+            mask = masks[config.method]
+        pruned = original.masked_fill(mask, 0)
+
+    rec = None
+    if record:
+        reference = "wanda" if config.method == "magnitude" and "wanda" in masks else "magnitude"
+        rec = record_matrix(block=block, name=name, full_name=full_name, method=config.method, group=group,
+                            original=original, mask=mask, pruned=pruned, stats=stats, masks_by_metric=masks,
+                            scores_by_metric=scores, reference=reference)
+    weight.copy_(pruned.to(weight.dtype))
+    return rec, float(mask.float().mean())
+
+
+def prune_model(model: nn.Module, windows: torch.Tensor, config: PruneConfig,
+                on_event: EventCallback = ignore_events, cancel: threading.Event | None = None,
+                record: bool = True) -> PruneResult:
+    """Prune `model` in place, block by block, calibrating on `windows` [nsamples, seqlen]."""
+    t_start = time.perf_counter()
+    elapsed = lambda: time.perf_counter() - t_start  # noqa: E731
+    device = resolve_device(config.device)
+    blocks_path, blocks = find_blocks(model)
+    num_blocks = len(blocks)
+    # Activations stay on the compute device; a model far larger than memory would offload them (issue 4).
+    storage = device
+    need_stats = True  # magnitude needs none to prune, but its records compare against Wanda's masks
+    with_gram = config.method == "sparsegpt"
+
+    records: list[MatrixRecord] = []
+    block_records: list[BlockRecord] = []
+    timings = {"capture_s": 0.0, "calibrate_s": 0.0, "select_s": 0.0, "propagate_s": 0.0}
+    pruned_zeros = pruned_total = 0
+
+    with torch.inference_mode():
+        on_event(StageStarted(elapsed(), "capture", f"{len(windows)} windows x {windows.shape[1]} tokens"))
+        t = time.perf_counter()
+        chunks = capture_block_inputs(model, blocks[0], windows, config.batch_size, storage)
+        timings["capture_s"] = time.perf_counter() - t
+
+        for i, block in enumerate(blocks):
+            if cancel is not None and cancel.is_set():
+                raise PruneCancelled(f"pruning was cancelled after {i} of {num_blocks} blocks")
+            t_block = time.perf_counter()
+            on_event(BlockStarted(elapsed(), i, num_blocks))
+            home = next(block.parameters()).device
+            block.to(device)
+            linears = find_linears(block)
+
+            # 1. calibration pass through the dense block; keep its outputs to measure the block error
+            t = time.perf_counter()
+            stats = {name: InputStats(weight_of(layer).shape[1], device, with_gram) for name, layer in linears.items()}
+            handles = [layer.register_forward_hook(lambda m, inp, out, s=stats[name]: s.add(inp[0]))
+                       for name, layer in linears.items()] if need_stats else []
+            try:
+                dense_out = [_run_block(block, chunk, device).to(storage) for chunk in chunks]
+            finally:
+                for h in handles:
+                    h.remove()
+            timings["calibrate_s"] += time.perf_counter() - t
+
+            # 2. score, select, record, apply — every linear of the block from the dense block's inputs
+            t = time.perf_counter()
+            zeros = total = 0
+            for name, layer in linears.items():
+                full_name = f"{blocks_path}.{i}.{name}"
+                rec, sp = _prune_layer(config, layer, stats.get(name), i, name, full_name, record)
+                if rec is not None:
+                    records.append(rec)
+                n = weight_of(layer).numel()
+                zeros, total = zeros + sp * n, total + n
+                on_event(MatrixPruned(elapsed(), i, num_blocks, name, sp))
+            del stats
+            timings["select_s"] += time.perf_counter() - t
+
+            # 3. propagation pass through the pruned block: the next block sees pruned activations
+            t = time.perf_counter()
+            err_num = err_den = 0.0
+            for chunk, dense in zip(chunks, dense_out):
+                out = _run_block(block, chunk, device)
+                err_num += float(((out.float() - dense.to(device).float()) ** 2).sum())
+                err_den += float((dense.float() ** 2).sum())
+                chunk.hidden = out.to(storage)
+            del dense_out
+            timings["propagate_s"] += time.perf_counter() - t
+
+            block.to(home)
+            pruned_zeros, pruned_total = pruned_zeros + zeros, pruned_total + total
+            block_error = err_num / err_den if err_den else 0.0
+            block_records.append(BlockRecord(i, zeros / total, block_error, time.perf_counter() - t_block))
+            on_event(BlockFinished(elapsed(), i, num_blocks, zeros / total, block_error, pruned_zeros / pruned_total))
+
+    sparsity = pruned_zeros / pruned_total if pruned_total else 0.0
+    on_event(PruneFinished(elapsed(), num_blocks, sparsity))
+    return PruneResult(config=config, records=records, blocks=block_records, sparsity=sparsity,
+                       seconds=elapsed(), timings={k: round(v, 4) for k, v in timings.items()}, device=str(device))

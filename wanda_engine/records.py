@@ -1,0 +1,91 @@
+"""What each pruned matrix leaves behind: small plain data, never the full masks.
+
+Records serialise to JSON (scalars, histograms, summaries) plus one .npz of small arrays
+(density maps, channel norms, a mask crop) and load back with numpy alone: figures and the
+app never need torch.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+# Mask-crop codes (MatrixRecord arrays["mask_crop"]): how each weight fared under the run's
+# method versus the reference method (magnitude, or Wanda for a magnitude run).
+KEPT, PRUNED_BOTH, PRUNED_ONLY_METHOD, PRUNED_ONLY_REFERENCE = 0, 1, 2, 3
+MASK_CODE_NAMES = {KEPT: "kept by both", PRUNED_BOTH: "pruned by both",
+                   PRUNED_ONLY_METHOD: "pruned only by method", PRUNED_ONLY_REFERENCE: "pruned only by reference"}
+ARRAY_KINDS = ("density", "channel_norms", "row_sparsity", "mask_crop", "crop_rows", "crop_cols")
+
+
+@dataclass
+class MatrixRecord:
+    """One pruned weight matrix, viewed as [out, in].
+
+    hist: {"wanda": H, "magnitude": H} with H = {"edges": log10 bin edges, "pruned": counts,
+          "kept": counts, "cutoff": log10 of the median per-group threshold} — both metrics on
+          the same weights, each split by its own mask (the run's mask for its method, the
+          reference mask for the other). "wanda" is absent when no activation statistics exist.
+    overlap: the run's mask vs the reference mask: {"reference", "jaccard", "both",
+          "only_method", "only_reference"} (fractions of all weights, jaccard of pruned sets).
+    channels: activation-norm summary of the input channels: {"top_index", "top_norm",
+          "top1pct_share", "max_over_median"}.
+    arrays: small numpy arrays, keyed by ARRAY_KINDS; stored in the run's arrays.npz.
+    """
+
+    block: int
+    name: str  # inside the block, e.g. "self_attn.q_proj"
+    full_name: str  # inside the model, e.g. "model.layers.0.self_attn.q_proj"
+    shape: tuple[int, int]
+    method: str
+    group: str  # "row", "matrix" or "nm"
+    sparsity: float
+    row_sparsity: dict[str, float]  # min, max, mean, std over output rows
+    proxy_error: float | None  # Σ ΔW²‖X_j‖² / Σ W²‖X_j‖²: Wanda's per-output objective, relative
+    hist: dict[str, dict[str, Any]] = field(default_factory=dict)
+    overlap: dict[str, Any] | None = None
+    channels: dict[str, Any] | None = None
+    arrays: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+
+    @property
+    def key(self) -> str:
+        return f"{self.block}/{self.name}"
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d.pop("arrays")
+        d["shape"] = list(self.shape)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], arrays: dict[str, np.ndarray] | None = None) -> "MatrixRecord":
+        known = set(cls.__dataclass_fields__) - {"arrays"}
+        rec = cls(**{k: v for k, v in d.items() if k in known})
+        rec.shape = tuple(rec.shape)
+        rec.arrays = arrays or {}
+        return rec
+
+
+@dataclass
+class BlockRecord:
+    block: int
+    sparsity: float
+    block_error: float  # ‖y_pruned − y_dense‖² / ‖y_dense‖² over the calibration windows
+    seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def arrays_to_npz_dict(records: list[MatrixRecord]) -> dict[str, np.ndarray]:
+    return {f"{r.key}/{kind}": arr for r in records for kind, arr in r.arrays.items()}
+
+
+def attach_arrays(records: list[MatrixRecord], npz: Any) -> None:
+    """Fill each record's arrays from a loaded .npz mapping (keys '{block}/{name}/{kind}')."""
+    by_key = {r.key: r for r in records}
+    for k in npz.keys():
+        rec_key, _, kind = k.rpartition("/")
+        if rec_key in by_key:
+            by_key[rec_key].arrays[kind] = np.asarray(npz[k])

@@ -1,0 +1,198 @@
+"""One whole run: load → calibration windows → dense perplexity (cached) → prune → evaluate → run directory.
+
+The CLI and the app both call `execute_run`; neither repeats any of these steps.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import platform
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from . import __version__
+from .config import EvalConfig, PruneConfig
+from .data import calibration_windows, eval_tokens
+from .errors import ConfigError, EngineError, PruneCancelled
+from .evaluate import Perplexity, perplexity
+from .events import EventCallback, StageStarted, ignore_events
+from .models import LoadedModel, cache_dir, context_length, load_model, sparsity_of_blocks
+from .pipeline import prune_model, resolve_device
+from .runs import Run, RunStore, atomic_write_json, check_run_name, load_run, write_records
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """Everything one run needs. eval=None skips perplexity."""
+
+    model: str = "default"
+    prune: PruneConfig = field(default_factory=PruneConfig)
+    eval: EvalConfig | None = field(default_factory=EvalConfig)
+    dtype: str = "float32"
+    save_model: str | None = None
+    name: str | None = None
+    trust_remote_code: bool = False
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.model, str) or not self.model.strip():
+            raise ConfigError("model must be 'default', a Hugging Face id, a folder or a .gguf file")
+        if self.name is not None:
+            check_run_name(self.name)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"model": self.model, "dtype": self.dtype, **self.prune.to_dict(),
+                "eval": self.eval.to_dict() if self.eval else None, "save_model": self.save_model,
+                "trust_remote_code": self.trust_remote_code}
+
+
+def model_fingerprint(loaded: LoadedModel) -> str:
+    """Identifies the weights for the dense-perplexity cache without hashing gigabytes."""
+    src = Path(loaded.source)
+    stamp = ""
+    if src.exists():
+        files = sorted(p for p in (src.iterdir() if src.is_dir() else [src]) if p.is_file())
+        stamp = ",".join(f"{p.name}:{p.stat().st_size}:{int(p.stat().st_mtime)}" for p in files)
+    return f"{loaded.source}|{loaded.label}|{loaded.info.get('params')}|{loaded.info.get('dtype')}|{stamp}"
+
+
+def _dense_cache_path() -> Path:
+    return cache_dir() / "dense_perplexity.json"
+
+
+def dense_perplexity(loaded: LoadedModel, tokens: torch.Tensor, label: str, ev: EvalConfig,
+                     device: torch.device) -> tuple[Perplexity, bool]:
+    """The unpruned model's perplexity on the same windows, cached per model and evaluation settings."""
+    key = f"{model_fingerprint(loaded)}|{label}|{tokens.numel()}|{ev.seqlen}|{ev.windows}"
+    path = _dense_cache_path()
+    try:
+        cache = json.loads(path.read_text()) if path.exists() else {}
+    except (ValueError, OSError):
+        cache = {}
+    if key in cache:
+        return Perplexity(**cache[key]), True
+    result = _evaluate(loaded.model, tokens, label, ev, device)
+    cache[key] = result.to_dict()
+    try:
+        atomic_write_json(path, cache)
+    except OSError:
+        pass  # a read-only cache only costs a recomputation next time
+    return result, False
+
+
+def _evaluate(model: Any, tokens: torch.Tensor, label: str, ev: EvalConfig, device: torch.device) -> Perplexity:
+    home = next(model.parameters()).device
+    model.to(device)
+    try:
+        return perplexity(model, tokens, ev.seqlen, label, ev.windows, ev.batch_size, device)
+    finally:
+        model.to(home)
+
+
+def _versions() -> dict[str, str]:
+    import transformers
+
+    return {"wanda_engine": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
+            "python": platform.python_version()}
+
+
+def execute_run(request: RunRequest, store: RunStore | None = None, run_dir: str | Path | None = None,
+                on_event: EventCallback = ignore_events, cancel: threading.Event | None = None,
+                loaded: LoadedModel | None = None) -> Run:
+    """Run `request`, writing its run directory as it goes; returns the finished Run.
+
+    `loaded`: an already loaded model (the app's cache); it is deep-copied, never mutated.
+    On error or cancellation the run directory says 'failed' or 'cancelled' and the error propagates.
+    """
+    t_start = time.perf_counter()
+    elapsed = lambda: time.perf_counter() - t_start  # noqa: E731
+    pc, ev = request.prune, request.eval
+    device = resolve_device(pc.device)
+    if run_dir is None:
+        store = store or RunStore()
+        run_dir = store.path_for(request.name) if request.name else store.root / store.new_name(
+            f"{Path(request.model).name}-{pc.method}{'-variant' if pc.variant else ''}-{pc.pattern.replace(':', 'of')}-{pc.target_sparsity:.2f}")
+    run_dir = Path(run_dir)
+    if (run_dir / "run.json").exists():
+        raise EngineError(f"run directory {run_dir} already holds a run; choose another name")
+    meta: dict[str, Any] = {"format": 1, "status": "running", "name": run_dir.name,
+                            "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "config": request.to_dict(),
+                            "versions": _versions(), "device": str(device), "timings": {}}
+    atomic_write_json(run_dir / "run.json", meta)
+    timings = meta["timings"]
+    try:
+        on_event(StageStarted(elapsed(), "load", request.model))
+        t = time.perf_counter()
+        if loaded is None:
+            loaded = load_model(request.model, dtype=request.dtype, trust_remote_code=request.trust_remote_code)
+            model = loaded.model
+        else:
+            model = copy.deepcopy(loaded.model)
+        timings["load_s"] = round(time.perf_counter() - t, 3)
+        meta["model"] = {"source": loaded.source, "label": loaded.label, **loaded.info}
+
+        on_event(StageStarted(elapsed(), "calibration-data", pc.calib))
+        t = time.perf_counter()
+        windows, calib_info = calibration_windows(loaded.tokenizer, pc.calib, pc.nsamples, pc.seqlen, pc.seed)
+        limit = context_length(model)
+        if limit is not None and pc.seqlen > limit:
+            raise ConfigError(f"seqlen {pc.seqlen} is longer than the model's context of {limit} tokens")
+        eval_data = None
+        if ev is not None:
+            eval_data = eval_tokens(loaded.tokenizer, ev.dataset)
+            if limit is not None and ev.seqlen > limit:
+                raise ConfigError(f"eval seqlen {ev.seqlen} is longer than the model's context of {limit} tokens")
+        timings["data_s"] = round(time.perf_counter() - t, 3)
+        meta["calibration"] = calib_info
+
+        if eval_data is not None:
+            on_event(StageStarted(elapsed(), "eval-dense", eval_data[1]))
+            t = time.perf_counter()
+            dense, cached = dense_perplexity(loaded, eval_data[0], eval_data[1], ev, device)
+            timings["eval_dense_s"] = round(time.perf_counter() - t, 3)
+            meta["ppl_dense"], meta["ppl_dense_cached"] = dense.ppl, cached
+
+        on_event(StageStarted(elapsed(), "prune", f"{pc.label} on {len(windows)}x{pc.seqlen} tokens"))
+        result = prune_model(model, windows, pc, on_event=on_event, cancel=cancel)
+        timings["prune_s"] = round(result.seconds, 3)
+        timings.update({f"prune_{k}": v for k, v in result.timings.items()})
+        sparsity, layers = sparsity_of_blocks(model)
+        meta.update({"sparsity": sparsity, "layers": layers, "blocks": [b.to_dict() for b in result.blocks]})
+        write_records(run_dir, result.records)
+
+        if eval_data is not None:
+            on_event(StageStarted(elapsed(), "eval", eval_data[1]))
+            t = time.perf_counter()
+            pruned = _evaluate(model, eval_data[0], eval_data[1], ev, device)
+            timings["eval_s"] = round(time.perf_counter() - t, 3)
+            meta["ppl"] = pruned.ppl
+            meta["eval"] = {k: v for k, v in pruned.to_dict().items() if k not in ("ppl", "seconds")}
+            meta["eval"]["tokens_per_s"] = round(pruned.tokens / max(pruned.seconds, 1e-9), 1)
+        else:
+            meta["ppl"] = meta["ppl_dense"] = meta["eval"] = None
+
+        if request.save_model:
+            on_event(StageStarted(elapsed(), "save", request.save_model))
+            t = time.perf_counter()
+            model.save_pretrained(request.save_model, safe_serialization=True)
+            loaded.tokenizer.save_pretrained(request.save_model)
+            timings["save_s"] = round(time.perf_counter() - t, 3)
+            meta["saved_model"] = str(request.save_model)
+        timings["total_s"] = round(elapsed(), 3)
+        meta["status"] = "complete"
+        meta["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S")
+        atomic_write_json(run_dir / "run.json", meta)
+    except BaseException as e:
+        meta["status"] = "cancelled" if isinstance(e, (PruneCancelled, KeyboardInterrupt)) else "failed"
+        meta["error"] = str(e) if isinstance(e, EngineError) else f"{type(e).__name__}: {e}"
+        timings["total_s"] = round(elapsed(), 3)
+        try:
+            atomic_write_json(run_dir / "run.json", meta)
+        except OSError:
+            pass
+        raise
+    return load_run(run_dir)

@@ -1,0 +1,65 @@
+"""Per-layer calibration statistics and the scores that rank weights.
+
+A forward hook feeds every calibration input of a layer to its InputStats; a scorer turns the
+layer's weight [out, in] and those statistics into one score per weight (low = prune first).
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+
+class InputStats:
+    """Running statistics of one layer's inputs, accumulated in fp32.
+
+    sq_sum[j]  = Σ over calibration tokens of x_j²            (Wanda's ‖X_j‖₂²)
+    gram[i, j] = Σ over calibration tokens of x_i·x_j          (SparseGPT's Hessian, if asked)
+    """
+
+    def __init__(self, in_features: int, device: torch.device, with_gram: bool = False):
+        self.sq_sum = torch.zeros(in_features, dtype=torch.float32, device=device)
+        self.gram = torch.zeros(in_features, in_features, dtype=torch.float32, device=device) if with_gram else None
+        self.nsamples = 0  # calibration windows seen
+        self.ntokens = 0
+
+    def add(self, x: torch.Tensor) -> None:
+        """x: the layer input [batch, seq, in] (or [tokens, in])."""
+        batch = x.shape[0] if x.dim() > 2 else 1
+        x = x.reshape(-1, x.shape[-1]).float()  # [tokens, in]
+        self.sq_sum += (x * x).sum(dim=0)
+        if self.gram is not None:
+            self.gram.addmm_(x.t(), x)
+        self.nsamples += batch
+        self.ntokens += x.shape[0]
+
+    @property
+    def scaler_row(self) -> torch.Tensor:
+        """The reference's `scaler_row`: mean over calibration windows of ‖X_j‖² within a window."""
+        return self.sq_sum / max(self.nsamples, 1)
+
+    @property
+    def channel_norms(self) -> torch.Tensor:
+        """‖X_j‖₂ per input channel, in the reference's scale (sqrt of scaler_row)."""
+        return self.scaler_row.sqrt()
+
+    def hessian(self) -> torch.Tensor:
+        """SparseGPT's H = 2/n · Σ x xᵀ over the n calibration windows (reference scaling)."""
+        assert self.gram is not None, "gram was not collected"
+        return self.gram * (2.0 / max(self.nsamples, 1))
+
+
+def magnitude_score(weight: torch.Tensor, stats: InputStats | None) -> torch.Tensor:
+    """|W_ij|."""
+    return weight.abs().float()
+
+
+def wanda_score(weight: torch.Tensor, stats: InputStats | None) -> torch.Tensor:
+    """|W_ij| · ‖X_j‖₂ (paper eq. 1)."""
+    if stats is None:
+        raise ValueError("wanda needs activation statistics")
+    return weight.abs().float() * stats.channel_norms.to(weight.device).view(1, -1)
+
+
+Scorer = Callable[[torch.Tensor, "InputStats | None"], torch.Tensor]
+SCORERS: dict[str, Scorer] = {"magnitude": magnitude_score, "wanda": wanda_score}

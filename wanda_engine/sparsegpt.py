@@ -1,0 +1,62 @@
+"""SparseGPT (Frantar & Alistarh 2023) as a solver: choose a mask and update the remaining weights.
+
+Optimal Brain Surgeon over columns, processed in blocks of `blocksize`, with the inverse Hessian's
+upper Cholesky factor. Matches the reference implementation's choices: damping percdamp·mean(diag H),
+dead inputs (H_jj = 0) zeroed, mask chosen per column block by w²/[H⁻¹]_jj² (unstructured:
+lowest fraction within the block; N:M: lowest N in each group of M columns).
+"""
+from __future__ import annotations
+
+import torch
+
+
+def sparsegpt_prune(weight: torch.Tensor, hessian: torch.Tensor, sparsity: float,
+                    nm: tuple[int, int] | None = None, blocksize: int = 128, percdamp: float = 0.01) -> torch.Tensor:
+    """weight: [out, in]; hessian: [in, in] fp32. Returns the pruned, updated weight (fp32, [out, in])."""
+    W = weight.detach().clone().float()  # [out, in]
+    H = hessian.detach().clone().float()  # [in, in]
+    out_features, in_features = W.shape
+
+    dead = torch.diag(H) == 0
+    H[dead, dead] = 1
+    W[:, dead] = 0
+
+    damp = percdamp * torch.mean(torch.diag(H))
+    H.diagonal().add_(damp)
+    Hinv = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(H)), upper=True)  # [in, in]
+
+    for start in range(0, in_features, blocksize):
+        end = min(start + blocksize, in_features)
+        W_blk = W[:, start:end].clone()  # [out, b]
+        Hinv_blk = Hinv[start:end, start:end]  # [b, b]
+        err_blk = torch.zeros_like(W_blk)
+        d = torch.diag(Hinv_blk)  # [b]
+
+        if nm is None:
+            saliency = W_blk**2 / d.view(1, -1) ** 2
+            k = int(saliency.numel() * sparsity)
+            mask_blk = torch.zeros_like(W_blk, dtype=torch.bool)
+            if k:
+                mask_blk.view(-1)[torch.topk(saliency.flatten(), k, largest=False).indices] = True
+        else:
+            mask_blk = torch.zeros_like(W_blk, dtype=torch.bool)
+
+        for i in range(end - start):
+            w = W_blk[:, i]  # [out]
+            if nm is not None and i % nm[1] == 0:
+                cols = slice(i, i + nm[1])
+                sal = W_blk[:, cols] ** 2 / d[cols].view(1, -1) ** 2
+                idx = torch.topk(sal, nm[0], dim=1, largest=False).indices
+                mask_blk[:, cols].scatter_(1, idx, True)
+            q = w.clone()
+            q[mask_blk[:, i]] = 0
+            err = (w - q) / d[i]  # [out]
+            # OBS update of the not-yet-processed columns of this block
+            W_blk[:, i:] -= err.unsqueeze(1) * Hinv_blk[i, i:].unsqueeze(0)
+            W_blk[:, i] = q
+            err_blk[:, i] = err
+
+        W[:, start:end] = W_blk
+        W[:, end:] -= err_blk @ Hinv[start:end, end:]  # lazy batch update of later columns
+
+    return W
