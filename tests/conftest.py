@@ -1,7 +1,6 @@
 """Shared fixtures: tiny random models built from configs (breadth), the embedded model (end to end)."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest

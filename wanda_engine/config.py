@@ -1,7 +1,7 @@
 """Validated settings. Bad values raise ConfigError at construction, naming the field."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from .errors import ConfigError

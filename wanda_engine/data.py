@@ -19,17 +19,17 @@ import functools
 import logging
 import os
 import random
-import socket
 import threading
 import zlib
 from collections import OrderedDict
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import torch
 
 from .errors import DataError
+from .hub import hub_offline, hub_reachable
 
 SPLITS = ("calib", "eval")
 NAMED_SOURCES = ("default", "wikitext2", "c4")
@@ -49,7 +49,6 @@ AUSTEN_SPLIT = {"calib": "emma", "eval": "prideprejudice"}
 WIKITEXT2_TEST_ENV = "WANDA_WIKITEXT2_TEST"
 C4_FILES = {"calib": ("train", "en/c4-train.00000-of-01024.json.gz"), "eval": ("validation", "en/c4-validation.00000-of-00008.json.gz")}
 C4_EVAL_DOCS = 1100  # the reference evaluates " ".join of the first 1100 validation documents
-HUB_TIMEOUT_S = 3.0
 
 
 def _austen_dir() -> Path:
@@ -114,64 +113,13 @@ def _austen_book(name: str) -> str:
 # --- Hugging Face hub datasets -----------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def _hub_offline() -> Iterator[None]:
-    """Temporarily put `datasets` and `huggingface_hub` into offline (cache-only) mode."""
-    import datasets.config as dc
-    import huggingface_hub.constants as hc
-
-    saved = (dc.HF_HUB_OFFLINE, getattr(dc, "HF_DATASETS_OFFLINE", None), hc.HF_HUB_OFFLINE)
-    saved_env = {k: os.environ.get(k) for k in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")}
-    dc.HF_HUB_OFFLINE = True
-    dc.HF_DATASETS_OFFLINE = True
-    hc.HF_HUB_OFFLINE = True
-    os.environ.update({k: "1" for k in saved_env})
-    try:
-        yield
-    finally:
-        dc.HF_HUB_OFFLINE, dc.HF_DATASETS_OFFLINE, hc.HF_HUB_OFFLINE = saved
-        for k, v in saved_env.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-
-
-def _hub_reachable(timeout: float = HUB_TIMEOUT_S) -> bool:
-    """True if a TCP connection to the hub endpoint opens within `timeout` seconds (DNS included)."""
-    from urllib.parse import urlparse
-
-    try:
-        import huggingface_hub.constants as hc
-
-        endpoint = urlparse(hc.ENDPOINT)
-    except Exception:  # noqa: BLE001
-        endpoint = urlparse("https://huggingface.co")
-    host = endpoint.hostname or "huggingface.co"
-    port = endpoint.port or (80 if endpoint.scheme == "http" else 443)
-    ok: list[bool] = []
-
-    def probe() -> None:
-        try:
-            with socket.create_connection((host, port), timeout=timeout):
-                ok.append(True)
-        except OSError:
-            pass
-
-    # A thread bounds the whole probe: create_connection's timeout does not cover a hanging DNS lookup.
-    t = threading.Thread(target=probe, daemon=True)
-    t.start()
-    t.join(timeout + 0.5)
-    return bool(ok)
-
-
 def _hub_dataset(what: str, path: str, **kwargs: Any) -> Any:
     """`datasets.load_dataset(path, **kwargs)`: from the local cache if there, else download if the hub is reachable."""
     import datasets
 
-    with contextlib.suppress(Exception), _hub_offline():
+    with contextlib.suppress(Exception), hub_offline():
         return datasets.load_dataset(path, **kwargs)
-    if not _hub_reachable():
+    if not hub_reachable():
         raise DataError(
             f"{what} must be downloaded from the Hugging Face hub, which is not reachable from here; "
             "use 'default' or a local .txt file"

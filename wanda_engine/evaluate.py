@@ -32,6 +32,16 @@ class Perplexity:
         return asdict(self)
 
 
+def check_windows(tokens: torch.Tensor, seqlen: int, windows: int | None, dataset: str) -> int:
+    """How many windows will be evaluated; DataError if the text holds fewer than asked for."""
+    available = tokens.numel() // seqlen
+    if available < 1:
+        raise DataError(f"{dataset} has {tokens.numel()} tokens, fewer than one window of {seqlen}")
+    if windows is not None and windows > available:
+        raise DataError(f"{dataset} has {available} windows of {seqlen} tokens, fewer than the {windows} asked for")
+    return available if windows is None else windows
+
+
 def perplexity(model: nn.Module, tokens: torch.Tensor, seqlen: int, dataset: str, windows: int | None = None,
                batch_size: int = 4, device: str | torch.device | None = None) -> Perplexity:
     """exp(mean next-token loss) over the first `windows` non-overlapping windows of `seqlen` tokens.
@@ -41,12 +51,7 @@ def perplexity(model: nn.Module, tokens: torch.Tensor, seqlen: int, dataset: str
     limit = context_length(model)
     if limit is not None and seqlen > limit:
         raise ConfigError(f"eval seqlen {seqlen} is longer than the model's context of {limit} tokens")
-    available = tokens.numel() // seqlen
-    if available < 1:
-        raise DataError(f"{dataset} has {tokens.numel()} tokens, fewer than one window of {seqlen}")
-    n = available if windows is None else windows
-    if n > available:
-        raise DataError(f"{dataset} has {available} windows of {seqlen} tokens, fewer than the {n} asked for")
+    n = check_windows(tokens, seqlen, windows, dataset)
     device = torch.device(device) if device is not None else next(model.parameters()).device
     batches = tokens.view(-1)[: n * seqlen].view(n, seqlen).split(batch_size)  # [n, seqlen]
     t0 = time.perf_counter()

@@ -5,7 +5,7 @@ Every event carries `elapsed_s` since the pipeline started.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any, Callable, Union
 
 

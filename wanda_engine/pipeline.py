@@ -147,6 +147,21 @@ def _prune_layer(config: PruneConfig, layer: nn.Module, stats: InputStats | None
     return rec, float(mask.float().mean())
 
 
+def check_prunable(model: nn.Module, config: PruneConfig) -> None:
+    """Raise before any weight changes if the model cannot be pruned with `config`."""
+    blocks_path, blocks = find_blocks(model)
+    layers = {f"{blocks_path}.{i}.{n}": l for i, b in enumerate(blocks) for n, l in find_linears(b).items()}
+    if not layers:
+        raise ConfigError("the model's decoder blocks hold no linear layers to prune")
+    if config.nm is not None:
+        m = config.nm[1]
+        bad = sorted({weight_of(l).shape[1] for l in layers.values() if weight_of(l).shape[1] % m})
+        if bad:
+            raise ConfigError(f"pattern {config.pattern}: M={m} does not divide the input width {bad[0]} of some layers")
+    if config.method == "sparsegpt" and config.resolved_group == "matrix":
+        raise ConfigError("sparsegpt chooses its mask per column block; group 'matrix' does not apply")
+
+
 def prune_model(model: nn.Module, windows: torch.Tensor, config: PruneConfig,
                 on_event: EventCallback = ignore_events, cancel: threading.Event | None = None,
                 record: bool = True) -> PruneResult:
@@ -154,6 +169,7 @@ def prune_model(model: nn.Module, windows: torch.Tensor, config: PruneConfig,
     t_start = time.perf_counter()
     elapsed = lambda: time.perf_counter() - t_start  # noqa: E731
     device = resolve_device(config.device)
+    check_prunable(model, config)
     blocks_path, blocks = find_blocks(model)
     num_blocks = len(blocks)
     # Activations stay on the compute device; a model far larger than memory would offload them (issue 4).

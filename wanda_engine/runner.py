@@ -19,10 +19,10 @@ from . import __version__
 from .config import EvalConfig, PruneConfig
 from .data import calibration_windows, eval_tokens
 from .errors import ConfigError, EngineError, PruneCancelled
-from .evaluate import Perplexity, perplexity
+from .evaluate import Perplexity, check_windows, perplexity
 from .events import EventCallback, StageStarted, ignore_events
 from .models import LoadedModel, cache_dir, context_length, load_model, sparsity_of_blocks
-from .pipeline import prune_model, resolve_device
+from .pipeline import check_prunable, prune_model, resolve_device
 from .runs import Run, RunStore, atomic_write_json, check_run_name, load_run, write_records
 
 
@@ -106,9 +106,11 @@ def execute_run(request: RunRequest, store: RunStore | None = None, run_dir: str
     """Run `request`, writing its run directory as it goes; returns the finished Run.
 
     `loaded`: an already loaded model (the app's cache); it is deep-copied, never mutated.
-    On error or cancellation the run directory says 'failed' or 'cancelled' and the error propagates.
+    Bad input raises before anything is written; once the run directory exists, an error or a
+    cancellation marks it 'failed' or 'cancelled' and propagates.
     """
     t_start = time.perf_counter()
+    keep_loaded = loaded is not None
     elapsed = lambda: time.perf_counter() - t_start  # noqa: E731
     pc, ev = request.prune, request.eval
     device = resolve_device(pc.device)
@@ -119,35 +121,40 @@ def execute_run(request: RunRequest, store: RunStore | None = None, run_dir: str
     run_dir = Path(run_dir)
     if (run_dir / "run.json").exists():
         raise EngineError(f"run directory {run_dir} already holds a run; choose another name")
+
+    # Phase 1: everything that can fail on bad input, before anything is written or pruned.
+    timings: dict[str, float] = {}
+    on_event(StageStarted(elapsed(), "load", request.model))
+    t = time.perf_counter()
+    if loaded is None:
+        loaded = load_model(request.model, dtype=request.dtype, trust_remote_code=request.trust_remote_code)
+    timings["load_s"] = round(time.perf_counter() - t, 3)
+    check_prunable(loaded.model, pc)
+    on_event(StageStarted(elapsed(), "calibration-data", pc.calib))
+    t = time.perf_counter()
+    windows, calib_info = calibration_windows(loaded.tokenizer, pc.calib, pc.nsamples, pc.seqlen, pc.seed)
+    limit = context_length(loaded.model)
+    if limit is not None and pc.seqlen > limit:
+        raise ConfigError(f"seqlen {pc.seqlen} is longer than the model's context of {limit} tokens")
+    eval_data = None
+    if ev is not None:
+        eval_data = eval_tokens(loaded.tokenizer, ev.dataset)
+        if limit is not None and ev.seqlen > limit:
+            raise ConfigError(f"eval seqlen {ev.seqlen} is longer than the model's context of {limit} tokens")
+        check_windows(eval_data[0], ev.seqlen, ev.windows, eval_data[1])
+    timings["data_s"] = round(time.perf_counter() - t, 3)
+
+    # Phase 2: the run directory exists from here on, marked 'running' until it completes.
     meta: dict[str, Any] = {"format": 1, "status": "running", "name": run_dir.name,
                             "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "config": request.to_dict(),
-                            "versions": _versions(), "device": str(device), "timings": {}}
+                            "versions": _versions(), "device": str(device), "timings": timings,
+                            "model": {"source": loaded.source, "label": loaded.label, **loaded.info},
+                            "calibration": calib_info}
     atomic_write_json(run_dir / "run.json", meta)
-    timings = meta["timings"]
     try:
-        on_event(StageStarted(elapsed(), "load", request.model))
         t = time.perf_counter()
-        if loaded is None:
-            loaded = load_model(request.model, dtype=request.dtype, trust_remote_code=request.trust_remote_code)
-            model = loaded.model
-        else:
-            model = copy.deepcopy(loaded.model)
-        timings["load_s"] = round(time.perf_counter() - t, 3)
-        meta["model"] = {"source": loaded.source, "label": loaded.label, **loaded.info}
-
-        on_event(StageStarted(elapsed(), "calibration-data", pc.calib))
-        t = time.perf_counter()
-        windows, calib_info = calibration_windows(loaded.tokenizer, pc.calib, pc.nsamples, pc.seqlen, pc.seed)
-        limit = context_length(model)
-        if limit is not None and pc.seqlen > limit:
-            raise ConfigError(f"seqlen {pc.seqlen} is longer than the model's context of {limit} tokens")
-        eval_data = None
-        if ev is not None:
-            eval_data = eval_tokens(loaded.tokenizer, ev.dataset)
-            if limit is not None and ev.seqlen > limit:
-                raise ConfigError(f"eval seqlen {ev.seqlen} is longer than the model's context of {limit} tokens")
-        timings["data_s"] = round(time.perf_counter() - t, 3)
-        meta["calibration"] = calib_info
+        model = copy.deepcopy(loaded.model) if keep_loaded else loaded.model
+        timings["copy_s"] = round(time.perf_counter() - t, 3)
 
         if eval_data is not None:
             on_event(StageStarted(elapsed(), "eval-dense", eval_data[1]))
@@ -190,7 +197,7 @@ def execute_run(request: RunRequest, store: RunStore | None = None, run_dir: str
         meta["status"] = "cancelled" if isinstance(e, (PruneCancelled, KeyboardInterrupt)) else "failed"
         meta["error"] = str(e) if isinstance(e, EngineError) else f"{type(e).__name__}: {e}"
         timings["total_s"] = round(elapsed(), 3)
-        try:
+        try:  # best effort: the original error matters more than a failed status write
             atomic_write_json(run_dir / "run.json", meta)
         except OSError:
             pass

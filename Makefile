@@ -1,0 +1,20 @@
+# The two commands: `make run` (the app on the embedded default) and `make test` (the whole suite).
+# Both set everything up from nothing first (scripts/setup.sh, idempotent).
+.PHONY: setup run test demo bench
+
+setup:
+	@bash scripts/setup.sh
+
+run: setup
+	.venv/bin/python -m streamlit run app/main.py
+
+test: setup
+	.venv/bin/python -m pytest
+
+# Headless: prune the embedded model with magnitude and Wanda at 50% and print both perplexities.
+demo: setup
+	.venv/bin/python -m wanda_engine prune --method magnitude --nsamples 16 --seqlen 256 --eval-windows 10 --eval-seqlen 512
+	.venv/bin/python -m wanda_engine prune --method wanda --nsamples 16 --seqlen 256 --eval-windows 10 --eval-seqlen 512
+
+bench: setup
+	.venv/bin/python bench/prune_speed.py

@@ -1,0 +1,320 @@
+"""The app's background job runner: one worker thread per server, a queue, live progress.
+
+Plain Python (no Streamlit): the app wraps one `JobRunner` in `st.cache_resource`, tests drive it
+directly. The worker loads the dense model through `loader` (the app's model cache), then calls
+`execute_run(..., loaded=...)`, which deep-copies it: the cached model is never mutated.
+"""
+from __future__ import annotations
+
+import collections
+import itertools
+import threading
+import time
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable
+
+from wanda_engine.errors import EngineError, PruneCancelled
+from wanda_engine.events import BlockFinished, BlockStarted, Event, MatrixPruned, PruneFinished, StageStarted
+from wanda_engine.runner import RunRequest, execute_run
+from wanda_engine.runs import RunStore
+
+QUEUED, RUNNING, COMPLETE, FAILED, CANCELLED = "queued", "running", "complete", "failed", "cancelled"
+FINISHED = (COMPLETE, FAILED, CANCELLED)
+STAGE_LABELS = {
+    "queued": "waiting in the queue",
+    "load-model": "loading the model",
+    "load": "copying the dense model",
+    "calibration-data": "tokenizing calibration text",
+    "eval-dense": "measuring the dense model's perplexity",
+    "capture": "capturing the first block's inputs",
+    "prune": "pruning",
+    "eval": "measuring the pruned model's perplexity",
+    "save": "saving the pruned model",
+}
+MAX_QUEUE = 64
+MAX_HISTORY = 50
+
+Loader = Callable[[str], Any]  # source -> LoadedModel
+_ids = itertools.count(1)
+
+
+@dataclass
+class Job:
+    """One queued or running request and everything the UI shows about it."""
+
+    request: RunRequest
+    owner: str = "?"  # the Streamlit session id that submitted it
+    label: str = ""
+    batch: str | None = None  # jobs submitted together (a comparison, a sweep) share a batch id
+    id: int = field(default_factory=lambda: next(_ids))
+    status: str = QUEUED
+    submitted: float = field(default_factory=time.time)
+    started: float | None = None
+    finished: float | None = None
+    stage: str = "queued"
+    detail: str = ""
+    stage_started: float | None = None
+    block: int = 0  # 0-based block being pruned
+    num_blocks: int = 0
+    matrix: str = ""
+    matrices_done: int = 0  # in the current block
+    matrices_per_block: int = 0
+    blocks: list[dict[str, Any]] = field(default_factory=list)  # BlockFinished: block, sparsity, block_error
+    prune_started: float | None = None
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+    run_name: str | None = None
+    error: str | None = None
+    cancel: threading.Event = field(default_factory=threading.Event, repr=False)
+
+    def __post_init__(self) -> None:
+        if not self.label:
+            self.label = self.request.prune.label
+
+    @property
+    def prune_fraction(self) -> float:
+        """Fraction of the pruning done, counting matrices inside the current block."""
+        if not self.num_blocks:
+            return 0.0
+        done = len(self.blocks)
+        if self.matrices_per_block and done < self.num_blocks:
+            done += min(self.matrices_done / self.matrices_per_block, 0.99)
+        return min(done / self.num_blocks, 1.0)
+
+    def snapshot(self) -> dict[str, Any]:
+        """A plain copy for the UI (taken under the runner's lock)."""
+        d = {k: getattr(self, k) for k in (
+            "id", "owner", "label", "batch", "status", "submitted", "started", "finished", "stage", "detail",
+            "block", "num_blocks", "matrix", "matrices_done", "matrices_per_block", "run_name", "error")}
+        d["blocks"] = [dict(b) for b in self.blocks]
+        d["stage_seconds"] = dict(self.stage_seconds)
+        d["model"] = self.request.model
+        d["config"] = self.request.to_dict()
+        d["prune_fraction"] = self.prune_fraction
+        now = time.time()
+        d["elapsed_s"] = (self.finished or now) - self.started if self.started else 0.0
+        d["cancel_requested"] = self.cancel.is_set()
+        d["eta_s"] = None
+        return d
+
+
+class JobRunner:
+    """Runs one job at a time on a daemon worker thread; the rest wait in a FIFO queue."""
+
+    def __init__(self, loader: Loader, store_factory: Callable[[], RunStore] = RunStore,
+                 runner: Callable[..., Any] = execute_run):
+        self._loader = loader
+        self._store_factory = store_factory
+        self._execute = runner
+        self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
+        self._queue: collections.deque[Job] = collections.deque()
+        self._current: Job | None = None
+        self._history: collections.deque[Job] = collections.deque(maxlen=MAX_HISTORY)
+        # seconds each stage took last time, per (model, eval settings): estimates the time left
+        self._stage_memory: dict[tuple, dict[str, float]] = {}
+        self._thread = threading.Thread(target=self._work, name="wanda-job-runner", daemon=True)
+        self._closed = False
+        self._thread.start()
+
+    # --- submitting and cancelling -------------------------------------------------------------
+    def submit(self, request: RunRequest, owner: str = "?", label: str = "", batch: str | None = None) -> Job:
+        with self._lock:
+            if len(self._queue) >= MAX_QUEUE:
+                raise EngineError(f"the queue already holds {MAX_QUEUE} runs; wait for some to finish or cancel them")
+            job = Job(request=request, owner=owner, label=label, batch=batch)
+            self._queue.append(job)
+            self._wake.notify_all()
+            return job
+
+    def cancel(self, job_id: int) -> bool:
+        """Cancel a queued job (removed at once) or the running one (stops at the next block or stage)."""
+        with self._lock:
+            if self._current is not None and self._current.id == job_id:
+                self._current.cancel.set()
+                return True
+            for job in self._queue:
+                if job.id == job_id:
+                    self._queue.remove(job)
+                    job.status, job.stage, job.finished = CANCELLED, "cancelled", time.time()
+                    job.error = "removed from the queue before it started"
+                    self._history.appendleft(job)
+                    return True
+        return False
+
+    def cancel_all(self, owner: str | None = None) -> int:
+        with self._lock:
+            ids = [j.id for j in self._queue if owner is None or j.owner == owner]
+            if self._current is not None and (owner is None or self._current.owner == owner):
+                ids.append(self._current.id)
+        return sum(self.cancel(i) for i in ids)
+
+    # --- reading state ------------------------------------------------------------------------
+    def current(self) -> dict[str, Any] | None:
+        with self._lock:
+            return self._with_eta(self._current) if self._current else None
+
+    def queued(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return [j.snapshot() for j in self._queue]
+
+    def history(self) -> list[dict[str, Any]]:
+        """Finished jobs, newest first."""
+        with self._lock:
+            return [j.snapshot() for j in self._history]
+
+    def job(self, job_id: int) -> dict[str, Any] | None:
+        with self._lock:
+            for j in itertools.chain([self._current] if self._current else [], self._queue, self._history):
+                if j.id == job_id:
+                    return self._with_eta(j) if j is self._current else j.snapshot()
+        return None
+
+    @property
+    def busy(self) -> bool:
+        with self._lock:
+            return self._current is not None or bool(self._queue)
+
+    def wait_idle(self, timeout: float = 60.0) -> bool:
+        """Block until nothing runs or waits (tests)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self.busy:
+                return True
+            time.sleep(0.05)
+        return False
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            if self._current is not None:
+                self._current.cancel.set()
+            self._wake.notify_all()
+
+    # --- the worker ---------------------------------------------------------------------------
+    def _memory_key(self, job: Job) -> tuple:
+        r = job.request
+        ev = tuple(sorted(r.eval.to_dict().items())) if r.eval else None
+        return (r.model, ev, r.prune.method, r.prune.nsamples, r.prune.seqlen)
+
+    def _with_eta(self, job: Job) -> dict[str, Any]:
+        snap = job.snapshot()
+        snap["eta_s"] = self._eta(job)
+        return snap
+
+    def _eta(self, job: Job) -> float | None:
+        """Seconds left: pruning extrapolated from its own pace, other stages from the last run alike."""
+        if job.status != RUNNING:
+            return None
+        now = time.time()
+        memory = self._stage_memory.get(self._memory_key(job), {})
+        left = 0.0
+        order = ["load-model", "calibration-data", "eval-dense", "capture", "prune", "eval", "save"]
+        if job.request.eval is None:
+            order = [s for s in order if s not in ("eval-dense", "eval")]
+        if not job.request.save_model:
+            order.remove("save")
+        here = order.index(job.stage) if job.stage in order else 0
+        if job.stage == "prune" and job.prune_started and job.prune_fraction > 0:
+            spent = now - job.prune_started
+            left += spent / job.prune_fraction * (1 - job.prune_fraction)
+        elif job.stage == "prune" or job.stage not in order:
+            if "prune" not in memory:
+                return None
+            left += memory["prune"] * (1 - job.prune_fraction)
+        else:
+            if job.stage in memory and job.stage_started:
+                left += max(memory[job.stage] - (now - job.stage_started), 0.0)
+        for stage in order[here + 1:]:
+            if stage == "eval-dense":
+                continue  # cached after the first run on the same settings
+            if stage not in memory:
+                return None if stage in ("prune", "eval") else left
+            left += memory[stage]
+        return left
+
+    def _work(self) -> None:
+        while True:
+            with self._lock:
+                while not self._queue and not self._closed:
+                    self._wake.wait()
+                if self._closed:
+                    return
+                job = self._queue.popleft()
+                job.status, job.started = RUNNING, time.time()
+                self._current = job
+            try:
+                self._run(job)
+            finally:
+                with self._lock:
+                    job.finished = time.time()
+                    self._remember(job)
+                    self._history.appendleft(job)
+                    self._current = None
+
+    def _remember(self, job: Job) -> None:
+        if job.status == COMPLETE:
+            self._stage_memory[self._memory_key(job)] = dict(job.stage_seconds)
+
+    def _set_stage(self, job: Job, stage: str, detail: str = "") -> None:
+        now = time.time()
+        with self._lock:
+            if job.stage_started is not None and job.stage in STAGE_LABELS:
+                job.stage_seconds[job.stage] = job.stage_seconds.get(job.stage, 0.0) + now - job.stage_started
+            job.stage, job.detail, job.stage_started = stage, detail, now
+            if stage == "prune" and job.prune_started is None:
+                job.prune_started = now
+
+    def _on_event(self, job: Job, event: Event) -> None:
+        if isinstance(event, StageStarted):
+            if job.cancel.is_set():  # stop at stage boundaries too, not only between blocks
+                raise PruneCancelled(f"cancelled before the '{event.stage}' stage")
+            # 'capture' is part of pruning in the pipeline; keep 'prune' as the stage shown while pruning
+            if event.stage == "prune" and job.stage == "prune":
+                return
+            self._set_stage(job, event.stage, event.detail)
+            return
+        with self._lock:
+            if isinstance(event, BlockStarted):
+                job.block, job.num_blocks, job.matrices_done, job.matrix = event.block, event.num_blocks, 0, ""
+            elif isinstance(event, MatrixPruned):
+                job.block, job.num_blocks, job.matrix = event.block, event.num_blocks, event.matrix
+                job.matrices_done += 1
+            elif isinstance(event, BlockFinished):
+                if not job.matrices_per_block:
+                    job.matrices_per_block = job.matrices_done
+                job.blocks.append({"block": event.block, "sparsity": event.sparsity,
+                                   "block_error": event.block_error, "sparsity_so_far": event.sparsity_so_far})
+            elif isinstance(event, PruneFinished):
+                job.num_blocks = event.num_blocks
+
+    def _run(self, job: Job) -> None:
+        try:
+            store = self._store_factory()
+            self._set_stage(job, "load-model", job.request.model)
+            loaded = self._loader(job.request.model)
+            if job.cancel.is_set():
+                raise PruneCancelled("cancelled while the model was loading")
+            request = job.request
+            if request.name is None:
+                stem = f"{loaded.label.split(' ')[0]}-{request.prune.method}{'-variant' if request.prune.variant else ''}" \
+                       f"-{request.prune.pattern.replace(':', 'of')}-{request.prune.target_sparsity:.2f}"
+                request = replace(request, name=store.new_name(stem))
+            with self._lock:
+                job.run_name = request.name
+            run = self._execute(request, store=store, on_event=lambda e: self._on_event(job, e),
+                                cancel=job.cancel, loaded=loaded)
+            self._set_stage(job, "done")
+            with self._lock:
+                job.status, job.run_name = COMPLETE, run.name
+        except PruneCancelled as e:
+            self._set_stage(job, "cancelled")
+            with self._lock:
+                job.status, job.error = CANCELLED, str(e)
+        except EngineError as e:
+            self._set_stage(job, "failed")
+            with self._lock:
+                job.status, job.error = FAILED, str(e)
+        except Exception as e:  # noqa: BLE001 - a bug; keep the worker alive and say what happened
+            self._set_stage(job, "failed")
+            with self._lock:
+                job.status, job.error = FAILED, f"{type(e).__name__}: {e}"
