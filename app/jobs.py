@@ -97,6 +97,16 @@ class Job:
         return d
 
 
+def _matrices_per_block(loaded: Any) -> int:
+    """Prunable matrices in one decoder block (0 if unknown): the progress bar moves within a block."""
+    try:
+        from wanda_engine.models import find_blocks, find_linears
+
+        return len(find_linears(find_blocks(loaded.model)[1][0]))
+    except Exception:  # noqa: BLE001 - a stand-in model in tests, or an odd architecture
+        return 0
+
+
 class JobRunner:
     """Runs one job at a time on a daemon worker thread; the rest wait in a FIFO queue."""
 
@@ -292,6 +302,9 @@ class JobRunner:
             store = self._store_factory()
             self._set_stage(job, "load-model", job.request.model)
             loaded = self._loader(job.request.model)
+            per_block = _matrices_per_block(loaded)
+            with self._lock:
+                job.matrices_per_block = job.matrices_per_block or per_block
             if job.cancel.is_set():
                 raise PruneCancelled("cancelled while the model was loading")
             request = job.request

@@ -13,7 +13,7 @@ import torch
 def sparsegpt_prune(weight: torch.Tensor, hessian: torch.Tensor, sparsity: float,
                     nm: tuple[int, int] | None = None, blocksize: int = 128, percdamp: float = 0.01) -> torch.Tensor:
     """weight: [out, in]; hessian: [in, in] fp32. Returns the pruned, updated weight (fp32, [out, in])."""
-    W = weight.detach().clone().float()  # [out, in]
+    W = weight.detach().float().clone(memory_format=torch.contiguous_format)  # [out, in]
     H = hessian.detach().clone().float()  # [in, in]
     out_features, in_features = W.shape
 
@@ -27,7 +27,7 @@ def sparsegpt_prune(weight: torch.Tensor, hessian: torch.Tensor, sparsity: float
 
     for start in range(0, in_features, blocksize):
         end = min(start + blocksize, in_features)
-        W_blk = W[:, start:end].clone()  # [out, b]
+        W_blk = W[:, start:end].clone(memory_format=torch.contiguous_format)  # [out, b]
         Hinv_blk = Hinv[start:end, start:end]  # [b, b]
         err_blk = torch.zeros_like(W_blk)
         d = torch.diag(Hinv_blk)  # [b]

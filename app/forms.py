@@ -1,0 +1,180 @@
+"""Turning the Prune page's widget values into engine requests, and saving uploads. No Streamlit.
+
+Every user mistake raises an EngineError subclass with one sentence; the page shows `str(e)`.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from wanda_engine.config import EvalConfig, PruneConfig, parse_pattern
+from wanda_engine.errors import ConfigError, DataError
+from wanda_engine.runner import RunRequest
+from wanda_engine.runs import RunStore, check_run_name
+
+# What the first-time visitor gets: the embedded model runs in about a minute on 2 CPU cores.
+DEFAULTS: dict[str, Any] = {
+    "model_kind": "default", "model_text": "", "method": "wanda", "sparsity": 0.5, "pattern": "unstructured",
+    "custom_nm": "", "group": "default", "calib": "default", "nsamples": 16, "seqlen": 256, "seed": 0,
+    "eval_dataset": "default", "eval_seqlen": 512, "eval_windows": 10, "run_name": "",
+}
+MODEL_KINDS = {"default": "Embedded default (SmolLM2-135M)", "hf": "Hugging Face id", "folder": "Local folder"}
+METHODS = {"magnitude": "Magnitude |W|", "wanda": "Wanda |W|·‖X‖₂", "wanda-variant": "Wanda variant (adaptive α)",
+           "sparsegpt": "SparseGPT"}
+PATTERNS = {"unstructured": "Unstructured", "2:4": "2:4 (semi-structured)", "4:8": "4:8", "custom": "Custom N:M"}
+GROUPS = {"default": "Reference default", "row": "Per output row", "matrix": "Whole matrix"}
+CALIB_SOURCES = {"default": "Default text (Jane Austen, Emma)", "wikitext2": "WikiText-2 (train)", "c4": "C4 (train shard)",
+                 "upload": "Uploaded .txt file"}
+EVAL_SOURCES = {"default": "Default text (Pride and Prejudice)", "wikitext2": "WikiText-2 (test)",
+                "c4": "C4 (validation)", "none": "None (skip perplexity)"}
+UPLOAD_DIR = ".uploads"
+MAX_UPLOAD_BYTES = 50 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Upload:
+    """An uploaded file as the page receives it."""
+
+    name: str
+    data: bytes
+
+
+def model_source(kind: str, text: str = "") -> str:
+    if kind == "default":
+        return "default"
+    text = (text or "").strip()
+    if not text:
+        what = "a Hugging Face model id (like HuggingFaceTB/SmolLM2-135M)" if kind == "hf" else "the path of a local model folder"
+        raise ConfigError(f"model: enter {what}, or choose the embedded default")
+    if kind == "folder":
+        path = Path(text).expanduser()
+        if not path.is_dir():
+            raise ConfigError(f"model: the folder {text!r} does not exist")
+        if not (path / "config.json").is_file():
+            raise ConfigError(f"model: the folder {text!r} holds no config.json, so it is not a saved model")
+        return str(path.resolve())
+    if kind == "hf":
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?", text):
+            raise ConfigError(f"model: {text!r} is not a Hugging Face id (owner/name)")
+        return text
+    raise ConfigError(f"model: unknown kind {kind!r}")
+
+
+def pattern_value(pattern: str, custom: str = "") -> str:
+    if pattern != "custom":
+        return pattern
+    custom = (custom or "").strip().replace(" ", "")
+    if not custom:
+        raise ConfigError("pattern: enter a custom N:M pattern such as 2:4 (N of every M consecutive inputs pruned)")
+    parse_pattern(custom)  # raises ConfigError with one sentence
+    return custom
+
+
+def sanitise_filename(name: str) -> str:
+    """A plain file name ending in .txt: no folders, only letters, digits, '.', '_' and '-'."""
+    stem = Path(str(name or "").replace("\\", "/")).name
+    if stem.lower().endswith(".txt"):
+        stem = stem[:-4]
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", stem).strip("._-")[:90] or "upload"
+    return f"{stem}.txt"
+
+
+def save_upload(upload: Upload, store: RunStore) -> Path:
+    """Check an uploaded calibration text (size, not binary, UTF-8, not empty) and save it under .uploads/."""
+    data = upload.data
+    if len(data) > MAX_UPLOAD_BYTES:
+        raise DataError(f"calibration upload {upload.name!r} is {len(data) / 2**20:.0f} MB; the limit is {MAX_UPLOAD_BYTES // 2**20} MB")
+    if b"\x00" in data[:65536]:
+        raise DataError(f"calibration upload {upload.name!r} is a binary file, not text")
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise DataError(f"calibration upload {upload.name!r} is not UTF-8 text (bad byte at offset {e.start})") from None
+    if not text.strip():
+        raise DataError(f"calibration upload {upload.name!r} is empty")
+    folder = store.root / UPLOAD_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    import hashlib
+
+    digest = hashlib.sha256(data).hexdigest()[:10]
+    path = folder / f"{digest}-{sanitise_filename(upload.name)}"
+    if not path.exists():
+        tmp = path.with_suffix(".tmp")
+        tmp.write_bytes(data)
+        tmp.replace(path)
+    return path
+
+
+def build_request(values: dict[str, Any], store: RunStore, upload: Upload | None = None,
+                  method: str | None = None, sparsity: float | None = None) -> RunRequest:
+    """The run the form describes; `method`/`sparsity` override (the comparison preset and sweeps)."""
+    v = {**DEFAULTS, **values}
+    if method is not None:
+        v["method"] = method
+    if sparsity is not None:
+        v["sparsity"] = sparsity
+    source = model_source(v["model_kind"], v["model_text"])
+    pattern = pattern_value(v["pattern"], v["custom_nm"])
+    nm = parse_pattern(pattern)
+    method_name, variant = ("wanda", True) if v["method"] == "wanda-variant" else (v["method"], False)
+    if variant and nm is not None:
+        raise ConfigError("the Wanda variant (adaptive α) works only with the unstructured pattern")
+    group = None if v["group"] == "default" else v["group"]
+    if nm is not None and group == "matrix":
+        raise ConfigError("comparison group 'whole matrix' applies only to unstructured sparsity; N:M compares M consecutive inputs")
+    if method_name == "sparsegpt" and group == "matrix":
+        raise ConfigError("SparseGPT chooses its mask per column block; the 'whole matrix' group does not apply")
+    calib = v["calib"]
+    if calib == "upload":
+        if upload is None:
+            raise DataError("calibration: upload a .txt file, or choose another calibration source")
+        calib = str(save_upload(upload, store))
+    prune = PruneConfig(method=method_name, variant=variant, sparsity=nm[0] / nm[1] if nm else float(v["sparsity"]),
+                        pattern=pattern, group=group, nsamples=int(v["nsamples"]), seqlen=int(v["seqlen"]),
+                        seed=int(v["seed"]), calib=calib, device="auto")
+    ev = None if v["eval_dataset"] == "none" else EvalConfig(dataset=v["eval_dataset"], seqlen=int(v["eval_seqlen"]),
+                                                             windows=int(v["eval_windows"]) or None)
+    name = (v.get("run_name") or "").strip() or None
+    if name is not None:
+        check_run_name(name)
+        if store.path_for(name).exists():
+            raise ConfigError(f"run name {name!r} is taken; choose another or leave it empty")
+    return RunRequest(model=source, prune=prune, eval=ev, name=name)
+
+
+def sweep_requests(base: RunRequest, methods: list[str], sparsities: list[float]) -> list[RunRequest]:
+    """One request per (method, sparsity), sharing everything else with `base` (unnamed: named by the runner)."""
+    if not methods:
+        raise ConfigError("sweep: choose at least one method")
+    if not sparsities:
+        raise ConfigError("sweep: choose at least one sparsity")
+    out = []
+    for s in sparsities:
+        for m in methods:
+            method_name, variant = ("wanda", True) if m == "wanda-variant" else (m, False)
+            prune = replace(base.prune, method=method_name, variant=variant, sparsity=float(s), pattern="unstructured",
+                            group=None if base.prune.group == "matrix" and method_name == "sparsegpt" else base.prune.group)
+            out.append(replace(base, prune=prune, name=None))
+    return out
+
+
+def parse_sparsities(text: str) -> list[float]:
+    """'0.3, 0.5, 70%' -> [0.3, 0.5, 0.7]."""
+    out = []
+    for part in re.split(r"[,\s;]+", (text or "").strip()):
+        if not part:
+            continue
+        try:
+            value = float(part[:-1]) / 100 if part.endswith("%") else float(part)
+        except ValueError:
+            raise ConfigError(f"sweep: {part!r} is not a sparsity; write numbers like 0.3, 0.5 or 70%") from None
+        if value >= 1 and not part.endswith("%"):
+            value /= 100  # "50" means 50%
+        if not 0 <= value < 1:
+            raise ConfigError(f"sweep: sparsity {part} is outside [0, 1)")
+        out.append(round(value, 4))
+    if not out:
+        raise ConfigError("sweep: enter at least one sparsity, such as 0.3, 0.5, 0.7")
+    return sorted(set(out))

@@ -1,0 +1,54 @@
+"""Wanda pruning lab: `streamlit run app/main.py`."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import streamlit as st  # noqa: E402
+
+from app import ui  # noqa: E402
+from app.progress import sidebar_job_status  # noqa: E402
+
+st.set_page_config(page_title="Wanda pruning lab", page_icon="✂️", layout="wide")
+
+PAGES = ROOT / "pages"
+page = st.navigation([
+    st.Page(PAGES / "prune.py", title="Prune", icon="✂️", default=True),
+    st.Page(PAGES / "layers.py", title="Layers", icon="🔬"),
+    st.Page(PAGES / "sparsity.py", title="Sparsity", icon="🧮"),
+    st.Page(PAGES / "masks.py", title="Masks", icon="🎭"),
+    st.Page(PAGES / "perplexity.py", title="Perplexity", icon="📉"),
+    st.Page(PAGES / "runs.py", title="Runs & export", icon="🗂️"),
+])
+
+# --- the shared sidebar: which run the pages show, and against what -------------------------------
+# Keep the Prune page's settings while other pages show (Streamlit drops the state of unrendered widgets).
+for key in [k for k in st.session_state if isinstance(k, str) and k.startswith("f_")]:
+    st.session_state[key] = st.session_state[key]
+
+pending = st.session_state.pop(ui.PENDING, {})
+for key, value in pending.items():
+    st.session_state[key] = value
+
+runs = ui.complete_runs()
+names = [r.name for r in runs]
+labels = {r.name: ui.run_label(r) for r in runs}
+labels[ui.NONE] = "(none)"
+if st.session_state.get(ui.CURRENT) not in names:
+    st.session_state[ui.CURRENT] = names[0] if names else ui.NONE
+if st.session_state.get(ui.COMPARE) not in names + [ui.NONE]:
+    st.session_state[ui.COMPARE] = names[1] if len(names) > 1 else ui.NONE
+
+with st.sidebar:
+    st.markdown("### Runs shown")
+    st.selectbox("Current run", names or [ui.NONE], key=ui.CURRENT, format_func=labels.get,
+                 help="The run every page draws. Only finished runs are listed; see Runs & export for the rest.")
+    st.selectbox("Compare against", [ui.NONE] + [n for n in names], key=ui.COMPARE, format_func=labels.get,
+                 help="A second run drawn next to the current one (perplexity bars, mask overlap).")
+    sidebar_job_status()
+
+page.run()

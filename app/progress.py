@@ -1,0 +1,173 @@
+"""Live job progress: polled fragments that read the shared runner's state (never block the page)."""
+from __future__ import annotations
+
+from typing import Any
+
+import streamlit as st
+
+from app import ui
+from app.jobs import CANCELLED, COMPLETE, FAILED, STAGE_LABELS
+
+WATCH = "_watched_jobs"  # job id -> batch info, for the jobs this session submitted
+SEEN = "_seen_finished"  # id of the newest finished job this session has reloaded for
+BATCHES = "_batches"  # batch id -> {"kind": "compare"|"sweep"|"single", "jobs": [ids]}
+
+
+def watch(job_ids: list[int], kind: str) -> None:
+    """Remember jobs this session submitted, to select their runs once they finish."""
+    batches = st.session_state.setdefault(BATCHES, {})
+    batch = f"b{min(job_ids)}"
+    batches[batch] = {"kind": kind, "jobs": list(job_ids)}
+    watched = st.session_state.setdefault(WATCH, {})
+    for i in job_ids:
+        watched[i] = batch
+
+
+def _finish_batches() -> bool:
+    """Select the runs of this session's finished batches. True if the whole page should reload."""
+    runner = ui.job_runner()
+    watched: dict[int, str] = st.session_state.get(WATCH, {})
+    batches: dict[str, dict] = st.session_state.get(BATCHES, {})
+    changed = False
+    for batch, info in list(batches.items()):
+        jobs = [runner.job(i) for i in info["jobs"]]
+        if any(j is None or j["status"] not in (COMPLETE, FAILED, CANCELLED) for j in jobs):
+            continue
+        done = [j for j in jobs if j["status"] == COMPLETE and j["run_name"]]
+        if info["kind"] == "compare" and len(done) == 2:
+            by_method = {j["config"]["method"]: j["run_name"] for j in done}
+            ui.select_runs(current=by_method.get("wanda", done[-1]["run_name"]),
+                           compare=by_method.get("magnitude", done[0]["run_name"]))
+        elif done and info["kind"] != "sweep":
+            ui.select_runs(current=done[-1]["run_name"])
+        del batches[batch]
+        for i in info["jobs"]:
+            watched.pop(i, None)
+        changed = True
+    history = runner.history()
+    newest = history[0]["id"] if history else None
+    if st.session_state.get(SEEN, newest) != newest:  # someone's job finished: the run lists changed
+        changed = True
+    st.session_state[SEEN] = newest
+    return changed
+
+
+def _progress_text(job: dict[str, Any]) -> tuple[float, str]:
+    stage = job["stage"]
+    if stage == "prune" and job["num_blocks"]:
+        block = min(job["block"] + 1, job["num_blocks"])
+        matrix = f" · {job['matrix']}" if job["matrix"] else ""
+        return job["prune_fraction"], f"block {block}/{job['num_blocks']}{matrix}"
+    if stage in ("eval", "save"):
+        return 1.0, STAGE_LABELS.get(stage, stage)
+    return 0.0, STAGE_LABELS.get(stage, stage)
+
+
+def _job_line(job: dict[str, Any]) -> str:
+    model = job["model"] if job["model"] != "default" else "embedded SmolLM2-135M"
+    if "/" in model and len(model) > 40:
+        model = "…" + model[-38:]
+    return f"**{job['label']}** on `{model}`, started by {ui.who(job['owner'])}"
+
+
+def _running(job: dict[str, Any], live_chart: bool = True) -> None:
+    fraction, text = _progress_text(job)
+    st.markdown(f"⏳ Running {_job_line(job)} · {STAGE_LABELS.get(job['stage'], job['stage'])}")
+    st.progress(fraction, text=text)
+    eta = job["eta_s"]
+    c1, c2, c3, c4 = st.columns([1, 1, 1, 1])
+    c1.metric("Elapsed", ui.fmt_seconds(job["elapsed_s"]))
+    c2.metric("Time left (estimate)", "…" if eta is None else f"~{ui.fmt_seconds(eta)}")
+    if job["blocks"]:
+        c3.metric("Sparsity so far", f"{job['blocks'][-1]['sparsity_so_far']:.1%}")
+        c4.metric("Last block's output error", f"{job['blocks'][-1]['block_error']:.4f}",
+                  help="‖y_pruned − y_dense‖² / ‖y_dense‖² of the block on the calibration windows")
+    if job["cancel_requested"]:
+        st.caption("Cancelling: the run stops at the next block or stage boundary.")
+    elif c4.button("Cancel run", key=f"cancel_{job['id']}", icon="⏹️"):
+        ui.job_runner().cancel(job["id"])
+        st.rerun(scope="fragment")
+    if live_chart and job["blocks"]:
+        figs = ui.figures()
+        if figs is not None:
+            ui.chart(figs.block_progress(job["blocks"]), key=f"live_blocks_{job['id']}")
+
+
+def _queued(queued: list[dict[str, Any]]) -> None:
+    if not queued:
+        return
+    st.markdown(f"**Queue** ({len(queued)} waiting; one run at a time on this server)")
+    for job in queued:
+        c1, c2 = st.columns([5, 1])
+        c1.markdown(f"🕒 {_job_line(job)}")
+        if c2.button("Remove", key=f"unqueue_{job['id']}"):
+            ui.job_runner().cancel(job["id"])
+            st.rerun(scope="fragment")
+
+
+def _recent(history: list[dict[str, Any]]) -> None:
+    mine = [j for j in history if j["owner"] == ui.session_id()][:4]
+    for job in mine:
+        if job["status"] == COMPLETE:
+            st.success(f"Finished **{job['label']}** in {ui.fmt_seconds(job['elapsed_s'])} → run `{job['run_name']}`",
+                       icon="✅")
+        elif job["status"] == FAILED:
+            st.error(f"{job['label']} failed: {job['error']}")
+        elif job["status"] == CANCELLED:
+            st.warning(f"{job['label']} was cancelled: {job['error']}")
+
+
+def _panel(live: bool) -> None:
+    runner = ui.job_runner()
+    if live and _finish_batches():
+        st.rerun()
+    current, queued = runner.current(), runner.queued()
+    if current is None and not queued:
+        _recent(runner.history())
+        return
+    if current is not None:
+        _running(current)
+    _queued(queued)
+    _recent(runner.history())
+
+
+@st.fragment(run_every=1.0)
+def _live_panel() -> None:
+    _panel(live=True)
+
+
+@st.fragment
+def _idle_panel() -> None:
+    _panel(live=False)
+
+
+def job_panel() -> None:
+    """The Prune page's progress area: live (polled every second) while anything runs or waits."""
+    busy = ui.job_runner().busy or bool(st.session_state.get(BATCHES))
+    if not busy and _finish_batches():
+        st.rerun()
+    (_live_panel if busy else _idle_panel)()
+
+
+@st.fragment(run_every=2.0)
+def _sidebar_live() -> None:
+    runner = ui.job_runner()
+    if _finish_batches():
+        st.rerun()
+    current, queued = runner.current(), runner.queued()
+    if current is None:
+        st.caption(f"{len(queued)} run(s) queued" if queued else "Idle")
+        return
+    fraction, text = _progress_text(current)
+    st.progress(fraction, text=f"{current['label']}: {text}")
+    st.caption(f"started by {ui.who(current['owner'])}" + (f" · {len(queued)} queued" if queued else ""))
+
+
+def sidebar_job_status() -> None:
+    st.markdown("### Job")
+    if ui.job_runner().busy or st.session_state.get(BATCHES):
+        _sidebar_live()
+    else:
+        if _finish_batches():
+            st.rerun()
+        st.caption("Idle — start runs on the Prune page.")

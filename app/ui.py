@@ -1,0 +1,193 @@
+"""Shared Streamlit pieces: cached resources, the run selection, captions that say what a number measured."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import streamlit as st
+
+from wanda_engine.models import load_model
+from wanda_engine.runs import Run, RunStore, load_run
+
+from app.jobs import JobRunner
+
+CURRENT, COMPARE, PENDING = "current_run", "compare_run", "_pending_selection"
+NONE = "(none)"
+
+
+# --- cached resources (one per server) ------------------------------------------------------------
+@st.cache_resource(show_spinner=False, max_entries=2)
+def dense_model(source: str):
+    """The unpruned model per source, shared by every session and job; jobs deep-copy it."""
+    return load_model(source)
+
+
+@st.cache_resource(show_spinner=False)
+def job_runner() -> JobRunner:
+    """ONE worker thread per server: a second job waits in its queue."""
+    return JobRunner(loader=dense_model, store_factory=RunStore)
+
+
+@st.cache_resource(show_spinner=False)
+def export_server() -> bool:
+    """Kaleido's browser, started once; figure exports reuse it."""
+    from wanda_engine.export import start_export_server
+
+    start_export_server()
+    return True
+
+
+def store() -> RunStore:
+    return RunStore()  # $WANDA_RUNS or ./runs, read each time so tests can point it elsewhere
+
+
+def session_id() -> str:
+    from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+    ctx = get_script_run_ctx()
+    return ctx.session_id if ctx is not None else "?"
+
+
+def who(owner: str) -> str:
+    return "you" if owner == session_id() else f"another session ({owner[:8]})"
+
+
+# --- figures (written alongside; imported lazily so a missing module degrades to a notice) ------
+def figures():
+    try:
+        from wanda_engine import figures as fig_module
+    except ImportError as e:
+        st.info(f"Charts are not available yet: wanda_engine.figures could not be imported ({e}).")
+        return None
+    return fig_module
+
+
+def chart(fig: Any, key: str | None = None) -> None:
+    from wanda_engine.figures import PLOTLY_CONFIG
+
+    st.plotly_chart(fig, config=PLOTLY_CONFIG, key=key)
+
+
+# --- runs -------------------------------------------------------------------------------------------
+def all_runs() -> list[Run]:
+    return store().list()
+
+
+def complete_runs() -> list[Run]:
+    return [r for r in all_runs() if r.complete]
+
+
+@st.cache_resource(show_spinner=False, max_entries=16)
+def _loaded_run(path: str, stamp: float) -> Run:
+    run = load_run(path)
+    run.records()  # load records and arrays once
+    return run
+
+
+def get_run(name: str | None) -> Run | None:
+    """A complete run with its records loaded (cached until its run.json changes), or None."""
+    if not name or name == NONE:
+        return None
+    try:
+        path = store().path_for(name)
+        stamp = (path / "run.json").stat().st_mtime
+    except Exception:  # noqa: BLE001 - a deleted or renamed run
+        return None
+    run = _loaded_run(str(path), stamp)
+    return run if run.complete else None
+
+
+def select_runs(current: str | None = None, compare: str | None = None) -> None:
+    """Ask for a new selection; applied before the sidebar's widgets exist on the next script run."""
+    pending = st.session_state.get(PENDING, {})
+    if current is not None:
+        pending[CURRENT] = current
+    if compare is not None:
+        pending[COMPARE] = compare
+    st.session_state[PENDING] = pending
+
+
+def current_run() -> Run | None:
+    return get_run(st.session_state.get(CURRENT))
+
+
+def compare_run() -> Run | None:
+    return get_run(st.session_state.get(COMPARE))
+
+
+def run_label(run: Run) -> str:
+    m = run.meta
+    cfg = m.get("config", {})
+    method = cfg.get("method", "?") + ("-variant" if cfg.get("variant") else "")
+    pattern = cfg.get("pattern", "unstructured")
+    sparsity = pattern if pattern != "unstructured" else f"{cfg.get('target_sparsity', cfg.get('sparsity', 0)):.0%}"
+    ppl = m.get("ppl")
+    ppl_s = f" · ppl {ppl:.1f}" if isinstance(ppl, (int, float)) else ""
+    model = (m.get("model") or {}).get("label", cfg.get("model", "?")).split(" ")[0]
+    return f"{method} {sparsity}{ppl_s} · {model} · {run.name}"
+
+
+# --- what a number was measured on ------------------------------------------------------------------
+def eval_caption(meta: dict[str, Any]) -> str:
+    ev = meta.get("eval") or {}
+    if not ev:
+        return "perplexity not measured (evaluation was skipped)"
+    return (f"perplexity on {ev.get('dataset', '?')}, {ev.get('windows', '?')} windows × {ev.get('seqlen', '?')} tokens "
+            f"= {ev.get('tokens', 0):,} tokens")
+
+
+def calib_caption(meta: dict[str, Any]) -> str:
+    cfg = meta.get("config", {})
+    cal = meta.get("calibration") or {}
+    source = cal.get("label") or cal.get("source") or cfg.get("calib", "?")
+    if isinstance(source, str) and "/" in source and Path(source).name:
+        source = Path(source).name
+    return f"calibrated on {cfg.get('nsamples', '?')} × {cfg.get('seqlen', '?')} tokens of {source}, seed {cfg.get('seed', '?')}"
+
+
+def measured_on(meta: dict[str, Any]) -> str:
+    model = (meta.get("model") or {}).get("label", meta.get("config", {}).get("model", "?"))
+    return f"{model} · {calib_caption(meta)} · {eval_caption(meta)}"
+
+
+def run_caption(run: Run) -> None:
+    st.caption(f"Run **{run.name}** — {measured_on(run.meta)}")
+
+
+def require_current_run() -> Run | None:
+    run = current_run()
+    if run is None:
+        st.info("No finished run is selected. Start one on the **Prune** page (try *Compare magnitude vs Wanda*), "
+                "then pick it as the current run in the sidebar.")
+    return run
+
+
+def fmt_seconds(s: float | None) -> str:
+    if s is None:
+        return "…"
+    s = max(int(round(s)), 0)
+    return f"{s // 60}:{s % 60:02d}" if s >= 60 else f"{s} s"
+
+
+def fmt_time(ts: float | None) -> str:
+    return time.strftime("%H:%M:%S", time.localtime(ts)) if ts else "—"
+
+
+def pick_matrix(run: Run, key: str, default_outliers: bool = True):
+    """Block and matrix selectors for the run's records; returns the chosen MatrixRecord (or None)."""
+    records = run.records()
+    if not records:
+        st.info("This run has no per-matrix records.")
+        return None
+    blocks = sorted({r.block for r in records})
+    by_key = {(r.block, r.name): r for r in records}
+    if f"{key}_block" not in st.session_state or st.session_state[f"{key}_block"] not in blocks:
+        st.session_state[f"{key}_block"] = blocks[0]
+    c1, c2 = st.columns([1, 2])
+    block = c1.selectbox("Block", blocks, key=f"{key}_block", format_func=lambda b: f"block {b}")
+    names = [r.name for r in records if r.block == block]
+    if st.session_state.get(f"{key}_matrix") not in names:
+        st.session_state[f"{key}_matrix"] = names[0]
+    name = c2.selectbox("Matrix", names, key=f"{key}_matrix")
+    return by_key.get((block, name))

@@ -1,0 +1,22 @@
+"""Layers: one matrix of the current run — both metrics' score histograms and its input-channel norms."""
+from __future__ import annotations
+
+import streamlit as st
+
+from app import ui
+
+st.title("🔬 Layers")
+st.markdown("For one weight matrix: how the Wanda score |W|·‖X_j‖₂ and the magnitude |W| split its weights into kept "
+            "and pruned, and the activation norms of the input channels that make the two disagree.")
+run = ui.require_current_run()
+figs = ui.figures()
+if run is not None and figs is not None:
+    ui.run_caption(run)
+    rec = ui.pick_matrix(run, "layers")
+    if rec is not None:
+        st.caption(f"`{rec.full_name}` · shape {rec.shape[0]}×{rec.shape[1]} (out × in) · {rec.method}, "
+                   f"comparison group {rec.group} · achieved sparsity {rec.sparsity:.2%}"
+                   + (f" · proxy error Σ ΔW²‖X_j‖² / Σ W²‖X_j‖² = {rec.proxy_error:.4f}" if rec.proxy_error is not None else ""))
+        ui.chart(figs.metric_histograms(rec), key="layers_hist")
+        ui.chart(figs.channel_norms(rec), key="layers_channels")
+        st.caption(ui.calib_caption(run.meta))

@@ -1,0 +1,30 @@
+"""Masks: how far the run's mask differs from the other method's, per matrix and weight by weight."""
+from __future__ import annotations
+
+import streamlit as st
+
+from app import ui
+
+st.title("🎭 Masks")
+st.markdown("Which weights the run pruned compared with the reference method on the *same* weights "
+            "(magnitude for a Wanda run, Wanda for a magnitude run): the overlap of the two pruned sets per matrix, "
+            "and a crop of one matrix with each weight coloured by who pruned it, next to its input-channel norms — "
+            "the columns the two methods disagree on are the outlier channels.")
+run = ui.require_current_run()
+figs = ui.figures()
+if run is not None and figs is not None:
+    ui.run_caption(run)
+    ui.chart(figs.overlap_heatmap(run.records()), key="masks_overlap")
+    st.subheader("One matrix")
+    rec = ui.pick_matrix(run, "masks")
+    if rec is not None:
+        left, right = st.columns(2)
+        with left:
+            ui.chart(figs.mask_crop(rec), key="masks_crop")
+        with right:
+            ui.chart(figs.channel_norms(rec), key="masks_channels")
+        ov = rec.overlap or {}
+        if ov:
+            st.caption(f"Pruned by both: {ov.get('both', 0):.1%} of the weights · only by {rec.method}: "
+                       f"{ov.get('only_method', 0):.1%} · only by {ov.get('reference')}: {ov.get('only_reference', 0):.1%} · "
+                       f"Jaccard {ov.get('jaccard', 0):.2f} · {ui.calib_caption(run.meta)}")

@@ -1,0 +1,115 @@
+"""Prune: choose a model, a method and its settings; run it in the background; see why Wanda wins."""
+from __future__ import annotations
+
+import streamlit as st
+
+from app import forms, ui
+from app.overview import overview
+from app.progress import job_panel, watch
+from wanda_engine.errors import EngineError
+
+st.title("✂️ Prune a language model")
+st.markdown(
+    "**Wanda** (Sun et al., 2023) removes the weights with the smallest |W|·‖X‖₂ — weight magnitude times the norm "
+    "of the input channel's activations on a little calibration text — compared within each output row. "
+    "Plain **magnitude** pruning looks at |W| alone and so cuts weights that feed the few *outlier* channels "
+    "with huge activations. Press **Compare magnitude vs Wanda** to see the difference in about two minutes."
+)
+
+for key, value in forms.DEFAULTS.items():
+    st.session_state.setdefault(f"f_{key}", value)
+
+
+def values() -> dict:
+    return {k: st.session_state[f"f_{k}"] for k in forms.DEFAULTS}
+
+
+# --- settings --------------------------------------------------------------------------------------
+col_model, col_calib, col_eval = st.columns(3, gap="large")
+with col_model:
+    st.subheader("Model & method")
+    st.radio("Model", list(forms.MODEL_KINDS), format_func=forms.MODEL_KINDS.get, key="f_model_kind", horizontal=True,
+             help="The embedded default is SmolLM2-135M-Instruct, shipped with the project: no download needed.")
+    if st.session_state.f_model_kind == "hf":
+        st.text_input("Hugging Face id", key="f_model_text", placeholder="HuggingFaceTB/SmolLM2-135M",
+                      help="Needs the model in the local Hugging Face cache or a network connection.")
+    elif st.session_state.f_model_kind == "folder":
+        st.text_input("Model folder", key="f_model_text", placeholder="/path/to/saved/model",
+                      help="A folder written by save_pretrained (config.json, weights, tokenizer).")
+    st.selectbox("Method", list(forms.METHODS), format_func=forms.METHODS.get, key="f_method")
+    st.selectbox("Sparsity pattern", list(forms.PATTERNS), format_func=forms.PATTERNS.get, key="f_pattern",
+                 help="N:M prunes N weights in every M consecutive inputs of each row (2:4 runs fast on NVIDIA GPUs).")
+    nm_pattern = st.session_state.f_pattern != "unstructured"
+    if st.session_state.f_pattern == "custom":
+        st.text_input("Custom N:M", key="f_custom_nm", placeholder="e.g. 3:8",
+                      help="N of every M consecutive input weights are pruned; M must divide every layer's input width.")
+    st.slider("Sparsity (fraction of weights removed)", 0.0, 0.95, step=0.05, key="f_sparsity", disabled=nm_pattern,
+              help="For N:M patterns the sparsity is N/M.")
+    st.selectbox("Comparison group", list(forms.GROUPS), format_func=forms.GROUPS.get, key="f_group",
+                 help="Which weights compete: the reference compares Wanda and SparseGPT within each output row, "
+                      "magnitude within the whole matrix.")
+with col_calib:
+    st.subheader("Calibration")
+    st.selectbox("Calibration text", list(forms.CALIB_SOURCES), format_func=forms.CALIB_SOURCES.get, key="f_calib",
+                 help="Wanda and SparseGPT measure activations on this text; magnitude ignores it.")
+    if st.session_state.f_calib == "upload":
+        st.file_uploader("Calibration .txt file (UTF-8, up to 50 MB)", type=["txt"], key="u_calib_file")
+    st.number_input("Samples (nsamples)", 1, 1024, step=1, key="f_nsamples",
+                    help="Number of random calibration windows.")
+    st.number_input("Tokens per sample (seqlen)", 8, 8192, step=8, key="f_seqlen")
+    st.number_input("Seed", 0, 2**31 - 1, step=1, key="f_seed", help="Chooses the calibration windows.")
+with col_eval:
+    st.subheader("Evaluation")
+    st.selectbox("Perplexity measured on", list(forms.EVAL_SOURCES), format_func=forms.EVAL_SOURCES.get,
+                 key="f_eval_dataset")
+    no_eval = st.session_state.f_eval_dataset == "none"
+    st.number_input("Tokens per window", 16, 8192, step=16, key="f_eval_seqlen", disabled=no_eval)
+    st.number_input("Windows (0 = the whole text)", 0, 100000, step=1, key="f_eval_windows", disabled=no_eval,
+                    help="Non-overlapping windows; fewer windows run faster but measure on fewer tokens.")
+    st.text_input("Run name (optional)", key="f_run_name", placeholder="named automatically",
+                  help="Letters, digits, '.', '_' and '-'.")
+
+
+def _upload() -> forms.Upload | None:
+    f = st.session_state.get("u_calib_file")
+    return forms.Upload(f.name, f.getvalue()) if f is not None else None
+
+
+def submit(kind: str) -> None:
+    """Build the request(s) from the form and queue them; show one sentence on bad input."""
+    runner = ui.job_runner()
+    try:
+        store = ui.store()
+        if kind == "compare":
+            v = values()
+            if v["pattern"] != "unstructured" and v["group"] == "matrix":
+                v["group"] = "default"
+            reqs = [forms.build_request({**v, "run_name": ""}, store, _upload(), method=m)
+                    for m in ("magnitude", "wanda")]
+            labels = [f"magnitude {r.prune.label.split(' ', 1)[1]}" if i == 0 else r.prune.label for i, r in enumerate(reqs)]
+        else:
+            reqs = [forms.build_request(values(), store, _upload())]
+            labels = [reqs[0].prune.label]
+        jobs = [runner.submit(r, owner=ui.session_id(), label=lab) for r, lab in zip(reqs, labels)]
+    except EngineError as e:
+        st.session_state["_submit_error"] = str(e)
+        return
+    st.session_state.pop("_submit_error", None)
+    watch([j.id for j in jobs], kind)
+
+
+c1, c2, c3 = st.columns([1.3, 1, 2.5])
+busy = ui.job_runner().busy
+c1.button("⚖️ Compare magnitude vs Wanda", type="primary", key="b_compare", on_click=submit, args=("compare",),
+          help="Queues a magnitude run and a Wanda run with the settings above, then shows them side by side.")
+c2.button("▶️ Run" + (" (queue)" if busy else ""), key="b_run", on_click=submit, args=("single",),
+          help="Prune with the method above." + (" Another run is in progress: this one waits in the queue." if busy else ""))
+c3.caption("Defaults finish in about a minute per run on two CPU cores. Runs continue when you switch pages; "
+           "one run at a time per server, the rest wait in a queue.")
+if err := st.session_state.pop("_submit_error", None):
+    st.error(err)
+
+job_panel()
+
+st.divider()
+overview()

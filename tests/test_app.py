@@ -1,0 +1,341 @@
+"""The Streamlit app: every page renders, a comparison runs end to end on a tiny model, bad input shows one
+sentence, and the background job runner queues, cancels and never mutates the cached dense model."""
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+pytest.importorskip("streamlit")
+from streamlit.testing.v1 import AppTest  # noqa: E402
+
+from wanda_engine.config import EvalConfig, PruneConfig  # noqa: E402
+from wanda_engine.events import BlockFinished  # noqa: E402
+from wanda_engine.runner import RunRequest, execute_run  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+MAIN = REPO / "app" / "main.py"
+PAGES = ["prune", "layers", "sparsity", "masks", "perplexity", "runs"]
+
+
+@pytest.fixture
+def app_env(runs_dir, tiny_model_dir, tmp_path, monkeypatch):
+    """Runs and the dense-perplexity cache in temp folders, offline hub, fresh Streamlit resources."""
+    import streamlit as st
+
+    monkeypatch.setenv("WANDA_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    st.cache_resource.clear()
+    yield SimpleNamespace(runs=runs_dir, model=tiny_model_dir)
+    from app import ui
+
+    ui.job_runner().cancel_all()
+    ui.job_runner().wait_idle(60)
+    ui.job_runner().close()
+    st.cache_resource.clear()
+
+
+def new_app() -> AppTest:
+    at = AppTest.from_file(str(MAIN), default_timeout=60)
+    return at.run()
+
+
+def goto(at: AppTest, page: str) -> AppTest:
+    return at.switch_page(f"../pages/{page}.py").run()
+
+
+def no_exceptions(at: AppTest) -> None:
+    assert not at.exception, [e.value for e in at.exception]
+
+
+def charts(at: AppTest) -> list[dict]:
+    """The figure JSON of every plotly chart on the page."""
+    return [json.loads(el.proto.spec) for el in at.get("plotly_chart")]
+
+
+def chart_titles(at: AppTest) -> list[str]:
+    out = []
+    for spec in charts(at):
+        title = spec.get("layout", {}).get("title", {})
+        out.append(title.get("text", "") if isinstance(title, dict) else str(title))
+    return out
+
+
+def use_tiny_model(at: AppTest, model_dir: Path) -> AppTest:
+    at.radio(key="f_model_kind").set_value("folder").run()
+    at.text_input(key="f_model_text").set_value(str(model_dir))
+    at.number_input(key="f_nsamples").set_value(4)
+    at.number_input(key="f_seqlen").set_value(64)
+    at.number_input(key="f_eval_seqlen").set_value(64)
+    at.number_input(key="f_eval_windows").set_value(2)
+    return at.run()
+
+
+def wait_jobs(at: AppTest, timeout: float = 120) -> AppTest:
+    """Rerun the app (as the polling fragment would) until the shared runner is idle."""
+    from app import ui
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        at.run()
+        no_exceptions(at)
+        if not ui.job_runner().busy:
+            return at.run().run()  # the finished batch selects its runs, then the page reloads
+        time.sleep(0.5)
+    raise AssertionError("jobs did not finish in time")
+
+
+def errors(at: AppTest) -> list[str]:
+    return [e.value for e in at.error]
+
+
+# --- pages ------------------------------------------------------------------------------------------
+
+def test_every_page_renders_with_no_runs(app_env):
+    at = new_app()
+    no_exceptions(at)
+    assert "Prune" in at.title[0].value
+    assert any("Compare magnitude vs Wanda" in b.label for b in at.button)
+    for page in PAGES:
+        goto(at, page)
+        no_exceptions(at)
+        assert at.title, page
+
+
+def test_compare_preset_runs_both_and_every_page_shows_them(app_env):
+    at = use_tiny_model(new_app(), app_env.model)
+    at.button(key="b_compare").click().run()
+    no_exceptions(at)
+    from app import ui
+
+    runner = ui.job_runner()
+    assert runner.busy
+    # one runs, the other waits: a second job queues behind the first
+    assert len(runner.queued()) + (runner.current() is not None) >= 1
+    at = wait_jobs(at)
+    assert not errors(at), errors(at)
+    hist = runner.history()[:2]
+    assert {j["status"] for j in hist} == {"complete"}, hist
+
+    # the finished comparison is selected: Wanda current, magnitude compare
+    cur, cmp = at.session_state["current_run"], at.session_state["compare_run"]
+    assert "wanda" in cur and "magnitude" in cmp
+    assert any("Magnitude vs Wanda" in h.value for h in at.header)
+    assert any(m.label == "Dense model perplexity" for m in at.metric)
+    titles = chart_titles(at)
+    assert any("Perplexity" in t for t in titles) and any("activation norms" in t for t in titles), titles
+    bars = next(s for s in charts(at) if "Perplexity" in s["layout"]["title"]["text"])
+    assert "dense" in bars["data"][0]["x"]
+    assert any("windows" in c.value for c in at.caption)  # numbers say what they were measured on
+
+    for page, expect in [("layers", ["activation norms"]), ("sparsity", ["parsity"]),
+                         ("masks", ["activation norms"]), ("perplexity", ["Perplexity", "Perplexity versus"]),
+                         ("runs", [])]:
+        goto(at, page)
+        no_exceptions(at)
+        titles = chart_titles(at)
+        for needle in expect:
+            assert any(needle in t for t in titles), (page, needle, titles)
+        if page in ("layers", "sparsity", "masks"):
+            assert len(titles) >= 2, (page, titles)
+
+    df = at.dataframe[0].value
+    assert set(df["name"]) == {cur, cmp}
+    assert all(s.startswith("✅") for s in df["status"])
+    assert set(df["method"]) == {"magnitude", "wanda"}
+    assert (df["perplexity"] > 0).all()
+    # export: the data behind the figure is offered as CSV and JSON
+    labels = [b.proto.label for b in at.get("download_button")]
+    assert any("CSV" in lab for lab in labels) and any("JSON" in lab for lab in labels), labels
+
+    # switching pages kept the selection and the Prune settings
+    goto(at, "prune")
+    assert at.session_state["current_run"] == cur
+    assert at.radio(key="f_model_kind").value == "folder"
+    assert at.number_input(key="f_nsamples").value == 4
+
+
+# --- bad input: one sentence, app still usable ---------------------------------------------------
+
+def test_impossible_nm_pattern_is_refused_at_once(app_env):
+    at = use_tiny_model(new_app(), app_env.model)
+    at.selectbox(key="f_pattern").set_value("custom").run()
+    at.text_input(key="f_custom_nm").set_value("4:2").run()
+    at.button(key="b_run").click().run()
+    no_exceptions(at)
+    assert any("N:M needs 0 < N < M" in e for e in errors(at)), errors(at)
+    from app import ui
+
+    assert not ui.job_runner().busy
+    # still usable: a valid pattern that does not divide the width fails in the job with one sentence
+    at.text_input(key="f_custom_nm").set_value("3:7").run()
+    at.button(key="b_run").click().run()
+    at = wait_jobs(at, 60)
+    assert any("does not divide" in e for e in errors(at)), errors(at)
+    assert any(t.value.startswith("✂️") for t in at.title)
+
+
+def test_unknown_hub_model_offline_fails_with_one_sentence(app_env):
+    at = new_app()
+    at.radio(key="f_model_kind").set_value("hf").run()
+    at.text_input(key="f_model_text").set_value("nobody-here/no-such-model-xyz")
+    at.button(key="b_run").click().run()
+    at = wait_jobs(at, 60)
+    errs = errors(at)
+    assert any("no-such-model-xyz" in e and "local Hugging Face cache" in e for e in errs), errs
+    # an empty id is caught before anything is queued
+    at.text_input(key="f_model_text").set_value("")
+    at.button(key="b_run").click().run()
+    assert any("enter a Hugging Face model id" in e for e in errors(at)), errors(at)
+
+
+@pytest.mark.parametrize("content, needle", [(b"", "is empty"), (b"\x89PNG\r\n\x1a\n\x00\x00\x00binary", "binary")])
+def test_bad_calibration_upload_is_refused(app_env, content, needle):
+    at = use_tiny_model(new_app(), app_env.model)
+    at.selectbox(key="f_calib").set_value("upload").run()
+    at.file_uploader[0].upload("notes.txt", content, "text/plain").run()
+    at.button(key="b_run").click().run()
+    no_exceptions(at)
+    assert any(needle in e for e in errors(at)), errors(at)
+    from app import ui
+
+    assert not ui.job_runner().busy
+
+
+def test_text_upload_is_saved_sanitised_under_uploads(app_env):
+    from app import forms
+    from wanda_engine.runs import RunStore
+
+    store = RunStore()
+    path = forms.save_upload(forms.Upload("../../etc/my notes?.txt", b"Some calibration text.\n" * 10), store)
+    assert path.parent == store.root / ".uploads" and path.is_file()
+    assert ".." not in path.name and " " not in path.name and path.name.endswith("my_notes.txt")
+    with pytest.raises(Exception, match="limit is 50 MB"):
+        forms.save_upload(forms.Upload("big.txt", b"a" * (forms.MAX_UPLOAD_BYTES + 1)), store)
+    # the run store does not list the uploads folder as a run
+    assert store.list() == []
+
+
+def test_sweep_parsing_and_requests():
+    from app import forms
+    from wanda_engine.errors import ConfigError
+
+    assert forms.parse_sparsities("0.5, 30%, 70") == [0.3, 0.5, 0.7]
+    with pytest.raises(ConfigError):
+        forms.parse_sparsities("half")
+    base = RunRequest(model="default", prune=PruneConfig(nsamples=4, seqlen=64), eval=EvalConfig(seqlen=64, windows=2))
+    reqs = forms.sweep_requests(base, ["magnitude", "wanda-variant"], [0.3, 0.6])
+    assert [(r.prune.method, r.prune.variant, r.prune.sparsity) for r in reqs] == [
+        ("magnitude", False, 0.3), ("wanda", True, 0.3), ("magnitude", False, 0.6), ("wanda", True, 0.6)]
+    assert all(r.prune.nsamples == 4 and r.eval.windows == 2 for r in reqs)
+
+
+# --- the job runner (no browser, no Streamlit) -------------------------------------------------------
+
+def _tiny_request(method: str = "wanda", **kw) -> RunRequest:
+    return RunRequest(model="tiny", prune=PruneConfig(method=method, nsamples=4, seqlen=32, **kw),
+                      eval=EvalConfig(seqlen=32, windows=1))
+
+
+def test_runner_cancel_leaves_cached_model_unchanged(runs_dir, tiny_model_dir, tmp_path, monkeypatch):
+    from app.jobs import CANCELLED, COMPLETE, JobRunner
+    from wanda_engine.models import load_model, parameter_checksum
+    from wanda_engine.runs import RunStore
+
+    monkeypatch.setenv("WANDA_CACHE", str(tmp_path / "cache"))
+    cached = load_model(str(tiny_model_dir))
+    before = parameter_checksum(cached.model)
+
+    def execute_then_cancel(request, **kw):  # cancel as soon as the first block is pruned
+        on_event, cancel = kw["on_event"], kw["cancel"]
+
+        def spy(event):
+            on_event(event)
+            if isinstance(event, BlockFinished) and request.prune.method == "wanda":
+                cancel.set()
+        return execute_run(request, **{**kw, "on_event": spy})
+
+    runner = JobRunner(loader=lambda source: cached, runner=execute_then_cancel)
+    try:
+        cancelled = runner.submit(_tiny_request("wanda"), owner="a")
+        finished = runner.submit(_tiny_request("magnitude"), owner="b")
+        assert runner.wait_idle(120)
+        assert runner.job(cancelled.id)["status"] == CANCELLED
+        assert "cancelled after 1 of 2 blocks" in runner.job(cancelled.id)["error"]
+        assert runner.job(finished.id)["status"] == COMPLETE, runner.job(finished.id)["error"]
+        assert parameter_checksum(cached.model) == before  # pruned copies only
+        runs = {r.name: r for r in RunStore().list()}
+        assert runs[runner.job(cancelled.id)["run_name"]].status == "cancelled"
+        assert runs[runner.job(finished.id)["run_name"]].complete
+        blocks = runner.job(finished.id)["blocks"]
+        assert [b["block"] for b in blocks] == [0, 1]
+    finally:
+        runner.close()
+
+
+def test_runner_queues_a_second_job_and_reports_progress():
+    from app.jobs import CANCELLED, COMPLETE, QUEUED, RUNNING, JobRunner
+    from wanda_engine.events import BlockStarted, MatrixPruned, StageStarted
+
+    release = threading.Event()
+    started = threading.Event()
+
+    def fake_execute(request, **kw):
+        on_event = kw["on_event"]
+        on_event(StageStarted(0.0, "prune", "x"))
+        on_event(BlockStarted(0.1, 0, 4))
+        on_event(MatrixPruned(0.2, 0, 4, "self_attn.q_proj", 0.5))
+        started.set()
+        assert release.wait(10)
+        on_event(BlockFinished(0.3, 0, 4, 0.5, 0.01, 0.5))
+        return SimpleNamespace(name=request.name)
+
+    runner = JobRunner(loader=lambda source: SimpleNamespace(label="fake model"), runner=fake_execute,
+                       store_factory=lambda: SimpleNamespace(new_name=lambda stem: f"run-{time.monotonic_ns()}"))
+    try:
+        first = runner.submit(_tiny_request("wanda"), owner="session-a")
+        second = runner.submit(_tiny_request("magnitude"), owner="session-b")
+        third = runner.submit(_tiny_request("magnitude"), owner="session-b")
+        assert started.wait(10)
+        cur = runner.current()
+        assert cur["id"] == first.id and cur["status"] == RUNNING and cur["owner"] == "session-a"
+        assert cur["stage"] == "prune" and cur["block"] == 0 and cur["num_blocks"] == 4
+        assert cur["matrix"] == "self_attn.q_proj" and 0 <= cur["prune_fraction"] < 0.25
+        assert [j["id"] for j in runner.queued()] == [second.id, third.id]
+        assert all(j["status"] == QUEUED for j in runner.queued())
+        assert runner.cancel(third.id)  # a queued job is removed at once
+        assert [j["id"] for j in runner.queued()] == [second.id]
+        release.set()
+        assert runner.wait_idle(20)
+        assert runner.job(first.id)["status"] == COMPLETE
+        assert runner.job(second.id)["status"] == COMPLETE
+        assert runner.job(third.id)["status"] == CANCELLED
+        assert runner.job(first.id)["blocks"][0]["block_error"] == 0.01
+    finally:
+        release.set()
+        runner.close()
+
+
+def test_runner_survives_a_failing_job():
+    from app.jobs import COMPLETE, FAILED, JobRunner
+    from wanda_engine.errors import ModelLoadError
+
+    def loader(source):
+        if source == "broken":
+            raise ModelLoadError("model 'broken' is not there")
+        return SimpleNamespace(label="ok")
+
+    runner = JobRunner(loader=loader, runner=lambda request, **kw: SimpleNamespace(name="done"),
+                       store_factory=lambda: SimpleNamespace(new_name=lambda stem: "x"))
+    try:
+        bad = runner.submit(RunRequest(model="broken", prune=PruneConfig()), owner="s")
+        good = runner.submit(RunRequest(model="fine", prune=PruneConfig()), owner="s")
+        assert runner.wait_idle(10)
+        assert runner.job(bad.id)["status"] == FAILED and runner.job(bad.id)["error"] == "model 'broken' is not there"
+        assert runner.job(good.id)["status"] == COMPLETE
+    finally:
+        runner.close()

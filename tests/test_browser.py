@@ -1,0 +1,168 @@
+"""The real app in a real browser: `streamlit run app/main.py` driven by Playwright and Debian's Chromium.
+
+Prunes the embedded default model at small settings, waits for the result, visits every page (a
+screenshot of each goes to artifacts/screenshots/), downloads an exported PNG, and checks that every
+request the page made stayed on this machine.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+CHROMIUM = "/usr/bin/chromium"
+SHOTS = REPO / "artifacts" / "screenshots"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--no-first-run", "--disable-sync", "--disable-quic"]
+LOCAL_HOSTS = {"127.0.0.1", "localhost"}
+PAGES = [("Layers", "Layers"), ("Sparsity", "Sparsity"), ("Masks", "Masks"), ("Perplexity", "Perplexity"),
+         ("Runs & export", "Runs & export")]
+
+if not Path(CHROMIUM).is_file():
+    pytest.skip(f"{CHROMIUM} is not installed", allow_module_level=True)
+sync_api = pytest.importorskip("playwright.sync_api")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_healthy(url: str, proc: subprocess.Popen, log: Path, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"streamlit exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.5)
+    raise AssertionError(f"streamlit did not answer within {timeout:.0f} s:\n{log.read_text()[-3000:]}")
+
+
+@pytest.fixture
+def server(tmp_path):
+    port = free_port()
+    log = tmp_path / "streamlit.log"
+    env = {**os.environ, "WANDA_RUNS": str(tmp_path / "runs"), "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+    cmd = [sys.executable, "-m", "streamlit", "run", "app/main.py", "--server.port", str(port),
+           "--server.address", "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false"]
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_healthy(url, proc, log)
+        yield url
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(15)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            proc.wait(5)
+        print(f"\nstreamlit log: {log}")
+
+
+def set_number(page, label: str, value: int) -> None:
+    box = page.get_by_label(label, exact=True)
+    box.fill(str(value))
+    box.press("Enter")
+    page.wait_for_timeout(300)
+
+
+def settle(page, timeout: float = 60_000) -> None:
+    """Wait until the script has finished running (no 'Running...' status widget)."""
+    page.wait_for_timeout(400)
+    page.wait_for_function(
+        "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')"
+        " || !document.querySelector('[data-testid=\"stStatusWidget\"]').innerText.includes('Running')",
+        timeout=timeout)
+
+
+def shoot(page, name: str) -> Path:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    path = SHOTS / f"{name}.png"
+    page.screenshot(path=str(path), full_page=True)
+    return path
+
+
+def test_prune_embedded_model_and_visit_every_page(server):
+    requests: list[str] = []
+    if SHOTS.exists():
+        shutil.rmtree(SHOTS)
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            context = browser.new_context(viewport={"width": 1500, "height": 1000}, accept_downloads=True)
+            page = context.new_page()
+            page.on("request", lambda r: requests.append(r.url))
+            page.set_default_timeout(60_000)
+            page.goto(server)
+            page.get_by_text("Prune a language model").wait_for()
+            settle(page)
+            shoot(page, "0-prune-empty")
+
+            # small settings on the embedded default model; Wanda at 50%
+            set_number(page, "Samples (nsamples)", 8)
+            set_number(page, "Tokens per sample (seqlen)", 128)
+            set_number(page, "Windows (0 = the whole text)", 4)
+            settle(page)
+            page.get_by_role("button", name="Run", exact=False).filter(has_text="▶️").click()
+            # live progress appears (the first load may convert the GGUF: ~30 s)
+            page.get_by_text("Running", exact=False).first.wait_for(timeout=120_000)
+            page.wait_for_timeout(1500)
+            shoot(page, "1-prune-running")
+            page.get_by_text("Finished", exact=False).first.wait_for(timeout=420_000)
+            settle(page)
+            page.locator("[data-testid='stPlotlyChart']").first.wait_for()
+            page.wait_for_timeout(1500)
+            print("prune page:", shoot(page, "2-prune-result"))
+            assert page.get_by_text("Dense model perplexity").count() >= 1
+            assert page.locator("[data-testid='stException']").count() == 0
+
+            for i, (link, title) in enumerate(PAGES, start=3):
+                page.get_by_role("link", name=link).first.click()
+                page.get_by_role("heading", name=title).first.wait_for()
+                settle(page)
+                if link != "Runs & export":
+                    page.locator("[data-testid='stPlotlyChart']").first.wait_for()
+                page.wait_for_timeout(1500)
+                assert page.locator("[data-testid='stException']").count() == 0, link
+                shoot(page, f"{i}-{link.split(' ')[0].lower()}")
+
+            # Runs & export: the run is listed as complete; render a PNG and download it
+            assert page.get_by_text("✅ complete").count() >= 1 or page.locator("[data-testid='stDataFrame']").count() == 1
+            page.get_by_role("button", name="Render PNG").click()
+            dl_button = page.get_by_role("button", name="Download PNG", exact=False)
+            dl_button.wait_for(timeout=120_000)
+            with page.expect_download(timeout=60_000) as info:
+                dl_button.click()
+            download = info.value
+            data = Path(download.path()).read_bytes()
+            assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000, len(data)
+            assert download.suggested_filename.endswith(".png")
+            shoot(page, "8-runs-exported")
+        finally:
+            browser.close()
+    print(f"screenshots: {SHOTS}")
+
+    hosts = {urlparse(u).hostname for u in requests if urlparse(u).scheme in ("http", "https", "ws", "wss")}
+    outside = sorted(u for u in requests if urlparse(u).scheme in ("http", "https", "ws", "wss")
+                     and urlparse(u).hostname not in LOCAL_HOSTS)
+    assert requests and hosts <= LOCAL_HOSTS, outside[:20]

@@ -1,0 +1,154 @@
+"""Mask selectors against straightforward reference implementations."""
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from wanda_engine.scoring import InputStats, magnitude_score, wanda_score
+from wanda_engine.selection import (prune_adaptive_alpha, prune_lowest_in_matrix, prune_lowest_per_row,
+                                    prune_n_of_m, select_mask)
+
+
+def reference_per_row(score: np.ndarray, sparsity: float) -> np.ndarray:
+    """The Wanda reference: stable sort each row, prune the first int(in·s)."""
+    mask = np.zeros(score.shape, dtype=bool)
+    k = int(score.shape[1] * sparsity)
+    for r in range(score.shape[0]):
+        mask[r, np.argsort(score[r], kind="stable")[:k]] = True
+    return mask
+
+
+def reference_nm(score: np.ndarray, n: int, m: int) -> np.ndarray:
+    mask = np.zeros(score.shape, dtype=bool)
+    for r in range(score.shape[0]):
+        for g in range(0, score.shape[1], m):
+            mask[r, g + np.argsort(score[r, g : g + m], kind="stable")[:n]] = True
+    return mask
+
+
+@pytest.mark.parametrize("shape", [(8, 16), (33, 70), (64, 128)])
+@pytest.mark.parametrize("sparsity", [0.0, 0.1, 0.5, 0.73, 0.9])
+def test_per_row_matches_reference(shape, sparsity):
+    score = torch.rand(shape, generator=torch.Generator().manual_seed(1))
+    mask = prune_lowest_per_row(score, sparsity)
+    np.testing.assert_array_equal(mask.numpy(), reference_per_row(score.numpy(), sparsity))
+    assert (mask.sum(dim=1) == int(shape[1] * sparsity)).all()
+
+
+@pytest.mark.parametrize("sparsity", [0.0, 0.25, 0.5, 0.61])
+def test_per_matrix_prunes_exactly_the_lowest(sparsity):
+    score = torch.rand(37, 53, generator=torch.Generator().manual_seed(2))
+    mask = prune_lowest_in_matrix(score, sparsity)
+    k = int(score.numel() * sparsity)
+    assert int(mask.sum()) == k
+    expected = np.zeros(score.numel(), dtype=bool)
+    expected[np.argsort(score.numpy().ravel(), kind="stable")[:k]] = True
+    np.testing.assert_array_equal(mask.numpy().ravel(), expected)
+
+
+@pytest.mark.parametrize("n,m", [(1, 4), (2, 4), (3, 4)])
+def test_n_of_m_every_ordering_of_a_group(n, m):
+    """Exhaustive: every ordering of M distinct scores in a group prunes exactly the N smallest."""
+    perms = torch.tensor(list(itertools.permutations(range(m))), dtype=torch.float32)  # [M!, M]
+    mask = prune_n_of_m(perms, n, m)
+    assert (mask.sum(dim=1) == n).all()
+    assert torch.equal(mask, perms < n)
+
+
+def test_n_of_m_every_ordering_4_of_8():
+    perms = torch.tensor(list(itertools.permutations(range(8))), dtype=torch.float32)  # [40320, 8]
+    mask = prune_n_of_m(perms, 4, 8)
+    assert torch.equal(mask, perms < 4)
+
+
+@pytest.mark.parametrize("n,m,width", [(2, 4, 64), (4, 8, 64), (16, 32, 96), (3, 7, 70)])
+def test_n_of_m_matches_reference_on_wide_rows(n, m, width):
+    score = torch.rand(19, width, generator=torch.Generator().manual_seed(3))
+    mask = prune_n_of_m(score, n, m)
+    np.testing.assert_array_equal(mask.numpy(), reference_nm(score.numpy(), n, m))
+    assert (mask.view(19, width // m, m).sum(dim=2) == n).all()
+
+
+def test_n_of_m_refuses_indivisible_width():
+    with pytest.raises(ValueError, match="not a multiple"):
+        prune_n_of_m(torch.rand(4, 10), 2, 4)
+
+
+@pytest.mark.parametrize("shape", [(64, 256), (128, 96), (300, 200)])
+@pytest.mark.parametrize("sparsity", [0.3, 0.5, 0.7])
+def test_variant_lands_within_tolerance(shape, sparsity):
+    g = torch.Generator().manual_seed(4)
+    # heavy-tailed scores like |W|·‖X‖ with outlier channels
+    score = torch.randn(shape, generator=g).abs() * torch.randn(shape[1], generator=g).exp().view(1, -1)
+    mask, alpha = prune_adaptive_alpha(score, sparsity)
+    assert abs(mask.float().mean().item() - sparsity) <= 0.001
+    assert 0 < alpha < 1
+    # the defining rule, row by row: prune the lowest scores whose cumulative sum stays <= alpha·row sum
+    s = score.double().numpy()
+    for r in range(0, shape[0], max(1, shape[0] // 7)):
+        order = np.argsort(s[r], kind="stable")
+        cum = np.cumsum(s[r][order])
+        count = int((cum <= alpha * cum[-1]).sum())
+        expected = np.zeros(shape[1], dtype=bool)
+        expected[order[:count]] = True
+        np.testing.assert_array_equal(mask[r].numpy(), expected)
+
+
+def test_wanda_equals_magnitude_when_activation_norms_are_equal():
+    w = torch.randn(48, 64, generator=torch.Generator().manual_seed(5))
+    stats = InputStats(64, torch.device("cpu"))
+    stats.add(torch.ones(3, 10, 64) * 0.7)
+    for group in ("row", "matrix"):
+        assert torch.equal(select_mask(wanda_score(w, stats), 0.5, group), select_mask(magnitude_score(w, None), 0.5, group))
+
+
+def test_wanda_differs_from_magnitude_with_an_outlier_channel():
+    w = torch.randn(48, 64, generator=torch.Generator().manual_seed(6))
+    x = torch.randn(4, 16, 64, generator=torch.Generator().manual_seed(7))
+    x[..., 5] *= 100  # an outlier feature
+    stats = InputStats(64, torch.device("cpu"))
+    stats.add(x)
+    wanda = select_mask(wanda_score(w, stats), 0.5, "row")
+    magnitude = select_mask(magnitude_score(w, None), 0.5, "row")
+    assert not wanda[:, 5].any(), "Wanda keeps every weight of the outlier channel"
+    assert magnitude[:, 5].any()
+
+
+def test_input_stats_match_the_reference_running_mean():
+    """scaler_row as the reference accumulates it: a running mean over samples of ‖x_j‖² per sample."""
+    xs = torch.randn(6, 12, 8, generator=torch.Generator().manual_seed(8))
+    stats = InputStats(8, torch.device("cpu"), with_gram=True)
+    for chunk in xs.split(4):
+        stats.add(chunk)
+    scaler_row, n = torch.zeros(8), 0
+    for x in xs:  # one sample at a time, as the reference does
+        scaler_row *= n / (n + 1)
+        n += 1
+        scaler_row += torch.norm(x, p=2, dim=0) ** 2 / n
+    torch.testing.assert_close(stats.scaler_row, scaler_row)
+    flat = xs.reshape(-1, 8)
+    torch.testing.assert_close(stats.hessian(), 2 / 6 * flat.t() @ flat)
+
+
+@settings(max_examples=60, deadline=None)
+@given(rows=st.integers(1, 40), groups=st.integers(1, 12), nm=st.sampled_from([(1, 2), (2, 4), (4, 8), (1, 3), (5, 8)]),
+       seed=st.integers(0, 2**16))
+def test_property_n_of_m_counts(rows, groups, nm, seed):
+    n, m = nm
+    score = torch.rand(rows, groups * m, generator=torch.Generator().manual_seed(seed))
+    mask = prune_n_of_m(score, n, m)
+    assert (mask.view(rows, groups, m).sum(dim=2) == n).all()
+    assert torch.equal(mask, prune_n_of_m(score.clone(), n, m))  # deterministic
+
+
+@settings(max_examples=60, deadline=None)
+@given(rows=st.integers(1, 40), cols=st.integers(1, 90), sparsity=st.floats(0, 0.99), seed=st.integers(0, 2**16))
+def test_property_exact_counts(rows, cols, sparsity, seed):
+    score = torch.rand(rows, cols, generator=torch.Generator().manual_seed(seed))
+    assert (prune_lowest_per_row(score, sparsity).sum(dim=1) == int(cols * sparsity)).all()
+    assert int(prune_lowest_in_matrix(score, sparsity).sum()) == int(rows * cols * sparsity)
