@@ -1,0 +1,127 @@
+"""Benchmark: prune time against the floor of two passes per block, on one machine, in one run.
+
+Prints a table: model, device, dtype, nsamples x seqlen, method/pattern, dense forward time over the
+calibration set, prune time, their ratio (floor ~2: one calibration + one propagation pass per
+block), the metric+mask+record share, peak memory, eval tokens/s. Ratios, not absolute times, are
+what to compare: these machines are noisy.
+
+    python bench/prune_speed.py                                   # embedded model, CPU
+    python bench/prune_speed.py --model meta-llama/Llama-2-7b-hf --device cuda --dtype float16
+    python bench/prune_speed.py --random llama-7b --device cuda --dtype float16 --nsamples 128 --seqlen 2048
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from wanda_engine.config import PruneConfig  # noqa: E402
+from wanda_engine.evaluate import perplexity  # noqa: E402
+from wanda_engine.models import load_model  # noqa: E402
+from wanda_engine.pipeline import prune_model, resolve_device  # noqa: E402
+
+RANDOM_SHAPES = {  # model families by shape only: random weights, no download
+    "llama-7b": dict(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32,
+                     num_key_value_heads=32, vocab_size=32000, max_position_embeddings=4096),
+    "llama-1b": dict(hidden_size=2048, intermediate_size=5632, num_hidden_layers=22, num_attention_heads=32,
+                     num_key_value_heads=4, vocab_size=32000, max_position_embeddings=2048),
+}
+
+
+def build(args):
+    if args.random:
+        from transformers import AutoModelForCausalLM, LlamaConfig
+
+        config = LlamaConfig(**RANDOM_SHAPES[args.random])
+        torch.manual_seed(0)
+        dtype = getattr(torch, args.dtype)
+        with torch.device(resolve_device(args.device)):
+            model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+        model.eval()
+        return model, f"random {args.random}", config.vocab_size
+    loaded = load_model(args.model, dtype=args.dtype)
+    model = loaded.model.to(resolve_device(args.device))
+    return model, loaded.label, len(loaded.tokenizer)
+
+
+def peak_host_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", default="default")
+    p.add_argument("--random", choices=sorted(RANDOM_SHAPES), help="random weights of this shape instead of --model")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--dtype", default="float32")
+    p.add_argument("--nsamples", type=int, default=32)
+    p.add_argument("--seqlen", type=int, default=256)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--methods", default="wanda,magnitude,wanda:2:4,sparsegpt",
+                   help="comma-separated method[:N:M] list")
+    p.add_argument("--eval-windows", type=int, default=4)
+    p.add_argument("--json", help="also write the rows as JSON here")
+    args = p.parse_args()
+
+    device = resolve_device(args.device)
+    model, label, vocab = build(args)
+    windows = torch.randint(0, vocab, (args.nsamples, args.seqlen), generator=torch.Generator().manual_seed(0))
+    original = {k: v.clone() for k, v in model.state_dict().items() if v.dim() == 2}
+
+    def sync():
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    def dense_forward_s() -> float:
+        sync()
+        t = time.perf_counter()
+        with torch.inference_mode():
+            for batch in windows.split(args.batch_size):
+                model(input_ids=batch.to(device), use_cache=False)
+        sync()
+        return time.perf_counter() - t
+
+    dense_forward_s()  # warm-up
+    rows = []
+    for spec in args.methods.split(","):
+        method, _, pattern = spec.partition(":")
+        cfg = PruneConfig(method=method, pattern=pattern or "unstructured", nsamples=args.nsamples,
+                          seqlen=args.seqlen, batch_size=args.batch_size, device=str(device))
+        model.load_state_dict(original, strict=False)
+        dense_s = dense_forward_s()
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+        sync()
+        result = prune_model(model, windows, cfg)
+        sync()
+        ev_tokens = torch.randint(0, vocab, (1, args.eval_windows * args.seqlen), generator=torch.Generator().manual_seed(1))
+        ppl = perplexity(model, ev_tokens, args.seqlen, "random tokens", batch_size=args.batch_size, device=device)
+        t = result.timings
+        rows.append({
+            "model": label, "device": str(device), "dtype": args.dtype, "calib": f"{args.nsamples}x{args.seqlen}",
+            "method": cfg.label, "dense_forward_s": round(dense_s, 2), "prune_s": round(result.seconds, 2),
+            "ratio": round(result.seconds / dense_s, 2), "select_share": round(t["select_s"] / result.seconds, 3),
+            "peak_host_mib": round(peak_host_mib()),
+            "peak_device_mib": round(torch.cuda.max_memory_allocated() / 2**20) if device.type == "cuda" else None,
+            "eval_tokens_per_s": round(ppl.tokens / max(ppl.seconds, 1e-9)),
+        })
+        print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+
+    cols = list(rows[0])
+    print("| " + " | ".join(cols) + " |")
+    print("|" + "---|" * len(cols))
+    for r in rows:
+        print("| " + " | ".join(str(r[c]) for c in cols) + " |")
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=1))
+
+
+if __name__ == "__main__":
+    main()
