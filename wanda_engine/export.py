@@ -71,7 +71,16 @@ class _ExportServer:
         finally:
             self._stop_loop()
 
+    @staticmethod
+    async def _cancel_pending() -> None:
+        tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
     def _stop_loop(self) -> None:
+        with contextlib.suppress(Exception):  # e.g. the watchdog of a browser that was killed
+            self._call(self._cancel_pending(), 5)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
         if not self._thread.is_alive():
@@ -88,10 +97,9 @@ def start_export_server() -> None:
     """Keep a Chromium open for fast exports. Idempotent and thread-safe; raises if no browser starts."""
     global _server, _server_wanted, _atexit_registered
     with _server_lock:
+        if _server is None:
+            _server = _ExportServer()
         _server_wanted = True
-        if _server is not None:
-            return
-        _server = _ExportServer()
         if not _atexit_registered:
             atexit.register(stop_export_server)
             _atexit_registered = True
@@ -178,8 +186,12 @@ def export_figure(fig: Any, fmt: str, width: int = 900, height: int = 600, scale
             start_export_server()
         server = _server
     if server is not None:
+        from kaleido.errors import JavascriptError, KaleidoError
+
         try:
             return server.render(fig_dict, opts)
+        except (KaleidoError, JavascriptError):
+            raise  # plotly.js rejected this figure; the browser is fine
         except Exception:  # noqa: BLE001 - the kept-open browser may have died: drop it, try a fresh one
             with _server_lock:
                 if _server is server:
