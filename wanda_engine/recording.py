@@ -124,9 +124,8 @@ def record_matrix(*, block: int, name: str, full_name: str, method: str, group: 
         proxy_error = float(((original - pruned) ** 2 * energy).sum() / ((original**2 * energy).sum()).clamp_min(1e-30))
 
     ref_mask = masks_by_metric[reference]
-    both = int((mask & ref_mask).sum())
-    only_m = int((mask & ~ref_mask).sum())
-    only_r = int((~mask & ref_mask).sum())
+    # one pass: code = 2·method + reference -> counts of kept-by-both, only-reference, only-method, both
+    _, only_r, only_m, both = torch.bincount((mask.flatten().long() << 1) | ref_mask.flatten().long(), minlength=4).tolist()
     union = both + only_m + only_r
     overlap = {"reference": reference, "group": group, "jaccard": both / union if union else 1.0,
                "both": both / numel, "only_method": only_m / numel, "only_reference": only_r / numel}
