@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-import torch
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_WIKITEXT2 = REPO.parent / "shared" / "data" / "wikitext2-raw-test.txt"
