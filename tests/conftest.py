@@ -1,7 +1,11 @@
 """Shared fixtures: tiny random models built from configs (breadth), the embedded model (end to end)."""
 from __future__ import annotations
 
-from pathlib import Path
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads OpenMP; see wanda_engine/__init__.py
+
+from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
