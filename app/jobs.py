@@ -10,11 +10,19 @@ import collections
 import itertools
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable
+from typing import Any
 
 from wanda_engine.errors import EngineError, PruneCancelled
-from wanda_engine.events import BlockFinished, BlockStarted, Event, MatrixPruned, PruneFinished, StageStarted
+from wanda_engine.events import (
+    BlockFinished,
+    BlockStarted,
+    Event,
+    MatrixPruned,
+    PruneFinished,
+    StageStarted,
+)
 from wanda_engine.runner import RunRequest, execute_run
 from wanda_engine.runs import RunStore
 
@@ -93,7 +101,7 @@ class Job:
         now = time.time()
         d["elapsed_s"] = (self.finished or now) - self.started if self.started else 0.0
         d["cancel_requested"] = self.cancel.is_set()
-        d["eta_s"] = None
+        d["eta_s"], d["eta_partial"] = None, False
         return d
 
 
@@ -201,22 +209,35 @@ class JobRunner:
             self._wake.notify_all()
 
     # --- the worker ---------------------------------------------------------------------------
-    def _memory_key(self, job: Job) -> tuple:
+    @staticmethod
+    def _memory_keys(job: Job) -> tuple[tuple, tuple]:
+        """Keys for remembered stage times: pruning depends on the method and calibration, evaluation not."""
         r = job.request
         ev = tuple(sorted(r.eval.to_dict().items())) if r.eval else None
-        return (r.model, ev, r.prune.method, r.prune.nsamples, r.prune.seqlen)
+        return (r.model, r.prune.method, r.prune.nsamples, r.prune.seqlen), (r.model, ev)
+
+    def _memory(self, job: Job) -> dict[str, float]:
+        prune_key, eval_key = self._memory_keys(job)
+        memory = {k: v for k, v in self._stage_memory.get(eval_key, {}).items() if k in ("eval", "eval-dense")}
+        memory.update({k: v for k, v in self._stage_memory.get(prune_key, {}).items() if k not in ("eval", "eval-dense")})
+        dense = job.stage_seconds.get("eval-dense", 0.0)
+        if "eval" not in memory and dense > 1.0:
+            memory["eval"] = dense  # the pruned model is evaluated on the same windows as the dense one
+        return memory
 
     def _with_eta(self, job: Job) -> dict[str, Any]:
         snap = job.snapshot()
-        snap["eta_s"] = self._eta(job)
+        snap["eta_s"], snap["eta_partial"] = self._eta(job)
         return snap
 
-    def _eta(self, job: Job) -> float | None:
-        """Seconds left: pruning extrapolated from its own pace, other stages from the last run alike."""
+    def _eta(self, job: Job) -> tuple[float | None, bool]:
+        """Seconds left: pruning extrapolated from its own pace, other stages from the last run alike.
+
+        Returns (seconds, partial): partial when the evaluation still to come could not be estimated."""
         if job.status != RUNNING:
-            return None
+            return None, False
         now = time.time()
-        memory = self._stage_memory.get(self._memory_key(job), {})
+        memory = self._memory(job)
         left = 0.0
         order = ["load-model", "calibration-data", "eval-dense", "capture", "prune", "eval", "save"]
         if job.request.eval is None:
@@ -227,20 +248,30 @@ class JobRunner:
         if job.stage == "prune" and job.prune_started and job.prune_fraction > 0:
             spent = now - job.prune_started
             left += spent / job.prune_fraction * (1 - job.prune_fraction)
-        elif job.stage == "prune" or job.stage not in order:
+        elif job.stage == "prune":
             if "prune" not in memory:
-                return None
-            left += memory["prune"] * (1 - job.prune_fraction)
-        else:
-            if job.stage in memory and job.stage_started:
-                left += max(memory[job.stage] - (now - job.stage_started), 0.0)
+                return None, False
+            left += memory["prune"]
+        elif job.stage in memory and job.stage_started:
+            left += max(memory[job.stage] - (now - job.stage_started), 0.0)
+        partial = False
         for stage in order[here + 1:]:
             if stage == "eval-dense":
                 continue  # cached after the first run on the same settings
             if stage not in memory:
-                return None if stage in ("prune", "eval") else left
+                if stage == "prune":
+                    return None, False  # no earlier run alike to go by: the page shows "…"
+                partial = partial or stage == "eval"
+                continue
             left += memory[stage]
-        return left
+        return left, partial
+
+    def _remember(self, job: Job) -> None:
+        if job.status == COMPLETE:
+            prune_key, eval_key = self._memory_keys(job)
+            self._stage_memory[prune_key] = dict(job.stage_seconds)
+            if "eval" in job.stage_seconds:
+                self._stage_memory[eval_key] = {"eval": job.stage_seconds["eval"]}
 
     def _work(self) -> None:
         while True:
@@ -261,18 +292,18 @@ class JobRunner:
                     self._history.appendleft(job)
                     self._current = None
 
-    def _remember(self, job: Job) -> None:
-        if job.status == COMPLETE:
-            self._stage_memory[self._memory_key(job)] = dict(job.stage_seconds)
-
     def _set_stage(self, job: Job, stage: str, detail: str = "") -> None:
-        now = time.time()
         with self._lock:
-            if job.stage_started is not None and job.stage in STAGE_LABELS:
-                job.stage_seconds[job.stage] = job.stage_seconds.get(job.stage, 0.0) + now - job.stage_started
-            job.stage, job.detail, job.stage_started = stage, detail, now
-            if stage == "prune" and job.prune_started is None:
-                job.prune_started = now
+            self._set_stage_locked(job, stage, detail)
+
+    @staticmethod
+    def _set_stage_locked(job: Job, stage: str, detail: str = "") -> None:
+        now = time.time()
+        if job.stage_started is not None and job.stage in STAGE_LABELS:
+            job.stage_seconds[job.stage] = job.stage_seconds.get(job.stage, 0.0) + now - job.stage_started
+        job.stage, job.detail, job.stage_started = stage, detail, now
+        if stage == "prune" and job.prune_started is None:
+            job.prune_started = now
 
     def _on_event(self, job: Job, event: Event) -> None:
         if isinstance(event, StageStarted):
@@ -285,6 +316,8 @@ class JobRunner:
             return
         with self._lock:
             if isinstance(event, BlockStarted):
+                if job.stage != "prune":  # after 'capture': the blocks are the pruning proper
+                    self._set_stage_locked(job, "prune", job.detail)
                 job.block, job.num_blocks, job.matrices_done, job.matrix = event.block, event.num_blocks, 0, ""
             elif isinstance(event, MatrixPruned):
                 job.block, job.num_blocks, job.matrix = event.block, event.num_blocks, event.matrix
@@ -292,6 +325,7 @@ class JobRunner:
             elif isinstance(event, BlockFinished):
                 if not job.matrices_per_block:
                     job.matrices_per_block = job.matrices_done
+                job.matrices_done = 0  # those belong to the finished block now
                 job.blocks.append({"block": event.block, "sparsity": event.sparsity,
                                    "block_error": event.block_error, "sparsity_so_far": event.sparsity_so_far})
             elif isinstance(event, PruneFinished):

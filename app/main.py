@@ -11,18 +11,18 @@ if str(ROOT) not in sys.path:
 import streamlit as st  # noqa: E402
 
 from app import ui  # noqa: E402
-from app.progress import sidebar_job_status  # noqa: E402
+from app.progress import sidebar_job_status, sync  # noqa: E402
 
-st.set_page_config(page_title="Wanda pruning lab", page_icon="✂️", layout="wide")
+st.set_page_config(page_title="Wanda pruning lab", page_icon=ui.favicon(), layout="wide")
 
 PAGES = ROOT / "pages"
 page = st.navigation([
-    st.Page(PAGES / "prune.py", title="Prune", icon="✂️", default=True),
-    st.Page(PAGES / "layers.py", title="Layers", icon="🔬"),
-    st.Page(PAGES / "sparsity.py", title="Sparsity", icon="🧮"),
-    st.Page(PAGES / "masks.py", title="Masks", icon="🎭"),
-    st.Page(PAGES / "perplexity.py", title="Perplexity", icon="📉"),
-    st.Page(PAGES / "runs.py", title="Runs & export", icon="🗂️"),
+    st.Page(PAGES / "prune.py", title="Prune", icon=":material/content_cut:", default=True),
+    st.Page(PAGES / "layers.py", title="Layers", icon=":material/layers:"),
+    st.Page(PAGES / "sparsity.py", title="Sparsity", icon=":material/grid_on:"),
+    st.Page(PAGES / "masks.py", title="Masks", icon=":material/texture:"),
+    st.Page(PAGES / "perplexity.py", title="Perplexity", icon=":material/trending_down:"),
+    st.Page(PAGES / "runs.py", title="Runs & export", icon=":material/folder_open:"),
 ])
 
 # --- the shared sidebar: which run the pages show, and against what -------------------------------
@@ -30,6 +30,7 @@ page = st.navigation([
 for key in [k for k in st.session_state if isinstance(k, str) and k.startswith("f_")]:
     st.session_state[key] = st.session_state[key]
 
+sync()  # finished runs of this session's batches become the selection below
 pending = st.session_state.pop(ui.PENDING, {})
 for key, value in pending.items():
     st.session_state[key] = value

@@ -33,7 +33,10 @@ def _same_eval(a: dict, b: dict) -> bool:
 def overview() -> None:
     cur, cmp = ui.current_run(), ui.compare_run()
     if cur is None:
-        st.info("No finished run yet. Press **⚖️ Compare magnitude vs Wanda** above: the results appear here.")
+        if ui.job_runner().busy:
+            st.info("The results appear here when the run finishes.")
+        else:
+            st.info("No finished run yet. Press **Compare magnitude vs Wanda** above: the results appear here.")
         return
     runs = [r for r in (cmp, cur) if r is not None]
     methods = {_method(r): r for r in runs}
@@ -62,7 +65,7 @@ def overview() -> None:
         return
     left, right = st.columns(2, gap="medium")
     with left:
-        ui.chart(figs.perplexity_bars([r.meta for r in runs]), key="overview_ppl")
+        ui.chart(figs.perplexity_bars([r.meta for r in runs]), key="overview_ppl", narrow=True)
         st.caption(ui.measured_on(cur.meta))
     source = wanda or cur
     rec = outlier_record(source)
@@ -70,7 +73,7 @@ def overview() -> None:
         if rec is None:
             st.info("This run recorded no activation statistics, so there are no channel norms to show.")
         else:
-            ui.chart(figs.channel_norms(rec), key="overview_channels")
+            ui.chart(figs.channel_norms(rec), key="overview_channels", narrow=True)
             st.caption(f"{ui.calib_caption(source.meta)} · run {source.name}")
     if rec is not None:
         ch = rec.channels or {}
@@ -80,8 +83,8 @@ def overview() -> None:
         ratio_txt = f"{ratio:.0f}× the median norm" if isinstance(ratio, (int, float)) else "far above the median"
         text = (f"**Why:** the inputs of `{rec.full_name}` are dominated by a few *outlier channels* — channel {top} "
                 f"is {ratio_txt}. A weight that multiplies such a channel matters far more than its "
-                "size suggests. Magnitude pruning sees only |W| and removes many of these weights; Wanda multiplies "
-                "|W| by ‖X_j‖₂ and keeps them, so the pruned model stays close to the dense one.")
+                "size suggests. Magnitude pruning sees only |W|, so it prunes the weights of these columns as readily as "
+                "any others; Wanda multiplies |W| by ‖X_j‖₂ and keeps them, so the pruned model stays close to the dense one.")
         if isinstance(ov.get("jaccard"), (int, float)):
             text += (f" In this matrix the two methods agree on only {ov['jaccard']:.0%} of the pruned weights "
                      f"(Jaccard index of the {source.config.get('method')} and {ov.get('reference')} masks).")

@@ -8,9 +8,9 @@ import streamlit as st
 from app import ui
 from app.jobs import CANCELLED, COMPLETE, FAILED, STAGE_LABELS
 
-WATCH = "_watched_jobs"  # job id -> batch info, for the jobs this session submitted
+BATCHES = "_batches"  # batch id -> {"kind": "compare"|"sweep"|"single", "jobs": [ids]}, submitted by this session
 SEEN = "_seen_finished"  # id of the newest finished job this session has reloaded for
-BATCHES = "_batches"  # batch id -> {"kind": "compare"|"sweep"|"single", "jobs": [ids]}
+BUSY_SEEN = "_busy_seen"  # whether the runner was busy when this session's page last ran in full
 
 
 def watch(job_ids: list[int], kind: str) -> None:
@@ -18,20 +18,16 @@ def watch(job_ids: list[int], kind: str) -> None:
     batches = st.session_state.setdefault(BATCHES, {})
     batch = f"b{min(job_ids)}"
     batches[batch] = {"kind": kind, "jobs": list(job_ids)}
-    watched = st.session_state.setdefault(WATCH, {})
-    for i in job_ids:
-        watched[i] = batch
 
 
 def _finish_batches() -> bool:
     """Select the runs of this session's finished batches. True if the whole page should reload."""
     runner = ui.job_runner()
-    watched: dict[int, str] = st.session_state.get(WATCH, {})
     batches: dict[str, dict] = st.session_state.get(BATCHES, {})
     changed = False
     for batch, info in list(batches.items()):
-        jobs = [runner.job(i) for i in info["jobs"]]
-        if any(j is None or j["status"] not in (COMPLETE, FAILED, CANCELLED) for j in jobs):
+        jobs = [j for j in (runner.job(i) for i in info["jobs"]) if j is not None]  # None: forgotten (server cache cleared)
+        if any(j["status"] not in (COMPLETE, FAILED, CANCELLED) for j in jobs):
             continue
         done = [j for j in jobs if j["status"] == COMPLETE and j["run_name"]]
         if info["kind"] == "compare" and len(done) == 2:
@@ -41,8 +37,6 @@ def _finish_batches() -> bool:
         elif done and info["kind"] != "sweep":
             ui.select_runs(current=done[-1]["run_name"])
         del batches[batch]
-        for i in info["jobs"]:
-            watched.pop(i, None)
         changed = True
     history = runner.history()
     newest = history[0]["id"] if history else None
@@ -72,25 +66,29 @@ def _job_line(job: dict[str, Any]) -> str:
 
 def _running(job: dict[str, Any], live_chart: bool = True) -> None:
     fraction, text = _progress_text(job)
-    st.markdown(f"⏳ Running {_job_line(job)} · {STAGE_LABELS.get(job['stage'], job['stage'])}")
+    st.markdown(f":material/hourglass_top: Running {_job_line(job)} · {STAGE_LABELS.get(job['stage'], job['stage'])}")
     st.progress(fraction, text=text)
     eta = job["eta_s"]
     c1, c2, c3, c4 = st.columns([1, 1, 1, 1])
     c1.metric("Elapsed", ui.fmt_seconds(job["elapsed_s"]))
-    c2.metric("Time left (estimate)", "…" if eta is None else f"~{ui.fmt_seconds(eta)}")
+    c2.metric("Time left (estimate)", "…" if eta is None else f"~{ui.fmt_seconds(eta)}" + (" + eval" if job["eta_partial"] else ""),
+              help="Pruning extrapolated from the blocks done so far; other stages from the last run alike on this server.")
     if job["blocks"]:
         c3.metric("Sparsity so far", f"{job['blocks'][-1]['sparsity_so_far']:.1%}")
         c4.metric("Last block's output error", f"{job['blocks'][-1]['block_error']:.4f}",
                   help="‖y_pruned − y_dense‖² / ‖y_dense‖² of the block on the calibration windows")
     if job["cancel_requested"]:
         st.caption("Cancelling: the run stops at the next block or stage boundary.")
-    elif c4.button("Cancel run", key=f"cancel_{job['id']}", icon="⏹️"):
-        ui.job_runner().cancel(job["id"])
-        st.rerun(scope="fragment")
+    else:
+        c4.button("Cancel run", key=f"cancel_{job['id']}", icon=":material/stop:", on_click=ui.job_runner().cancel,
+                  args=(job["id"],), help="Stops at the next block or stage; the run is kept, marked cancelled.")
     if live_chart and job["blocks"]:
         figs = ui.figures()
         if figs is not None:
-            ui.chart(figs.block_progress(job["blocks"]), key=f"live_blocks_{job['id']}")
+            fig = figs.block_progress(job["blocks"])
+            if job["num_blocks"]:  # the whole model's width from the start: the chart fills in block by block
+                fig.update_xaxes(range=[-0.5, job["num_blocks"] - 0.5])
+            ui.chart(fig, key=f"live_blocks_{job['id']}")
 
 
 def _queued(queued: list[dict[str, Any]]) -> None:
@@ -99,10 +97,8 @@ def _queued(queued: list[dict[str, Any]]) -> None:
     st.markdown(f"**Queue** ({len(queued)} waiting; one run at a time on this server)")
     for job in queued:
         c1, c2 = st.columns([5, 1])
-        c1.markdown(f"🕒 {_job_line(job)}")
-        if c2.button("Remove", key=f"unqueue_{job['id']}"):
-            ui.job_runner().cancel(job["id"])
-            st.rerun(scope="fragment")
+        c1.markdown(f":material/schedule: Queued: {_job_line(job)}")
+        c2.button("Remove", key=f"unqueue_{job['id']}", on_click=ui.job_runner().cancel, args=(job["id"],))
 
 
 def _recent(history: list[dict[str, Any]]) -> None:
@@ -110,7 +106,7 @@ def _recent(history: list[dict[str, Any]]) -> None:
     for job in mine:
         if job["status"] == COMPLETE:
             st.success(f"Finished **{job['label']}** in {ui.fmt_seconds(job['elapsed_s'])} → run `{job['run_name']}`",
-                       icon="✅")
+                       icon=":material/check_circle:")
         elif job["status"] == FAILED:
             st.error(f"{job['label']} failed: {job['error']}")
         elif job["status"] == CANCELLED:
@@ -119,7 +115,7 @@ def _recent(history: list[dict[str, Any]]) -> None:
 
 def _panel(live: bool) -> None:
     runner = ui.job_runner()
-    if live and _finish_batches():
+    if live and (_finish_batches() or runner.busy != st.session_state.get(BUSY_SEEN)):
         st.rerun()
     current, queued = runner.current(), runner.queued()
     if current is None and not queued:
@@ -141,33 +137,45 @@ def _idle_panel() -> None:
     _panel(live=False)
 
 
+def sync() -> None:
+    """At the top of every full script run, before the run selectors exist: select the runs of this
+    session's finished batches and note whether the runner is busy. The polling fragments compare
+    against this and reload the page only when something changed since (never during a full run,
+    where a rerun would swallow the click that started it)."""
+    _finish_batches()
+    st.session_state[BUSY_SEEN] = ui.job_runner().busy
+
+
 def job_panel() -> None:
     """The Prune page's progress area: live (polled every second) while anything runs or waits."""
     busy = ui.job_runner().busy or bool(st.session_state.get(BATCHES))
-    if not busy and _finish_batches():
-        st.rerun()
     (_live_panel if busy else _idle_panel)()
 
 
-@st.fragment(run_every=2.0)
-def _sidebar_live() -> None:
+def _sidebar_body() -> None:
     runner = ui.job_runner()
-    if _finish_batches():
-        st.rerun()
+    if _finish_batches() or runner.busy != st.session_state.get(BUSY_SEEN):
+        st.rerun()  # a run started or ended (maybe another session's): reload the page and its run lists
     current, queued = runner.current(), runner.queued()
     if current is None:
-        st.caption(f"{len(queued)} run(s) queued" if queued else "Idle")
+        st.caption(f"{len(queued)} run(s) queued" if queued else "Idle — start runs on the Prune page.")
         return
     fraction, text = _progress_text(current)
     st.progress(fraction, text=f"{current['label']}: {text}")
     st.caption(f"started by {ui.who(current['owner'])}" + (f" · {len(queued)} queued" if queued else ""))
 
 
+@st.fragment(run_every=2.0)
+def _sidebar_live() -> None:
+    _sidebar_body()
+
+
+@st.fragment(run_every=5.0)
+def _sidebar_idle() -> None:
+    _sidebar_body()
+
+
 def sidebar_job_status() -> None:
+    """The job line in the shared sidebar, polled on every page: live while busy, a slow check otherwise."""
     st.markdown("### Job")
-    if ui.job_runner().busy or st.session_state.get(BATCHES):
-        _sidebar_live()
-    else:
-        if _finish_batches():
-            st.rerun()
-        st.caption("Idle — start runs on the Prune page.")
+    (_sidebar_live if st.session_state.get(BUSY_SEEN) or st.session_state.get(BATCHES) else _sidebar_idle)()

@@ -22,8 +22,8 @@ FIGURES = {
     "mask_crop": "Mask crop of one matrix",
 }
 MATRIX_FIGURES = ("histograms", "channels", "row_sparsity", "density", "mask_crop")
-STATUS_MARK = {"complete": "✅ complete", "failed": "❌ failed", "cancelled": "⏹️ cancelled", "running": "⏳ running",
-               "interrupted": "⚠️ interrupted"}
+STATUS_MARK = {"complete": "✔ complete", "failed": "✘ failed", "cancelled": "■ cancelled", "running": "… running",
+               "interrupted": "✘ interrupted"}
 
 
 def build_figure(which: str, run: Run, compare: Run | None, record: MatrixRecord | None, complete: list[Run]):

@@ -1,16 +1,14 @@
 """Shared Streamlit pieces: cached resources, the run selection, captions that say what a number measured."""
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
 import streamlit as st
 
+from app.jobs import JobRunner
 from wanda_engine.models import load_model
 from wanda_engine.runs import Run, RunStore, load_run
-
-from app.jobs import JobRunner
 
 CURRENT, COMPARE, PENDING = "current_run", "compare_run", "_pending_selection"
 NONE = "(none)"
@@ -53,6 +51,21 @@ def who(owner: str) -> str:
     return "you" if owner == session_id() else f"another session ({owner[:8]})"
 
 
+@st.cache_resource(show_spinner=False)
+def favicon():
+    """A small drawn icon: a material-icon favicon would be fetched from Google's servers, an image is served locally."""
+    from PIL import Image, ImageDraw
+
+    img = Image.new("RGBA", (64, 64), (0, 0, 0, 0))
+    d = ImageDraw.Draw(img)
+    d.rounded_rectangle((2, 2, 62, 62), radius=12, fill=(0, 114, 178, 255))
+    for x in range(10, 56, 9):  # a sparse weight matrix: some cells pruned
+        for y in range(10, 56, 9):
+            if (x * 7 + y * 3) % 5 < 3:
+                d.rectangle((x, y, x + 6, y + 6), fill=(255, 255, 255, 255))
+    return img
+
+
 # --- figures (written alongside; imported lazily so a missing module degrades to a notice) ------
 def figures():
     try:
@@ -63,10 +76,44 @@ def figures():
     return fig_module
 
 
-def chart(fig: Any, key: str | None = None) -> None:
+def _wrap(text: str, width: int) -> str:
+    """Break a long plotly title into lines of about `width` characters (plotly never wraps)."""
+    if not text:
+        return text
+    out = []
+    for segment in text.split("<br>"):
+        lines, line = [], ""
+        for word in segment.split(" "):
+            if line and len(line) + 1 + len(word) > width:
+                lines.append(line)
+                line = word
+            else:
+                line = f"{line} {word}" if line else word
+        out.extend(lines + [line])
+    return "<br>".join(out)
+
+
+def chart(fig: Any, key: str | None = None, rows: int | None = None, narrow: bool = False) -> None:
+    """Every chart goes through here. `rows`: a heatmap's row count, to give each row room on screen;
+    `narrow`: the chart sits in a half-width column, so long titles are wrapped instead of cut off."""
     from wanda_engine.figures import PLOTLY_CONFIG
 
+    if narrow and fig.layout.title.text:
+        title = _wrap(fig.layout.title.text, 48)
+        sub = fig.layout.title.subtitle.text if fig.layout.title.subtitle else None
+        sub = _wrap(sub, 66) if sub else None
+        fig.update_layout(title_text=title)
+        if sub:
+            fig.update_layout(title_subtitle_text=sub)
+        lines = title.count("<br>") + 1 + (sub.count("<br>") + 1 if sub else 0)
+        fig.update_layout(margin_t=max(fig.layout.margin.t or 0, 40 + 22 * lines))
+    if rows and fig.layout.height is None:
+        fig.update_layout(height=int(min(max(450, 190 + 20 * rows), 1400)))
     st.plotly_chart(fig, config=PLOTLY_CONFIG, key=key)
+
+
+def num_blocks(run: Run) -> int:
+    return len({r.block for r in run.records()})
 
 
 # --- runs -------------------------------------------------------------------------------------------
@@ -166,23 +213,25 @@ def require_current_run() -> Run | None:
 def fmt_seconds(s: float | None) -> str:
     if s is None:
         return "…"
-    s = max(int(round(s)), 0)
+    s = max(round(s), 0)
     return f"{s // 60}:{s % 60:02d}" if s >= 60 else f"{s} s"
 
 
-def fmt_time(ts: float | None) -> str:
-    return time.strftime("%H:%M:%S", time.localtime(ts)) if ts else "—"
 
-
-def pick_matrix(run: Run, key: str, default_outliers: bool = True):
-    """Block and matrix selectors for the run's records; returns the chosen MatrixRecord (or None)."""
+def pick_matrix(run: Run, key: str, default: Any = None):
+    """Block and matrix selectors for the run's records; returns the chosen MatrixRecord (or None).
+    `default`: the record selected first (else block 0's first matrix)."""
     records = run.records()
     if not records:
         st.info("This run has no per-matrix records.")
         return None
     blocks = sorted({r.block for r in records})
     by_key = {(r.block, r.name): r for r in records}
-    if f"{key}_block" not in st.session_state or st.session_state[f"{key}_block"] not in blocks:
+    if st.session_state.get(f"{key}_run") != run.name:  # a new run: start at the default matrix
+        st.session_state[f"{key}_run"] = run.name
+        if default is not None:
+            st.session_state[f"{key}_block"], st.session_state[f"{key}_matrix"] = default.block, default.name
+    if st.session_state.get(f"{key}_block") not in blocks:
         st.session_state[f"{key}_block"] = blocks[0]
     c1, c2 = st.columns([1, 2])
     block = c1.selectbox("Block", blocks, key=f"{key}_block", format_func=lambda b: f"block {b}")

@@ -4,15 +4,17 @@ from __future__ import annotations
 import streamlit as st
 
 from app import ui
+from app.overview import outlier_record
 
-st.title("🔬 Layers")
+st.title("Layers")
 st.markdown("For one weight matrix: how the Wanda score |W|·‖X_j‖₂ and the magnitude |W| split its weights into kept "
-            "and pruned, and the activation norms of the input channels that make the two disagree.")
+            "and pruned, and the activation norms of the input channels that make the two disagree. It opens on the "
+            "matrix with the most lopsided input channels (largest max/median norm).")
 run = ui.require_current_run()
 figs = ui.figures()
 if run is not None and figs is not None:
     ui.run_caption(run)
-    rec = ui.pick_matrix(run, "layers")
+    rec = ui.pick_matrix(run, "layers", default=outlier_record(run))
     if rec is not None:
         st.caption(f"`{rec.full_name}` · shape {rec.shape[0]}×{rec.shape[1]} (out × in) · {rec.method}, "
                    f"comparison group {rec.group} · achieved sparsity {rec.sparsity:.2%}"

@@ -4,8 +4,9 @@ from __future__ import annotations
 import streamlit as st
 
 from app import ui
+from app.overview import outlier_record
 
-st.title("🎭 Masks")
+st.title("Masks")
 st.markdown("Which weights the run pruned compared with the reference method on the *same* weights "
             "(magnitude for a Wanda run, Wanda for a magnitude run): the overlap of the two pruned sets per matrix, "
             "and a crop of one matrix with each weight coloured by who pruned it, next to its input-channel norms — "
@@ -14,15 +15,13 @@ run = ui.require_current_run()
 figs = ui.figures()
 if run is not None and figs is not None:
     ui.run_caption(run)
-    ui.chart(figs.overlap_heatmap(run.records()), key="masks_overlap")
+    ui.chart(figs.overlap_heatmap(run.records()), key="masks_overlap", rows=ui.num_blocks(run))
     st.subheader("One matrix")
-    rec = ui.pick_matrix(run, "masks")
+    rec = ui.pick_matrix(run, "masks", default=outlier_record(run))
     if rec is not None:
-        left, right = st.columns(2)
-        with left:
-            ui.chart(figs.mask_crop(rec), key="masks_crop")
-        with right:
-            ui.chart(figs.channel_norms(rec), key="masks_channels")
+        # one above the other: both share the input-channel axis, and their titles need the full width
+        ui.chart(figs.mask_crop(rec), key="masks_crop")
+        ui.chart(figs.channel_norms(rec), key="masks_channels")
         ov = rec.overlap or {}
         if ov:
             st.caption(f"Pruned by both: {ov.get('both', 0):.1%} of the weights · only by {rec.method}: "

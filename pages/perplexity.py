@@ -7,7 +7,7 @@ from app import forms, ui
 from app.progress import watch
 from wanda_engine.errors import EngineError
 
-st.title("📉 Perplexity")
+st.title("Perplexity")
 st.markdown("Perplexity of the pruned models next to the dense model, measured on the same windows "
             "(lower is better). Runs evaluated on different text or windows are grouped apart, never mixed.")
 figs = ui.figures()

@@ -8,12 +8,12 @@ from app.overview import overview
 from app.progress import job_panel, watch
 from wanda_engine.errors import EngineError
 
-st.title("✂️ Prune a language model")
+st.title("Prune a language model")
 st.markdown(
     "**Wanda** (Sun et al., 2023) removes the weights with the smallest |W|·‖X‖₂ — weight magnitude times the norm "
     "of the input channel's activations on a little calibration text — compared within each output row. "
     "Plain **magnitude** pruning looks at |W| alone and so cuts weights that feed the few *outlier* channels "
-    "with huge activations. Press **Compare magnitude vs Wanda** to see the difference in about two minutes."
+    "with huge activations. Press **Compare magnitude vs Wanda** to see the difference on the embedded model."
 )
 
 for key, value in forms.DEFAULTS.items():
@@ -86,11 +86,9 @@ def submit(kind: str) -> None:
                 v["group"] = "default"
             reqs = [forms.build_request({**v, "run_name": ""}, store, _upload(), method=m)
                     for m in ("magnitude", "wanda")]
-            labels = [f"magnitude {r.prune.label.split(' ', 1)[1]}" if i == 0 else r.prune.label for i, r in enumerate(reqs)]
         else:
             reqs = [forms.build_request(values(), store, _upload())]
-            labels = [reqs[0].prune.label]
-        jobs = [runner.submit(r, owner=ui.session_id(), label=lab) for r, lab in zip(reqs, labels)]
+        jobs = [runner.submit(r, owner=ui.session_id()) for r in reqs]
     except EngineError as e:
         st.session_state["_submit_error"] = str(e)
         return
@@ -100,12 +98,12 @@ def submit(kind: str) -> None:
 
 c1, c2, c3 = st.columns([1.3, 1, 2.5])
 busy = ui.job_runner().busy
-c1.button("⚖️ Compare magnitude vs Wanda", type="primary", key="b_compare", on_click=submit, args=("compare",),
+c1.button("Compare magnitude vs Wanda", type="primary", icon=":material/compare_arrows:", key="b_compare", on_click=submit, args=("compare",),
           help="Queues a magnitude run and a Wanda run with the settings above, then shows them side by side.")
-c2.button("▶️ Run" + (" (queue)" if busy else ""), key="b_run", on_click=submit, args=("single",),
+c2.button("Run" + (" (queue)" if busy else ""), key="b_run", icon=":material/play_arrow:", on_click=submit, args=("single",),
           help="Prune with the method above." + (" Another run is in progress: this one waits in the queue." if busy else ""))
-c3.caption("Defaults finish in about a minute per run on two CPU cores. Runs continue when you switch pages; "
-           "one run at a time per server, the rest wait in a queue.")
+c3.caption("The defaults take a few minutes per run on a laptop CPU. Runs go on in the background while you "
+           "switch pages; one run at a time per server, the rest wait in a queue.")
 if err := st.session_state.pop("_submit_error", None):
     st.error(err)
 

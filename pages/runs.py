@@ -12,7 +12,7 @@ from wanda_engine.config import EvalConfig, PruneConfig
 from wanda_engine.errors import ConfigError, EngineError
 from wanda_engine.runner import RunRequest
 
-st.title("🗂️ Runs & export")
+st.title("Runs & export")
 runner = ui.job_runner()
 active = runner.current()
 active_name = active["run_name"] if active else None
@@ -79,7 +79,7 @@ if run is not None and figs is not None:
         st.info(f"Image export is not available yet: wanda_engine.export could not be imported ({e}).")
     stem = f"{run.name}-{which}" + (f"-b{record.block}-{record.name}" if record is not None else "")
     c1, c2, c3, c4 = st.columns(4)
-    fmt = c1.selectbox("Format", formats or ["png"], key="export_fmt", disabled=exporter is None)
+    fmt = c1.selectbox("Format", formats or ["png"], key="export_fmt", disabled=exporter is None, format_func=str.upper)
     width = c2.number_input("Width (px)", 200, 4000, 1000, step=50, key="export_w")
     height = c3.number_input("Height (px)", 150, 4000, 600, step=50, key="export_h")
     scale = c4.number_input("Scale", 0.5, 8.0, 2.0, step=0.5, key="export_scale",
@@ -116,7 +116,7 @@ if run is not None and figs is not None:
                "method, calibration windows and seed, so the same mask) and saves the pruned model with "
                "`save_pretrained` into a folder.")
     with st.form("save_model"):
-        folder = st.text_input("Folder to save into", value=str(Path.cwd() / "pruned" / run.name), key="save_folder")
+        folder = st.text_input("Folder to save into", value=str(ui.store().root / ".saved-models" / run.name), key="save_folder")
         go = st.form_submit_button("Re-run and save")
     if go:
         try:

@@ -5,7 +5,7 @@ import streamlit as st
 
 from app import ui
 
-st.title("🧮 Sparsity")
+st.title("Sparsity")
 st.markdown("How evenly the pruning spread: the achieved sparsity of every matrix, then for one matrix the "
             "fraction pruned in each output row and a down-sampled map of which regions kept their weights.")
 run = ui.require_current_run()
@@ -14,12 +14,12 @@ if run is not None and figs is not None:
     ui.run_caption(run)
     st.metric("Achieved sparsity over all pruned matrices", f"{run.meta.get('sparsity', 0):.2%}",
               help="Exact zeros over the decoder blocks' linear weights.")
-    ui.chart(figs.sparsity_heatmap(run.records()), key="sparsity_heatmap")
+    ui.chart(figs.sparsity_heatmap(run.records()), key="sparsity_heatmap", rows=ui.num_blocks(run))
     st.subheader("One matrix")
     rec = ui.pick_matrix(run, "sparsity")
     if rec is not None:
         left, right = st.columns(2)
         with left:
-            ui.chart(figs.row_sparsity(rec), key="sparsity_rows")
+            ui.chart(figs.row_sparsity(rec), key="sparsity_rows", narrow=True)
         with right:
-            ui.chart(figs.density_map(rec), key="sparsity_density")
+            ui.chart(figs.density_map(rec), key="sparsity_density", narrow=True)

@@ -145,12 +145,42 @@ def test_compare_preset_runs_both_and_every_page_shows_them(app_env):
 
     df = at.dataframe[0].value
     assert set(df["name"]) == {cur, cmp}
-    assert all(s.startswith("✅") for s in df["status"])
+    assert all(s == "✔ complete" for s in df["status"])
     assert set(df["method"]) == {"magnitude", "wanda"}
     assert (df["perplexity"] > 0).all()
     # export: the data behind the figure is offered as CSV and JSON
     labels = [b.proto.label for b in at.get("download_button")]
     assert any("CSV" in lab for lab in labels) and any("JSON" in lab for lab in labels), labels
+
+    # save the pruned model: re-runs the current run with a folder to save into
+    target = app_env.runs.parent / "saved-model"
+    at.text_input(key="save_folder").set_value(str(target))
+    next(b for b in at.button if b.label == "Re-run and save").click().run()
+    no_exceptions(at)
+    assert any("Queued" in s.value for s in at.success), errors(at)
+    at = wait_jobs(at)
+    assert (target / "config.json").is_file() and any(target.glob("*.safetensors"))
+    saved = [r for r in ui.all_runs() if r.meta.get("saved_model")]
+    assert len(saved) == 1 and saved[0].complete and saved[0].config["method"] == "wanda"
+    at.session_state["current_run"] = cur  # back to the comparison for the steps below
+    at.session_state["compare_run"] = cmp
+    goto(at, "runs")
+    # rename (a bad name is refused with one sentence), then delete
+    at.selectbox(key="manage_run").set_value(cmp).run()
+    at.text_input(key="manage_new_name").set_value("../evil").run()
+    at.button(key="b_rename").click().run()
+    assert any("is not allowed" in e for e in errors(at)), errors(at)
+    at.text_input(key="manage_new_name").set_value("magnitude-renamed").run()
+    at.button(key="b_rename").click().run()
+    no_exceptions(at)
+    assert {cur, "magnitude-renamed"} <= set(at.dataframe[0].value["name"]) and cmp not in set(at.dataframe[0].value["name"])
+    assert at.session_state["compare_run"] == "magnitude-renamed"
+    at.selectbox(key="manage_run").set_value("magnitude-renamed").run()
+    at.checkbox(key="manage_confirm").check().run()
+    at.button(key="b_delete").click().run()
+    no_exceptions(at)
+    assert "magnitude-renamed" not in set(at.dataframe[0].value["name"]) and cur in set(at.dataframe[0].value["name"])
+    assert at.session_state["compare_run"] != "magnitude-renamed"  # a deleted run is never selected
 
     # switching pages kept the selection and the Prune settings
     goto(at, "prune")
@@ -176,7 +206,7 @@ def test_impossible_nm_pattern_is_refused_at_once(app_env):
     at.button(key="b_run").click().run()
     at = wait_jobs(at, 60)
     assert any("does not divide" in e for e in errors(at)), errors(at)
-    assert any(t.value.startswith("✂️") for t in at.title)
+    assert any(t.value == "Prune a language model" for t in at.title)
 
 
 def test_unknown_hub_model_offline_fails_with_one_sentence(app_env):
@@ -337,5 +367,111 @@ def test_runner_survives_a_failing_job():
         assert runner.wait_idle(10)
         assert runner.job(bad.id)["status"] == FAILED and runner.job(bad.id)["error"] == "model 'broken' is not there"
         assert runner.job(good.id)["status"] == COMPLETE
+    finally:
+        runner.close()
+
+
+def test_busy_server_shows_whose_run_and_queues_another(app_env, monkeypatch):
+    """A second session sees who runs what, with progress, and its own run waits in the queue."""
+    from app import ui
+    from app.jobs import JobRunner
+    from wanda_engine.events import BlockStarted, MatrixPruned, StageStarted
+
+    release, started = threading.Event(), threading.Event()
+
+    def slow_execute(request, **kw):
+        kw["on_event"](StageStarted(0.0, "prune", "x"))
+        kw["on_event"](BlockStarted(0.1, 2, 30))
+        kw["on_event"](MatrixPruned(0.2, 2, 30, "mlp.up_proj", 0.5))
+        started.set()
+        release.wait(30)
+        return SimpleNamespace(name=request.name)
+
+    runner = JobRunner(loader=lambda source: SimpleNamespace(label="fake"), runner=slow_execute,
+                       store_factory=lambda: SimpleNamespace(new_name=lambda stem: f"r{time.monotonic_ns()}"))
+    monkeypatch.setattr(ui, "job_runner", lambda: runner)
+    try:
+        running = runner.submit(_tiny_request("wanda"), owner="0123456789abcdef-other-session", label="wanda 50%")
+        assert started.wait(10)
+        at = new_app()
+        no_exceptions(at)
+        text = " ".join(m.value for m in at.markdown)
+        assert "started by another session (01234567)" in text, text
+        assert any("block 3/30" in p.proto.text and "mlp.up_proj" in p.proto.text for p in at.get("progress"))
+        assert at.button(key="b_run").label.startswith("Run (queue)")
+        at.button(key="b_run").click().run()
+        no_exceptions(at)
+        assert len(runner.queued()) == 1 and runner.queued()[0]["owner"] != "0123456789abcdef-other-session"
+        assert any("Queued:" in m.value for m in at.markdown)
+        at.button(key=f"cancel_{running.id}").click().run()  # anyone may stop the running job
+        no_exceptions(at)
+        assert runner.current()["cancel_requested"]
+        assert any("Cancelling" in c.value for c in at.caption)
+    finally:
+        release.set()
+        runner.wait_idle(10)
+        runner.close()
+
+
+def test_runner_estimates_time_left_from_its_own_pace():
+    from app.jobs import JobRunner
+    from wanda_engine.events import BlockStarted, MatrixPruned, StageStarted
+
+    release, halfway = threading.Event(), threading.Event()
+
+    def fake_execute(request, **kw):
+        emit = kw["on_event"]
+        emit(StageStarted(0.0, "prune", "x"))
+        for b in range(2):
+            emit(BlockStarted(0.0, b, 4))
+            emit(MatrixPruned(0.0, b, 4, "q", 0.5))
+            time.sleep(0.2)
+            emit(BlockFinished(0.0, b, 4, 0.5, 0.01, 0.5))
+        halfway.set()
+        release.wait(10)
+        return SimpleNamespace(name=request.name)
+
+    runner = JobRunner(loader=lambda source: SimpleNamespace(label="fake"), runner=fake_execute,
+                       store_factory=lambda: SimpleNamespace(new_name=lambda stem: f"r{time.monotonic_ns()}"))
+    try:
+        runner.submit(_tiny_request("wanda"), owner="s")
+        assert halfway.wait(10)
+        cur = runner.current()
+        assert cur["prune_fraction"] == 0.5
+        # half the blocks took ~0.4 s: about as long again for the rest, evaluation not yet known
+        assert 0.2 < cur["eta_s"] < 2.0 and cur["eta_partial"], cur
+    finally:
+        release.set()
+        runner.wait_idle(10)
+        runner.close()
+
+
+def test_sweep_form_queues_one_run_per_method_and_sparsity(app_env, monkeypatch):
+    from app import ui
+    from app.jobs import JobRunner
+
+    submitted: list[RunRequest] = []
+    runner = JobRunner(loader=lambda source: SimpleNamespace(label="fake"),
+                       runner=lambda request, **kw: submitted.append(request) or SimpleNamespace(name=request.name),
+                       store_factory=lambda: SimpleNamespace(new_name=lambda stem: f"r{time.monotonic_ns()}"))
+    monkeypatch.setattr(ui, "job_runner", lambda: runner)
+    try:
+        at = use_tiny_model(new_app(), app_env.model)  # the sweep takes the Prune page's settings
+        goto(at, "perplexity")
+        at.multiselect(key="sweep_methods").set_value(["magnitude", "wanda"])
+        at.text_input(key="sweep_sparsities").set_value("0.4, 60%")
+        submit = next(b for b in at.button if b.label == "Queue sweep")
+        submit.click().run()
+        no_exceptions(at)
+        assert any("Queued 4 runs" in s.value for s in at.success), ([s.value for s in at.success], errors(at), [b.label for b in at.button])
+        assert runner.wait_idle(10)
+        got = sorted((r.prune.method, r.prune.sparsity) for r in submitted)
+        assert got == [("magnitude", 0.4), ("magnitude", 0.6), ("wanda", 0.4), ("wanda", 0.6)]
+        assert all(r.model == str(app_env.model.resolve()) and r.prune.nsamples == 4 and r.eval.windows == 2
+                   for r in submitted)
+        # a bad list is one sentence
+        at.text_input(key="sweep_sparsities").set_value("lots")
+        next(b for b in at.button if b.label == "Queue sweep").click().run()
+        assert any("is not a sparsity" in e for e in errors(at)), (errors(at), [s.value for s in at.success], at.text_input(key="sweep_sparsities").value)
     finally:
         runner.close()
