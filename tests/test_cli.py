@@ -118,3 +118,37 @@ def test_module_entry_point_exit_status(tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines()[-1].startswith("error: sparsity must be")
+
+
+def test_cancel_before_evaluation_marks_the_run_cancelled(tiny_model_dir, tmp_path):
+    """A cancel request made after pruning stops the run at the next stage, and the run says so."""
+    import threading
+
+    from wanda_engine.config import EvalConfig, PruneConfig
+    from wanda_engine.errors import PruneCancelled
+    from wanda_engine.events import PruneFinished
+    from wanda_engine.runner import RunRequest, execute_run
+    from wanda_engine.runs import load_run
+
+    cancel = threading.Event()
+
+    def on_event(event):
+        if isinstance(event, PruneFinished):
+            cancel.set()
+
+    request = RunRequest(model=str(tiny_model_dir), prune=PruneConfig(nsamples=4, seqlen=32),
+                         eval=EvalConfig(seqlen=32, windows=2))
+    with pytest.raises(PruneCancelled, match="'eval'"):
+        execute_run(request, run_dir=tmp_path / "run", on_event=on_event, cancel=cancel)
+    assert load_run(tmp_path / "run").status == "cancelled"
+
+
+def test_rename_keeps_the_recorded_name(tmp_path):
+    from wanda_engine.runs import RunStore, atomic_write_json
+
+    store = RunStore(tmp_path)
+    atomic_write_json(tmp_path / "a" / "run.json", {"name": "a", "status": "complete"})
+    store.rename("a", "b")
+    assert store.get("b").meta["name"] == "b"
+    with pytest.raises(Exception, match="not allowed"):
+        store.rename("b", "../../etc/x")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import threading
 import time
 from dataclasses import asdict, dataclass
 
@@ -9,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .errors import ConfigError, DataError
+from .errors import ConfigError, DataError, PruneCancelled
 from .models import context_length
 
 
@@ -43,7 +44,8 @@ def check_windows(tokens: torch.Tensor, seqlen: int, windows: int | None, datase
 
 
 def perplexity(model: nn.Module, tokens: torch.Tensor, seqlen: int, dataset: str, windows: int | None = None,
-               batch_size: int = 4, device: str | torch.device | None = None) -> Perplexity:
+               batch_size: int = 4, device: str | torch.device | None = None,
+               cancel: threading.Event | None = None) -> Perplexity:
     """exp(mean next-token loss) over the first `windows` non-overlapping windows of `seqlen` tokens.
 
     tokens: [1, T]. Like the reference, each window is scored independently (no context carried over).
@@ -58,6 +60,8 @@ def perplexity(model: nn.Module, tokens: torch.Tensor, seqlen: int, dataset: str
     nll_sum, count = 0.0, 0
     with torch.inference_mode():
         for batch in batches:
+            if cancel is not None and cancel.is_set():
+                raise PruneCancelled(f"evaluation on {dataset} was cancelled")
             batch = batch.to(device)
             logits = model(input_ids=batch, use_cache=False).logits  # [b, seqlen, vocab]
             loss = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), batch[:, 1:].flatten(), reduction="sum")

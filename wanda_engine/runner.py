@@ -65,7 +65,7 @@ def _dense_cache_path() -> Path:
 
 
 def dense_perplexity(loaded: LoadedModel, tokens: torch.Tensor, label: str, ev: EvalConfig,
-                     device: torch.device) -> tuple[Perplexity, bool]:
+                     device: torch.device, cancel: threading.Event | None = None) -> tuple[Perplexity, bool]:
     """The unpruned model's perplexity on the same windows, cached per model and evaluation settings."""
     key = f"{model_fingerprint(loaded)}|{label}|{tokens.numel()}|{ev.seqlen}|{ev.windows}"
     path = _dense_cache_path()
@@ -75,7 +75,7 @@ def dense_perplexity(loaded: LoadedModel, tokens: torch.Tensor, label: str, ev: 
         cache = {}
     if key in cache:
         return Perplexity(**cache[key]), True
-    result = _evaluate(loaded.model, tokens, label, ev, device)
+    result = _evaluate(loaded.model, tokens, label, ev, device, cancel)
     cache[key] = result.to_dict()
     try:
         atomic_write_json(path, cache)
@@ -84,11 +84,12 @@ def dense_perplexity(loaded: LoadedModel, tokens: torch.Tensor, label: str, ev: 
     return result, False
 
 
-def _evaluate(model: Any, tokens: torch.Tensor, label: str, ev: EvalConfig, device: torch.device) -> Perplexity:
+def _evaluate(model: Any, tokens: torch.Tensor, label: str, ev: EvalConfig, device: torch.device,
+              cancel: threading.Event | None = None) -> Perplexity:
     home = next(model.parameters()).device
     model.to(device)
     try:
-        return perplexity(model, tokens, ev.seqlen, label, ev.windows, ev.batch_size, device)
+        return perplexity(model, tokens, ev.seqlen, label, ev.windows, ev.batch_size, device, cancel)
     finally:
         model.to(home)
 
@@ -112,6 +113,13 @@ def execute_run(request: RunRequest, store: RunStore | None = None, run_dir: str
     t_start = time.perf_counter()
     keep_loaded = loaded is not None
     elapsed = lambda: time.perf_counter() - t_start  # noqa: E731
+
+    def stage(name: str, detail: str) -> None:
+        """Announce a stage; a cancel request stops the run here, as it does between blocks."""
+        if cancel is not None and cancel.is_set():
+            raise PruneCancelled(f"cancelled before the {name!r} stage")
+        on_event(StageStarted(elapsed(), name, detail))
+
     pc, ev = request.prune, request.eval
     device = resolve_device(pc.device)
     if run_dir is None:
@@ -124,13 +132,13 @@ def execute_run(request: RunRequest, store: RunStore | None = None, run_dir: str
 
     # Phase 1: everything that can fail on bad input, before anything is written or pruned.
     timings: dict[str, float] = {}
-    on_event(StageStarted(elapsed(), "load", request.model))
+    stage("load", request.model)
     t = time.perf_counter()
     if loaded is None:
         loaded = load_model(request.model, dtype=request.dtype, trust_remote_code=request.trust_remote_code)
     timings["load_s"] = round(time.perf_counter() - t, 3)
     check_prunable(loaded.model, pc)
-    on_event(StageStarted(elapsed(), "calibration-data", pc.calib))
+    stage("calibration-data", pc.calib)
     t = time.perf_counter()
     windows, calib_info = calibration_windows(loaded.tokenizer, pc.calib, pc.nsamples, pc.seqlen, pc.seed)
     limit = context_length(loaded.model)
@@ -157,13 +165,13 @@ def execute_run(request: RunRequest, store: RunStore | None = None, run_dir: str
         timings["copy_s"] = round(time.perf_counter() - t, 3)
 
         if eval_data is not None:
-            on_event(StageStarted(elapsed(), "eval-dense", eval_data[1]))
+            stage("eval-dense", eval_data[1])
             t = time.perf_counter()
-            dense, cached = dense_perplexity(loaded, eval_data[0], eval_data[1], ev, device)
+            dense, cached = dense_perplexity(loaded, eval_data[0], eval_data[1], ev, device, cancel)
             timings["eval_dense_s"] = round(time.perf_counter() - t, 3)
             meta["ppl_dense"], meta["ppl_dense_cached"] = dense.ppl, cached
 
-        on_event(StageStarted(elapsed(), "prune", f"{pc.label} on {len(windows)}x{pc.seqlen} tokens"))
+        stage("prune", f"{pc.label} on {len(windows)}x{pc.seqlen} tokens")
         result = prune_model(model, windows, pc, on_event=on_event, cancel=cancel)
         timings["prune_s"] = round(result.seconds, 3)
         timings.update({f"prune_{k}": v for k, v in result.timings.items()})
@@ -172,9 +180,9 @@ def execute_run(request: RunRequest, store: RunStore | None = None, run_dir: str
         write_records(run_dir, result.records)
 
         if eval_data is not None:
-            on_event(StageStarted(elapsed(), "eval", eval_data[1]))
+            stage("eval", eval_data[1])
             t = time.perf_counter()
-            pruned = _evaluate(model, eval_data[0], eval_data[1], ev, device)
+            pruned = _evaluate(model, eval_data[0], eval_data[1], ev, device, cancel)
             timings["eval_s"] = round(time.perf_counter() - t, 3)
             meta["ppl"] = pruned.ppl
             meta["eval"] = {k: v for k, v in pruned.to_dict().items() if k not in ("ppl", "seconds")}
@@ -183,7 +191,7 @@ def execute_run(request: RunRequest, store: RunStore | None = None, run_dir: str
             meta["ppl"] = meta["ppl_dense"] = meta["eval"] = None
 
         if request.save_model:
-            on_event(StageStarted(elapsed(), "save", request.save_model))
+            stage("save", request.save_model)
             t = time.perf_counter()
             model.save_pretrained(request.save_model, safe_serialization=True)
             loaded.tokenizer.save_pretrained(request.save_model)

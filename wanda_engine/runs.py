@@ -183,3 +183,8 @@ class RunStore:
         if dst.exists():
             raise EngineError(f"a run named {new_name!r} already exists")
         os.rename(src, dst)
+        meta_path = dst / "run.json"
+        if meta_path.exists():  # keep the name recorded inside the run in step with its folder
+            run = load_run(dst)
+            if "name" in run.meta:
+                atomic_write_json(meta_path, {**run.meta, "name": new_name})
