@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from wanda_engine.config import EvalConfig, PruneConfig, parse_pattern
+from wanda_engine.data import decode_text
 from wanda_engine.errors import ConfigError, DataError
 from wanda_engine.runner import RunRequest
 from wanda_engine.runs import RunStore, check_run_name
@@ -86,14 +87,7 @@ def save_upload(upload: Upload, store: RunStore) -> Path:
     data = upload.data
     if len(data) > MAX_UPLOAD_BYTES:
         raise DataError(f"calibration upload {upload.name!r} is {len(data) / 2**20:.0f} MB; the limit is {MAX_UPLOAD_BYTES // 2**20} MB")
-    if b"\x00" in data[:65536]:
-        raise DataError(f"calibration upload {upload.name!r} is a binary file, not text")
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        raise DataError(f"calibration upload {upload.name!r} is not UTF-8 text (bad byte at offset {e.start})") from None
-    if not text.strip():
-        raise DataError(f"calibration upload {upload.name!r} is empty")
+    decode_text(data, upload.name)
     folder = store.root / UPLOAD_DIR
     folder.mkdir(parents=True, exist_ok=True)
     import hashlib

@@ -173,15 +173,19 @@ def _read_text_file(path: Path) -> str:
     size = path.stat().st_size
     if size > MAX_TEXT_BYTES:
         raise DataError(f"text file {path.name!r} is {size / 2**20:.0f} MB; files over {MAX_TEXT_BYTES // 2**20} MB are refused")
-    data = path.read_bytes()
+    return decode_text(path.read_bytes(), path.name)
+
+
+def decode_text(data: bytes, name: str) -> str:
+    """Bytes of a text file -> str; DataError if binary, not UTF-8, or empty. (Also checks uploads.)"""
     if b"\x00" in data:
-        raise DataError(f"{path.name!r} is a binary file, not UTF-8 text")
+        raise DataError(f"{name!r} is a binary file, not UTF-8 text")
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as e:
-        raise DataError(f"{path.name!r} is not valid UTF-8 text (bad byte at offset {e.start})") from e
+        raise DataError(f"{name!r} is not valid UTF-8 text (bad byte at offset {e.start})") from None
     if not text.strip():
-        raise DataError(f"text file {path.name!r} is empty")
+        raise DataError(f"text file {name!r} is empty")
     return text
 
 
