@@ -421,7 +421,7 @@ def block_progress(blocks: list) -> go.Figure:
     idx = np.array([int(_get(b, "block")) for b in blocks], dtype=int)
     sp = np.array([float(_get(b, "sparsity")) for b in blocks], dtype=float)
     err = np.array([float(_get(b, "block_error")) for b in blocks], dtype=float)
-    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.08,
+    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.16,
                         subplot_titles=("achieved sparsity", "block output error ‖ŷ − y‖² / ‖y‖²"))
     fig.add_trace(go.Bar(x=idx, y=sp, name="sparsity", marker={"color": BLUE},
                          hovertemplate="block %{x}<br>sparsity %{y:.2%}<extra></extra>"), row=1, col=1)
