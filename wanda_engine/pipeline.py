@@ -1,6 +1,6 @@
 """The one layer-by-layer loop that serves every method.
 
-    capture the inputs (and every keyword argument) that decoder block 0 receives
+    capture block 0's inputs, and the keyword arguments the model passes every block
     for each block:
         calibration pass over the dense block, hooks feeding InputStats of each linear
         per linear: score -> select mask (or SparseGPT solve) -> record -> apply
@@ -8,7 +8,8 @@
         emit events; stop here if cancelled
 
 A method is a scorer plus a selector (magnitude, wanda, wanda variant) or a solver (sparsegpt);
-the loop itself knows nothing of architectures: it replays whatever block 0 was called with.
+the loop itself knows nothing of architectures: it replays whatever arguments the model itself
+passed each block (masks, positions, rotary tables), recorded once per calibration batch.
 """
 from __future__ import annotations
 
@@ -51,8 +52,7 @@ class _Chunk:
     """A batch of calibration windows at the input of the current block."""
 
     hidden: torch.Tensor  # [batch, seqlen, hidden]
-    args: tuple  # further positional arguments block 0 received
-    kwargs: dict[str, Any]  # keyword arguments block 0 received (masks, positions, rotary tables, ...)
+    calls: list[tuple[tuple, dict[str, Any]]]  # per block: the further args and kwargs it was called with
 
 
 def resolve_device(name: str) -> torch.device:
@@ -63,52 +63,80 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def _to(obj: Any, device: torch.device) -> Any:
+def _to(obj: Any, device: torch.device, memo: dict[int, Any] | None = None) -> Any:
+    """Move tensors inside obj to device; `memo` keeps a tensor shared by several blocks shared."""
     if isinstance(obj, torch.Tensor):
-        return obj.to(device, non_blocking=True)
+        if memo is None:
+            return obj.to(device, non_blocking=True)
+        if id(obj) not in memo:
+            memo[id(obj)] = obj.to(device, non_blocking=True)
+        return memo[id(obj)]
     if isinstance(obj, tuple):
-        return tuple(_to(o, device) for o in obj)
+        return tuple(_to(o, device, memo) for o in obj)
     if isinstance(obj, list):
-        return [_to(o, device) for o in obj]
+        return [_to(o, device, memo) for o in obj]
     if isinstance(obj, dict):
-        return {k: _to(v, device) for k, v in obj.items()}
+        return {k: _to(v, device, memo) for k, v in obj.items()}
     return obj
 
 
 # Arguments that must not be replayed: caches would grow across blocks and batches.
-_DROP_KWARGS = {"past_key_value": None, "past_key_values": None, "layer_past": None, "use_cache": False,
-                "output_attentions": False}
+_DROP_KWARGS = {"past_key_value": None, "past_key_values": None, "layer_past": None, "cache": None,
+                "use_cache": False, "output_attentions": False}
 
 
-def capture_block_inputs(model: nn.Module, first_block: nn.Module, windows: torch.Tensor,
+def capture_block_inputs(model: nn.Module, blocks: nn.ModuleList, windows: torch.Tensor,
                          batch_size: int, storage: torch.device) -> list[_Chunk]:
-    """Run the model up to block 0 for each batch of windows; keep block 0's inputs and kwargs."""
+    """Run the model over each batch of windows with every block replaced by a recorder.
+
+    Keeps block 0's input hidden states and, for *every* block, the arguments the model passes it:
+    architectures such as Gemma 2/3 or Qwen2 with sliding-window layers give each layer its own
+    attention mask or rotary table. The recorders return their input unchanged, so nothing is
+    computed; the last one stops the forward pass before the final norm and the LM head.
+    """
     captured: list[_Chunk] = []
+    calls: dict[int, tuple] = {}
+    memo: dict[int, Any] = {}
 
-    def hook(module: nn.Module, args: tuple, kwargs: dict) -> None:
-        kwargs = dict(kwargs)
-        hidden = args[0] if args else kwargs.pop("hidden_states")
-        kwargs.update({k: v for k, v in _DROP_KWARGS.items() if k in kwargs})
-        captured.append(_Chunk(hidden.to(storage), _to(tuple(args[1:]), storage), _to(kwargs, storage)))
-        raise _StopAtBlock
+    def recorder(i: int):
+        def forward(*args: Any, **kwargs: Any) -> torch.Tensor:
+            kwargs = dict(kwargs)
+            hidden = args[0] if args else kwargs.pop("hidden_states")
+            kwargs.update({k: v for k, v in _DROP_KWARGS.items() if k in kwargs})
+            calls[i] = (hidden, _to(tuple(args[1:]), storage, memo), _to(kwargs, storage, memo))
+            if i == len(blocks) - 1:
+                raise _StopAtBlock
+            return hidden
+        return forward
 
-    handle = first_block.register_forward_pre_hook(hook, with_kwargs=True)
+    saved = [block.__dict__.get("forward") for block in blocks]  # accelerate's hooks live there too
+    for i, block in enumerate(blocks):
+        block.forward = recorder(i)  # an instance attribute shadows the class's forward
     input_device = model.get_input_embeddings().weight.device
     try:
         for batch in windows.split(batch_size):
+            calls.clear()
+            memo.clear()
             try:
                 model(input_ids=batch.to(input_device), use_cache=False)
             except _StopAtBlock:
                 pass
+            if len(calls) != len(blocks):
+                raise EngineError(f"the model called {len(calls)} of its {len(blocks)} decoder blocks; "
+                                  "it does not run them in sequence, which this pipeline needs")
+            captured.append(_Chunk(calls[0][0].to(storage), [(calls[i][1], calls[i][2]) for i in range(len(blocks))]))
     finally:
-        handle.remove()
-    if len(captured) != len(windows.split(batch_size)):
-        raise EngineError("the model never called its first decoder block; is it a causal LM?")
+        for block, forward in zip(blocks, saved):
+            if forward is None:
+                del block.forward
+            else:
+                block.forward = forward
     return captured
 
 
-def _run_block(block: nn.Module, chunk: _Chunk, device: torch.device) -> torch.Tensor:
-    out = block(chunk.hidden.to(device), *_to(chunk.args, device), **_to(chunk.kwargs, device))
+def _run_block(block: nn.Module, index: int, chunk: _Chunk, device: torch.device) -> torch.Tensor:
+    args, kwargs = chunk.calls[index]
+    out = block(chunk.hidden.to(device), *_to(args, device), **_to(kwargs, device))
     return out[0] if isinstance(out, (tuple, list)) else out
 
 
@@ -185,7 +213,7 @@ def prune_model(model: nn.Module, windows: torch.Tensor, config: PruneConfig,
     with torch.inference_mode():
         on_event(StageStarted(elapsed(), "capture", f"{len(windows)} windows x {windows.shape[1]} tokens"))
         t = time.perf_counter()
-        chunks = capture_block_inputs(model, blocks[0], windows, config.batch_size, storage)
+        chunks = capture_block_inputs(model, blocks, windows, config.batch_size, storage)
         timings["capture_s"] = time.perf_counter() - t
 
         for i, block in enumerate(blocks):
@@ -203,7 +231,7 @@ def prune_model(model: nn.Module, windows: torch.Tensor, config: PruneConfig,
             handles = [layer.register_forward_hook(lambda m, inp, out, s=stats[name]: s.add(inp[0]))
                        for name, layer in linears.items()] if need_stats else []
             try:
-                dense_out = [_run_block(block, chunk, device).to(storage) for chunk in chunks]
+                dense_out = [_run_block(block, i, chunk, device).to(storage) for chunk in chunks]
             finally:
                 for h in handles:
                     h.remove()
@@ -227,7 +255,7 @@ def prune_model(model: nn.Module, windows: torch.Tensor, config: PruneConfig,
             t = time.perf_counter()
             err_num = err_den = 0.0
             for chunk, dense in zip(chunks, dense_out):
-                out = _run_block(block, chunk, device)
+                out = _run_block(block, i, chunk, device)
                 err_num += float(((out.float() - dense.to(device).float()) ** 2).sum())
                 err_den += float((dense.float() ** 2).sum())
                 chunk.hidden = out.to(storage)
