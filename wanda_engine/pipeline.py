@@ -41,6 +41,7 @@ class PruneResult:
     seconds: float
     timings: dict[str, float] = field(default_factory=dict)  # capture_s, calibrate_s, select_s, propagate_s
     device: str = "cpu"
+    activations_on: str = "cpu"  # where the calibration activations were kept between blocks
 
 
 class _StopAtBlock(Exception):
@@ -134,6 +135,19 @@ def capture_block_inputs(model: nn.Module, blocks: nn.ModuleList, windows: torch
     return captured
 
 
+def activation_storage(model: nn.Module, windows: torch.Tensor, device: torch.device) -> torch.device:
+    """Where the calibration activations live between blocks: on the compute device when two
+    buffers of them (block inputs and the dense outputs) take at most half of its free memory,
+    else in host memory, moved to the device one batch at a time."""
+    if device.type != "cuda":
+        return device
+    hidden = model.get_input_embeddings().weight.shape[1]
+    itemsize = next(model.parameters()).element_size()
+    needed = 2 * windows.numel() * hidden * itemsize
+    free, _total = torch.cuda.mem_get_info(device)
+    return device if needed <= free // 2 else torch.device("cpu")
+
+
 def _run_block(block: nn.Module, index: int, chunk: _Chunk, device: torch.device) -> torch.Tensor:
     args, kwargs = chunk.calls[index]
     out = block(chunk.hidden.to(device), *_to(args, device), **_to(kwargs, device))
@@ -200,8 +214,7 @@ def prune_model(model: nn.Module, windows: torch.Tensor, config: PruneConfig,
     check_prunable(model, config)
     blocks_path, blocks = find_blocks(model)
     num_blocks = len(blocks)
-    # Activations stay on the compute device; a model far larger than memory would offload them (issue 4).
-    storage = device
+    storage = activation_storage(model, windows, device)
     need_stats = True  # magnitude needs none to prune, but its records compare against Wanda's masks
     with_gram = config.method == "sparsegpt"
 
@@ -271,4 +284,5 @@ def prune_model(model: nn.Module, windows: torch.Tensor, config: PruneConfig,
     sparsity = pruned_zeros / pruned_total if pruned_total else 0.0
     on_event(PruneFinished(elapsed(), num_blocks, sparsity))
     return PruneResult(config=config, records=records, blocks=block_records, sparsity=sparsity,
-                       seconds=elapsed(), timings={k: round(v, 4) for k, v in timings.items()}, device=str(device))
+                       seconds=elapsed(), timings={k: round(v, 4) for k, v in timings.items()}, device=str(device),
+                       activations_on=str(storage))

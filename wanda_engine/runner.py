@@ -175,6 +175,7 @@ def execute_run(request: RunRequest, store: RunStore | None = None, run_dir: str
         result = prune_model(model, windows, pc, on_event=on_event, cancel=cancel)
         timings["prune_s"] = round(result.seconds, 3)
         timings.update({f"prune_{k}": v for k, v in result.timings.items()})
+        meta["activations_on"] = result.activations_on
         sparsity, layers = sparsity_of_blocks(model)
         meta.update({"sparsity": sparsity, "layers": layers, "blocks": [b.to_dict() for b in result.blocks]})
         write_records(run_dir, result.records)
