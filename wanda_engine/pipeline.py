@@ -154,34 +154,30 @@ def _run_block(block: nn.Module, index: int, chunk: _Chunk, device: torch.device
     return out[0] if isinstance(out, (tuple, list)) else out
 
 
-def _prune_layer(config: PruneConfig, layer: nn.Module, stats: InputStats | None,
+def _prune_layer(config: PruneConfig, layer: nn.Module, stats: InputStats,
                  block: int, name: str, full_name: str, record: bool) -> tuple[MatrixRecord | None, float]:
-    """Prune one layer in place; return its record and achieved sparsity."""
+    """Prune one layer in place; return its record (if asked) and achieved sparsity."""
     weight = weight_of(layer)  # [out, in] view
     original = weight.float()
-    nm, group = config.nm, config.resolved_group
-    if nm is not None and original.shape[1] % nm[1]:
-        raise ConfigError(f"pattern {config.pattern}: M={nm[1]} does not divide the input width {original.shape[1]} of {full_name}")
-
-    scores = {"magnitude": SCORERS["magnitude"](original, stats)}
-    if stats is not None:
-        scores["wanda"] = SCORERS["wanda"](original, stats)
-    masks = {metric: select_mask(score, config.target_sparsity, group, nm) for metric, score in scores.items()}
+    nm, group, sparsity = config.nm, config.resolved_group, config.target_sparsity
+    scores = {"magnitude": SCORERS["magnitude"](original, stats), "wanda": SCORERS["wanda"](original, stats)}
 
     if config.method == "sparsegpt":
-        pruned = sparsegpt_prune(original, stats.hessian(), config.target_sparsity, nm, config.blocksize, config.percdamp)
+        pruned = sparsegpt_prune(original, stats.hessian(), sparsity, nm, config.blocksize, config.percdamp)
         mask = pruned == 0
     else:
         if config.variant:
-            mask, _alpha = prune_adaptive_alpha(scores["wanda"], config.target_sparsity)
-            masks["wanda"] = mask
+            mask, _alpha = prune_adaptive_alpha(scores["wanda"], sparsity)
         else:
-            mask = masks[config.method]
+            mask = select_mask(scores[config.method], sparsity, group, nm)
         pruned = original.masked_fill(mask, 0)
 
     rec = None
     if record:
-        reference = "wanda" if config.method == "magnitude" and "wanda" in masks else "magnitude"
+        # Each metric's own mask at the run's settings; the run's mask stands for its own metric.
+        masks = {metric: mask if metric == config.method else select_mask(score, sparsity, group, nm)
+                 for metric, score in scores.items()}
+        reference = "wanda" if config.method == "magnitude" else "magnitude"
         rec = record_matrix(block=block, name=name, full_name=full_name, method=config.method, group=group,
                             original=original, mask=mask, pruned=pruned, stats=stats, masks_by_metric=masks,
                             scores_by_metric=scores, reference=reference)
@@ -215,7 +211,6 @@ def prune_model(model: nn.Module, windows: torch.Tensor, config: PruneConfig,
     blocks_path, blocks = find_blocks(model)
     num_blocks = len(blocks)
     storage = activation_storage(model, windows, device)
-    need_stats = True  # magnitude needs none to prune, but its records compare against Wanda's masks
     with_gram = config.method == "sparsegpt"
 
     records: list[MatrixRecord] = []
@@ -238,11 +233,12 @@ def prune_model(model: nn.Module, windows: torch.Tensor, config: PruneConfig,
             block.to(device)
             linears = find_linears(block)
 
-            # 1. calibration pass through the dense block; keep its outputs to measure the block error
+            # 1. calibration pass through the dense block; keep its outputs to measure the block error.
+            #    (Magnitude needs no statistics to prune, but its records compare it with Wanda's masks.)
             t = time.perf_counter()
             stats = {name: InputStats(weight_of(layer).shape[1], device, with_gram) for name, layer in linears.items()}
             handles = [layer.register_forward_hook(lambda m, inp, out, s=stats[name]: s.add(inp[0]))
-                       for name, layer in linears.items()] if need_stats else []
+                       for name, layer in linears.items()]
             try:
                 dense_out = [_run_block(block, i, chunk, device).to(storage) for chunk in chunks]
             finally:
@@ -255,7 +251,7 @@ def prune_model(model: nn.Module, windows: torch.Tensor, config: PruneConfig,
             zeros = total = 0
             for name, layer in linears.items():
                 full_name = f"{blocks_path}.{i}.{name}"
-                rec, sp = _prune_layer(config, layer, stats.get(name), i, name, full_name, record)
+                rec, sp = _prune_layer(config, layer, stats[name], i, name, full_name, record)
                 if rec is not None:
                     records.append(rec)
                 n = weight_of(layer).numel()
