@@ -5,6 +5,7 @@ The CLI and the app both call `execute_run`; neither repeats any of these steps.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import platform
 import threading
@@ -172,7 +173,9 @@ def execute_run(request: RunRequest, store: RunStore | None = None, run_dir: str
             meta["ppl_dense"], meta["ppl_dense_cached"] = dense.ppl, cached
 
         stage("prune", f"{pc.label} on {len(windows)}x{pc.seqlen} tokens")
-        result = prune_model(model, windows, pc, on_event=on_event, cancel=cancel)
+        offset = elapsed()  # the pipeline counts from its own start; events from a run count from the run's
+        result = prune_model(model, windows, pc, cancel=cancel,
+                             on_event=lambda e: on_event(dataclasses.replace(e, elapsed_s=e.elapsed_s + offset)))
         timings["prune_s"] = round(result.seconds, 3)
         timings.update({f"prune_{k}": v for k, v in result.timings.items()})
         meta["activations_on"] = result.activations_on
