@@ -23,7 +23,7 @@ from wanda_engine.events import (
     PruneFinished,
     StageStarted,
 )
-from wanda_engine.runner import RunRequest, execute_run
+from wanda_engine.runner import RunRequest, execute_run, run_stem
 from wanda_engine.runs import RunStore
 
 QUEUED, RUNNING, COMPLETE, FAILED, CANCELLED = "queued", "running", "complete", "failed", "cancelled"
@@ -307,8 +307,6 @@ class JobRunner:
 
     def _on_event(self, job: Job, event: Event) -> None:
         if isinstance(event, StageStarted):
-            if job.cancel.is_set():  # stop at stage boundaries too, not only between blocks
-                raise PruneCancelled(f"cancelled before the '{event.stage}' stage")
             # 'capture' is part of pruning in the pipeline; keep 'prune' as the stage shown while pruning
             if event.stage == "prune" and job.stage == "prune":
                 return
@@ -343,9 +341,7 @@ class JobRunner:
                 raise PruneCancelled("cancelled while the model was loading")
             request = job.request
             if request.name is None:
-                stem = f"{loaded.label.split(' ')[0]}-{request.prune.method}{'-variant' if request.prune.variant else ''}" \
-                       f"-{request.prune.pattern.replace(':', 'of')}-{request.prune.target_sparsity:.2f}"
-                request = replace(request, name=store.new_name(stem))
+                request = replace(request, name=store.new_name(run_stem(loaded.label.split(" ")[0], request.prune)))
             with self._lock:
                 job.run_name = request.name
             run = self._execute(request, store=store, on_event=lambda e: self._on_event(job, e),

@@ -51,6 +51,11 @@ class RunRequest:
                 "trust_remote_code": self.trust_remote_code}
 
 
+def run_stem(model_name: str, pc: PruneConfig) -> str:
+    """The readable part of a default run name, e.g. 'default-wanda-unstructured-0.50'."""
+    return f"{model_name}-{pc.method}{'-variant' if pc.variant else ''}-{pc.pattern.replace(':', 'of')}-{pc.target_sparsity:.2f}"
+
+
 def model_fingerprint(loaded: LoadedModel) -> str:
     """Identifies the weights for the dense-perplexity cache without hashing gigabytes."""
     src = Path(loaded.source)
@@ -126,7 +131,7 @@ def execute_run(request: RunRequest, store: RunStore | None = None, run_dir: str
     if run_dir is None:
         store = store or RunStore()
         run_dir = store.path_for(request.name) if request.name else store.root / store.new_name(
-            f"{Path(request.model).name}-{pc.method}{'-variant' if pc.variant else ''}-{pc.pattern.replace(':', 'of')}-{pc.target_sparsity:.2f}")
+            run_stem(Path(request.model).name, pc))
     run_dir = Path(run_dir)
     if (run_dir / "run.json").exists():
         raise EngineError(f"run directory {run_dir} already holds a run; choose another name")
