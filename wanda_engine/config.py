@@ -6,10 +6,12 @@ from typing import Any
 
 from .errors import ConfigError
 
-METHODS = ("magnitude", "wanda", "sparsegpt")
+METHODS = ("magnitude", "wanda", "sparsegpt", "ria")
+LAYERWISE = ("uniform", "owl")
 GROUPS = ("row", "matrix")
 # The reference's choices: magnitude compares within the whole matrix, Wanda within each output row.
-DEFAULT_GROUP = {"magnitude": "matrix", "wanda": "row", "sparsegpt": "row"}
+# RIA (Zhang et al. 2024) compares within the whole matrix by default.
+DEFAULT_GROUP = {"magnitude": "matrix", "wanda": "row", "sparsegpt": "row", "ria": "matrix"}
 
 
 def parse_pattern(pattern: str) -> tuple[int, int] | None:
@@ -44,6 +46,11 @@ class PruneConfig:
     device: str = "auto"
     blocksize: int = 128  # SparseGPT column block
     percdamp: float = 0.01  # SparseGPT damping, fraction of mean diag(H)
+    # OWL (Yin et al. 2024): per-block sparsity from each block's share of outlier Wanda scores.
+    layerwise: str = "uniform"
+    owl_m: float = 5.0  # a score is an outlier above owl_m x its matrix's mean score
+    owl_lambda: float = 0.08  # block ratios spread within target +- owl_lambda
+    ria_power: float = 0.5  # RIA's exponent a on ||X_j||
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -70,6 +77,16 @@ class PruneConfig:
                 raise ConfigError(f"{name} must be a positive integer, got {value!r}")
         if not isinstance(self.seed, int) or isinstance(self.seed, bool):
             raise ConfigError(f"seed must be an integer, got {self.seed!r}")
+        if self.layerwise not in LAYERWISE:
+            raise ConfigError(f"layerwise must be one of {', '.join(LAYERWISE)}, got {self.layerwise!r}")
+        if self.layerwise == "owl" and nm is not None:
+            raise ConfigError("layerwise 'owl' applies only to the unstructured pattern (N:M fixes every block's sparsity)")
+        for name in ("owl_m", "owl_lambda", "ria_power"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value or value < 0:
+                raise ConfigError(f"{name} must be a non-negative number, got {value!r}")
+        if self.layerwise == "owl" and not (0 <= self.sparsity - self.owl_lambda and self.sparsity + self.owl_lambda < 1):
+            raise ConfigError(f"owl_lambda {self.owl_lambda} takes block sparsities outside [0, 1) around sparsity {self.sparsity}")
         if not 0 < self.percdamp < 1:
             raise ConfigError(f"percdamp must be in (0, 1), got {self.percdamp!r}")
         if not isinstance(self.calib, str) or not self.calib:
@@ -95,7 +112,7 @@ class PruneConfig:
 
     @property
     def label(self) -> str:
-        name = self.method + ("-variant" if self.variant else "")
+        name = ("owl-" if self.layerwise == "owl" else "") + self.method + ("-variant" if self.variant else "")
         return f"{name} {self.pattern if self.nm else f'{self.target_sparsity:.0%}'}"
 
     def to_dict(self) -> dict[str, Any]:

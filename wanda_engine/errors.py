@@ -23,3 +23,7 @@ class DataError(EngineError):
 
 class PruneCancelled(EngineError):
     """Pruning was cancelled between blocks; the model is partially pruned."""
+
+
+class NumericalError(EngineError):
+    """NaN or Inf in weights or activations; the message names the block and layer."""
