@@ -85,8 +85,10 @@ class PruneConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value or value < 0:
                 raise ConfigError(f"{name} must be a non-negative number, got {value!r}")
-        if self.layerwise == "owl" and not (0 <= self.sparsity - self.owl_lambda and self.sparsity + self.owl_lambda < 1):
-            raise ConfigError(f"owl_lambda {self.owl_lambda} takes block sparsities outside [0, 1) around sparsity {self.sparsity}")
+        # OWL spreads block ratios over a range 2·lambda wide around the target: within target ± 2·lambda.
+        if self.layerwise == "owl" and not (0 <= self.sparsity - 2 * self.owl_lambda and self.sparsity + 2 * self.owl_lambda < 1):
+            raise ConfigError(f"owl_lambda {self.owl_lambda} could take block sparsities outside [0, 1) around sparsity "
+                              f"{self.sparsity} (blocks range within sparsity ± 2·owl_lambda); use a smaller owl_lambda")
         if not 0 < self.percdamp < 1:
             raise ConfigError(f"percdamp must be in (0, 1), got {self.percdamp!r}")
         if not isinstance(self.calib, str) or not self.calib:

@@ -7,12 +7,17 @@
         propagation pass through the pruned block -> the next block's inputs
         emit events; stop here if cancelled
 
-A method is a scorer plus a selector (magnitude, wanda, wanda variant) or a solver (sparsegpt);
-the loop itself knows nothing of architectures: it replays whatever arguments the model itself
-passed each block (masks, positions, rotary tables), recorded once per calibration batch.
+A method is a scorer plus a selector (magnitude, wanda, ria, wanda variant) or a solver
+(sparsegpt); the loop itself knows nothing of architectures: it replays whatever arguments the
+model itself passed each block (masks, positions, rotary tables), recorded once per calibration batch.
+
+OWL (layerwise='owl') adds one dense pass before the loop to measure each block's outlier ratio
+and turn it into that block's sparsity. Under torch.distributed every rank calibrates on its own
+share of the windows and the statistics are summed over ranks, so every rank selects the same masks.
 """
 from __future__ import annotations
 
+import math
 import threading
 import time
 from dataclasses import dataclass, field
@@ -22,13 +27,13 @@ import torch
 from torch import nn
 
 from .config import PruneConfig
-from .errors import ConfigError, EngineError, PruneCancelled
+from .errors import ConfigError, EngineError, NumericalError, PruneCancelled
 from .events import BlockFinished, BlockStarted, EventCallback, MatrixPruned, PruneFinished, StageStarted, ignore_events
 from .models import find_blocks, find_linears, weight_of
 from .records import BlockRecord, MatrixRecord
 from .recording import record_matrix
 from .scoring import SCORERS, InputStats
-from .selection import prune_adaptive_alpha, select_mask
+from .selection import prune_adaptive_alpha, select
 from .sparsegpt import sparsegpt_prune
 
 
@@ -42,6 +47,9 @@ class PruneResult:
     timings: dict[str, float] = field(default_factory=dict)  # capture_s, calibrate_s, select_s, propagate_s
     device: str = "cpu"
     activations_on: str = "cpu"  # where the calibration activations were kept between blocks
+    block_targets: list[float] = field(default_factory=list)  # each block's sparsity (OWL: non-uniform)
+    world_size: int = 1  # torch.distributed ranks that shared the calibration windows
+    peak_device_bytes: int | None = None  # CUDA only: torch.cuda.max_memory_allocated during pruning
 
 
 class _StopAtBlock(Exception):
@@ -154,13 +162,25 @@ def _run_block(block: nn.Module, index: int, chunk: _Chunk, device: torch.device
     return out[0] if isinstance(out, (tuple, list)) else out
 
 
-def _prune_layer(config: PruneConfig, layer: nn.Module, stats: InputStats,
+def _scores(config: PruneConfig, weight: torch.Tensor, stats: InputStats) -> dict[str, torch.Tensor]:
+    """The run's metric, plus magnitude and Wanda for the records' comparison (each computed once)."""
+    scores = {"magnitude": SCORERS["magnitude"](weight, stats), "wanda": SCORERS["wanda"](weight, stats)}
+    if config.method == "ria":
+        scores["ria"] = SCORERS["ria"](weight, stats, config.ria_power)
+    return scores
+
+
+def _prune_layer(config: PruneConfig, layer: nn.Module, stats: InputStats, sparsity: float,
                  block: int, name: str, full_name: str, record: bool) -> tuple[MatrixRecord | None, float]:
-    """Prune one layer in place; return its record (if asked) and achieved sparsity."""
+    """Prune one layer in place to `sparsity`; return its record (if asked) and achieved sparsity."""
     weight = weight_of(layer)  # [out, in] view
     original = weight.float()
-    nm, group, sparsity = config.nm, config.resolved_group, config.target_sparsity
-    scores = {"magnitude": SCORERS["magnitude"](original, stats), "wanda": SCORERS["wanda"](original, stats)}
+    if not bool(torch.isfinite(original).all()):
+        bad = "NaN" if bool(torch.isnan(original).any()) else "Inf"
+        raise NumericalError(f"block {block} {name}: weights contain {bad}; the model is broken before pruning")
+    nm, group = config.nm, config.resolved_group
+    scores = _scores(config, original, stats)
+    cutoffs: dict[str, float] = {}
 
     if config.method == "sparsegpt":
         pruned = sparsegpt_prune(original, stats.hessian(), sparsity, nm, config.blocksize, config.percdamp)
@@ -169,20 +189,43 @@ def _prune_layer(config: PruneConfig, layer: nn.Module, stats: InputStats,
         if config.variant:
             mask, _alpha = prune_adaptive_alpha(scores["wanda"], sparsity)
         else:
-            mask = select_mask(scores[config.method], sparsity, group, nm)
-        pruned = original.masked_fill(mask, 0)
+            mask, cutoffs[config.method] = select(scores[config.method], sparsity, group, nm)
+        pruned = original * mask.logical_not()  # a multiply: several times faster than masked_fill on CPU
 
     rec = None
     if record:
         # Each metric's own mask at the run's settings; the run's mask stands for its own metric.
-        masks = {metric: mask if metric == config.method else select_mask(score, sparsity, group, nm)
-                 for metric, score in scores.items()}
+        masks = {config.method: mask} if config.method in scores else {}
+        for metric, score in scores.items():
+            if metric not in masks:
+                masks[metric], cutoffs[metric] = select(score, sparsity, group, nm)
         reference = "wanda" if config.method == "magnitude" else "magnitude"
         rec = record_matrix(block=block, name=name, full_name=full_name, method=config.method, group=group,
                             original=original, mask=mask, pruned=pruned, stats=stats, masks_by_metric=masks,
-                            scores_by_metric=scores, reference=reference)
+                            scores_by_metric=scores, reference=reference, cutoffs_by_metric=cutoffs)
     weight.copy_(pruned.to(weight.dtype))
-    return rec, float(mask.float().mean())
+    return rec, int(torch.count_nonzero(mask)) / mask.numel()
+
+
+def outlier_ratio(block_scores: list[torch.Tensor], m: float) -> float:
+    """OWL's layerwise outlier distribution (LOD) of one block: the share of the Wanda scores of
+    all its matrices together that exceed m x their mean (OWL reference: `check_outlier_mean` on
+    the concatenated scores of the block)."""
+    total = sum(score.numel() for score in block_scores)
+    if not total:
+        return 0.0
+    threshold = m * sum(float(score.sum(dtype=torch.float64)) for score in block_scores) / total
+    return sum(int(torch.count_nonzero(score > threshold)) for score in block_scores) / total
+
+
+def owl_sparsities(ratios: list[float], target: float, lam: float) -> list[float]:
+    """OWL's mapping from outlier ratios to block sparsities (reference `prune_wanda_outlier`):
+    scale the ratios linearly onto [0, 2·lam], shift them so that their mean is the target's
+    keep ratio 1 - target; a block with more outliers keeps more weights. Mean sparsity = target."""
+    lo, hi = min(ratios), max(ratios)
+    spread = [(r - lo) / (hi - lo) * 2 * lam if hi > lo else 0.0 for r in ratios]
+    mean = sum(spread) / len(spread)
+    return [1 - (x - mean + 1 - target) for x in spread]
 
 
 def check_prunable(model: nn.Module, config: PruneConfig) -> None:
@@ -200,18 +243,84 @@ def check_prunable(model: nn.Module, config: PruneConfig) -> None:
         raise ConfigError("sparsegpt chooses its mask per column block; group 'matrix' does not apply")
 
 
+def _distributed() -> tuple[int, int]:
+    """(rank, world size) of torch.distributed, or (0, 1) when it is not initialised."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _calibrate(block: nn.Module, index: int, chunks: list[_Chunk], device: torch.device, with_gram: bool,
+               keep: torch.device | None) -> tuple[dict[str, InputStats], list[torch.Tensor]]:
+    """Run the dense block over every chunk with hooks feeding each linear's InputStats.
+
+    Returns the statistics (summed over torch.distributed ranks) and, if `keep`, the dense outputs there.
+    """
+    linears = find_linears(block)
+    stats = {name: InputStats(weight_of(layer).shape[1], device, with_gram) for name, layer in linears.items()}
+    handles = [layer.register_forward_hook(lambda m, inp, out, s=stats[name]: s.add(inp[0]))
+               for name, layer in linears.items()]
+    try:
+        outputs = [_run_block(block, index, chunk, device) for chunk in chunks]
+        outputs = [o.to(keep) for o in outputs] if keep is not None else outputs
+    finally:
+        for h in handles:
+            h.remove()
+    if _distributed()[1] > 1:
+        for st in stats.values():
+            st.all_reduce()
+    for name, st in stats.items():
+        if not st.is_finite():
+            raise NumericalError(f"block {index} {name}: calibration activations contain NaN or Inf "
+                                 "(the inputs of this block overflowed or the model is broken)")
+    return stats, outputs
+
+
+def _owl_targets(model: nn.Module, blocks: nn.ModuleList, windows: torch.Tensor, config: PruneConfig,
+                 device: torch.device, storage: torch.device, cancel: threading.Event | None) -> tuple[list[float], list[float]]:
+    """One dense pass over all blocks: each block's outlier ratio, and OWL's block sparsities from them."""
+    chunks = capture_block_inputs(model, blocks, windows, config.batch_size, storage)
+    ratios = []
+    for i, block in enumerate(blocks):
+        if cancel is not None and cancel.is_set():
+            raise PruneCancelled(f"pruning was cancelled while measuring outliers, after {i} of {len(blocks)} blocks")
+        home = next(block.parameters()).device
+        block.to(device)
+        stats, outputs = _calibrate(block, i, chunks, device, False, storage)
+        linears = find_linears(block)
+        ratios.append(outlier_ratio([SCORERS["wanda"](weight_of(linears[n]).float(), st) for n, st in stats.items()],
+                                    config.owl_m))
+        for chunk, out in zip(chunks, outputs):
+            chunk.hidden = out
+        block.to(home)
+    return ratios, owl_sparsities(ratios, config.target_sparsity, config.owl_lambda)
+
+
 def prune_model(model: nn.Module, windows: torch.Tensor, config: PruneConfig,
                 on_event: EventCallback = ignore_events, cancel: threading.Event | None = None,
                 record: bool = True) -> PruneResult:
-    """Prune `model` in place, block by block, calibrating on `windows` [nsamples, seqlen]."""
+    """Prune `model` in place, block by block, calibrating on `windows` [nsamples, seqlen].
+
+    Under torch.distributed every rank passes the same `windows` and calibrates on its contiguous
+    share of them; the result (masks, records) is the same on every rank.
+    """
     t_start = time.perf_counter()
     elapsed = lambda: time.perf_counter() - t_start  # noqa: E731
     device = resolve_device(config.device)
     check_prunable(model, config)
     blocks_path, blocks = find_blocks(model)
     num_blocks = len(blocks)
+    rank, world = _distributed()
+    if world > 1:
+        if len(windows) < world:
+            raise ConfigError(f"nsamples {len(windows)} is smaller than the {world} ranks sharing the calibration")
+        windows = windows.tensor_split(world)[rank]
     storage = activation_storage(model, windows, device)
     with_gram = config.method == "sparsegpt"
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
 
     records: list[MatrixRecord] = []
     block_records: list[BlockRecord] = []
@@ -219,6 +328,13 @@ def prune_model(model: nn.Module, windows: torch.Tensor, config: PruneConfig,
     pruned_zeros = pruned_total = 0
 
     with torch.inference_mode():
+        targets, ratios = [config.target_sparsity] * num_blocks, [None] * num_blocks
+        if config.layerwise == "owl":
+            on_event(StageStarted(elapsed(), "owl", f"outlier ratios of {num_blocks} blocks (M={config.owl_m:g})"))
+            t = time.perf_counter()
+            ratios, targets = _owl_targets(model, blocks, windows, config, device, storage, cancel)
+            timings["owl_s"] = time.perf_counter() - t
+
         on_event(StageStarted(elapsed(), "capture", f"{len(windows)} windows x {windows.shape[1]} tokens"))
         t = time.perf_counter()
         chunks = capture_block_inputs(model, blocks, windows, config.batch_size, storage)
@@ -236,14 +352,7 @@ def prune_model(model: nn.Module, windows: torch.Tensor, config: PruneConfig,
             # 1. calibration pass through the dense block; keep its outputs to measure the block error.
             #    (Magnitude needs no statistics to prune, but its records compare it with Wanda's masks.)
             t = time.perf_counter()
-            stats = {name: InputStats(weight_of(layer).shape[1], device, with_gram) for name, layer in linears.items()}
-            handles = [layer.register_forward_hook(lambda m, inp, out, s=stats[name]: s.add(inp[0]))
-                       for name, layer in linears.items()]
-            try:
-                dense_out = [_run_block(block, i, chunk, device).to(storage) for chunk in chunks]
-            finally:
-                for h in handles:
-                    h.remove()
+            stats, dense_out = _calibrate(block, i, chunks, device, with_gram, storage)
             timings["calibrate_s"] += time.perf_counter() - t
 
             # 2. score, select, record, apply — every linear of the block from the dense block's inputs
@@ -251,7 +360,7 @@ def prune_model(model: nn.Module, windows: torch.Tensor, config: PruneConfig,
             zeros = total = 0
             for name, layer in linears.items():
                 full_name = f"{blocks_path}.{i}.{name}"
-                rec, sp = _prune_layer(config, layer, stats[name], i, name, full_name, record)
+                rec, sp = _prune_layer(config, layer, stats[name], targets[i], i, name, full_name, record)
                 if rec is not None:
                     records.append(rec)
                 n = weight_of(layer).numel()
@@ -262,23 +371,32 @@ def prune_model(model: nn.Module, windows: torch.Tensor, config: PruneConfig,
 
             # 3. propagation pass through the pruned block: the next block sees pruned activations
             t = time.perf_counter()
-            err_num = err_den = 0.0
+            err = torch.zeros(2, dtype=torch.float64)  # ‖pruned − dense‖², ‖dense‖² over this rank's windows
             for chunk, dense in zip(chunks, dense_out):
                 out = _run_block(block, i, chunk, device)
-                err_num += float(((out.float() - dense.to(device).float()) ** 2).sum())
-                err_den += float((dense.float() ** 2).sum())
+                dense = dense.to(device)
+                err += torch.stack([torch.sub(out, dense).float().pow_(2).sum(), dense.float().pow(2).sum()]).double().cpu()
                 chunk.hidden = out.to(storage)
             del dense_out
+            if world > 1:
+                import torch.distributed as dist
+
+                dist.all_reduce(err)
             timings["propagate_s"] += time.perf_counter() - t
 
             block.to(home)
             pruned_zeros, pruned_total = pruned_zeros + zeros, pruned_total + total
+            err_num, err_den = float(err[0]), float(err[1])
+            if not math.isfinite(err_num):
+                raise NumericalError(f"block {i}: the pruned block's outputs contain NaN or Inf")
             block_error = err_num / err_den if err_den else 0.0
-            block_records.append(BlockRecord(i, zeros / total, block_error, time.perf_counter() - t_block))
+            block_records.append(BlockRecord(i, zeros / total, block_error, time.perf_counter() - t_block,
+                                             target=targets[i], outlier_ratio=ratios[i]))
             on_event(BlockFinished(elapsed(), i, num_blocks, zeros / total, block_error, pruned_zeros / pruned_total))
 
     sparsity = pruned_zeros / pruned_total if pruned_total else 0.0
     on_event(PruneFinished(elapsed(), num_blocks, sparsity))
     return PruneResult(config=config, records=records, blocks=block_records, sparsity=sparsity,
                        seconds=elapsed(), timings={k: round(v, 4) for k, v in timings.items()}, device=str(device),
-                       activations_on=str(storage))
+                       activations_on=str(storage), block_targets=targets, world_size=world,
+                       peak_device_bytes=torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None)

@@ -21,45 +21,49 @@ ROW_HIST_BINS = 20
 
 
 def _group_cutoff(score: torch.Tensor, mask: torch.Tensor, group: str) -> float:
-    """The largest pruned score: per matrix, or the median over rows of each row's largest pruned score."""
+    """The largest pruned score: per matrix, or the median over rows of each row's largest pruned score.
+
+    Only for masks that come without one (SparseGPT, the variant); `selection.select` returns it.
+    """
     pruned = torch.where(mask, score, torch.full_like(score, -math.inf))
     if group == "matrix":
-        value = pruned.max()
-    else:
-        per_row = pruned.max(dim=1).values
-        per_row = per_row[torch.isfinite(per_row)]
-        if per_row.numel() == 0:
-            return float("nan")
-        value = per_row.median()
-    value = float(value)
-    return math.log10(value) if value > 0 else float("nan")
+        return float(pruned.max())
+    per_row = pruned.max(dim=1).values
+    per_row = per_row[torch.isfinite(per_row)]
+    return float(per_row.median()) if per_row.numel() else float("nan")
 
 
-def _log_hist(score: torch.Tensor, mask: torch.Tensor, group: str) -> dict:
+def _log_hist(score: torch.Tensor, mask: torch.Tensor, cutoff: float) -> dict:
     """Histogram of log10(score) over the nonzero scores, split into pruned and kept weights.
 
-    One bincount over bin index + HIST_BINS·pruned, instead of two masked copies and histograms.
+    One bincount over bin index + HIST_BINS·pruned; zero scores (log10 = -inf) land in bin 0 and
+    are moved to their own count afterwards, which costs a pass only when the minimum is zero.
     """
     flat = score.flatten()
-    positive = flat > 0
-    logs = torch.log10(flat.clamp_min(1e-30))
-    if bool(positive.any()):
-        lo, hi = (float(v) for v in torch.aminmax(logs[positive]))
-    else:
-        lo, hi = -1.0, 0.0
+    smallest, largest = (float(v) for v in torch.aminmax(flat))
+    zeros_pruned = zeros_kept = 0
+    if smallest <= 0:
+        is_zero = flat <= 0
+        zeros_pruned = int(torch.count_nonzero(is_zero & mask.flatten()))
+        zeros_kept = int(torch.count_nonzero(is_zero)) - zeros_pruned
+        positive = flat[~is_zero]
+        smallest = float(positive.min()) if positive.numel() else 0.1
+        largest = max(largest, smallest)
+    lo, hi = math.log10(smallest), math.log10(largest) if largest > 0 else 0.0
     if hi <= lo:
         hi = lo + 1e-6
-    idx = ((logs - lo) * (HIST_BINS / (hi - lo))).long().clamp_(0, HIST_BINS - 1)
-    idx += HIST_BINS * mask.flatten()
-    idx.masked_fill_(~positive, 2 * HIST_BINS)  # exact zeros go to a separate bin
-    counts = torch.bincount(idx, minlength=2 * HIST_BINS + 1).cpu().tolist()
+    bins = torch.log10(flat).sub_(lo).mul_(HIST_BINS / (hi - lo)).clamp_(0, HIST_BINS - 1).to(torch.int32)
+    bins += mask.flatten().to(torch.int32) * HIST_BINS
+    counts = torch.bincount(bins, minlength=2 * HIST_BINS).cpu().tolist()
+    counts[0] -= zeros_kept
+    counts[HIST_BINS] -= zeros_pruned
     edges = torch.linspace(lo, hi, HIST_BINS + 1)
     return {
         "edges": [round(float(e), 5) for e in edges],
         "kept": counts[:HIST_BINS],
         "pruned": counts[HIST_BINS : 2 * HIST_BINS],
-        "zero_weights": counts[2 * HIST_BINS],
-        "cutoff": _group_cutoff(score, mask, group),
+        "zero_weights": zeros_kept + zeros_pruned,
+        "cutoff": math.log10(cutoff) if cutoff > 0 else float("nan"),
     }
 
 
@@ -107,14 +111,16 @@ def _mask_crop(mask: torch.Tensor, reference: torch.Tensor, norms: torch.Tensor 
 def record_matrix(*, block: int, name: str, full_name: str, method: str, group: str,
                   original: torch.Tensor, mask: torch.Tensor, pruned: torch.Tensor,
                   stats: InputStats | None, masks_by_metric: dict[str, torch.Tensor],
-                  scores_by_metric: dict[str, torch.Tensor], reference: str) -> MatrixRecord:
+                  scores_by_metric: dict[str, torch.Tensor], reference: str,
+                  cutoffs_by_metric: dict[str, float] | None = None) -> MatrixRecord:
     """original/pruned: [out, in] fp32 weights before/after; mask: True = pruned by the run.
 
     masks_by_metric / scores_by_metric: each metric's own score and mask at the run's settings
     ('magnitude' always, 'wanda' when stats exist); `reference` names the metric to overlap with.
+    cutoffs_by_metric: each mask's cut-off score where the selection gave it; computed otherwise.
     """
     numel = mask.numel()
-    row_sp = mask.float().mean(dim=1)
+    row_sp = mask.sum(dim=1, dtype=torch.int32).float() / mask.shape[1]
     row_hist = torch.histc(row_sp.cpu(), bins=ROW_HIST_BINS, min=0.0, max=1.0)
     norms = stats.channel_norms if stats is not None else None
 
@@ -124,11 +130,17 @@ def record_matrix(*, block: int, name: str, full_name: str, method: str, group: 
         proxy_error = float(((original - pruned) ** 2 * energy).sum() / ((original**2 * energy).sum()).clamp_min(1e-30))
 
     ref_mask = masks_by_metric[reference]
-    # one pass: code = 2·method + reference -> counts of kept-by-both, only-reference, only-method, both
-    _, only_r, only_m, both = torch.bincount((mask.flatten().long() << 1) | ref_mask.flatten().long(), minlength=4).tolist()
+    n_method, n_ref = int(torch.count_nonzero(mask)), int(torch.count_nonzero(ref_mask))
+    both = int(torch.count_nonzero(mask & ref_mask))
+    only_m, only_r = n_method - both, n_ref - both
     union = both + only_m + only_r
     overlap = {"reference": reference, "group": group, "jaccard": both / union if union else 1.0,
                "both": both / numel, "only_method": only_m / numel, "only_reference": only_r / numel}
+
+    cutoffs = dict(cutoffs_by_metric or {})
+    for metric, score in scores_by_metric.items():
+        if metric not in cutoffs or cutoffs[metric] != cutoffs[metric]:  # missing or nan
+            cutoffs[metric] = _group_cutoff(score, masks_by_metric[metric], group)
 
     crop, crop_rows, crop_cols = _mask_crop(mask, ref_mask, norms)
     arrays = {"density": _density_map(mask), "mask_crop": crop, "crop_rows": crop_rows, "crop_cols": crop_cols}
@@ -137,12 +149,12 @@ def record_matrix(*, block: int, name: str, full_name: str, method: str, group: 
 
     return MatrixRecord(
         block=block, name=name, full_name=full_name, shape=tuple(mask.shape), method=method, group=group,
-        sparsity=float(mask.sum()) / numel,
+        sparsity=n_method / numel,
         row_sparsity={"min": float(row_sp.min()), "max": float(row_sp.max()), "mean": float(row_sp.mean()),
                       "std": float(row_sp.std()) if row_sp.numel() > 1 else 0.0,
                       "hist": [int(c) for c in row_hist]},
         proxy_error=proxy_error,
-        hist={metric: _log_hist(scores_by_metric[metric], masks_by_metric[metric], group) for metric in scores_by_metric},
+        hist={metric: _log_hist(scores_by_metric[metric], masks_by_metric[metric], cutoffs[metric]) for metric in scores_by_metric},
         overlap=overlap,
         channels=_channel_summary(norms) if norms is not None else None,
         arrays=arrays,

@@ -73,6 +73,8 @@ class BlockRecord:
     sparsity: float
     block_error: float  # ‖y_pruned − y_dense‖² / ‖y_dense‖² over the calibration windows
     seconds: float
+    target: float | None = None  # the sparsity asked of this block (OWL gives each block its own)
+    outlier_ratio: float | None = None  # OWL's LOD: share of Wanda scores above M x their matrix's mean
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -18,7 +18,9 @@ class InputStats:
     """
 
     def __init__(self, in_features: int, device: torch.device, with_gram: bool = False):
-        self.sq_sum = torch.zeros(in_features, dtype=torch.float32, device=device)
+        # fp64 across batches: the sum then hardly depends on how the windows were split into
+        # batches or ranks (each batch's own sum stays one fp32 reduction).
+        self.sq_sum = torch.zeros(in_features, dtype=torch.float64, device=device)
         self.gram = torch.zeros(in_features, in_features, dtype=torch.float32, device=device) if with_gram else None
         self.nsamples = 0  # calibration windows seen
         self.ntokens = 0
@@ -27,16 +29,28 @@ class InputStats:
         """x: the layer input [batch, seq, in] (or [tokens, in])."""
         batch = x.shape[0] if x.dim() > 2 else 1
         x = x.reshape(-1, x.shape[-1]).float()  # [tokens, in]
-        self.sq_sum += (x * x).sum(dim=0)
+        self.sq_sum += (x * x).sum(dim=0)  # fp32 per batch, added in fp64
         if self.gram is not None:
             self.gram.addmm_(x.t(), x)
         self.nsamples += batch
         self.ntokens += x.shape[0]
 
+    def all_reduce(self) -> None:
+        """Sum the statistics over the ranks of torch.distributed (data-parallel calibration)."""
+        import torch.distributed as dist
+
+        counts = torch.tensor([self.nsamples, self.ntokens], dtype=torch.float64, device=self.sq_sum.device)
+        for t in (self.sq_sum, counts) + ((self.gram,) if self.gram is not None else ()):
+            dist.all_reduce(t)
+        self.nsamples, self.ntokens = int(counts[0]), int(counts[1])
+
+    def is_finite(self) -> bool:
+        return bool(torch.isfinite(self.sq_sum).all())
+
     @property
     def scaler_row(self) -> torch.Tensor:
         """The reference's `scaler_row`: mean over calibration windows of ‖X_j‖² within a window."""
-        return self.sq_sum / max(self.nsamples, 1)
+        return (self.sq_sum / max(self.nsamples, 1)).float()
 
     @property
     def channel_norms(self) -> torch.Tensor:
@@ -61,5 +75,19 @@ def wanda_score(weight: torch.Tensor, stats: InputStats | None) -> torch.Tensor:
     return weight.abs().float() * stats.channel_norms.to(weight.device).view(1, -1)
 
 
+def ria_score(weight: torch.Tensor, stats: InputStats | None, power: float = 0.5) -> torch.Tensor:
+    """RIA (Zhang et al. 2024, eq. 4): (|W_ij| / Σ_k |W_kj| + |W_ij| / Σ_k |W_ik|) · ‖X_j‖₂^a.
+
+    The relative importance of a weight within its input column and its output row, times the
+    activation norm to the power a (the paper's a = 0.5).
+    """
+    if stats is None:
+        raise ValueError("ria needs activation statistics")
+    magnitude = weight.abs().float()  # [out, in]
+    column_sum = magnitude.sum(dim=0, keepdim=True).clamp_min(1e-30)  # Σ_k |W_kj|  [1, in]
+    row_sum = magnitude.sum(dim=1, keepdim=True).clamp_min(1e-30)  # Σ_k |W_ik|  [out, 1]
+    return (magnitude / column_sum + magnitude / row_sum) * stats.channel_norms.to(weight.device).pow(power).view(1, -1)
+
+
 Scorer = Callable[[torch.Tensor, "InputStats | None"], torch.Tensor]
-SCORERS: dict[str, Scorer] = {"magnitude": magnitude_score, "wanda": wanda_score}
+SCORERS: dict[str, Scorer] = {"magnitude": magnitude_score, "wanda": wanda_score, "ria": ria_score}

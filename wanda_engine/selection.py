@@ -6,18 +6,42 @@ Nothing here loops in Python over rows or groups.
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
+
+
+class Selection(NamedTuple):
+    """A mask and its cut-off, read off the selection itself (no second pass over the scores)."""
+
+    mask: torch.Tensor  # [out, in] bool, True = prune
+    cutoff: float  # the largest pruned score of the group (median over rows for row and N:M groups); nan if none
+
+
+def _per_row(score: torch.Tensor, sparsity: float) -> Selection:
+    out_features, in_features = score.shape
+    k = int(in_features * sparsity)
+    mask = torch.zeros_like(score, dtype=torch.bool)
+    if k == 0:
+        return Selection(mask, float("nan"))
+    values, idx = torch.topk(score, k, dim=1, largest=False, sorted=False)  # [out, k]
+    mask.scatter_(1, idx, True)
+    return Selection(mask, float(values.amax(dim=1).median()))
 
 
 def prune_lowest_per_row(score: torch.Tensor, sparsity: float) -> torch.Tensor:
     """Wanda's default group: in each output row, prune the int(in·sparsity) lowest scores."""
-    out_features, in_features = score.shape
-    k = int(in_features * sparsity)
-    mask = torch.zeros_like(score, dtype=torch.bool)
-    if k > 0:
-        idx = torch.topk(score, k, dim=1, largest=False, sorted=False).indices  # [out, k]
-        mask.scatter_(1, idx, True)
-    return mask
+    return _per_row(score, sparsity).mask
+
+
+def _in_matrix(score: torch.Tensor, sparsity: float) -> Selection:
+    k = int(score.numel() * sparsity)
+    mask = torch.zeros(score.numel(), dtype=torch.bool, device=score.device)
+    if k == 0:
+        return Selection(mask.view_as(score), float("nan"))
+    values, idx = torch.topk(score.flatten(), k, largest=False, sorted=False)
+    mask[idx] = True
+    return Selection(mask.view_as(score), float(values.max()))
 
 
 def prune_lowest_in_matrix(score: torch.Tensor, sparsity: float) -> torch.Tensor:
@@ -25,23 +49,22 @@ def prune_lowest_in_matrix(score: torch.Tensor, sparsity: float) -> torch.Tensor
 
     (The reference prunes `score <= sorted[k]`, one weight more than k when no ties; we prune exactly k.)
     """
-    k = int(score.numel() * sparsity)
-    mask = torch.zeros(score.numel(), dtype=torch.bool, device=score.device)
-    if k > 0:
-        idx = torch.topk(score.flatten(), k, largest=False, sorted=False).indices
-        mask[idx] = True
-    return mask.view_as(score)
+    return _in_matrix(score, sparsity).mask
 
 
-def prune_n_of_m(score: torch.Tensor, n: int, m: int) -> torch.Tensor:
-    """N:M: in every group of M consecutive inputs of a row, prune the N lowest scores."""
+def _n_of_m(score: torch.Tensor, n: int, m: int) -> Selection:
     out_features, in_features = score.shape
     if in_features % m:
         raise ValueError(f"input width {in_features} is not a multiple of M={m}")
     groups = score.view(out_features, in_features // m, m)  # [out, in/M, M]
-    idx = torch.topk(groups, n, dim=2, largest=False, sorted=False).indices  # [out, in/M, N]
+    values, idx = torch.topk(groups, n, dim=2, largest=False, sorted=False)  # [out, in/M, N]
     mask = torch.zeros_like(groups, dtype=torch.bool).scatter_(2, idx, True)
-    return mask.view(out_features, in_features)
+    return Selection(mask.view(out_features, in_features), float(values.flatten(1).amax(dim=1).median()))
+
+
+def prune_n_of_m(score: torch.Tensor, n: int, m: int) -> torch.Tensor:
+    """N:M: in every group of M consecutive inputs of a row, prune the N lowest scores."""
+    return _n_of_m(score, n, m).mask
 
 
 def prune_adaptive_alpha(score: torch.Tensor, sparsity: float, tolerance: float = 0.001) -> tuple[torch.Tensor, float]:
@@ -76,13 +99,18 @@ def prune_adaptive_alpha(score: torch.Tensor, sparsity: float, tolerance: float 
     return mask, alpha
 
 
-def select_mask(score: torch.Tensor, sparsity: float, group: str, nm: tuple[int, int] | None = None) -> torch.Tensor:
+def select(score: torch.Tensor, sparsity: float, group: str, nm: tuple[int, int] | None = None) -> Selection:
     """Dispatch on the comparison group: 'row', 'matrix', or 'nm' (with nm=(N, M))."""
     if group == "nm":
         assert nm is not None
-        return prune_n_of_m(score, *nm)
+        return _n_of_m(score, *nm)
     if group == "row":
-        return prune_lowest_per_row(score, sparsity)
+        return _per_row(score, sparsity)
     if group == "matrix":
-        return prune_lowest_in_matrix(score, sparsity)
+        return _in_matrix(score, sparsity)
     raise ValueError(f"unknown comparison group {group!r}")
+
+
+def select_mask(score: torch.Tensor, sparsity: float, group: str, nm: tuple[int, int] | None = None) -> torch.Tensor:
+    """The mask alone of `select`."""
+    return select(score, sparsity, group, nm).mask

@@ -1,0 +1,117 @@
+"""RIA and OWL against straightforward implementations on tiny models; OWL's ratios average to the target."""
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import tiny_model
+from test_pipeline import pruned_masks, windows
+
+from wanda_engine.config import PruneConfig
+from wanda_engine.errors import ConfigError
+from wanda_engine.models import find_blocks, find_linears, weight_of
+from wanda_engine.pipeline import owl_sparsities, prune_model
+
+
+def per_sample_norms(model, calib: torch.Tensor, block_index: int) -> dict[str, torch.Tensor]:
+    """‖X_j‖ per input channel of each linear of one block, the reference's way: the whole model
+    run one sample at a time, a running mean of each sample's ‖x_j‖²."""
+    layers = find_linears(find_blocks(model)[1][block_index])
+    scaler = {name: torch.zeros(weight_of(l).shape[1]) for name, l in layers.items()}
+    count = {name: 0 for name in layers}
+
+    def hook(name):
+        def fn(module, inputs, output):
+            x = inputs[0].reshape(-1, inputs[0].shape[-1]).float()
+            scaler[name] *= count[name] / (count[name] + 1)
+            count[name] += 1
+            scaler[name] += torch.norm(x, p=2, dim=0) ** 2 / count[name]
+        return fn
+
+    handles = [l.register_forward_hook(hook(n)) for n, l in layers.items()]
+    with torch.no_grad():
+        for sample in calib:
+            model(input_ids=sample[None], use_cache=False)
+    for h in handles:
+        h.remove()
+    return {name: s.sqrt() for name, s in scaler.items()}
+
+
+def plain_ria(w: torch.Tensor, norms: torch.Tensor, a: float = 0.5) -> torch.Tensor:
+    """RIA eq. 4 written out element by element over columns and rows."""
+    out_f, in_f = w.shape
+    col_sums = torch.stack([w[:, j].abs().sum() for j in range(in_f)])
+    row_sums = torch.stack([w[i, :].abs().sum() for i in range(out_f)])
+    return (w.abs() / col_sums.view(1, -1) + w.abs() / row_sums.view(-1, 1)) * norms.view(1, -1) ** a
+
+
+def lowest_in_matrix(metric: torch.Tensor, sparsity: float) -> torch.Tensor:
+    k = int(metric.numel() * sparsity)
+    mask = torch.zeros(metric.numel(), dtype=torch.bool)
+    mask[torch.sort(metric.flatten(), stable=True).indices[:k]] = True
+    return mask.view_as(metric)
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+def test_ria_matches_a_plain_implementation(arch):
+    calib = windows()
+    engine_model, reference = tiny_model(arch), tiny_model(arch)
+    result = prune_model(engine_model, calib, PruneConfig(method="ria", sparsity=0.5, nsamples=6, seqlen=24, batch_size=4))
+    assert {r.group for r in result.records} == {"matrix"}  # RIA's default comparison group
+    got = pruned_masks(engine_model)
+    for i, block in enumerate(find_blocks(reference)[1]):
+        norms = per_sample_norms(reference, calib, i)
+        for name, layer in find_linears(block).items():
+            w = weight_of(layer)
+            expected = lowest_in_matrix(plain_ria(w, norms[name]), 0.5)
+            mismatch = (got[f"{i}.{name}"] != expected).float().mean().item()
+            assert mismatch == 0, f"{arch} block {i} {name}: {mismatch:.4%} differs"
+            w[expected] = 0  # the next block sees the pruned model, as in the pipeline
+    assert {"ria", "wanda", "magnitude"} <= set(result.records[0].hist)
+
+
+def test_owl_sparsities_average_to_the_target_and_follow_the_outliers():
+    ratios = [0.010, 0.030, 0.020, 0.002, 0.015]
+    sp = owl_sparsities(ratios, 0.7, 0.08)
+    assert sum(sp) / len(sp) == pytest.approx(0.7, abs=1e-12)
+    assert max(sp) - min(sp) == pytest.approx(0.16)  # spread over 2·lambda
+    order = sorted(range(5), key=ratios.__getitem__)
+    assert [sp[i] for i in order] == sorted(sp, reverse=True)  # more outliers, fewer weights pruned
+    assert owl_sparsities([0.01, 0.01], 0.6, 0.08) == pytest.approx([0.6, 0.6])
+
+
+def test_owl_block_targets_come_from_the_dense_models_outlier_ratios():
+    arch, m, lam, target = "llama", 5.0, 0.08, 0.6
+    calib = windows()
+    model, dense = tiny_model(arch), tiny_model(arch)
+    cfg = PruneConfig(method="wanda", sparsity=target, layerwise="owl", owl_m=m, owl_lambda=lam, nsamples=6, seqlen=24)
+    result = prune_model(model, calib, cfg)
+
+    # Reference: outlier ratios of the *dense* model's Wanda scores, each block's matrices concatenated.
+    ratios = []
+    for i, block in enumerate(find_blocks(dense)[1]):
+        norms = per_sample_norms(dense, calib, i)
+        scores = torch.cat([(weight_of(l).abs() * norms[n].view(1, -1)).flatten() for n, l in find_linears(block).items()])
+        ratios.append(float((scores > m * scores.mean()).float().mean()))
+    assert [b.outlier_ratio for b in result.blocks] == pytest.approx(ratios, abs=1e-6)
+    expected = owl_sparsities(ratios, target, lam)
+    assert result.block_targets == pytest.approx(expected, abs=1e-6)
+    assert sum(result.block_targets) / len(result.block_targets) == pytest.approx(target)
+    for b in result.blocks:  # each block reaches its own target (per row, up to rounding)
+        assert b.sparsity == pytest.approx(b.target, abs=0.02)
+    assert result.sparsity == pytest.approx(target, abs=0.02)
+
+
+@pytest.mark.parametrize("method", ["magnitude", "sparsegpt"])
+def test_owl_works_with_other_methods(method):
+    result = prune_model(tiny_model("llama"), windows(), PruneConfig(method=method, sparsity=0.6, layerwise="owl",
+                                                                     nsamples=6, seqlen=24))
+    assert len({round(t, 6) for t in result.block_targets}) == 2
+    assert sum(result.block_targets) / 2 == pytest.approx(0.6)
+
+
+@pytest.mark.parametrize("bad", [dict(layerwise="owl", sparsity=0.1), dict(layerwise="owl", pattern="2:4"),
+                                 dict(layerwise="layer"), dict(method="ria", ria_power=-1.0),
+                                 dict(layerwise="owl", owl_m=float("nan"))])
+def test_bad_method_settings_are_refused(bad):
+    with pytest.raises(ConfigError):
+        PruneConfig(**bad)
