@@ -49,3 +49,27 @@ def test_sparsegpt_hessians_are_summed_over_ranks(one_and_two):
     differ = sum(int((masks1["sparsegpt"][k] != masks2["sparsegpt"][k]).sum()) for k in masks1["sparsegpt"])
     total = sum(m.numel() for m in masks1["sparsegpt"].values())
     assert differ / total < 0.002
+
+
+def test_cli_under_torchrun_writes_one_run_with_the_single_rank_masks(tiny_model_dir, tmp_path):
+    """`torchrun -m wanda_engine prune`: rank 0 writes the run; its saved weights match a 1-process run."""
+    exe = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or "torchrun"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    args = ["prune", "--model", str(tiny_model_dir), "--nsamples", "4", "--seqlen", "32", "--batch-size", "2",
+            "--eval-windows", "2", "--quiet", "--device", "cpu"]
+    two = subprocess.run([exe, "--standalone", "--nproc-per-node=2", "-m", "wanda_engine", *args, "--out",
+                          str(tmp_path / "two"), "--save-model", str(tmp_path / "two-model")],
+                         capture_output=True, text=True, timeout=300, env=env, cwd=Path(__file__).parents[1])
+    assert two.returncode == 0, two.stderr[-3000:]
+    one = subprocess.run([sys.executable, "-m", "wanda_engine", *args, "--out", str(tmp_path / "one"), "--save-model",
+                          str(tmp_path / "one-model")], capture_output=True, text=True, timeout=300, env=env,
+                         cwd=Path(__file__).parents[1])
+    assert one.returncode == 0, one.stderr[-3000:]
+    meta = json.loads((tmp_path / "two" / "run.json").read_text())
+    assert meta["status"] == "complete" and meta["world_size"] == 2
+    assert json.loads((tmp_path / "one" / "run.json").read_text())["world_size"] == 1
+    from safetensors.torch import load_file
+
+    a, b = load_file(tmp_path / "one-model" / "model.safetensors"), load_file(tmp_path / "two-model" / "model.safetensors")
+    pruned = [k for k in a if k.endswith("proj.weight")]
+    assert pruned and all(torch.equal(a[k] == 0, b[k] == 0) for k in pruned)

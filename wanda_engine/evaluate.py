@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .errors import ConfigError, DataError, PruneCancelled
+from .errors import ConfigError, DataError, NumericalError, PruneCancelled
 from .models import context_length
 
 
@@ -28,6 +28,10 @@ class Perplexity:
     @property
     def label(self) -> str:
         return f"{self.dataset}, {self.windows}×{self.seqlen} tokens"
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.tokens / max(self.seconds, 1e-9)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -67,5 +71,8 @@ def perplexity(model: nn.Module, tokens: torch.Tensor, seqlen: int, dataset: str
             loss = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), batch[:, 1:].flatten(), reduction="sum")
             nll_sum += float(loss)
             count += batch[:, 1:].numel()
+            if not math.isfinite(nll_sum):
+                raise NumericalError(f"the model's loss on {dataset} is {nll_sum} (NaN or Inf logits) after "
+                                     f"{count} tokens; its weights or activations overflowed")
     return Perplexity(ppl=math.exp(nll_sum / count), dataset=dataset, seqlen=seqlen, windows=n,
                       tokens=n * seqlen, seconds=round(time.perf_counter() - t0, 3))
