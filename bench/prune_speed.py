@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from wanda_engine.config import PruneConfig  # noqa: E402
 from wanda_engine.evaluate import perplexity  # noqa: E402
-from wanda_engine.models import load_model  # noqa: E402
+from wanda_engine.models import find_blocks, load_model  # noqa: E402
 from wanda_engine.pipeline import prune_model, resolve_device  # noqa: E402
 
 RANDOM_SHAPES = {  # model families by shape only: random weights, no download
@@ -51,7 +51,21 @@ def build(args):
     return model, loaded.label, len(loaded.tokenizer)
 
 
+def reset_peak_host() -> None:
+    """Linux: writing 5 to clear_refs resets the peak resident set size (VmHWM) of this process."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
+
+
 def peak_host_mib() -> float:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
@@ -65,7 +79,9 @@ def main() -> None:
     p.add_argument("--seqlen", type=int, default=256)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--methods", default="wanda,magnitude,wanda:2:4,sparsegpt",
-                   help="comma-separated method[:N:M] list")
+                   help="comma-separated method[:N:M] list; owl-METHOD for OWL block sparsities")
+    p.add_argument("--records", choices=["on", "off", "both"], default="on",
+                   help="record per-matrix statistics (the app's figures) or not; 'both' runs each method twice")
     p.add_argument("--eval-windows", type=int, default=4)
     p.add_argument("--json", help="also write the rows as JSON here")
     args = p.parse_args()
@@ -74,6 +90,8 @@ def main() -> None:
     model, label, vocab = build(args)
     windows = torch.randint(0, vocab, (args.nsamples, args.seqlen), generator=torch.Generator().manual_seed(0))
     original = {k: v.clone() for k, v in model.state_dict().items() if v.dim() == 2}
+    # one decoder block's weights: the device-memory budget is this + its working set + one activation chunk
+    block_bytes = sum(p.numel() * p.element_size() for p in find_blocks(model)[1][0].parameters())
 
     def sync():
         if device.type == "cuda":
@@ -90,29 +108,43 @@ def main() -> None:
 
     dense_forward_s()  # warm-up
     rows = []
+    record_modes = {"on": [True], "off": [False], "both": [True, False]}[args.records]
     for spec in args.methods.split(","):
-        method, _, pattern = spec.partition(":")
+        name, _, pattern = spec.partition(":")
+        layerwise, method = ("owl", name[4:]) if name.startswith("owl-") else ("uniform", name)
         cfg = PruneConfig(method=method, pattern=pattern or "unstructured", nsamples=args.nsamples,
-                          seqlen=args.seqlen, batch_size=args.batch_size, device=str(device))
-        model.load_state_dict(original, strict=False)
-        dense_s = dense_forward_s()
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats()
-        sync()
-        result = prune_model(model, windows, cfg)
-        sync()
-        ev_tokens = torch.randint(0, vocab, (1, args.eval_windows * args.seqlen), generator=torch.Generator().manual_seed(1))
-        ppl = perplexity(model, ev_tokens, args.seqlen, "random tokens", batch_size=args.batch_size, device=device)
-        t = result.timings
-        rows.append({
-            "model": label, "device": str(device), "dtype": args.dtype, "calib": f"{args.nsamples}x{args.seqlen}",
-            "method": cfg.label, "dense_forward_s": round(dense_s, 2), "prune_s": round(result.seconds, 2),
-            "ratio": round(result.seconds / dense_s, 2), "select_share": round(t["select_s"] / result.seconds, 3),
-            "peak_host_mib": round(peak_host_mib()),
-            "peak_device_mib": round(torch.cuda.max_memory_allocated() / 2**20) if device.type == "cuda" else None,
-            "eval_tokens_per_s": round(ppl.tokens / max(ppl.seconds, 1e-9)),
-        })
-        print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+                          seqlen=args.seqlen, batch_size=args.batch_size, device=str(device), layerwise=layerwise,
+                          sparsity=0.7 if layerwise == "owl" else 0.5)
+        for record in record_modes:
+            model.load_state_dict(original, strict=False)
+            before = dense_forward_s()
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats()
+            reset_peak_host()
+            sync()
+            result = prune_model(model, windows, cfg, record=record)
+            sync()
+            host = peak_host_mib()
+            # the dense time on either side of the pruning, the smaller: these machines are noisy
+            model_pruned = {k: v.clone() for k, v in model.state_dict().items() if v.dim() == 2}
+            model.load_state_dict(original, strict=False)
+            dense_s = min(before, dense_forward_s())
+            model.load_state_dict(model_pruned, strict=False)
+            del model_pruned
+            ev_tokens = torch.randint(0, vocab, (1, args.eval_windows * args.seqlen), generator=torch.Generator().manual_seed(1))
+            ppl = perplexity(model, ev_tokens, args.seqlen, "random tokens", batch_size=args.batch_size, device=device)
+            t = result.timings
+            rows.append({
+                "model": label, "device": str(device), "dtype": args.dtype, "calib": f"{args.nsamples}x{args.seqlen}",
+                "method": cfg.label, "records": "on" if record else "off", "dense_forward_s": round(dense_s, 2),
+                "prune_s": round(result.seconds, 2), "ratio": round(result.seconds / dense_s, 2),
+                "select_share": round(t["select_s"] / result.seconds, 3),
+                "peak_host_mib": round(host),
+                "peak_device_mib": round(torch.cuda.max_memory_allocated() / 2**20) if device.type == "cuda" else None,
+                "block_mib": round(block_bytes / 2**20),
+                "eval_tokens_per_s": round(ppl.tokens_per_s),
+            })
+            print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
 
     cols = list(rows[0])
     print("| " + " | ".join(cols) + " |")

@@ -15,6 +15,9 @@ if run is not None and figs is not None:
     st.metric("Achieved sparsity over all pruned matrices", f"{run.meta.get('sparsity', 0):.2%}",
               help="Exact zeros over the decoder blocks' linear weights.")
     ui.chart(figs.sparsity_heatmap(run.records()), key="sparsity_heatmap", rows=ui.num_blocks(run))
+    if (run.meta.get("config") or {}).get("layerwise") == "owl":
+        st.subheader("OWL: sparsity per block")
+        ui.chart(figs.owl_block_ratios(run.meta.get("blocks") or [], run.meta.get("config")), key="sparsity_owl")
     st.subheader("One matrix")
     rec = ui.pick_matrix(run, "sparsity")
     if rec is not None:

@@ -115,3 +115,52 @@ def test_owl_works_with_other_methods(method):
 def test_bad_method_settings_are_refused(bad):
     with pytest.raises(ConfigError):
         PruneConfig(**bad)
+
+
+def test_owl_figure_shows_the_recorded_ratios_and_targets():
+    from wanda_engine import figures
+
+    cfg = PruneConfig(method="wanda", sparsity=0.6, layerwise="owl", nsamples=6, seqlen=24)
+    result = prune_model(tiny_model("llama"), windows(), cfg)
+    blocks = [b.to_dict() for b in result.blocks]
+    fig = figures.owl_block_ratios(blocks, cfg.to_dict())
+    by_name = {t.name: t for t in fig.data}
+    assert list(by_name["outlier ratio"].y) == [b["outlier_ratio"] for b in blocks]
+    assert list(by_name["target"].y) == result.block_targets
+    assert list(by_name["achieved"].y) == [b["sparsity"] for b in blocks]
+    assert "λ = 0.08" in fig.layout.title.subtitle.text
+    uniform = figures.owl_block_ratios([b.to_dict() for b in prune_model(tiny_model("llama"), windows(),
+                                                                         PruneConfig(nsamples=6, seqlen=24)).blocks])
+    assert "uniform run" in str(uniform.layout.annotations)
+
+
+def test_wanda_2of4_matches_a_per_sample_per_group_loop():
+    """The pipeline's batched calibration and vectorised N:M selection against plain loops."""
+    calib = windows()
+    engine_model, reference = tiny_model("llama"), tiny_model("llama")
+    prune_model(engine_model, calib, PruneConfig(method="wanda", pattern="2:4", nsamples=6, seqlen=24, batch_size=4))
+    got = pruned_masks(engine_model)
+    for i, block in enumerate(find_blocks(reference)[1]):
+        norms = per_sample_norms(reference, calib, i)
+        for name, layer in find_linears(block).items():
+            w = weight_of(layer)
+            metric = w.abs() * norms[name].view(1, -1)
+            expected = torch.zeros_like(w, dtype=torch.bool)
+            for r in range(w.shape[0]):
+                for g in range(0, w.shape[1], 4):
+                    expected[r, g + torch.sort(metric[r, g:g + 4], stable=True).indices[:2]] = True
+            assert torch.equal(got[f"{i}.{name}"], expected), f"block {i} {name}"
+            w[expected] = 0
+
+
+@pytest.mark.parametrize("group,nm", [("row", None), ("matrix", None), ("nm", (2, 4))])
+def test_selection_cutoff_is_the_largest_pruned_score(group, nm):
+    from wanda_engine.selection import select
+
+    score = torch.rand(24, 32, generator=torch.Generator().manual_seed(3))
+    mask, cutoff = select(score, 0.5, group, nm)
+    if group == "matrix":
+        expected = float(score[mask].max())
+    else:  # the median over rows of each row's largest pruned score
+        expected = float(torch.stack([score[r][mask[r]].max() for r in range(score.shape[0])]).median())
+    assert cutoff == expected

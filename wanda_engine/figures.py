@@ -36,6 +36,7 @@ __all__ = [
     "metric_histograms",
     "overlap_heatmap",
     "perplexity_bars",
+    "perplexity_vs_nsamples",
     "perplexity_vs_sparsity",
     "row_sparsity",
     "run_label",
@@ -53,9 +54,9 @@ TEMPLATE = "simple_white"
 BLUE, ORANGE, VERMILLION, SKY, GREEN, PURPLE, YELLOW = (
     "#0072B2", "#E69F00", "#D55E00", "#56B4E9", "#009E73", "#CC79A7", "#F0E442")
 GREY, LIGHT_GREY, DARK_GREY = "#8c8c8c", "#e6e6e6", "#4d4d4d"
-METHOD_COLOURS = {"wanda": BLUE, "wanda-variant": SKY, "magnitude": ORANGE, "sparsegpt": GREEN}
-_CYCLE = (PURPLE, VERMILLION, YELLOW, DARK_GREY)
-METRIC_LABELS = {"wanda": "Wanda |W|·‖X_j‖₂", "magnitude": "magnitude |W|"}
+METHOD_COLOURS = {"wanda": BLUE, "wanda-variant": SKY, "magnitude": ORANGE, "sparsegpt": GREEN, "ria": PURPLE}
+_CYCLE = (VERMILLION, YELLOW, DARK_GREY, PURPLE)
+METRIC_LABELS = {"wanda": "Wanda |W|·‖X_j‖₂", "magnitude": "magnitude |W|", "ria": "RIA (relative importance)·‖X_j‖₂^a"}
 MASK_COLOURS = {KEPT: LIGHT_GREY, PRUNED_BOTH: DARK_GREY, PRUNED_ONLY_METHOD: VERMILLION, PRUNED_ONLY_REFERENCE: BLUE}
 
 
@@ -463,10 +464,16 @@ def _eval_label(key: tuple | None, short: bool = False) -> str:
     return f"{dataset}, {windows} windows × {seqlen} tokens = {tokens:,} tokens" if tokens else f"{dataset}, seqlen {seqlen}"
 
 
+def _method_name(c: dict) -> str:
+    """'wanda', 'wanda-variant', 'owl-wanda' — the method as a run's config names it."""
+    return ("owl-" if c.get("layerwise") == "owl" else "") + str(c.get("method", "?")) + \
+        ("-variant" if c.get("variant") else "")
+
+
 def run_label(meta: dict) -> str:
-    """'wanda 50%', 'wanda-variant 50%', 'sparsegpt 2:4' — from a run.json's config."""
+    """'wanda 50%', 'wanda-variant 50%', 'owl-wanda 70%', 'sparsegpt 2:4' — from a run.json's config."""
     c = meta.get("config") or {}
-    name = str(c.get("method", "?")) + ("-variant" if c.get("variant") else "")
+    name = _method_name(c)
     pattern = c.get("pattern") or "unstructured"
     if pattern != "unstructured":
         return f"{name} {pattern}"
@@ -476,9 +483,29 @@ def run_label(meta: dict) -> str:
 
 def _series_label(meta: dict) -> str:
     c = meta.get("config") or {}
-    name = str(c.get("method", "?")) + ("-variant" if c.get("variant") else "")
+    name = _method_name(c)
     pattern = c.get("pattern") or "unstructured"
     return name if pattern == "unstructured" else f"{name} {pattern}"
+
+
+def _calib_text(metas: Sequence[dict]) -> str:
+    """'; calibration 16 × 256 tokens of austen:emma, seed 0' — values that differ between runs joined by '/'."""
+    def values(get) -> list:
+        out: list = []
+        for m in metas:
+            v = get(m.get("config") or {}, m.get("calibration") or {})
+            if v is not None and v not in out:
+                out.append(v)
+        return sorted(out, key=lambda v: (not isinstance(v, (int, float)), v if isinstance(v, (int, float)) else str(v)))
+
+    ns, sl = values(lambda c, k: c.get("nsamples")), values(lambda c, k: c.get("seqlen"))
+    if not ns or not sl:
+        return ""
+    src = values(lambda c, k: k.get("label") or (str(c["calib"]).replace("\\", "/").rsplit("/", 1)[-1] if c.get("calib") else None))
+    seeds = values(lambda c, k: c.get("seed"))
+    join = lambda xs: "/".join(str(x) for x in xs)  # noqa: E731
+    return (f"; calibration {join(ns)} × {join(sl)} tokens" + (f" of {join(src)}" if src else "")
+            + (f", seed {join(seeds)}" if seeds else ""))
 
 
 def _ppl(v: Any) -> float | None:
@@ -554,13 +581,15 @@ def perplexity_vs_sparsity(runs: list[dict]) -> go.Figure:
         return _note(fig, "no evaluated runs")
     key = _eval_key(usable[0])
     same = [m for m in usable if _eval_key(m) == key]
+    several_n = len({(m.get("config") or {}).get("nsamples") for m in same}) > 1  # one line per calibration size
     series: dict[str, list[tuple[float, float, str]]] = {}
     for m in same:
         c = m.get("config") or {}
         ts = c.get("target_sparsity", c.get("sparsity"))
         if not isinstance(ts, (int, float)):
             continue
-        series.setdefault(_series_label(m), []).append((float(ts), _ppl(m["ppl"]), str(m.get("name", "?"))))
+        label = _series_label(m) + (f" (n={c.get('nsamples')})" if several_n else "")
+        series.setdefault(label, []).append((float(ts), _ppl(m["ppl"]), str(m.get("name", "?"))))
     colours: dict[str, str] = {}
     xs = [p[0] for pts in series.values() for p in pts]
     for label, pts in series.items():
@@ -575,7 +604,7 @@ def perplexity_vs_sparsity(runs: list[dict]) -> go.Figure:
         fig.add_trace(go.Scatter(x=[lo, hi], y=[dense, dense], mode="lines", name=f"dense ({dense:.2f})",
                                  line={"color": GREY, "dash": "dash", "width": 1.5},
                                  hovertemplate=f"dense model<br>perplexity {dense:.3f}<extra></extra>"))
-    sub = _eval_label(key)
+    sub = _eval_label(key) + _calib_text(same)
     if len(same) < len(usable):
         sub += f"; {len(usable) - len(same)} run(s) evaluated differently left out"
     _layout(fig, f"Perplexity versus sparsity on {key[0]}" if key else "Perplexity versus sparsity", sub,
@@ -635,3 +664,215 @@ def figure_data(fig: go.Figure) -> pd.DataFrame:
         if c not in out:
             out[c] = None
     return out[cols]
+
+
+# ---------------------------------------------------------------- calibration size (sweeps)
+
+def perplexity_vs_nsamples(runs: list[dict]) -> go.Figure:
+    """Perplexity over the number of calibration samples (log x), one line per method and sparsity, dense
+    as a reference line; only runs evaluated like the first run. The Wanda paper's robustness figure."""
+    fig = go.Figure()
+    usable = [m for m in runs if _ppl(m.get("ppl")) is not None
+              and isinstance((m.get("config") or {}).get("nsamples"), int)]
+    if not usable:
+        _layout(fig, "Perplexity versus calibration samples")
+        fig.update_xaxes(title_text="calibration samples", type="log")
+        fig.update_yaxes(title_text="perplexity", type="log")
+        return _note(fig, "no evaluated runs")
+    key = _eval_key(usable[0])
+    same = [m for m in usable if _eval_key(m) == key]
+    series: dict[str, list[tuple[int, float, str]]] = {}
+    for m in same:
+        series.setdefault(run_label(m), []).append((int(m["config"]["nsamples"]), _ppl(m["ppl"]), str(m.get("name", "?"))))
+    colours: dict[str, str] = {}
+    xs = sorted({p[0] for pts in series.values() for p in pts})
+    for label, pts in series.items():
+        pts.sort()
+        fig.add_trace(go.Scatter(
+            x=[p[0] for p in pts], y=[p[1] for p in pts], customdata=[p[2] for p in pts], name=label,
+            mode="lines+markers", line={"color": _method_colour(label, colours), "width": 2}, marker={"size": 8},
+            hovertemplate=f"{label}<br>%{{x}} calibration samples<br>perplexity %{{y:.3f}}<br>run %{{customdata}}"
+                          "<extra></extra>"))
+    dense = next((_ppl(m.get("ppl_dense")) for m in same if _ppl(m.get("ppl_dense")) is not None), None)
+    if dense is not None:
+        fig.add_trace(go.Scatter(x=[xs[0], xs[-1]], y=[dense, dense], mode="lines", name=f"dense ({dense:.2f})",
+                                 line={"color": GREY, "dash": "dash", "width": 1.5},
+                                 hovertemplate=f"dense model<br>perplexity {dense:.3f}<extra></extra>"))
+    sub = _eval_label(key) + _calib_text(same) + "; magnitude uses no calibration data"
+    if len(same) < len(usable):
+        sub += f"; {len(usable) - len(same)} run(s) evaluated differently left out"
+    _layout(fig, f"Perplexity versus number of calibration samples on {key[0]}" if key
+            else "Perplexity versus number of calibration samples", sub,
+            legend={"x": 0.98, "y": 0.98, "xanchor": "right", "yanchor": "top"})
+    fig.update_xaxes(title_text="calibration samples (log scale)", type="log", tickvals=xs, ticktext=[str(x) for x in xs])
+    fig.update_yaxes(title_text="perplexity (log scale)", type="log",
+                     **_log_ticks([y for tr in fig.data for y in (tr.y or ())]))
+    return fig
+
+
+# ---------------------------------------------------------------- zero-shot accuracy (lm-eval)
+
+ZEROSHOT_METRICS = {"acc": "accuracy", "acc_norm": "length-normalised accuracy"}
+
+
+def _zs_results(meta: dict, which: str) -> dict:
+    return (((meta.get("zeroshot") or {}).get(which) or {}).get("results")) or {}
+
+
+def _zs_tasks(runs: Sequence[dict], metric: str) -> list[str]:
+    tasks: list[str] = []
+    for m in runs:
+        for task, r in _zs_results(m, "pruned").items():
+            if _ppl(r.get(metric)) is not None and task not in tasks:
+                tasks.append(task)
+    return tasks
+
+
+def _zs_mean(results: dict, tasks: Sequence[str], metric: str) -> float | None:
+    """The mean over `tasks` (the paper's summary column), only if every task has the metric."""
+    values = [_ppl((results.get(t) or {}).get(metric)) for t in tasks]
+    return sum(values) / len(values) if values and all(v is not None for v in values) else None  # type: ignore[arg-type]
+
+
+def _zs_mean_stderr(results: dict, tasks: Sequence[str], metric: str) -> float | None:
+    """Standard error of the mean over tasks, the tasks' samples being independent: sqrt(Σ se²) / k."""
+    ses = [_ppl((results.get(t) or {}).get(f"{metric}_stderr")) for t in tasks]
+    return math.sqrt(sum(e * e for e in ses)) / len(ses) if ses and all(e is not None for e in ses) else None  # type: ignore[misc]
+
+
+def zeroshot_table(runs: list[dict]) -> pd.DataFrame:
+    """One row per run, task and metric: dense and pruned scores and Δ = pruned − dense (fractions in [0, 1]).
+
+    With several tasks, a 'mean' row per run and metric averages them, as the paper's last column does.
+    """
+    import pandas as pd
+
+    cols = ["run", "method", "task", "metric", "dense", "pruned", "delta", "pruned_stderr", "n"]
+    rows: list[dict[str, Any]] = []
+    for m in runs:
+        pruned, dense = _zs_results(m, "pruned"), _zs_results(m, "dense")
+        for metric in ZEROSHOT_METRICS:
+            tasks = [t for t, r in pruned.items() if _ppl(r.get(metric)) is not None]
+            for task in tasks:
+                r, d = pruned[task], dense.get(task) or {}
+                p, dv = _ppl(r.get(metric)), _ppl(d.get(metric))
+                rows.append({"run": m.get("name"), "method": run_label(m), "task": task, "metric": metric, "dense": dv,
+                             "pruned": p, "delta": p - dv if dv is not None else None,
+                             "pruned_stderr": _ppl(r.get(f"{metric}_stderr")), "n": r.get("n")})
+            if len(tasks) > 1:
+                p, dv = _zs_mean(pruned, tasks, metric), _zs_mean(dense, tasks, metric)
+                rows.append({"run": m.get("name"), "method": run_label(m), "task": "mean", "metric": metric, "dense": dv,
+                             "pruned": p, "delta": p - dv if p is not None and dv is not None else None,
+                             "pruned_stderr": _zs_mean_stderr(pruned, tasks, metric), "n": None})
+    return pd.DataFrame(rows, columns=cols)
+
+
+def _zs_caption(runs: Sequence[dict], tasks: Sequence[str]) -> str:
+    """'lm-eval 0.4.13, 0-shot; boolq n=3270, rte n=277; all questions' — what the bars were measured on."""
+    harness = sorted({str((m.get("zeroshot") or {}).get("harness")) for m in runs})
+    shots = sorted({((m.get("zeroshot") or {}).get("config") or {}).get("num_fewshot", 0) for m in runs})
+    limits = sorted({str(((m.get("zeroshot") or {}).get("config") or {}).get("limit")) for m in runs})
+    ns: dict[str, list] = {}
+    for m in runs:
+        for t, r in _zs_results(m, "pruned").items():
+            if t in tasks and r.get("n") not in ns.setdefault(t, []):
+                ns[t].append(r.get("n"))
+    same_n = {n for t in tasks for n in ns.get(t, [])}
+    if len(same_n) == 1 and all(len(ns.get(t, [])) == 1 for t in tasks):
+        n_text = f"{', '.join(tasks)}: n={same_n.pop()} each"
+    else:
+        n_text = ", ".join(f"{t} n={'/'.join(str(n) for n in ns.get(t, []))}" for t in tasks)
+    limit_text = "all questions" if limits == ["None"] else "at most " + "/".join(limits).replace("None", "all") + " per task"
+    return (f"lm-eval {'/'.join(harness)}, {'/'.join(str(s) for s in shots)}-shot; {n_text}; {limit_text}; "
+            "higher is better; error bars ±1 standard error")
+
+
+def zeroshot_bars(runs: list[dict], metric: str = "acc") -> go.Figure:
+    """Grouped bars per task: the dense model and each run's pruned model (and their mean over tasks)."""
+    fig = go.Figure()
+    what = ZEROSHOT_METRICS.get(metric, metric)
+    usable = [m for m in runs if any(_ppl(r.get(metric)) is not None for r in _zs_results(m, "pruned").values())]
+    if not usable:
+        _layout(fig, f"Zero-shot {what}")
+        fig.update_yaxes(title_text=metric, range=[0, 1], tickformat=".0%")
+        return _note(fig, "no runs with zero-shot results" + (f" for {metric}" if runs else ""))
+    tasks = _zs_tasks(usable, metric)
+    x = tasks + (["mean"] if len(tasks) > 1 else [])
+
+    def bar(name: str, results: dict, colour: str, hover: str) -> None:
+        ys = [_ppl((results.get(t) or {}).get(metric)) for t in tasks]
+        errs = [_ppl((results.get(t) or {}).get(f"{metric}_stderr")) for t in tasks]
+        if len(tasks) > 1:
+            ys.append(_zs_mean(results, tasks, metric))
+            errs.append(_zs_mean_stderr(results, tasks, metric))
+        fig.add_trace(go.Bar(
+            x=x, y=ys, name=name, marker={"color": colour},
+            error_y={"type": "data", "array": errs, "visible": True,
+                     "color": DARK_GREY, "thickness": 1},
+            text=[f"{y:.1%}" if y is not None else "" for y in ys], textposition="outside", cliponaxis=False,
+            hovertemplate=f"{name}<br>%{{x}}<br>{metric} %{{y:.2%}}<br>{hover}<extra></extra>"))
+
+    # one dense series per model and task settings: runs of different models are not one dense model
+    dense_keys: list[tuple] = []
+    for m in usable:
+        key = ((m.get("model") or {}).get("source") or (m.get("config") or {}).get("model"),
+               repr(sorted(((m.get("zeroshot") or {}).get("config") or {}).items())))
+        if key not in dense_keys and _zs_results(m, "dense"):
+            dense_keys.append(key)
+            label = "dense" if not dense_keys[1:] else f"dense ({(m.get('model') or {}).get('label', key[0])})"
+            bar(label, _zs_results(m, "dense"), GREY if len(dense_keys) == 1 else LIGHT_GREY, "unpruned model")
+    colours: dict[str, str] = {}
+    labels: list[str] = []
+    for m in usable:
+        lab = run_label(m)
+        if lab in labels:
+            lab = f"{lab} ({m.get('name', '?')})"
+        labels.append(lab)
+        bar(lab, _zs_results(m, "pruned"), _method_colour(_series_label(m), colours), f"run {m.get('name', '?')}")
+    _layout(fig, f"Zero-shot {what} of the dense and pruned models", _zs_caption(usable, tasks),
+            barmode="group", uniformtext={"minsize": 8, "mode": "hide"})
+    fig.update_yaxes(title_text=f"{metric} ({what})", range=[0, 1.08], tickformat=".0%")
+    fig.update_xaxes(title_text="task")
+    return fig
+
+
+# ---------------------------------------------------------------- OWL: layer-wise sparsity
+
+def owl_block_ratios(blocks: list, config: dict | None = None) -> go.Figure:
+    """Each block's sparsity target and achieved sparsity, next to its outlier ratio (OWL's LOD).
+
+    `blocks`: BlockRecord objects or dicts with `target` and `outlier_ratio` (None for uniform runs);
+    `config`: the run's config dict, for the caption (owl_m, owl_lambda, target).
+    """
+    idx = [int(_get(b, "block")) for b in blocks]
+    ratios = [_get(b, "outlier_ratio") for b in blocks]
+    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.16,
+                        subplot_titles=("outlier ratio: share of Wanda scores above M × the block's mean",
+                                        "sparsity per block"))
+    title = "OWL: blocks with more outliers are pruned less"
+    if not blocks or any(r is None for r in ratios):
+        _layout(fig, title, showlegend=False)
+        return _note(fig, "uniform run: every block has the same target (run with layerwise 'owl' to see OWL's ratios)"
+                     if blocks else "no block finished yet")
+    targets = [float(_get(b, "target")) for b in blocks]
+    achieved = [float(_get(b, "sparsity")) for b in blocks]
+    fig.add_trace(go.Bar(x=idx, y=ratios, name="outlier ratio", marker={"color": VERMILLION},
+                         hovertemplate="block %{x}<br>outlier ratio %{y:.3%}<extra></extra>"), row=1, col=1)
+    fig.add_trace(go.Bar(x=idx, y=targets, name="target", marker={"color": GREY},
+                         hovertemplate="block %{x}<br>target sparsity %{y:.2%}<extra></extra>"), row=2, col=1)
+    fig.add_trace(go.Scatter(x=idx, y=achieved, name="achieved", mode="markers", marker={"color": BLUE, "size": 8},
+                             hovertemplate="block %{x}<br>achieved sparsity %{y:.2%}<extra></extra>"), row=2, col=1)
+    mean = sum(targets) / len(targets)
+    fig.add_trace(go.Scatter(x=[min(idx) - 0.5, max(idx) + 0.5], y=[mean, mean], mode="lines", name="mean target",
+                             line={"color": "black", "dash": "dash", "width": 1},
+                             hovertemplate=f"mean target {mean:.2%}<extra></extra>"), row=2, col=1)
+    c = config or {}
+    sub = (f"M = {c.get('owl_m', '?')}, λ = {c.get('owl_lambda', '?')}; block targets {min(targets):.1%} … "
+           f"{max(targets):.1%}, mean {mean:.2%}; outlier ratios measured on the dense model's calibration activations")
+    _layout(fig, title, sub, barmode="overlay", legend={"orientation": "h", "y": -0.18, "x": 0.5, "xanchor": "center"})
+    fig.update_yaxes(title_text="outlier ratio", tickformat=".2%", rangemode="tozero", row=1, col=1)
+    lo = max(0.0, min(targets + achieved) - 0.05)
+    fig.update_yaxes(title_text="sparsity", tickformat=".0%", range=[lo, min(1.0, max(targets + achieved) + 0.05)],
+                     row=2, col=1)
+    fig.update_xaxes(title_text="block", row=2, col=1)
+    return fig
