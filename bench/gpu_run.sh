@@ -13,6 +13,11 @@ timeout 300 python bench/prune_speed.py --random llama-7b --device cuda --dtype 
   --seqlen 2048 --methods wanda,wanda:2:4 --eval-windows 8 --json "$OUT/prune_speed.json" \
   >"$OUT/prune_speed.md" 2>"$OUT/prune_speed.log"
 echo "prune_speed exit $?"
+# 1b. the same model, weights in host memory, the device capped at 4 GiB (smaller than the 12.6 GiB model)
+timeout 200 python bench/prune_speed.py --random llama-7b --device cuda --dtype float16 --nsamples 128 \
+  --seqlen 2048 --methods wanda --offload --device-memory-gib 4 --json "$OUT/offload.json" \
+  >"$OUT/offload.md" 2>"$OUT/offload.log"
+echo "offload exit $?"
 # 2. 2:4 semi-structured speed-up against dense at 1, 16 and 128 tokens
 timeout 150 python bench/semi_structured.py --json "$OUT/semi_structured.json" \
   >"$OUT/semi_structured.md" 2>"$OUT/semi_structured.log"

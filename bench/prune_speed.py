@@ -8,6 +8,8 @@ what to compare: these machines are noisy.
     python bench/prune_speed.py                                   # embedded model, CPU
     python bench/prune_speed.py --model meta-llama/Llama-2-7b-hf --device cuda --dtype float16
     python bench/prune_speed.py --random llama-7b --device cuda --dtype float16 --nsamples 128 --seqlen 2048
+    python bench/prune_speed.py --random llama-7b --device cuda --dtype float16 --offload --device-memory-gib 4
+        # a 12.6 GiB model pruned under a 4 GiB device cap: weights stay in host memory, one block on the GPU
 """
 from __future__ import annotations
 
@@ -42,12 +44,12 @@ def build(args):
         config = LlamaConfig(**RANDOM_SHAPES[args.random])
         torch.manual_seed(0)
         dtype = getattr(torch, args.dtype)
-        with torch.device(resolve_device(args.device)):
+        with torch.device(resolve_device(args.device)):  # random init is fastest where the compute is
             model = AutoModelForCausalLM.from_config(config, dtype=dtype)
         model.eval()
-        return model, f"random {args.random}", config.vocab_size
+        return model.to("cpu") if args.offload else model, f"random {args.random}", config.vocab_size
     loaded = load_model(args.model, dtype=args.dtype)
-    model = loaded.model.to(resolve_device(args.device))
+    model = loaded.model if args.offload else loaded.model.to(resolve_device(args.device))
     return model, loaded.label, len(loaded.tokenizer)
 
 
@@ -69,6 +71,26 @@ def peak_host_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def offloaded_forward_s(model, windows, batch_size, device, sync):
+    """Time the dense forward with only one block at a time on the device (the pipeline's own capture and replay)."""
+    from wanda_engine.pipeline import _run_block, capture_block_inputs
+
+    def run() -> float:
+        sync()
+        t = time.perf_counter()
+        with torch.inference_mode():
+            _, blocks = find_blocks(model)
+            chunks = capture_block_inputs(model, blocks, windows, batch_size, torch.device("cpu"))
+            for i, block in enumerate(blocks):
+                block.to(device)
+                for chunk in chunks:
+                    chunk.hidden = _run_block(block, i, chunk, device).to("cpu")
+                block.to("cpu")
+        sync()
+        return time.perf_counter() - t
+    return run
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="default")
@@ -83,11 +105,21 @@ def main() -> None:
     p.add_argument("--records", choices=["on", "off", "both"], default="on",
                    help="record per-matrix statistics (the app's figures) or not; 'both' runs each method twice")
     p.add_argument("--eval-windows", type=int, default=4)
+    p.add_argument("--offload", action="store_true",
+                   help="keep the weights in host memory; only the block being pruned goes to --device")
+    p.add_argument("--device-memory-gib", type=float, default=None,
+                   help="CUDA: cap this process's device memory (torch.cuda.set_per_process_memory_fraction)")
     p.add_argument("--json", help="also write the rows as JSON here")
     args = p.parse_args()
 
     device = resolve_device(args.device)
+    if args.device_memory_gib is not None:
+        if device.type != "cuda":
+            p.error("--device-memory-gib needs a CUDA device")
+        total = torch.cuda.get_device_properties(device).total_memory
+        torch.cuda.set_per_process_memory_fraction(min(1.0, args.device_memory_gib * 2**30 / total), device)
     model, label, vocab = build(args)
+    model_gib = sum(p.numel() * p.element_size() for p in model.parameters()) / 2**30
     windows = torch.randint(0, vocab, (args.nsamples, args.seqlen), generator=torch.Generator().manual_seed(0))
     original = {k: v.clone() for k, v in model.state_dict().items() if v.dim() == 2}
     # one decoder block's weights: the device-memory budget is this + its working set + one activation chunk
@@ -106,6 +138,8 @@ def main() -> None:
         sync()
         return time.perf_counter() - t
 
+    if args.offload:  # the dense forward of an offloaded model: block by block, as the pruning runs
+        dense_forward_s = offloaded_forward_s(model, windows, args.batch_size, device, sync)
     dense_forward_s()  # warm-up
     rows = []
     record_modes = {"on": [True], "off": [False], "both": [True, False]}[args.records]
@@ -132,7 +166,8 @@ def main() -> None:
             model.load_state_dict(model_pruned, strict=False)
             del model_pruned
             ev_tokens = torch.randint(0, vocab, (1, args.eval_windows * args.seqlen), generator=torch.Generator().manual_seed(1))
-            ppl = perplexity(model, ev_tokens, args.seqlen, "random tokens", batch_size=args.batch_size, device=device)
+            ppl = None if args.offload else perplexity(model, ev_tokens, args.seqlen, "random tokens",
+                                                       batch_size=args.batch_size, device=device)
             t = result.timings
             rows.append({
                 "model": label, "device": str(device), "dtype": args.dtype, "calib": f"{args.nsamples}x{args.seqlen}",
@@ -142,7 +177,8 @@ def main() -> None:
                 "peak_host_mib": round(host),
                 "peak_device_mib": round(torch.cuda.max_memory_allocated() / 2**20) if device.type == "cuda" else None,
                 "block_mib": round(block_bytes / 2**20),
-                "eval_tokens_per_s": round(ppl.tokens_per_s),
+                "eval_tokens_per_s": round(ppl.tokens_per_s) if ppl else None,
+                "model_gib": round(model_gib, 2), "device_cap_gib": args.device_memory_gib,
             })
             print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
 

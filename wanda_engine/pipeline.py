@@ -152,7 +152,10 @@ def activation_storage(model: nn.Module, windows: torch.Tensor, device: torch.de
     hidden = model.get_input_embeddings().weight.shape[1]
     itemsize = next(model.parameters()).element_size()
     needed = 2 * windows.numel() * hidden * itemsize
-    free, _total = torch.cuda.mem_get_info(device)
+    free, total = torch.cuda.mem_get_info(device)
+    get_fraction = getattr(torch.cuda, "get_per_process_memory_fraction", None)
+    if get_fraction is not None:  # a cap set with set_per_process_memory_fraction counts, not the whole device
+        free = min(free, int(total * get_fraction(device)) - torch.cuda.memory_allocated(device))
     return device if needed <= free // 2 else torch.device("cpu")
 
 
@@ -260,16 +263,35 @@ def _calibrate(block: nn.Module, index: int, chunks: list[_Chunk], device: torch
     """
     linears = find_linears(block)
     stats = {name: InputStats(weight_of(layer).shape[1], device, with_gram) for name, layer in linears.items()}
-    handles = [layer.register_forward_hook(lambda m, inp, out, s=stats[name]: s.add(inp[0]))
-               for name, layer in linears.items()]
+    # Layers fed the very same tensor (q/k/v, gate/up) share one InputStats: Σx² (and SparseGPT's
+    # Gram matrix) is computed once per input instead of once per layer.
+    fed: dict[tuple, tuple[torch.Tensor, InputStats]] = {}  # this chunk's inputs -> the stats they went to
+
+    def hook(name: str):
+        def add(module: nn.Module, inputs: tuple, output: Any) -> None:
+            x = inputs[0]
+            key = (x.data_ptr(), tuple(x.shape), x.stride(), x.dtype)
+            if key in fed:
+                if stats[name] is not fed[key][1]:
+                    stats[name] = fed[key][1]  # first chunk: share from now on
+                return
+            stats[name].add(x)
+            fed[key] = (x, stats[name])  # holding x keeps its memory from being reused within the chunk
+        return add
+
+    handles = [layer.register_forward_hook(hook(name)) for name, layer in linears.items()]
+    outputs = []
     try:
-        outputs = [_run_block(block, index, chunk, device) for chunk in chunks]
-        outputs = [o.to(keep) for o in outputs] if keep is not None else outputs
+        for chunk in chunks:
+            fed.clear()
+            out = _run_block(block, index, chunk, device)
+            outputs.append(out.to(keep) if keep is not None else out)
+        fed.clear()
     finally:
         for h in handles:
             h.remove()
     if _distributed()[1] > 1:
-        for st in stats.values():
+        for st in {id(st): st for st in stats.values()}.values():  # each shared InputStats once
             st.all_reduce()
     for name, st in stats.items():
         if not st.is_finite():

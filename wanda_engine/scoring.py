@@ -29,7 +29,7 @@ class InputStats:
         """x: the layer input [batch, seq, in] (or [tokens, in])."""
         batch = x.shape[0] if x.dim() > 2 else 1
         x = x.reshape(-1, x.shape[-1]).float()  # [tokens, in]
-        self.sq_sum += (x * x).sum(dim=0)  # fp32 per batch, added in fp64
+        self.sq_sum += x.pow(2).sum(dim=0)  # fp32 per batch, added in fp64
         if self.gram is not None:
             self.gram.addmm_(x.t(), x)
         self.nsamples += batch
