@@ -164,3 +164,26 @@ def test_selection_cutoff_is_the_largest_pruned_score(group, nm):
     else:  # the median over rows of each row's largest pruned score
         expected = float(torch.stack([score[r][mask[r]].max() for r in range(score.shape[0])]).median())
     assert cutoff == expected
+
+
+def test_metric_histogram_matches_numpy_with_zero_scores():
+    """The one-bincount histogram against numpy's, per split, with exact zeros counted apart."""
+    import numpy as np
+
+    from wanda_engine.recording import HIST_BINS, _log_hist
+
+    g = torch.Generator().manual_seed(5)
+    score = torch.rand(40, 64, generator=g) ** 3
+    score[score < 0.01] = 0  # some exact zeros: already-pruned weights
+    mask = torch.rand(40, 64, generator=g) < 0.5
+    h = _log_hist(score, mask, cutoff=0.25)
+    positive = score > 0
+    logs = np.log10(score[positive].numpy().astype(np.float64))
+    edges = np.linspace(logs.min(), logs.max(), HIST_BINS + 1)
+    for split, sel in (("pruned", mask), ("kept", ~mask)):
+        expected, _ = np.histogram(np.log10(score[positive & sel].numpy().astype(np.float64)), bins=edges)
+        got = np.asarray(h[split])
+        assert got.sum() == expected.sum() == int((positive & sel).sum())
+        assert np.abs(got - expected).sum() <= 2  # a value on a bin edge may fall either side in fp32
+    assert h["zero_weights"] == int((~positive).sum())
+    assert h["cutoff"] == pytest.approx(np.log10(0.25))

@@ -48,11 +48,10 @@ def sparsegpt_prune(weight: torch.Tensor, hessian: torch.Tensor, sparsity: float
                 sal = W_blk[:, cols] ** 2 / d[cols].view(1, -1) ** 2
                 idx = torch.topk(sal, nm[0], dim=1, largest=False).indices
                 mask_blk[:, cols].scatter_(1, idx, True)
-            q = w.clone()
-            q[mask_blk[:, i]] = 0
+            q = w.masked_fill(mask_blk[:, i], 0)
             err = (w - q) / d[i]  # [out]
-            # OBS update of the not-yet-processed columns of this block
-            W_blk[:, i:] -= err.unsqueeze(1) * Hinv_blk[i, i:].unsqueeze(0)
+            # OBS update of the not-yet-processed columns of this block: a fused rank-1 update
+            W_blk[:, i:].addr_(err, Hinv_blk[i, i:], alpha=-1)
             W_blk[:, i] = q
             err_blk[:, i] = err
 
