@@ -5,7 +5,7 @@ Every user mistake raises an EngineError subclass with one sentence; the page sh
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -13,17 +13,21 @@ from wanda_engine.config import EvalConfig, PruneConfig, parse_pattern
 from wanda_engine.data import decode_text
 from wanda_engine.errors import ConfigError, DataError
 from wanda_engine.runner import RunRequest
-from wanda_engine.runs import RunStore, check_run_name
+from wanda_engine.runs import RunStore, atomic_write_bytes, check_run_name
+from wanda_engine.zeroshot import ZeroShotConfig
 
 # What the first-time visitor gets: the embedded model runs in about a minute on 2 CPU cores.
 DEFAULTS: dict[str, Any] = {
     "model_kind": "default", "model_text": "", "method": "wanda", "sparsity": 0.5, "pattern": "unstructured",
     "custom_nm": "", "group": "default", "calib": "default", "nsamples": 16, "seqlen": 256, "seed": 0,
     "eval_dataset": "default", "eval_seqlen": 512, "eval_windows": 10, "run_name": "",
+    "layerwise": "uniform",
+    "zs_tasks": [], "zs_task_dir": "", "zs_limit": 0,  # zero-shot (lm-eval): off unless tasks are chosen
 }
 MODEL_KINDS = {"default": "Embedded default (SmolLM2-135M)", "hf": "Hugging Face id", "folder": "Local folder"}
 METHODS = {"magnitude": "Magnitude |W|", "wanda": "Wanda |W|·‖X‖₂", "wanda-variant": "Wanda variant (adaptive α)",
-           "sparsegpt": "SparseGPT"}
+           "sparsegpt": "SparseGPT", "ria": "RIA (relative importance · ‖X‖₂^0.5)"}
+LAYERWISE = {"uniform": "Uniform (every block the same)", "owl": "OWL (fewer pruned where outliers are)"}
 PATTERNS = {"unstructured": "Unstructured", "2:4": "2:4 (semi-structured)", "4:8": "4:8", "custom": "Custom N:M"}
 GROUPS = {"default": "Reference default", "row": "Per output row", "matrix": "Whole matrix"}
 CALIB_SOURCES = {"default": "Default text (Jane Austen, Emma)", "wikitext2": "WikiText-2 (train)", "c4": "C4 (train shard)",
@@ -94,10 +98,10 @@ def save_upload(upload: Upload, store: RunStore) -> Path:
 
     digest = hashlib.sha256(data).hexdigest()[:10]
     path = folder / f"{digest}-{sanitise_filename(upload.name)}"
+    if path.resolve().parent != (store.root / UPLOAD_DIR).resolve() or not path.resolve().is_relative_to(store.root.resolve()):
+        raise DataError(f"calibration upload {upload.name!r} would be written outside the data folder; refused")
     if not path.exists():
-        tmp = path.with_suffix(".tmp")
-        tmp.write_bytes(data)
-        tmp.replace(path)
+        atomic_write_bytes(path, data)
     return path
 
 
@@ -127,7 +131,9 @@ def build_request(values: dict[str, Any], store: RunStore, upload: Upload | None
         calib = str(save_upload(upload, store))
     prune = PruneConfig(method=method_name, variant=variant, sparsity=nm[0] / nm[1] if nm else float(v["sparsity"]),
                         pattern=pattern, group=group, nsamples=int(v["nsamples"]), seqlen=int(v["seqlen"]),
-                        seed=int(v["seed"]), calib=calib, device="auto")
+                        seed=int(v["seed"]), calib=calib, device="auto",
+                        # the widget is disabled for N:M patterns (every block is N/M) but keeps its value
+                        layerwise="uniform" if nm else v.get("layerwise") or "uniform")
     ev = None if v["eval_dataset"] == "none" else EvalConfig(dataset=v["eval_dataset"], seqlen=int(v["eval_seqlen"]),
                                                              windows=int(v["eval_windows"]) or None)
     name = (v.get("run_name") or "").strip() or None
@@ -135,23 +141,19 @@ def build_request(values: dict[str, Any], store: RunStore, upload: Upload | None
         check_run_name(name)
         if store.path_for(name).exists():
             raise ConfigError(f"run name {name!r} is taken; choose another or leave it empty")
-    return RunRequest(model=source, prune=prune, eval=ev, name=name)
+    return RunRequest(model=source, prune=prune, eval=ev, name=name, zeroshot=zeroshot_config(v))
 
 
-def sweep_requests(base: RunRequest, methods: list[str], sparsities: list[float]) -> list[RunRequest]:
-    """One request per (method, sparsity), sharing everything else with `base` (unnamed: named by the runner)."""
-    if not methods:
-        raise ConfigError("sweep: choose at least one method")
-    if not sparsities:
-        raise ConfigError("sweep: choose at least one sparsity")
-    out = []
-    for s in sparsities:
-        for m in methods:
-            method_name, variant = ("wanda", True) if m == "wanda-variant" else (m, False)
-            prune = replace(base.prune, method=method_name, variant=variant, sparsity=float(s), pattern="unstructured",
-                            group=None if base.prune.group == "matrix" and method_name == "sparsegpt" else base.prune.group)
-            out.append(replace(base, prune=prune, name=None))
-    return out
+def zeroshot_config(v: dict[str, Any]) -> ZeroShotConfig | None:
+    """The form's zero-shot settings; None when no task is chosen (the default: zero-shot is off)."""
+    tasks = tuple(v.get("zs_tasks") or ())
+    folder = (v.get("zs_task_dir") or "").strip()
+    if not tasks:
+        return None
+    if folder and not Path(folder).expanduser().is_dir():
+        raise ConfigError(f"zero-shot task folder {folder!r} does not exist")
+    return ZeroShotConfig(tasks=tasks, task_dir=str(Path(folder).expanduser().resolve()) if folder else None,
+                          limit=int(v.get("zs_limit") or 0) or None)
 
 
 def parse_sparsities(text: str) -> list[float]:

@@ -23,7 +23,7 @@ from wanda_engine.events import (
     PruneFinished,
     StageStarted,
 )
-from wanda_engine.runner import RunRequest, execute_run, run_stem
+from wanda_engine.runner import OOM_ERRORS, RunRequest, execute_run, out_of_memory, run_stem
 from wanda_engine.runs import RunStore
 
 QUEUED, RUNNING, COMPLETE, FAILED, CANCELLED = "queued", "running", "complete", "failed", "cancelled"
@@ -37,6 +37,9 @@ STAGE_LABELS = {
     "capture": "capturing the first block's inputs",
     "prune": "pruning",
     "eval": "measuring the pruned model's perplexity",
+    "zeroshot-tasks": "checking the zero-shot tasks",
+    "zeroshot-dense": "zero-shot tasks on the dense model",
+    "zeroshot": "zero-shot tasks on the pruned model",
     "save": "saving the pruned model",
 }
 MAX_QUEUE = 64
@@ -239,9 +242,12 @@ class JobRunner:
         now = time.time()
         memory = self._memory(job)
         left = 0.0
-        order = ["load-model", "calibration-data", "eval-dense", "capture", "prune", "eval", "save"]
+        order = ["load-model", "zeroshot-tasks", "calibration-data", "eval-dense", "zeroshot-dense", "capture", "prune",
+                 "eval", "zeroshot", "save"]
         if job.request.eval is None:
             order = [s for s in order if s not in ("eval-dense", "eval")]
+        if job.request.zeroshot is None:
+            order = [s for s in order if not s.startswith("zeroshot")]
         if not job.request.save_model:
             order.remove("save")
         here = order.index(job.stage) if job.stage in order else 0
@@ -357,6 +363,11 @@ class JobRunner:
             self._set_stage(job, "failed")
             with self._lock:
                 job.status, job.error = FAILED, str(e)
+        except OOM_ERRORS as e:  # loading the dense model ran out of memory: say so, keep serving
+            message = str(out_of_memory(e, "loading the model"))
+            self._set_stage(job, "failed")
+            with self._lock:
+                job.status, job.error = FAILED, message
         except Exception as e:  # noqa: BLE001 - a bug; keep the worker alive and say what happened
             self._set_stage(job, "failed")
             with self._lock:

@@ -22,6 +22,8 @@ page = st.navigation([
     st.Page(PAGES / "sparsity.py", title="Sparsity", icon=":material/grid_on:"),
     st.Page(PAGES / "masks.py", title="Masks", icon=":material/texture:"),
     st.Page(PAGES / "perplexity.py", title="Perplexity", icon=":material/trending_down:"),
+    st.Page(PAGES / "zeroshot.py", title="Zero-shot", icon=":material/quiz:"),
+    st.Page(PAGES / "sweep.py", title="Sweep", icon=":material/grid_view:"),
     st.Page(PAGES / "runs.py", title="Runs & export", icon=":material/folder_open:"),
 ])
 

@@ -12,6 +12,7 @@ from wanda_engine.runs import Run
 FIGURES = {
     "perplexity": "Perplexity: current vs compare run",
     "ppl_vs_sparsity": "Perplexity versus sparsity (all runs of the model)",
+    "zeroshot": "Zero-shot accuracy: current vs compare run",
     "blocks": "Sparsity and output error per block",
     "sparsity_heatmap": "Sparsity of every matrix",
     "overlap": "Mask overlap with the reference method, every matrix",
@@ -23,7 +24,7 @@ FIGURES = {
 }
 MATRIX_FIGURES = ("histograms", "channels", "row_sparsity", "density", "mask_crop")
 STATUS_MARK = {"complete": "✔ complete", "failed": "✘ failed", "cancelled": "■ cancelled", "running": "… running",
-               "interrupted": "✘ interrupted"}
+               "interrupted": "✘ interrupted", "corrupt": "✘ corrupt"}
 
 
 def build_figure(which: str, run: Run, compare: Run | None, record: MatrixRecord | None, complete: list[Run]):
@@ -31,6 +32,8 @@ def build_figure(which: str, run: Run, compare: Run | None, record: MatrixRecord
 
     if which == "perplexity":
         return f.perplexity_bars([r.meta for r in (compare, run) if r is not None])
+    if which == "zeroshot":
+        return f.zeroshot_bars([r.meta for r in (compare, run) if r is not None])
     if which == "ppl_vs_sparsity":
         model = run.config.get("model")
         return f.perplexity_vs_sparsity([run.meta] + [r.meta for r in complete
@@ -48,10 +51,9 @@ def build_figure(which: str, run: Run, compare: Run | None, record: MatrixRecord
 
 
 def _status(run: Run, active_name: str | None) -> str:
-    status = run.status
-    if status == "running" and run.name != active_name:
-        status = "interrupted"  # written by a server that stopped, or by another process
-    return STATUS_MARK.get(status, status)
+    # Run.status itself reads 'interrupted' once the process writing a 'running' run is gone,
+    # so a CLI run still working on this machine shows as running.
+    return STATUS_MARK.get(run.status, run.status)
 
 
 def runs_table(runs: list[Run], active_name: str | None = None) -> pd.DataFrame:

@@ -7,6 +7,7 @@ from typing import Any
 import streamlit as st
 
 from app.jobs import JobRunner
+from wanda_engine.errors import EngineError
 from wanda_engine.models import load_model
 from wanda_engine.runs import Run, RunStore, load_run
 
@@ -141,7 +142,10 @@ def get_run(name: str | None) -> Run | None:
         stamp = (path / "run.json").stat().st_mtime
     except Exception:  # noqa: BLE001 - a deleted or renamed run
         return None
-    run = _loaded_run(str(path), stamp)
+    try:
+        run = _loaded_run(str(path), stamp)
+    except EngineError:  # records damaged in place (same size): the Runs page lists it as corrupt
+        return None
     return run if run.complete else None
 
 

@@ -1,11 +1,9 @@
-"""Perplexity: the current run against its comparison (or every run), perplexity over sparsity, and sweeps."""
+"""Perplexity: the current run against its comparison (or every run), and perplexity over sparsity."""
 from __future__ import annotations
 
 import streamlit as st
 
-from app import forms, ui
-from app.progress import watch
-from wanda_engine.errors import EngineError
+from app import ui
 
 st.title("Perplexity")
 st.markdown("Perplexity of the pruned models next to the dense model, measured on the same windows "
@@ -26,7 +24,7 @@ if figs is not None:
         if cur is not None:
             st.caption(f"Current run: {ui.measured_on(cur.meta)}")
     else:
-        st.info("No finished run yet: start one on the Prune page, or queue a sweep below.")
+        st.info("No finished run yet: start one on the Prune page, or queue a sweep on the Sweep page.")
 
     st.subheader("Perplexity versus sparsity")
     ref = cur or (complete[0] if complete else None)
@@ -35,29 +33,8 @@ if figs is not None:
         same_model = [r.meta for r in complete if r.config.get("model") == model and r.name != ref.name]
         ui.chart(figs.perplexity_vs_sparsity([ref.meta] + same_model), key="ppl_vs_sparsity")
         st.caption(f"Every finished run of {(ref.meta.get('model') or {}).get('label', model)} evaluated like "
-                   f"{ref.name} ({ui.eval_caption(ref.meta)}); queue a sweep below to fill in the lines.")
+                   f"{ref.name} ({ui.eval_caption(ref.meta)}); queue a sweep on the Sweep page to fill in the lines.")
 
 st.subheader("Sweep")
-st.caption("Queues one run per method and sparsity, with the model, calibration and evaluation settings of the "
-           "Prune page (unstructured pattern).")
-with st.form("sweep"):
-    c1, c2 = st.columns(2)
-    methods = c1.multiselect("Methods", [m for m in forms.METHODS], default=["magnitude", "wanda"],
-                             format_func=forms.METHODS.get, key="sweep_methods")
-    text = c2.text_input("Sparsities", value="0.3, 0.5, 0.6, 0.7", key="sweep_sparsities",
-                         help="Comma-separated fractions or percentages, e.g. 0.3, 0.5, 70%")
-    submitted = st.form_submit_button("Queue sweep", type="primary")
-if submitted:
-    try:
-        values = {k: st.session_state.get(f"f_{k}", v) for k, v in forms.DEFAULTS.items()}
-        values["run_name"] = ""
-        if values["calib"] == "upload":
-            raise EngineError("sweeps cannot use an uploaded calibration file; choose another calibration text on the Prune page")
-        base = forms.build_request({**values, "pattern": "unstructured", "group": "default"}, ui.store())
-        reqs = forms.sweep_requests(base, methods, forms.parse_sparsities(text))
-        runner = ui.job_runner()
-        jobs = [runner.submit(r, owner=ui.session_id()) for r in reqs]
-        watch([j.id for j in jobs], "sweep")
-        st.success(f"Queued {len(jobs)} runs; follow them in the sidebar or on the Prune page.")
-    except EngineError as e:
-        st.error(str(e))
+st.markdown("A grid of methods × sparsities × patterns (and calibration sizes), queued as one batch, with the "
+            "paper-style figures: see the **Sweep** page in the navigation.")

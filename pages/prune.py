@@ -7,6 +7,7 @@ from app import forms, ui
 from app.overview import overview
 from app.progress import job_panel, watch
 from wanda_engine.errors import EngineError
+from wanda_engine.zeroshot import PAPER_TASKS, local_task_names
 
 st.title("Prune a language model")
 st.markdown(
@@ -48,6 +49,9 @@ with col_model:
     st.selectbox("Comparison group", list(forms.GROUPS), format_func=forms.GROUPS.get, key="f_group",
                  help="Which weights compete: the reference compares Wanda and SparseGPT within each output row, "
                       "magnitude within the whole matrix.")
+    st.selectbox("Layer-wise sparsity", list(forms.LAYERWISE), format_func=forms.LAYERWISE.get, key="f_layerwise",
+                 disabled=nm_pattern, help="OWL (Yin et al. 2024) prunes blocks with many outlier Wanda scores less "
+                 "and the others more, keeping the average; it matters at high sparsity (70% and up).")
 with col_calib:
     st.subheader("Calibration")
     st.selectbox("Calibration text", list(forms.CALIB_SOURCES), format_func=forms.CALIB_SOURCES.get, key="f_calib",
@@ -66,6 +70,18 @@ with col_eval:
     st.number_input("Tokens per window", 16, 8192, step=16, key="f_eval_seqlen", disabled=no_eval)
     st.number_input("Windows (0 = the whole text)", 0, 100000, step=1, key="f_eval_windows", disabled=no_eval,
                     help="Non-overlapping windows; fewer windows run faster but measure on fewer tokens.")
+    with st.expander("Zero-shot accuracy (lm-eval)", expanded=bool(st.session_state.f_zs_tasks)):
+        st.text_input("Task folder (optional)", key="f_zs_task_dir", placeholder="/path/to/local/tasks",
+                      help="A folder of lm-eval task YAMLs with local JSON/JSONL data (dataset_path: json): "
+                           "needed offline, where the paper's tasks cannot download their data.")
+        zs_options = list(dict.fromkeys([*PAPER_TASKS, *local_task_names(st.session_state.f_zs_task_dir),
+                                         *st.session_state.f_zs_tasks]))
+        st.multiselect("Zero-shot tasks", zs_options, key="f_zs_tasks", accept_new_options=True,
+                       placeholder="none (off)",
+                       help="Scored by EleutherAI's lm-eval harness on the dense and the pruned model, as in the "
+                            "Wanda paper (boolq … openbookqa). Type any lm-eval task name, or one from the folder.")
+        st.number_input("Questions per task (0 = all)", 0, 1_000_000, step=10, key="f_zs_limit",
+                        help="A limit makes a quick estimate; the paper scores every question.")
     st.text_input("Run name (optional)", key="f_run_name", placeholder="named automatically",
                   help="Letters, digits, '.', '_' and '-'.")
 

@@ -11,6 +11,7 @@ from app.runs_table import FIGURES, MATRIX_FIGURES, build_figure, runs_table
 from wanda_engine.config import EvalConfig, PruneConfig
 from wanda_engine.errors import ConfigError, EngineError
 from wanda_engine.runner import RunRequest
+from wanda_engine.runs import safe_file_stem
 
 st.title("Runs & export")
 runner = ui.job_runner()
@@ -77,7 +78,7 @@ if run is not None and figs is not None:
     except ImportError as e:
         exporter, formats = None, []
         st.info(f"Image export is not available yet: wanda_engine.export could not be imported ({e}).")
-    stem = f"{run.name}-{which}" + (f"-b{record.block}-{record.name}" if record is not None else "")
+    stem = safe_file_stem(f"{run.name}-{which}" + (f"-b{record.block}-{record.name}" if record is not None else ""))
     c1, c2, c3, c4 = st.columns(4)
     fmt = c1.selectbox("Format", formats or ["png"], key="export_fmt", disabled=exporter is None, format_func=str.upper)
     width = c2.number_input("Width (px)", 200, 4000, 1000, step=50, key="export_w")

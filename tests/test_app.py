@@ -250,18 +250,13 @@ def test_text_upload_is_saved_sanitised_under_uploads(app_env):
     assert store.list() == []
 
 
-def test_sweep_parsing_and_requests():
+def test_sparsity_list_parsing():
     from app import forms
     from wanda_engine.errors import ConfigError
 
     assert forms.parse_sparsities("0.5, 30%, 70") == [0.3, 0.5, 0.7]
     with pytest.raises(ConfigError):
         forms.parse_sparsities("half")
-    base = RunRequest(model="default", prune=PruneConfig(nsamples=4, seqlen=64), eval=EvalConfig(seqlen=64, windows=2))
-    reqs = forms.sweep_requests(base, ["magnitude", "wanda-variant"], [0.3, 0.6])
-    assert [(r.prune.method, r.prune.variant, r.prune.sparsity) for r in reqs] == [
-        ("magnitude", False, 0.3), ("wanda", True, 0.3), ("magnitude", False, 0.6), ("wanda", True, 0.6)]
-    assert all(r.prune.nsamples == 4 and r.eval.windows == 2 for r in reqs)
 
 
 # --- the job runner (no browser, no Streamlit) -------------------------------------------------------
@@ -443,35 +438,4 @@ def test_runner_estimates_time_left_from_its_own_pace():
     finally:
         release.set()
         runner.wait_idle(10)
-        runner.close()
-
-
-def test_sweep_form_queues_one_run_per_method_and_sparsity(app_env, monkeypatch):
-    from app import ui
-    from app.jobs import JobRunner
-
-    submitted: list[RunRequest] = []
-    runner = JobRunner(loader=lambda source: SimpleNamespace(label="fake"),
-                       runner=lambda request, **kw: submitted.append(request) or SimpleNamespace(name=request.name),
-                       store_factory=lambda: SimpleNamespace(new_name=lambda stem: f"r{time.monotonic_ns()}"))
-    monkeypatch.setattr(ui, "job_runner", lambda: runner)
-    try:
-        at = use_tiny_model(new_app(), app_env.model)  # the sweep takes the Prune page's settings
-        goto(at, "perplexity")
-        at.multiselect(key="sweep_methods").set_value(["magnitude", "wanda"])
-        at.text_input(key="sweep_sparsities").set_value("0.4, 60%")
-        submit = next(b for b in at.button if b.label == "Queue sweep")
-        submit.click().run()
-        no_exceptions(at)
-        assert any("Queued 4 runs" in s.value for s in at.success), ([s.value for s in at.success], errors(at), [b.label for b in at.button])
-        assert runner.wait_idle(10)
-        got = sorted((r.prune.method, r.prune.sparsity) for r in submitted)
-        assert got == [("magnitude", 0.4), ("magnitude", 0.6), ("wanda", 0.4), ("wanda", 0.6)]
-        assert all(r.model == str(app_env.model.resolve()) and r.prune.nsamples == 4 and r.eval.windows == 2
-                   for r in submitted)
-        # a bad list is one sentence
-        at.text_input(key="sweep_sparsities").set_value("lots")
-        next(b for b in at.button if b.label == "Queue sweep").click().run()
-        assert any("is not a sparsity" in e for e in errors(at)), (errors(at), [s.value for s in at.success], at.text_input(key="sweep_sparsities").value)
-    finally:
         runner.close()

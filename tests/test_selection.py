@@ -152,3 +152,83 @@ def test_property_exact_counts(rows, cols, sparsity, seed):
     score = torch.rand(rows, cols, generator=torch.Generator().manual_seed(seed))
     assert (prune_lowest_per_row(score, sparsity).sum(dim=1) == int(cols * sparsity)).all()
     assert int(prune_lowest_in_matrix(score, sparsity).sum()) == int(rows * cols * sparsity)
+
+
+# --- properties over random shapes, sparsities and N:M patterns (hypothesis) ------------------------
+
+GROUPS = st.sampled_from(["row", "matrix", "nm"])
+NM = st.sampled_from([(1, 2), (2, 4), (4, 8), (1, 4), (3, 4), (2, 8), (1, 3), (5, 8)])
+
+
+def _group_view(mask_or_score: torch.Tensor, group: str, nm) -> torch.Tensor:
+    """[groups, members]: the comparison groups a selector must count within."""
+    rows, cols = mask_or_score.shape
+    if group == "row":
+        return mask_or_score
+    if group == "matrix":
+        return mask_or_score.reshape(1, -1)
+    return mask_or_score.reshape(rows * cols // nm[1], nm[1])
+
+
+@settings(max_examples=80, deadline=None)
+@given(rows=st.integers(1, 24), width=st.integers(1, 10), group=GROUPS, nm=NM, sparsity=st.floats(0, 0.99),
+       levels=st.sampled_from([2, 3, 1000]), seed=st.integers(0, 2**16))
+def test_property_exact_counts_and_lowest_scores_per_group_even_with_ties(rows, width, group, nm, sparsity, levels, seed):
+    """Each group prunes exactly its count, and no kept score is below a pruned one (ties included:
+    `levels` = 2 or 3 makes most scores equal)."""
+    cols = width * nm[1]
+    g = torch.Generator().manual_seed(seed)
+    score = torch.randint(0, levels, (rows, cols), generator=g).float()
+    mask = select_mask(score, sparsity, group, nm if group == "nm" else None)
+    groups, masks = _group_view(score, group, nm), _group_view(mask, group, nm)
+    members = groups.shape[1]
+    expected = nm[0] if group == "nm" else int(members * sparsity) if group == "row" else int(rows * cols * sparsity)
+    assert (masks.sum(dim=1) == expected).all()
+    pruned_max = torch.where(masks, groups, torch.tensor(-float("inf"))).amax(dim=1)
+    kept_min = torch.where(masks, torch.tensor(float("inf")), groups).amin(dim=1)
+    assert (pruned_max <= kept_min).all()
+
+
+@settings(max_examples=40, deadline=None)
+@given(rows=st.integers(1, 24), width=st.integers(1, 10), group=GROUPS, nm=NM, sparsity=st.floats(0, 0.95),
+       seed=st.integers(0, 2**16))
+def test_property_masks_are_deterministic_for_a_seed(rows, width, group, nm, sparsity, seed):
+    def run():
+        score = torch.rand(rows, width * nm[1], generator=torch.Generator().manual_seed(seed))
+        return select_mask(score, sparsity, group, nm if group == "nm" else None), prune_adaptive_alpha(score, sparsity)
+
+    (a, (va, alpha_a)), (b, (vb, alpha_b)) = run(), run()
+    assert torch.equal(a, b) and torch.equal(va, vb) and alpha_a == alpha_b
+
+
+@settings(max_examples=40, deadline=None)
+@given(nsamples=st.integers(1, 12), seqlen=st.integers(1, 8), width=st.integers(1, 6), out=st.integers(1, 16),
+       group=GROUPS, nm=NM, sparsity=st.floats(0, 0.95), cuts=st.lists(st.integers(1, 11), max_size=5),
+       seed=st.integers(0, 2**16))
+def test_property_masks_do_not_depend_on_batch_splitting(nsamples, seqlen, width, out, group, nm, sparsity, cuts, seed):
+    """The calibration windows fed in one batch or in any split give the same statistics and masks.
+
+    Activations are small integers so every sum is exact in floating point: any difference would be the
+    accumulation's fault, not rounding's."""
+    cols = width * nm[1]
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randint(-8, 9, (nsamples, seqlen, cols), generator=g).float()
+    w = torch.randn(out, cols, generator=g)
+    whole = InputStats(cols, torch.device("cpu"), with_gram=True)
+    whole.add(x)
+    split = InputStats(cols, torch.device("cpu"), with_gram=True)
+    bounds = sorted({c for c in cuts if c < nsamples} | {0, nsamples})
+    for lo, hi in zip(bounds, bounds[1:]):
+        split.add(x[lo:hi])
+    assert split.nsamples == whole.nsamples == nsamples
+    assert torch.equal(split.scaler_row, whole.scaler_row) and torch.equal(split.hessian(), whole.hessian())
+    nm_arg = nm if group == "nm" else None
+    assert torch.equal(select_mask(wanda_score(w, split), sparsity, group, nm_arg),
+                       select_mask(wanda_score(w, whole), sparsity, group, nm_arg))
+    # real-valued activations: the statistics agree to rounding
+    xf = torch.randn(nsamples, seqlen, cols, generator=g)
+    a, b = InputStats(cols, torch.device("cpu")), InputStats(cols, torch.device("cpu"))
+    a.add(xf)
+    for lo, hi in zip(bounds, bounds[1:]):
+        b.add(xf[lo:hi])
+    torch.testing.assert_close(a.scaler_row, b.scaler_row, rtol=1e-5, atol=1e-6)

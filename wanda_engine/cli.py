@@ -12,18 +12,21 @@ import threading
 from typing import Sequence
 
 from .config import EvalConfig, PruneConfig
-from .errors import EngineError, PruneCancelled
+from .errors import ConfigError, EngineError, PruneCancelled
 from .events import BlockFinished, Event, MatrixPruned, StageStarted
 
 
 def _add_prune_args(p: argparse.ArgumentParser) -> None:
     d = PruneConfig()
     p.add_argument("--model", default="default", help="default | HF_ID | DIR | FILE.gguf")
-    p.add_argument("--method", default=d.method, help="magnitude | wanda | sparsegpt")
+    p.add_argument("--method", default=d.method, help="magnitude | wanda | sparsegpt | ria")
     p.add_argument("--sparsity", type=float, default=d.sparsity, help="fraction of weights to prune, in [0, 1)")
     p.add_argument("--pattern", default=d.pattern, help="unstructured | N:M (e.g. 2:4)")
     p.add_argument("--group", default=None, help="row | matrix (default: the reference's per method)")
     p.add_argument("--variant", action="store_true", help="Wanda's adaptive-alpha variant")
+    p.add_argument("--layerwise", default=d.layerwise, help="uniform | owl (outlier-weighted block sparsities)")
+    p.add_argument("--owl-m", type=float, default=d.owl_m, help="OWL: outlier threshold, times the block's mean score")
+    p.add_argument("--owl-lambda", type=float, default=d.owl_lambda, help="OWL: block sparsities spread over 2*lambda")
     p.add_argument("--calib", default=d.calib, help="default | wikitext2 | c4 | FILE.txt | FILE.npy")
     p.add_argument("--nsamples", type=int, default=d.nsamples)
     p.add_argument("--seqlen", type=int, default=d.seqlen)
@@ -32,6 +35,10 @@ def _add_prune_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--eval", default="default", help="default | wikitext2 | c4 | FILE.txt | none")
     p.add_argument("--eval-windows", type=int, default=None, help="number of eval windows (default: all)")
     p.add_argument("--eval-seqlen", type=int, default=None, help="eval window length (default: --seqlen)")
+    p.add_argument("--tasks", default=None, help="zero-shot lm-eval tasks, comma-separated, or 'paper' for the "
+                   "paper's seven (default: none); needs lm-eval installed")
+    p.add_argument("--task-dir", default=None, help="folder of local lm-eval task YAMLs (for offline tasks)")
+    p.add_argument("--zeroshot-limit", type=int, default=None, help="at most N questions per zero-shot task")
     p.add_argument("--out", default=None, help="run directory (default: a new folder under ./runs)")
     p.add_argument("--save-model", default=None, help="save the pruned model here (save_pretrained)")
     p.add_argument("--device", default=d.device, help="cpu | cuda | auto")
@@ -44,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m wanda_engine", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     _add_prune_args(sub.add_parser("prune", help="prune one model and write a run directory"))
+    _add_sweep_args(sub.add_parser("sweep", help="prune a grid of settings on one loaded model, one run each"))
     return parser
 
 
@@ -81,13 +89,32 @@ def _prune(args: argparse.Namespace) -> int:
 
     pc = PruneConfig(method=args.method, sparsity=args.sparsity, pattern=args.pattern, group=args.group,
                      variant=args.variant, nsamples=args.nsamples, seqlen=args.seqlen, seed=args.seed,
-                     calib=args.calib, batch_size=args.batch_size, device=args.device)
+                     calib=args.calib, batch_size=args.batch_size, device=args.device, layerwise=args.layerwise,
+                     owl_m=args.owl_m, owl_lambda=args.owl_lambda)
     ev = None if args.eval == "none" else EvalConfig(dataset=args.eval, seqlen=args.eval_seqlen or args.seqlen,
                                                      windows=args.eval_windows)
+    zc = None
+    if args.tasks:
+        from .zeroshot import ZeroShotConfig, parse_tasks
+
+        zc = ZeroShotConfig(tasks=parse_tasks(args.tasks), task_dir=args.task_dir, limit=args.zeroshot_limit)
+    elif args.task_dir or args.zeroshot_limit is not None:
+        raise ConfigError("--task-dir and --zeroshot-limit need --tasks (the zero-shot tasks to run)")
     request = RunRequest(model=args.model, prune=pc, eval=ev, dtype=args.dtype, save_model=args.save_model,
-                         trust_remote_code=args.trust_remote_code)
+                         trust_remote_code=args.trust_remote_code, zeroshot=zc)
     if args.trust_remote_code:
         print("warning: --trust-remote-code runs Python code from the model repository", file=sys.stderr)
+    from .distributed import finish, init_from_env
+
+    rank, world = init_from_env()  # under torchrun: data-parallel calibration
+    if rank > 0:
+        from .runner import prune_on_rank
+
+        try:
+            prune_on_rank(request)
+        finally:
+            finish()
+        return 0
     cancel = threading.Event()
     progress = _Progress(args.quiet)
 
@@ -103,10 +130,131 @@ def _prune(args: argparse.Namespace) -> int:
     finally:
         progress.close()
         signal.signal(signal.SIGINT, previous)
+        if world > 1:
+            finish()
     m = run.meta
     summary = {"run": str(run.path), "sparsity": round(m["sparsity"], 6), "ppl_dense": m["ppl_dense"], "ppl": m["ppl"],
                "eval": m["eval"], "timings": {k: m["timings"].get(k) for k in ("load_s", "prune_s", "eval_s")}}
+    if m.get("zeroshot"):
+        zs = m["zeroshot"]
+        summary["zeroshot"] = {t: {"dense": zs["dense"]["results"].get(t, {}).get("acc"), "pruned": r.get("acc")}
+                               for t, r in zs["pruned"]["results"].items()}
     print(json.dumps(summary))
+    return 0
+
+
+def _add_sweep_args(p: argparse.ArgumentParser) -> None:
+    d = PruneConfig()
+    p.add_argument("--methods", default="magnitude,wanda",
+                   help="comma-separated: magnitude, wanda, wanda-variant, sparsegpt, ria")
+    p.add_argument("--sparsities", default="0.5", help="comma-separated fractions, e.g. 0.5,0.6,0.7 (N:M ignores them)")
+    p.add_argument("--patterns", default="unstructured", help="comma-separated: unstructured, N:M (e.g. 2:4)")
+    p.add_argument("--nsamples", default=str(d.nsamples), help="calibration samples; a list (8,32,128) adds an axis")
+    p.add_argument("--layerwise", default=d.layerwise, help="comma-separated: uniform, owl")
+    p.add_argument("--name", default=None, help="sweep name (default: sweep-DATE-TIME); runs are named after it")
+    p.add_argument("--runs-dir", default=None, help="run store (default: $WANDA_RUNS or ./runs)")
+    p.add_argument("--figure", default=None,
+                   help="write perplexity vs sparsity here (.html, .png, .svg, .pdf); with several --nsamples "
+                        "also FIGURE-nsamples.EXT")
+    p.add_argument("--model", default="default", help="default | HF_ID | DIR | FILE.gguf")
+    p.add_argument("--group", default=None, help="row | matrix (default: the reference's per method)")
+    p.add_argument("--calib", default=d.calib, help="default | wikitext2 | c4 | FILE.txt | FILE.npy")
+    p.add_argument("--seqlen", type=int, default=d.seqlen)
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--batch-size", type=int, default=d.batch_size, help="calibration windows per block forward")
+    p.add_argument("--eval", default="default", help="default | wikitext2 | c4 | FILE.txt | none")
+    p.add_argument("--eval-windows", type=int, default=None, help="number of eval windows (default: all)")
+    p.add_argument("--eval-seqlen", type=int, default=None, help="eval window length (default: --seqlen)")
+    p.add_argument("--device", default=d.device, help="cpu | cuda | auto")
+    p.add_argument("--dtype", default="float32", help="float32 | float16 | bfloat16")
+    p.add_argument("--trust-remote-code", action="store_true", help="run code from the model repository (off by default)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+FIGURE_FORMATS = ("html", "png", "svg", "pdf")
+
+
+def _write_figure(fig, path) -> None:
+    from pathlib import Path
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fmt = path.suffix.lower().lstrip(".")
+    if fmt == "html":
+        fig.write_html(path, include_plotlyjs=True)  # embedded: the file opens offline
+    else:
+        from .export import export_figure
+
+        path.write_bytes(export_figure(fig, fmt))
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .errors import ConfigError
+    from .runs import RunStore
+    from .sweep import SweepConfig, parse_axis, plan_sweep, run_sweep, sweep_figures
+
+    figure = Path(args.figure) if args.figure else None
+    if figure is not None and figure.suffix.lower().lstrip(".") not in FIGURE_FORMATS:
+        raise ConfigError(f"--figure must end in {', '.join('.' + f for f in FIGURE_FORMATS)}, got {args.figure!r}")
+    nsamples = parse_axis(args.nsamples, "nsamples", int)
+    base = PruneConfig(group=args.group, nsamples=nsamples[0] if nsamples else PruneConfig().nsamples, seqlen=args.seqlen,
+                       seed=args.seed, calib=args.calib, batch_size=args.batch_size, device=args.device)
+    ev = None if args.eval == "none" else EvalConfig(dataset=args.eval, seqlen=args.eval_seqlen or args.seqlen,
+                                                     windows=args.eval_windows)
+    cfg = SweepConfig(methods=parse_axis(args.methods, "methods"), sparsities=parse_axis(args.sparsities, "sparsities", float),
+                      patterns=parse_axis(args.patterns, "patterns"), layerwise=parse_axis(args.layerwise, "layerwise"),
+                      nsamples=nsamples, base=base, eval=ev, model=args.model, dtype=args.dtype, name=args.name,
+                      trust_remote_code=args.trust_remote_code)
+    plan = plan_sweep(cfg)  # bad combinations are reported before the model loads
+    if not plan.requests:
+        raise ConfigError("the sweep plans no runs: " + "; ".join(f"{lab}: {why}" for lab, why in plan.skipped[:3]))
+    for label, why in plan.skipped:
+        print(f"skipped {label}: {why}", file=sys.stderr)
+    if args.trust_remote_code:
+        print("warning: --trust-remote-code runs Python code from the model repository", file=sys.stderr)
+    store = RunStore(args.runs_dir)
+    cancel = threading.Event()
+    progress = _Progress(args.quiet)
+
+    def on_point(point: dict) -> None:
+        progress.close()
+        progress.bar = None
+        print(json.dumps({"point": point["index"] + 1, "of": len(plan), "label": point["label"], "run": point["run"],
+                          "status": point["status"], "ppl": point.get("ppl"), "ppl_dense": point.get("ppl_dense"),
+                          "sparsity": point.get("achieved_sparsity"), "seconds": point.get("seconds"),
+                          "error": point.get("error")}), flush=True)
+
+    def on_sigint(signum, frame):  # first Ctrl-C: stop cleanly between blocks; second: abort now
+        if cancel.is_set():
+            raise KeyboardInterrupt
+        cancel.set()
+        print("\ncancelling after the current block (Ctrl-C again to abort now)", file=sys.stderr)
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        result = run_sweep(cfg, store=store, on_event=progress, cancel=cancel, on_point=on_point)
+    finally:
+        progress.close()
+        signal.signal(signal.SIGINT, previous)
+    written = []
+    if figure is not None:
+        metas = [r.meta for r in result.runs(store)]
+        for kind, fig in sweep_figures(metas).items():
+            path = figure if kind == "sparsity" else figure.with_name(f"{figure.stem}-{kind}{figure.suffix}")
+            _write_figure(fig, path)
+            written.append(str(path))
+    print(json.dumps({"sweep": result.name, "manifest": str(result.manifest), "status": result.status,
+                      "runs": len(result.points), "complete": result.count("complete"), "failed": result.count("failed"),
+                      "skipped": [{"label": lab, "reason": why} for lab, why in result.skipped], "figures": written}))
+    if result.status == "cancelled":
+        print("cancelled: the sweep stopped early; finished points are kept", file=sys.stderr)
+        return 130
+    if result.count("failed"):
+        print(f"error: {result.count('failed')} of {len(result.points)} sweep points failed; see {result.manifest}",
+              file=sys.stderr)
+        return 1
     return 0
 
 
@@ -115,6 +263,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "prune":
             return _prune(args)
+        if args.command == "sweep":
+            return _sweep(args)
     except PruneCancelled as e:
         print(f"cancelled: {e}", file=sys.stderr)
         return 130

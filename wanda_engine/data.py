@@ -337,8 +337,13 @@ def save_token_windows(path: str | os.PathLike, windows: torch.Tensor) -> None:
     path = Path(path).expanduser()
     if path.suffix.lower() != ".npy":
         raise DataError(f"token windows are saved as .npy; {path.name!r} does not end in .npy")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    np.save(path, windows.detach().cpu().numpy().astype(np.int64), allow_pickle=False)
+    import io
+
+    from .runs import atomic_write_bytes
+
+    buf = io.BytesIO()
+    np.save(buf, windows.detach().cpu().numpy().astype(np.int64), allow_pickle=False)
+    atomic_write_bytes(path, buf.getvalue())  # a kill mid-write leaves the old file or none, never half of one
 
 
 # --- public: evaluation tokens -----------------------------------------------------------------

@@ -27,3 +27,7 @@ class PruneCancelled(EngineError):
 
 class NumericalError(EngineError):
     """NaN or Inf in weights or activations; the message names the block and layer."""
+
+
+class OutOfMemory(EngineError):
+    """Memory ran out (host or accelerator); the message says where and what to try instead."""

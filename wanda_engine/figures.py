@@ -505,7 +505,7 @@ def _calib_text(metas: Sequence[dict]) -> str:
     seeds = values(lambda c, k: c.get("seed"))
     join = lambda xs: "/".join(str(x) for x in xs)  # noqa: E731
     return (f"; calibration {join(ns)} × {join(sl)} tokens" + (f" of {join(src)}" if src else "")
-            + (f", seed {join(seeds)}" if seeds else ""))
+            + (f", seed\u00a0{join(seeds)}" if seeds else ""))
 
 
 def _ppl(v: Any) -> float | None:
@@ -698,12 +698,15 @@ def perplexity_vs_nsamples(runs: list[dict]) -> go.Figure:
         fig.add_trace(go.Scatter(x=[xs[0], xs[-1]], y=[dense, dense], mode="lines", name=f"dense ({dense:.2f})",
                                  line={"color": GREY, "dash": "dash", "width": 1.5},
                                  hovertemplate=f"dense model<br>perplexity {dense:.3f}<extra></extra>"))
-    sub = _eval_label(key) + _calib_text(same) + "; magnitude uses no calibration data"
+    sub = _eval_label(key) + _calib_text(same)
+    if any((m.get("config") or {}).get("method") == "magnitude" for m in same):
+        sub += "; magnitude uses no calibration data"
     if len(same) < len(usable):
         sub += f"; {len(usable) - len(same)} run(s) evaluated differently left out"
     _layout(fig, f"Perplexity versus number of calibration samples on {key[0]}" if key
             else "Perplexity versus number of calibration samples", sub,
-            legend={"x": 0.98, "y": 0.98, "xanchor": "right", "yanchor": "top"})
+            legend={"orientation": "h", "x": 0.5, "xanchor": "center", "y": -0.2, "yanchor": "top"})
+    fig.update_layout(margin={"b": 110})
     fig.update_xaxes(title_text="calibration samples (log scale)", type="log", tickvals=xs, ticktext=[str(x) for x in xs])
     fig.update_yaxes(title_text="perplexity (log scale)", type="log",
                      **_log_ticks([y for tr in fig.data for y in (tr.y or ())]))

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .errors import ModelLoadError
+from .errors import ModelLoadError, NumericalError
 from .hub import hub_reachable
 
 DEFAULT_MODEL = "default"
@@ -113,42 +113,78 @@ def default_model_path() -> Path:
     return target
 
 
+def _from_pretrained(where: str, *args: Any, **kwargs: Any) -> Any:
+    """AutoModelForCausalLM.from_pretrained, refusing weights files that lack tensors of the model.
+
+    (transformers fills missing tensors with random values and only logs it: a pruning run on such a
+    model would be silently wrong.) Pickled checkpoints are read by transformers with
+    torch.load(weights_only=True); safetensors is used whenever a folder holds both."""
+    from transformers import AutoModelForCausalLM
+
+    if kwargs.get("local_files_only"):  # with peft installed, transformers looks for an adapter on the hub regardless
+        kwargs.setdefault("adapter_kwargs", {"local_files_only": True})
+    model, info = AutoModelForCausalLM.from_pretrained(*args, output_loading_info=True, **kwargs)
+    missing = sorted(info.get("missing_keys") or [])
+    if missing:
+        raise ModelLoadError(
+            f"the weights of {where} lack {len(missing)} of the model's tensors (e.g. {missing[0]}); "
+            "the weights file is incomplete or belongs to another model"
+        )
+    mismatched = list(info.get("mismatched_keys") or [])
+    if mismatched:
+        raise ModelLoadError(f"the weights of {where} have tensors of the wrong shape (e.g. {mismatched[0]})")
+    return model
+
+
 def load_model(source: str = DEFAULT_MODEL, dtype: str | torch.dtype = "float32", device: str = "cpu",
                trust_remote_code: bool = False) -> LoadedModel:
-    """Load a causal LM and its tokenizer. Offline, an uncached hub id fails within seconds."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    """Load a causal LM and its tokenizer. Offline, an uncached hub id fails within seconds.
+
+    Code shipped in a model repository runs only if trust_remote_code is turned on (off by default)."""
+    from transformers import AutoTokenizer
 
     _quiet_transformers()
     t0 = time.perf_counter()
     torch_dtype = _parse_dtype(dtype)
+    trust_remote_code = trust_remote_code is True
     kwargs: dict[str, Any] = {"dtype": torch_dtype, "trust_remote_code": trust_remote_code}
     if source == DEFAULT_MODEL:
         path, label = default_model_path(), DEFAULT_LABEL
-        model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, **kwargs)
-        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+        model = _from_pretrained("the embedded model", path, local_files_only=True, **kwargs)
+        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True, trust_remote_code=False)
     elif str(source).endswith(".gguf"):
         p = Path(source)
         if not p.is_file():
             raise ModelLoadError(f"GGUF file {source!r} does not exist")
         label = p.name
+        with open(p, "rb") as f:
+            magic = f.read(4)
+        if magic != b"GGUF":
+            raise ModelLoadError(f"{source!r} is not a GGUF file (it does not start with the GGUF signature)")
         try:
-            model = AutoModelForCausalLM.from_pretrained(p.parent, gguf_file=p.name, **kwargs)
-            tokenizer = AutoTokenizer.from_pretrained(p.parent, gguf_file=p.name)
+            model = _from_pretrained(repr(source), p.parent, gguf_file=p.name, **kwargs)
+            tokenizer = AutoTokenizer.from_pretrained(p.parent, gguf_file=p.name, trust_remote_code=trust_remote_code)
+        except ModelLoadError:
+            raise
         except Exception as e:
             raise ModelLoadError(f"could not read {source!r} as a GGUF model ({type(e).__name__}: {e})") from e
         model.hf_quantizer = None
     elif Path(source).is_dir():
         label = Path(source).name
         try:
-            model = AutoModelForCausalLM.from_pretrained(source, local_files_only=True, **kwargs)
-            tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=True)
+            model = _from_pretrained(f"folder {source!r}", source, local_files_only=True, **kwargs)
+            tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=True, trust_remote_code=trust_remote_code)
+        except ModelLoadError:
+            raise
         except Exception as e:
             raise ModelLoadError(f"could not load a causal LM from folder {source!r} ({type(e).__name__}: {e})") from e
     else:
         label = str(source)
         try:  # the local cache first: no network needed for a model downloaded before
-            model = AutoModelForCausalLM.from_pretrained(source, local_files_only=True, **kwargs)
-            tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=True)
+            model = _from_pretrained(repr(source), source, local_files_only=True, **kwargs)
+            tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=True, trust_remote_code=trust_remote_code)
+        except ModelLoadError:
+            raise
         except Exception:
             if "/" not in str(source) and not str(source).replace("-", "").replace("_", "").replace(".", "").isalnum():
                 raise ModelLoadError(f"model {source!r} is neither 'default', an existing folder, a .gguf file nor a hub id")
@@ -158,8 +194,10 @@ def load_model(source: str = DEFAULT_MODEL, dtype: str | torch.dtype = "float32"
                     "use 'default', a local folder or a .gguf file"
                 ) from None
             try:
-                model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
+                model = _from_pretrained(repr(source), source, **kwargs)
                 tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
+            except ModelLoadError:
+                raise
             except Exception as e:
                 raise ModelLoadError(f"could not load {source!r} from the hub ({type(e).__name__}: {e})") from e
     model.eval()
@@ -234,6 +272,36 @@ def sparsity_of_blocks(model: nn.Module) -> tuple[float, list[dict[str, Any]]]:
             zeros, total = zeros + z, total + w.numel()
             layers.append({"name": f"{blocks_path}.{i}.{name}", "block": i, "matrix": name, "sparsity": z / w.numel()})
     return (zeros / total if total else 0.0), layers
+
+
+def nonfinite_weights(model: nn.Module) -> list[str]:
+    """Every parameter holding NaN or Inf, named per block and layer ('block 1 self_attn.q_proj: 3 NaN')."""
+    try:
+        blocks_path, _ = find_blocks(model)
+    except ModelLoadError:
+        blocks_path = None
+    found = []
+    for name, p in model.named_parameters():
+        if p.numel() == 0 or not p.dtype.is_floating_point or bool(torch.isfinite(p).all()):
+            continue
+        nan, inf = int(torch.isnan(p).sum()), int(torch.isinf(p).sum())
+        owner, _, kind = name.rpartition(".")
+        where = owner or name
+        if blocks_path and owner.startswith(blocks_path + "."):
+            index, _, layer = owner[len(blocks_path) + 1:].partition(".")
+            where = f"block {index} {layer}" if layer else f"block {index}"
+        counts = " and ".join(f"{n} {what}" for n, what in ((nan, "NaN"), (inf, "Inf")) if n)
+        found.append(f"{where}: {kind} contains {counts} (of {p.numel():,} values)")
+    return found
+
+
+def check_finite_weights(model: nn.Module) -> None:
+    """NumericalError naming the block and layer if any weight is NaN or Inf: it would poison every
+    score, mask and perplexity computed from it."""
+    bad = nonfinite_weights(model)
+    if bad:
+        more = f"; and {len(bad) - 1} more tensor(s)" if len(bad) > 1 else ""
+        raise NumericalError(f"the model's weights are not finite: {bad[0]}{more}")
 
 
 def parameter_checksum(model: nn.Module) -> str:

@@ -178,9 +178,6 @@ def _prune_layer(config: PruneConfig, layer: nn.Module, stats: InputStats, spars
     """Prune one layer in place to `sparsity`; return its record (if asked) and achieved sparsity."""
     weight = weight_of(layer)  # [out, in] view
     original = weight.float()
-    if not bool(torch.isfinite(original).all()):
-        bad = "NaN" if bool(torch.isnan(original).any()) else "Inf"
-        raise NumericalError(f"block {block} {name}: weights contain {bad}; the model is broken before pruning")
     nm, group = config.nm, config.resolved_group
     scores = _scores(config, original, stats)
     cutoffs: dict[str, float] = {}
@@ -300,6 +297,15 @@ def _calibrate(block: nn.Module, index: int, chunks: list[_Chunk], device: torch
     return stats, outputs
 
 
+def _check_weights(linears: dict[str, nn.Module], block: int) -> None:
+    """NaN/Inf weights, named by layer, before they spread into the block's activations."""
+    for name, layer in linears.items():
+        weight = weight_of(layer)
+        if not bool(torch.isfinite(weight).all()):
+            bad = "NaN" if bool(torch.isnan(weight).any()) else "Inf"
+            raise NumericalError(f"block {block} {name}: weights contain {bad}; the model is broken before pruning")
+
+
 def _owl_targets(model: nn.Module, blocks: nn.ModuleList, windows: torch.Tensor, config: PruneConfig,
                  device: torch.device, storage: torch.device, cancel: threading.Event | None) -> tuple[list[float], list[float]]:
     """One dense pass over all blocks: each block's outlier ratio, and OWL's block sparsities from them."""
@@ -310,8 +316,9 @@ def _owl_targets(model: nn.Module, blocks: nn.ModuleList, windows: torch.Tensor,
             raise PruneCancelled(f"pruning was cancelled while measuring outliers, after {i} of {len(blocks)} blocks")
         home = next(block.parameters()).device
         block.to(device)
-        stats, outputs = _calibrate(block, i, chunks, device, False, storage)
         linears = find_linears(block)
+        _check_weights(linears, i)
+        stats, outputs = _calibrate(block, i, chunks, device, False, storage)
         ratios.append(outlier_ratio([SCORERS["wanda"](weight_of(linears[n]).float(), st) for n, st in stats.items()],
                                     config.owl_m))
         for chunk, out in zip(chunks, outputs):
@@ -370,6 +377,7 @@ def prune_model(model: nn.Module, windows: torch.Tensor, config: PruneConfig,
             home = next(block.parameters()).device
             block.to(device)
             linears = find_linears(block)
+            _check_weights(linears, i)
 
             # 1. calibration pass through the dense block; keep its outputs to measure the block error.
             #    (Magnitude needs no statistics to prune, but its records compare it with Wanda's masks.)

@@ -19,12 +19,35 @@ import torch
 from . import __version__
 from .config import EvalConfig, PruneConfig
 from .data import calibration_windows, eval_tokens
-from .errors import ConfigError, EngineError, PruneCancelled
+from .errors import ConfigError, EngineError, OutOfMemory, PruneCancelled
 from .evaluate import Perplexity, check_windows, perplexity
 from .events import EventCallback, StageStarted, ignore_events
-from .models import LoadedModel, cache_dir, context_length, load_model, sparsity_of_blocks
+from .models import LoadedModel, cache_dir, check_finite_weights, context_length, load_model, sparsity_of_blocks
 from .pipeline import check_prunable, prune_model, resolve_device
-from .runs import Run, RunStore, atomic_write_json, check_run_name, load_run, write_records
+from .runs import (Run, RunStore, atomic_write_json, check_run_name, create_run_dir, load_run, write_records,
+                   writer_identity)
+from .zeroshot import TaskPlan, ZeroShotConfig, check_tasks, evaluate_zeroshot, plans_stamp
+
+OOM_ERRORS = (torch.OutOfMemoryError, MemoryError)
+
+
+def out_of_memory(error: BaseException, during: str) -> OutOfMemory:
+    """An allocation failure as one sentence with what to try instead; frees what the allocator caches."""
+    import gc
+
+    gc.collect()
+    if torch.cuda.is_available():
+        try:
+            torch.cuda.empty_cache()
+        except Exception:  # noqa: BLE001 - a broken CUDA context must not hide the real error
+            pass
+    where = "GPU" if isinstance(error, torch.OutOfMemoryError) else "host"
+    first = str(error).strip().splitlines()[0][:160] if str(error).strip() else type(error).__name__
+    return OutOfMemory(
+        f"out of {where} memory while {during} ({first}); try fewer or shorter calibration windows "
+        "(--nsamples, --seqlen), a smaller --batch-size, fewer or shorter evaluation windows, "
+        "a smaller --dtype (bfloat16), another device (--device cpu or cuda), or a smaller model"
+    )
 
 
 @dataclass(frozen=True)
@@ -38,6 +61,7 @@ class RunRequest:
     save_model: str | None = None
     name: str | None = None
     trust_remote_code: bool = False
+    zeroshot: ZeroShotConfig | None = None  # lm-eval tasks on the dense and pruned model; None skips them
 
     def __post_init__(self) -> None:
         if not isinstance(self.model, str) or not self.model.strip():
@@ -48,7 +72,8 @@ class RunRequest:
     def to_dict(self) -> dict[str, Any]:
         return {"model": self.model, "dtype": self.dtype, **self.prune.to_dict(),
                 "eval": self.eval.to_dict() if self.eval else None, "save_model": self.save_model,
-                "trust_remote_code": self.trust_remote_code}
+                "trust_remote_code": self.trust_remote_code,
+                "zeroshot": self.zeroshot.to_dict() if self.zeroshot else None}
 
 
 def run_stem(model_name: str, pc: PruneConfig) -> str:
@@ -90,6 +115,26 @@ def dense_perplexity(loaded: LoadedModel, tokens: torch.Tensor, label: str, ev: 
     return result, False
 
 
+def dense_zeroshot(loaded: LoadedModel, zc: ZeroShotConfig, plans: list[TaskPlan],
+                   device: torch.device) -> tuple[dict[str, Any], bool]:
+    """The unpruned model's zero-shot results, cached per model, task settings, harness and local task files."""
+    key = f"{model_fingerprint(loaded)}|{json.dumps(zc.to_dict(), sort_keys=True)}|{plans_stamp(plans)}"
+    path = cache_dir() / "dense_zeroshot.json"
+    try:
+        cache = json.loads(path.read_text()) if path.exists() else {}
+    except (ValueError, OSError):
+        cache = {}
+    if key in cache:
+        return cache[key], True
+    result = evaluate_zeroshot(loaded.model, loaded.tokenizer, zc, device, plans)
+    cache[key] = result
+    try:
+        atomic_write_json(path, cache)
+    except OSError:
+        pass  # a read-only cache only costs a recomputation next time
+    return result, False
+
+
 def _evaluate(model: Any, tokens: torch.Tensor, label: str, ev: EvalConfig, device: torch.device,
               cancel: threading.Event | None = None) -> Perplexity:
     home = next(model.parameters()).device
@@ -120,10 +165,15 @@ def execute_run(request: RunRequest, store: RunStore | None = None, run_dir: str
     keep_loaded = loaded is not None
     elapsed = lambda: time.perf_counter() - t_start  # noqa: E731
 
+    current = ["starting"]  # the stage an out-of-memory error is reported in
+
     def stage(name: str, detail: str) -> None:
         """Announce a stage; a cancel request stops the run here, as it does between blocks."""
         if cancel is not None and cancel.is_set():
             raise PruneCancelled(f"cancelled before the {name!r} stage")
+        current[0] = {"load": "loading the model", "calibration-data": "preparing the calibration data",
+                      "eval-dense": "evaluating the dense model", "prune": "pruning", "eval": "evaluating the pruned model",
+                      "save": "saving the pruned model"}.get(name, f"in stage {name!r}")
         on_event(StageStarted(elapsed(), name, detail))
 
     pc, ev = request.prune, request.eval
@@ -138,12 +188,20 @@ def execute_run(request: RunRequest, store: RunStore | None = None, run_dir: str
 
     # Phase 1: everything that can fail on bad input, before anything is written or pruned.
     timings: dict[str, float] = {}
+    zc, zs_plans = request.zeroshot, []
+    if zc is not None:  # first: unknown tasks, missing files or hub data offline fail before the model loads
+        stage("zeroshot-tasks", ", ".join(zc.tasks))
+        zs_plans = check_tasks(zc)
     stage("load", request.model)
     t = time.perf_counter()
     if loaded is None:
-        loaded = load_model(request.model, dtype=request.dtype, trust_remote_code=request.trust_remote_code)
+        try:
+            loaded = load_model(request.model, dtype=request.dtype, trust_remote_code=request.trust_remote_code)
+        except OOM_ERRORS as e:
+            raise out_of_memory(e, current[0]) from e
     timings["load_s"] = round(time.perf_counter() - t, 3)
     check_prunable(loaded.model, pc)
+    check_finite_weights(loaded.model)  # NaN/Inf weights: refused, named per layer, before anything is written
     stage("calibration-data", pc.calib)
     t = time.perf_counter()
     windows, calib_info = calibration_windows(loaded.tokenizer, pc.calib, pc.nsamples, pc.seqlen, pc.seed)
@@ -163,8 +221,8 @@ def execute_run(request: RunRequest, store: RunStore | None = None, run_dir: str
                             "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "config": request.to_dict(),
                             "versions": _versions(), "device": str(device), "timings": timings,
                             "model": {"source": loaded.source, "label": loaded.label, **loaded.info},
-                            "calibration": calib_info}
-    atomic_write_json(run_dir / "run.json", meta)
+                            "calibration": calib_info, "writer": writer_identity()}
+    create_run_dir(run_dir, meta)  # atomically: the folder appears with its run.json, status 'running'
     try:
         t = time.perf_counter()
         model = copy.deepcopy(loaded.model) if keep_loaded else loaded.model
@@ -177,6 +235,12 @@ def execute_run(request: RunRequest, store: RunStore | None = None, run_dir: str
             timings["eval_dense_s"] = round(time.perf_counter() - t, 3)
             meta["ppl_dense"], meta["ppl_dense_cached"] = dense.ppl, cached
 
+        if zc is not None:  # before pruning: without `loaded` from the caller, `model` is the dense model itself
+            stage("zeroshot-dense", ", ".join(zc.tasks))
+            t = time.perf_counter()
+            zs_dense, zs_cached = dense_zeroshot(loaded, zc, zs_plans, device)
+            timings["zeroshot_dense_s"] = round(time.perf_counter() - t, 3)
+
         stage("prune", f"{pc.label} on {len(windows)}x{pc.seqlen} tokens")
         offset = elapsed()  # the pipeline counts from its own start; events from a run count from the run's
         result = prune_model(model, windows, pc, cancel=cancel,
@@ -184,9 +248,12 @@ def execute_run(request: RunRequest, store: RunStore | None = None, run_dir: str
         timings["prune_s"] = round(result.seconds, 3)
         timings.update({f"prune_{k}": v for k, v in result.timings.items()})
         meta["activations_on"] = result.activations_on
+        meta["world_size"] = result.world_size  # torch.distributed ranks that shared the calibration windows
+        if result.peak_device_bytes is not None:
+            meta["peak_device_mib"] = round(result.peak_device_bytes / 2**20, 1)
         sparsity, layers = sparsity_of_blocks(model)
         meta.update({"sparsity": sparsity, "layers": layers, "blocks": [b.to_dict() for b in result.blocks]})
-        write_records(run_dir, result.records)
+        meta["files"] = write_records(run_dir, result.records)  # sizes and checksums: truncation is detected
 
         if eval_data is not None:
             stage("eval", eval_data[1])
@@ -198,6 +265,14 @@ def execute_run(request: RunRequest, store: RunStore | None = None, run_dir: str
             meta["eval"]["tokens_per_s"] = round(pruned.tokens / max(pruned.seconds, 1e-9), 1)
         else:
             meta["ppl"] = meta["ppl_dense"] = meta["eval"] = None
+
+        if zc is not None:
+            stage("zeroshot", ", ".join(zc.tasks))
+            t = time.perf_counter()
+            zs_pruned = evaluate_zeroshot(model, loaded.tokenizer, zc, device, zs_plans)
+            timings["zeroshot_s"] = round(time.perf_counter() - t, 3)
+            meta["zeroshot"] = {"dense": zs_dense, "pruned": zs_pruned, "config": zc.to_dict(),
+                                "harness": zs_pruned["harness"], "dense_cached": zs_cached}
 
         if request.save_model:
             stage("save", request.save_model)
@@ -211,12 +286,33 @@ def execute_run(request: RunRequest, store: RunStore | None = None, run_dir: str
         meta["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S")
         atomic_write_json(run_dir / "run.json", meta)
     except BaseException as e:
-        meta["status"] = "cancelled" if isinstance(e, (PruneCancelled, KeyboardInterrupt)) else "failed"
-        meta["error"] = str(e) if isinstance(e, EngineError) else f"{type(e).__name__}: {e}"
+        if isinstance(e, OOM_ERRORS):
+            oom = out_of_memory(e, current[0])
+            e.__traceback__ = None  # let the frames holding the run's tensors go
+            meta["status"], meta["error"] = "failed", str(oom)
+        else:
+            oom = None
+            meta["status"] = "cancelled" if isinstance(e, (PruneCancelled, KeyboardInterrupt)) else "failed"
+            meta["error"] = str(e) if isinstance(e, EngineError) else f"{type(e).__name__}: {e}"
         timings["total_s"] = round(elapsed(), 3)
         try:  # best effort: the original error matters more than a failed status write
             atomic_write_json(run_dir / "run.json", meta)
         except OSError:
             pass
+        if oom is not None:
+            raise oom from None
         raise
     return load_run(run_dir)
+
+
+def prune_on_rank(request: RunRequest) -> None:
+    """A torch.distributed rank other than 0: load, calibrate on this rank's share, prune, write nothing.
+
+    Rank 0 runs `execute_run`; its `prune_model` meets this one at every all-reduce.
+    """
+    loaded = load_model(request.model, dtype=request.dtype, trust_remote_code=request.trust_remote_code)
+    check_prunable(loaded.model, request.prune)
+    check_finite_weights(loaded.model)  # as rank 0 does: every rank stops, none waits at an all-reduce
+    windows, _ = calibration_windows(loaded.tokenizer, request.prune.calib, request.prune.nsamples,
+                                     request.prune.seqlen, request.prune.seed)
+    prune_model(loaded.model, windows, request.prune)

@@ -5,15 +5,21 @@ RUN_DIR/run.json     status, config, model, calibration, sparsity, layers, block
 RUN_DIR/records.json one MatrixRecord dict per pruned matrix
 RUN_DIR/arrays.npz   the records' small arrays, keyed '{block}/{matrix}/{kind}'
 
-A run whose run.json says status 'running' (or that has none) is incomplete: it is listed as such
-and never shown as a finished run.
+A run whose run.json says status 'running' is incomplete: it is listed as such and never shown as a
+finished run. run.json records the writing process (pid, host, start time); a 'running' run whose
+writer is gone (killed, crashed) reads as 'interrupted'. A run directory is created atomically
+(a hidden temporary folder holding run.json, renamed into place), every file is written to a
+temporary name in its folder, fsynced and renamed, and a complete run records the size and
+checksum of its records files: a truncated or damaged run reads as 'corrupt', never as complete.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
 import shutil
+import socket
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -27,19 +33,42 @@ from .records import BlockRecord, MatrixRecord, arrays_to_npz_dict, attach_array
 
 FORMAT_VERSION = 1
 STATUSES = ("running", "complete", "failed", "cancelled")
+DERIVED_STATUSES = ("interrupted", "corrupt")  # read from disk, never written: see Run.status
+RECORD_FILES = ("records.json", "arrays.npz")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
 
 def check_run_name(name: str) -> str:
     """A run name is a plain folder name: letters, digits, '.', '_', '-'; no path parts."""
-    if not isinstance(name, str) or not _NAME_RE.match(name) or ".." in name:
+    if not isinstance(name, str) or not _NAME_RE.fullmatch(name) or ".." in name:  # fullmatch: "$" would allow "x\n"
         raise ConfigError(
             f"run name {name!r} is not allowed: use 1-100 letters, digits, '.', '_' or '-', starting with a letter or digit"
         )
     return name
 
 
+def safe_file_stem(text: str, limit: int = 150) -> str:
+    """A string made safe as a downloaded file's name: no folders, only letters, digits, '.', '_', '-'."""
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", str(text or "")).strip("._-")
+    return stem[:limit] or "export"
+
+
+def _fsync_dir(path: Path) -> None:
+    """Make a rename in `path` durable (best effort: not every filesystem allows it)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write to a temporary name in the same folder, fsync, rename: readers see the old or the new file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -51,6 +80,11 @@ def _atomic_write_bytes(path: Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    _fsync_dir(path.parent)
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    _atomic_write_bytes(Path(path), data)
 
 
 def atomic_write_json(path: Path, obj: Any) -> None:
@@ -69,13 +103,99 @@ def _json_default(o: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
-def write_records(run_dir: Path, records: list[MatrixRecord]) -> None:
+def create_run_dir(run_dir: str | Path, meta: dict[str, Any]) -> Path:
+    """Create `run_dir` holding run.json, atomically: a folder never exists without its run.json.
+
+    Built as a hidden folder beside it and renamed into place; EngineError if a run is already there
+    (two writers choosing one name: one wins, the other is told)."""
+    run_dir = Path(run_dir)
+    if run_dir.is_dir() and any(run_dir.iterdir()):
+        if (run_dir / "run.json").exists():
+            raise EngineError(f"run directory {run_dir} already holds a run; choose another name")
+        atomic_write_json(run_dir / "run.json", meta)  # a user's own non-empty folder (CLI --out)
+        return run_dir
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=run_dir.parent, prefix=f".{run_dir.name}.", suffix=".new"))
+    try:
+        atomic_write_json(tmp / "run.json", meta)
+        os.chmod(tmp, 0o755)
+        try:
+            os.rename(tmp, run_dir)  # onto a missing or empty folder only
+        except OSError as e:
+            raise EngineError(f"run directory {run_dir} already holds a run; choose another name") from e
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    _fsync_dir(run_dir.parent)
+    return run_dir
+
+
+def _file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def write_records(run_dir: Path, records: list[MatrixRecord]) -> dict[str, dict[str, Any]]:
+    """Write records.json and arrays.npz atomically; return their sizes and sha256 for run.json['files']."""
     import io
 
     atomic_write_json(run_dir / "records.json", [r.to_dict() for r in records])
     buf = io.BytesIO()
     np.savez_compressed(buf, **arrays_to_npz_dict(records))
     _atomic_write_bytes(run_dir / "arrays.npz", buf.getvalue())
+    return {name: {"bytes": (run_dir / name).stat().st_size, "sha256": _file_digest(run_dir / name)}
+            for name in RECORD_FILES}
+
+
+# --- who is writing a run -------------------------------------------------------------------------
+
+def _proc_start(pid: int) -> tuple[str, int] | None:
+    """(state, start time in clock ticks since boot) of a process, from /proc; None if unknown or gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rfind(")") + 2:].split()  # after "pid (comm) "
+    try:
+        return fields[0], int(fields[19])
+    except (IndexError, ValueError):
+        return None
+
+
+def writer_identity() -> dict[str, Any]:
+    """This process, as recorded in run.json['writer'] while it writes the run."""
+    pid = os.getpid()
+    proc = _proc_start(pid)
+    return {"pid": pid, "host": socket.gethostname(), "start": proc[1] if proc else None}
+
+
+def writer_alive(writer: Any) -> bool | None:
+    """Whether the process recorded in run.json['writer'] still runs: None if it cannot be told
+    (another host, or no record), False if it is gone (or a zombie, or its pid was reused)."""
+    if not isinstance(writer, dict) or not isinstance(writer.get("pid"), int) or writer.get("host") != socket.gethostname():
+        return None
+    pid = writer["pid"]
+    if pid == os.getpid():
+        return True
+    proc = _proc_start(pid)
+    if proc is None:
+        if Path("/proc/self/stat").exists():
+            return False  # /proc works here and has no such process
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except OSError:
+            return True
+        return True
+    state, start = proc
+    if state in ("Z", "X"):
+        return False
+    if writer.get("start") is not None and start != writer["start"]:
+        return False  # the pid belongs to another process now
+    return True
 
 
 @dataclass
@@ -85,6 +205,8 @@ class Run:
     path: Path
     meta: dict[str, Any]
     _records: list[MatrixRecord] | None = field(default=None, repr=False)
+    problem: str | None = None  # why the run reads as 'corrupt' or 'interrupted'
+    derived_status: str | None = field(default=None, repr=False)
 
     @property
     def name(self) -> str:
@@ -92,7 +214,13 @@ class Run:
 
     @property
     def status(self) -> str:
-        return self.meta.get("status", "running")
+        """'complete', 'failed', 'cancelled', 'running' (its writer still works on it), or, read from
+        disk: 'interrupted' (its writer is gone) and 'corrupt' (damaged files)."""
+        return self.derived_status or self.meta.get("status", "running")
+
+    @property
+    def error(self) -> str:
+        return self.problem or str(self.meta.get("error") or "")
 
     @property
     def complete(self) -> bool:
@@ -112,30 +240,89 @@ class Run:
             if not path.exists():
                 self._records = []
                 return self._records
+            files = self.meta.get("files") if isinstance(self.meta.get("files"), dict) else {}
             try:
+                for name, info in files.items():
+                    digest = info.get("sha256") if isinstance(info, dict) else None
+                    if name in RECORD_FILES and digest and _file_digest(self.path / name) != digest:
+                        raise ValueError(f"{name} does not match the checksum recorded when the run finished")
                 raw = json.loads(path.read_text())
+                if not isinstance(raw, list):
+                    raise ValueError("records.json is not a list")
                 recs = [MatrixRecord.from_dict(d) for d in raw]
                 npz_path = self.path / "arrays.npz"
                 if npz_path.exists():
-                    with np.load(npz_path) as npz:
+                    with np.load(npz_path, allow_pickle=False) as npz:
                         attach_arrays(recs, npz)
-            except (ValueError, TypeError, KeyError, OSError) as e:
-                raise EngineError(f"run {self.name!r} has unreadable records ({e})") from e
+            except Exception as e:  # noqa: BLE001 - any damage (zip, json, types) is one error for the page
+                raise EngineError(f"run {self.name!r} has unreadable records ({type(e).__name__}: {e})") from e
+            for rec in recs:  # a loaded run is shared between sessions: read-only
+                for arr in rec.arrays.values():
+                    if isinstance(arr, np.ndarray):
+                        arr.flags.writeable = False
             self._records = recs
         return self._records
 
 
+_META_TYPES: dict[str, tuple[type, ...]] = {
+    "status": (str,), "name": (str,), "created": (str,), "config": (dict,), "model": (dict,), "calibration": (dict,),
+    "blocks": (list,), "layers": (list,), "timings": (dict,), "eval": (dict, type(None)), "files": (dict,),
+    "sparsity": (int, float, type(None)), "ppl": (int, float, type(None)), "ppl_dense": (int, float, type(None)),
+}
+
+
+def _meta_problem(meta: dict[str, Any]) -> str | None:
+    """What makes run.json unusable as a run's description, or None."""
+    for key, types in _META_TYPES.items():
+        if key in meta and not isinstance(meta[key], types):
+            return f"run.json field {key!r} has the wrong type ({type(meta[key]).__name__})"
+    if meta.get("status", "running") not in STATUSES:
+        return f"run.json has an unknown status {meta.get('status')!r}"
+    return None
+
+
+def _files_problem(path: Path, meta: dict[str, Any]) -> str | None:
+    """For a run marked complete: are the records files there and as long as when it finished?"""
+    files = meta.get("files")
+    if not isinstance(files, dict):  # written before sizes were recorded
+        return None if (path / "records.json").is_file() else "records.json is missing"
+    for name, info in files.items():
+        expected = info.get("bytes") if isinstance(info, dict) else None
+        try:
+            size = (path / name).stat().st_size
+        except OSError:
+            return f"{name} is missing"
+        if isinstance(expected, int) and size != expected:
+            return f"{name} is {'truncated' if size < expected else 'damaged'} ({size:,} of {expected:,} bytes)"
+    return None
+
+
 def load_run(path: str | Path) -> Run:
+    """Read a run directory; never raises for a damaged one (its status says 'corrupt' or 'interrupted')."""
     path = Path(path)
     meta_path = path / "run.json"
     if not meta_path.exists():
-        return Run(path, {"status": "running", "error": "no run.json (interrupted before the run started writing)"})
+        problem = "no run.json (not a run, or interrupted before it started writing)"
+        return Run(path, {"error": problem}, problem=problem, derived_status="interrupted")
     try:
         meta = json.loads(meta_path.read_text())
         if not isinstance(meta, dict):
             raise ValueError("run.json is not an object")
     except (ValueError, OSError) as e:
-        return Run(path, {"status": "failed", "error": f"unreadable run.json ({e})"})
+        problem = f"unreadable run.json ({type(e).__name__}: {e})"
+        return Run(path, {"error": problem}, problem=problem, derived_status="corrupt")
+    problem = _meta_problem(meta)
+    if problem is not None:
+        kept = {k: v for k, v in meta.items() if k not in _META_TYPES or isinstance(v, _META_TYPES[k])}
+        return Run(path, {**kept, "error": problem}, problem=problem, derived_status="corrupt")
+    status = meta.get("status", "running")
+    if status == "complete":
+        problem = _files_problem(path, meta)
+        if problem is not None:
+            return Run(path, {**meta, "error": problem}, problem=problem, derived_status="corrupt")
+    elif status == "running" and writer_alive(meta.get("writer")) is False:
+        problem = f"the process writing it (pid {meta['writer']['pid']}) stopped before the run finished"
+        return Run(path, {**meta, "error": problem}, problem=problem, derived_status="interrupted")
     return Run(path, meta)
 
 
@@ -149,7 +336,7 @@ class RunStore:
         if not self.root.exists():
             return []
         runs = [load_run(p) for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".")]
-        return sorted(runs, key=lambda r: (r.meta.get("created", ""), r.name), reverse=True)
+        return sorted(runs, key=lambda r: (str(r.meta.get("created", "")), r.name), reverse=True)
 
     def path_for(self, name: str) -> Path:
         return self.root / check_run_name(name)
@@ -170,11 +357,20 @@ class RunStore:
             name = f"{stamp}-{stem}-{i}"
         return name
 
+    def _check_not_writing(self, name: str, what: str) -> None:
+        run = load_run(self.path_for(name))
+        if run.status == "running" and writer_alive(run.meta.get("writer")):
+            raise EngineError(f"run {name!r} is still being written (pid {run.meta['writer']['pid']}); {what} it after it finishes")
+
     def delete(self, name: str) -> None:
+        """Delete a run: first renamed to a hidden name (atomic: gone from the list at once), then removed."""
         path = self.path_for(name)
         if not path.is_dir():
             raise EngineError(f"no run named {name!r} in {self.root}")
-        shutil.rmtree(path)
+        self._check_not_writing(name, "delete")
+        trash = self.root / f".deleted-{name}-{os.getpid()}-{time.monotonic_ns()}"
+        os.rename(path, trash)
+        shutil.rmtree(trash, ignore_errors=True)
 
     def rename(self, name: str, new_name: str) -> None:
         src, dst = self.path_for(name), self.path_for(new_name)
@@ -182,9 +378,15 @@ class RunStore:
             raise EngineError(f"no run named {name!r} in {self.root}")
         if dst.exists():
             raise EngineError(f"a run named {new_name!r} already exists")
-        os.rename(src, dst)
+        self._check_not_writing(name, "rename")
+        try:
+            os.rename(src, dst)
+        except OSError as e:
+            raise EngineError(f"could not rename run {name!r} to {new_name!r} ({e.strerror or e})") from e
         meta_path = dst / "run.json"
-        if meta_path.exists():  # keep the name recorded inside the run in step with its folder
-            run = load_run(dst)
-            if "name" in run.meta:
-                atomic_write_json(meta_path, {**run.meta, "name": new_name})
+        try:  # keep the name recorded inside the run in step with its folder (as on disk, nothing derived)
+            meta = json.loads(meta_path.read_text())
+        except (OSError, ValueError):
+            return
+        if isinstance(meta, dict) and "name" in meta:
+            atomic_write_json(meta_path, {**meta, "name": new_name})
