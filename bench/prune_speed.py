@@ -24,6 +24,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from table import print_table  # noqa: E402  (bench/ is the script's own folder)
+
 from wanda_engine.config import PruneConfig  # noqa: E402
 from wanda_engine.evaluate import perplexity  # noqa: E402
 from wanda_engine.models import find_blocks, load_model  # noqa: E402
@@ -182,11 +184,7 @@ def main() -> None:
             })
             print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
 
-    cols = list(rows[0])
-    print("| " + " | ".join(cols) + " |")
-    print("|" + "---|" * len(cols))
-    for r in rows:
-        print("| " + " | ".join(str(r[c]) for c in cols) + " |")
+    print_table(rows)
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))
 

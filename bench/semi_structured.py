@@ -17,6 +17,8 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from table import print_table  # noqa: E402  (bench/ is the script's own folder)
+
 from wanda_engine.selection import prune_n_of_m  # noqa: E402
 
 SHAPES = {"q/k/v/o_proj": (4096, 4096), "gate/up_proj": (11008, 4096), "down_proj": (4096, 11008)}  # [out, in]
@@ -67,11 +69,7 @@ def main() -> int:
             print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
         rows.append(block_row(tokens))
         print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
-    cols = list(rows[0])
-    print("| " + " | ".join(cols) + " |")
-    print("|" + "---|" * len(cols))
-    for r in rows:
-        print("| " + " | ".join(str(r[c]) for c in cols) + " |")
+    print_table(rows)
     if args.json:
         Path(args.json).write_text(json.dumps({"device": torch.cuda.get_device_name(), "torch": torch.__version__,
                                                "rows": rows}, indent=1))

@@ -6,6 +6,7 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads OpenMP; see wanda_engine/__init__.py
 
 from pathlib import Path  # noqa: E402
+from types import SimpleNamespace  # noqa: E402
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
@@ -84,3 +85,20 @@ def runs_dir(tmp_path, monkeypatch) -> Path:
     path = tmp_path / "runs"
     monkeypatch.setenv("WANDA_RUNS", str(path))
     return path
+
+
+@pytest.fixture
+def app_env(runs_dir, tiny_model_dir, tmp_path, monkeypatch):
+    """Runs and the dense-perplexity cache in temp folders, offline hub, fresh Streamlit resources."""
+    import streamlit as st
+
+    monkeypatch.setenv("WANDA_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    st.cache_resource.clear()
+    yield SimpleNamespace(runs=runs_dir, model=tiny_model_dir)
+    from app import ui
+
+    ui.job_runner().cancel_all()
+    ui.job_runner().wait_idle(60)
+    ui.job_runner().close()
+    st.cache_resource.clear()

@@ -22,23 +22,6 @@ MAIN = REPO / "app" / "main.py"
 PAGES = ["prune", "layers", "sparsity", "masks", "perplexity", "runs"]
 
 
-@pytest.fixture
-def app_env(runs_dir, tiny_model_dir, tmp_path, monkeypatch):
-    """Runs and the dense-perplexity cache in temp folders, offline hub, fresh Streamlit resources."""
-    import streamlit as st
-
-    monkeypatch.setenv("WANDA_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    st.cache_resource.clear()
-    yield SimpleNamespace(runs=runs_dir, model=tiny_model_dir)
-    from app import ui
-
-    ui.job_runner().cancel_all()
-    ui.job_runner().wait_idle(60)
-    ui.job_runner().close()
-    st.cache_resource.clear()
-
-
 def new_app() -> AppTest:
     at = AppTest.from_file(str(MAIN), default_timeout=60)
     return at.run()

@@ -4,36 +4,12 @@ from __future__ import annotations
 import pytest
 import torch
 from conftest import tiny_model
-from test_pipeline import pruned_masks, windows
+from test_pipeline import per_sample_norms, pruned_masks, windows
 
 from wanda_engine.config import PruneConfig
 from wanda_engine.errors import ConfigError
 from wanda_engine.models import find_blocks, find_linears, weight_of
 from wanda_engine.pipeline import owl_sparsities, prune_model
-
-
-def per_sample_norms(model, calib: torch.Tensor, block_index: int) -> dict[str, torch.Tensor]:
-    """‖X_j‖ per input channel of each linear of one block, the reference's way: the whole model
-    run one sample at a time, a running mean of each sample's ‖x_j‖²."""
-    layers = find_linears(find_blocks(model)[1][block_index])
-    scaler = {name: torch.zeros(weight_of(l).shape[1]) for name, l in layers.items()}
-    count = {name: 0 for name in layers}
-
-    def hook(name):
-        def fn(module, inputs, output):
-            x = inputs[0].reshape(-1, inputs[0].shape[-1]).float()
-            scaler[name] *= count[name] / (count[name] + 1)
-            count[name] += 1
-            scaler[name] += torch.norm(x, p=2, dim=0) ** 2 / count[name]
-        return fn
-
-    handles = [l.register_forward_hook(hook(n)) for n, l in layers.items()]
-    with torch.no_grad():
-        for sample in calib:
-            model(input_ids=sample[None], use_cache=False)
-    for h in handles:
-        h.remove()
-    return {name: s.sqrt() for name, s in scaler.items()}
 
 
 def plain_ria(w: torch.Tensor, norms: torch.Tensor, a: float = 0.5) -> torch.Tensor:

@@ -20,34 +20,41 @@ def windows(n: int = 6, seqlen: int = 24, seed: int = 0) -> torch.Tensor:
     return torch.randint(0, TINY_VOCAB, (n, seqlen), generator=torch.Generator().manual_seed(seed))
 
 
+def per_sample_norms(model, calib: torch.Tensor, block_index: int) -> dict[str, torch.Tensor]:
+    """‖X_j‖ per input channel of each linear of one block, the reference's way: the whole model
+    (earlier blocks as they are now) run one sample at a time, a running mean of each sample's ‖x_j‖²."""
+    layers = find_linears(find_blocks(model)[1][block_index])
+    scaler = {name: torch.zeros(weight_of(l).shape[1]) for name, l in layers.items()}
+    count = {name: 0 for name in layers}
+
+    def hook(name):
+        def fn(module, inputs, output):
+            x = inputs[0].reshape(-1, inputs[0].shape[-1]).float()
+            scaler[name] *= count[name] / (count[name] + 1)
+            count[name] += 1
+            scaler[name] += torch.norm(x, p=2, dim=0) ** 2 / count[name]
+        return fn
+
+    handles = [l.register_forward_hook(hook(n)) for n, l in layers.items()]
+    with torch.no_grad():
+        for sample in calib:
+            model(input_ids=sample[None], use_cache=False)
+    for h in handles:
+        h.remove()
+    return {name: s.sqrt() for name, s in scaler.items()}
+
+
 def reference_wanda_masks(model, calib: torch.Tensor, sparsity: float) -> dict[str, torch.Tensor]:
-    """Straightforward Wanda, independent of the engine's capture and replay: for block i, run the
-    whole model (earlier blocks already pruned) one sample at a time with hooks on block i's layers,
-    accumulate the reference's running mean of ‖x_j‖², then prune each row by a stable sort."""
+    """Straightforward Wanda, independent of the engine's capture and replay: for block i, the
+    per-sample norms of its inputs with earlier blocks already pruned, then each row pruned by a
+    stable sort."""
     _, blocks = find_blocks(model)
     masks = {}
     for i, block in enumerate(blocks):
-        layers = find_linears(block)
-        scaler = {name: torch.zeros(weight_of(l).shape[1]) for name, l in layers.items()}
-        count = {name: 0 for name in layers}
-
-        def hook(name):
-            def fn(module, inputs, output):
-                x = inputs[0].reshape(-1, inputs[0].shape[-1]).float()
-                scaler[name] *= count[name] / (count[name] + 1)
-                count[name] += 1
-                scaler[name] += torch.norm(x, p=2, dim=0) ** 2 / count[name]
-            return fn
-
-        handles = [l.register_forward_hook(hook(n)) for n, l in layers.items()]
-        with torch.no_grad():
-            for sample in calib:
-                model(input_ids=sample[None], use_cache=False)
-        for h in handles:
-            h.remove()
-        for name, layer in layers.items():
+        norms = per_sample_norms(model, calib, i)
+        for name, layer in find_linears(block).items():
             w = weight_of(layer)
-            metric = w.abs() * scaler[name].sqrt().view(1, -1)
+            metric = w.abs() * norms[name].view(1, -1)
             k = int(w.shape[1] * sparsity)
             mask = torch.zeros_like(w, dtype=torch.bool)
             for r in range(w.shape[0]):  # row by row, as plainly as possible

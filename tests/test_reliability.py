@@ -283,22 +283,6 @@ def test_ctrl_c_stops_the_cli_between_blocks_within_seconds(finished_runs, tiny_
     assert tree_digest(tiny_model_dir) == weights  # the dense model on disk is untouched
 
 
-@pytest.fixture
-def app_env(runs_dir, tiny_model_dir, tmp_path, monkeypatch):
-    import streamlit as st
-
-    monkeypatch.setenv("WANDA_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    st.cache_resource.clear()
-    yield SimpleNamespace(runs=runs_dir, model=tiny_model_dir)
-    from app import ui
-
-    ui.job_runner().cancel_all()
-    ui.job_runner().wait_idle(60)
-    ui.job_runner().close()
-    st.cache_resource.clear()
-
-
 def new_app():
     from streamlit.testing.v1 import AppTest
 

@@ -5,7 +5,7 @@ import json
 import threading
 
 import pytest
-from test_app import app_env, charts, goto, new_app, no_exceptions, use_tiny_model, wait_jobs  # noqa: F401
+from test_app import charts, goto, new_app, no_exceptions, use_tiny_model, wait_jobs
 
 from wanda_engine import figures as F
 from wanda_engine import sweep as sw
@@ -186,7 +186,7 @@ def test_cli_sweep_end_to_end_with_figures(env, capsys, tmp_path):
     assert not (store.root / ".sweeps" / "bad.json").exists()
 
 
-def test_sweep_page_queues_a_batch_and_draws_its_figure(app_env):  # noqa: F811 - the fixture imported above
+def test_sweep_page_queues_a_batch_and_draws_its_figure(app_env):
     at = use_tiny_model(new_app(), app_env.model)
     goto(at, "sweep")
     no_exceptions(at)

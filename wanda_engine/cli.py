@@ -16,35 +16,41 @@ from .errors import ConfigError, EngineError, PruneCancelled
 from .events import BlockFinished, Event, MatrixPruned, StageStarted
 
 
-def _add_prune_args(p: argparse.ArgumentParser) -> None:
+def _add_common_args(p: argparse.ArgumentParser) -> None:
+    """What `prune` and `sweep` share: the model, calibration, OWL's knobs, evaluation and device."""
     d = PruneConfig()
     p.add_argument("--model", default="default", help="default | HF_ID | DIR | FILE.gguf")
-    p.add_argument("--method", default=d.method, help="magnitude | wanda | sparsegpt | ria")
-    p.add_argument("--sparsity", type=float, default=d.sparsity, help="fraction of weights to prune, in [0, 1)")
-    p.add_argument("--pattern", default=d.pattern, help="unstructured | N:M (e.g. 2:4)")
     p.add_argument("--group", default=None, help="row | matrix (default: the reference's per method)")
-    p.add_argument("--variant", action="store_true", help="Wanda's adaptive-alpha variant")
-    p.add_argument("--layerwise", default=d.layerwise, help="uniform | owl (outlier-weighted block sparsities)")
     p.add_argument("--owl-m", type=float, default=d.owl_m, help="OWL: outlier threshold, times the block's mean score")
     p.add_argument("--owl-lambda", type=float, default=d.owl_lambda, help="OWL: block sparsities spread over 2*lambda")
     p.add_argument("--calib", default=d.calib, help="default | wikitext2 | c4 | FILE.txt | FILE.npy")
-    p.add_argument("--nsamples", type=int, default=d.nsamples)
     p.add_argument("--seqlen", type=int, default=d.seqlen)
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--batch-size", type=int, default=d.batch_size, help="calibration windows per block forward")
     p.add_argument("--eval", default="default", help="default | wikitext2 | c4 | FILE.txt | none")
     p.add_argument("--eval-windows", type=int, default=None, help="number of eval windows (default: all)")
     p.add_argument("--eval-seqlen", type=int, default=None, help="eval window length (default: --seqlen)")
+    p.add_argument("--device", default=d.device, help="cpu | cuda | auto")
+    p.add_argument("--dtype", default="float32", help="float32 | float16 | bfloat16")
+    p.add_argument("--trust-remote-code", action="store_true", help="run code from the model repository (off by default)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _add_prune_args(p: argparse.ArgumentParser) -> None:
+    d = PruneConfig()
+    _add_common_args(p)
+    p.add_argument("--method", default=d.method, help="magnitude | wanda | sparsegpt | ria")
+    p.add_argument("--sparsity", type=float, default=d.sparsity, help="fraction of weights to prune, in [0, 1)")
+    p.add_argument("--pattern", default=d.pattern, help="unstructured | N:M (e.g. 2:4)")
+    p.add_argument("--variant", action="store_true", help="Wanda's adaptive-alpha variant")
+    p.add_argument("--layerwise", default=d.layerwise, help="uniform | owl (outlier-weighted block sparsities)")
+    p.add_argument("--nsamples", type=int, default=d.nsamples)
     p.add_argument("--tasks", default=None, help="zero-shot lm-eval tasks, comma-separated, or 'paper' for the "
                    "paper's seven (default: none); needs lm-eval installed")
     p.add_argument("--task-dir", default=None, help="folder of local lm-eval task YAMLs (for offline tasks)")
     p.add_argument("--zeroshot-limit", type=int, default=None, help="at most N questions per zero-shot task")
     p.add_argument("--out", default=None, help="run directory (default: a new folder under ./runs)")
     p.add_argument("--save-model", default=None, help="save the pruned model here (save_pretrained)")
-    p.add_argument("--device", default=d.device, help="cpu | cuda | auto")
-    p.add_argument("--dtype", default="float32", help="float32 | float16 | bfloat16")
-    p.add_argument("--trust-remote-code", action="store_true", help="run code from the model repository (off by default)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -53,6 +59,16 @@ def build_parser() -> argparse.ArgumentParser:
     _add_prune_args(sub.add_parser("prune", help="prune one model and write a run directory"))
     _add_sweep_args(sub.add_parser("sweep", help="prune a grid of settings on one loaded model, one run each"))
     return parser
+
+
+def _cancel_on_sigint(cancel: threading.Event):
+    """A SIGINT handler: the first Ctrl-C stops cleanly between blocks, the second aborts now."""
+    def on_sigint(signum, frame) -> None:
+        if cancel.is_set():
+            raise KeyboardInterrupt
+        cancel.set()
+        print("\ncancelling after the current block (Ctrl-C again to abort now)", file=sys.stderr)
+    return on_sigint
 
 
 class _Progress:
@@ -118,13 +134,7 @@ def _prune(args: argparse.Namespace) -> int:
     cancel = threading.Event()
     progress = _Progress(args.quiet)
 
-    def on_sigint(signum, frame):  # first Ctrl-C: stop cleanly between blocks; second: abort now
-        if cancel.is_set():
-            raise KeyboardInterrupt
-        cancel.set()
-        print("\ncancelling after the current block (Ctrl-C again to abort now)", file=sys.stderr)
-
-    previous = signal.signal(signal.SIGINT, on_sigint)
+    previous = signal.signal(signal.SIGINT, _cancel_on_sigint(cancel))
     try:
         run = execute_run(request, run_dir=args.out, on_event=progress, cancel=cancel)
     finally:
@@ -145,6 +155,7 @@ def _prune(args: argparse.Namespace) -> int:
 
 def _add_sweep_args(p: argparse.ArgumentParser) -> None:
     d = PruneConfig()
+    _add_common_args(p)
     p.add_argument("--methods", default="magnitude,wanda",
                    help="comma-separated: magnitude, wanda, wanda-variant, sparsegpt, ria")
     p.add_argument("--sparsities", default="0.5", help="comma-separated fractions, e.g. 0.5,0.6,0.7 (N:M ignores them)")
@@ -156,19 +167,6 @@ def _add_sweep_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--figure", default=None,
                    help="write perplexity vs sparsity here (.html, .png, .svg, .pdf); with several --nsamples "
                         "also FIGURE-nsamples.EXT")
-    p.add_argument("--model", default="default", help="default | HF_ID | DIR | FILE.gguf")
-    p.add_argument("--group", default=None, help="row | matrix (default: the reference's per method)")
-    p.add_argument("--calib", default=d.calib, help="default | wikitext2 | c4 | FILE.txt | FILE.npy")
-    p.add_argument("--seqlen", type=int, default=d.seqlen)
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--batch-size", type=int, default=d.batch_size, help="calibration windows per block forward")
-    p.add_argument("--eval", default="default", help="default | wikitext2 | c4 | FILE.txt | none")
-    p.add_argument("--eval-windows", type=int, default=None, help="number of eval windows (default: all)")
-    p.add_argument("--eval-seqlen", type=int, default=None, help="eval window length (default: --seqlen)")
-    p.add_argument("--device", default=d.device, help="cpu | cuda | auto")
-    p.add_argument("--dtype", default="float32", help="float32 | float16 | bfloat16")
-    p.add_argument("--trust-remote-code", action="store_true", help="run code from the model repository (off by default)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 FIGURE_FORMATS = ("html", "png", "svg", "pdf")
@@ -200,7 +198,8 @@ def _sweep(args: argparse.Namespace) -> int:
         raise ConfigError(f"--figure must end in {', '.join('.' + f for f in FIGURE_FORMATS)}, got {args.figure!r}")
     nsamples = parse_axis(args.nsamples, "nsamples", int)
     base = PruneConfig(group=args.group, nsamples=nsamples[0] if nsamples else PruneConfig().nsamples, seqlen=args.seqlen,
-                       seed=args.seed, calib=args.calib, batch_size=args.batch_size, device=args.device)
+                       seed=args.seed, calib=args.calib, batch_size=args.batch_size, device=args.device,
+                       owl_m=args.owl_m, owl_lambda=args.owl_lambda)
     ev = None if args.eval == "none" else EvalConfig(dataset=args.eval, seqlen=args.eval_seqlen or args.seqlen,
                                                      windows=args.eval_windows)
     cfg = SweepConfig(methods=parse_axis(args.methods, "methods"), sparsities=parse_axis(args.sparsities, "sparsities", float),
@@ -226,13 +225,7 @@ def _sweep(args: argparse.Namespace) -> int:
                           "sparsity": point.get("achieved_sparsity"), "seconds": point.get("seconds"),
                           "error": point.get("error")}), flush=True)
 
-    def on_sigint(signum, frame):  # first Ctrl-C: stop cleanly between blocks; second: abort now
-        if cancel.is_set():
-            raise KeyboardInterrupt
-        cancel.set()
-        print("\ncancelling after the current block (Ctrl-C again to abort now)", file=sys.stderr)
-
-    previous = signal.signal(signal.SIGINT, on_sigint)
+    previous = signal.signal(signal.SIGINT, _cancel_on_sigint(cancel))
     try:
         result = run_sweep(cfg, store=store, on_event=progress, cancel=cancel, on_point=on_point)
     finally:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,7 +34,7 @@ from .models import find_blocks, find_linears, weight_of
 from .records import BlockRecord, MatrixRecord
 from .recording import record_matrix
 from .scoring import SCORERS, InputStats
-from .selection import prune_adaptive_alpha, select
+from .selection import Selection, prune_adaptive_alpha, select
 from .sparsegpt import sparsegpt_prune
 
 
@@ -167,10 +168,28 @@ def _run_block(block: nn.Module, index: int, chunk: _Chunk, device: torch.device
 
 def _scores(config: PruneConfig, weight: torch.Tensor, stats: InputStats) -> dict[str, torch.Tensor]:
     """The run's metric, plus magnitude and Wanda for the records' comparison (each computed once)."""
-    scores = {"magnitude": SCORERS["magnitude"](weight, stats), "wanda": SCORERS["wanda"](weight, stats)}
+    magnitude = SCORERS["magnitude"](weight, stats)
+    # Wanda's score from the magnitudes already computed: |W_ij|·‖X_j‖ (the same values as wanda_score)
+    scores = {"magnitude": magnitude, "wanda": magnitude * stats.channel_norms.to(weight.device).view(1, -1)}
     if config.method == "ria":
         scores["ria"] = SCORERS["ria"](weight, stats, config.ria_power)
     return scores
+
+
+_SELECT_THREAD = ThreadPoolExecutor(max_workers=1, thread_name_prefix="wanda-select")
+
+
+def _select_elsewhere(score: torch.Tensor, sparsity: float, group: str, nm: tuple[int, int] | None,
+                      device: torch.device) -> Future:
+    """`select` on the helper thread for CPU tensors (inference mode is per thread); inline on GPUs."""
+    def run() -> Selection:
+        with torch.inference_mode():
+            return select(score, sparsity, group, nm)
+    if device.type != "cpu":
+        done: Future = Future()
+        done.set_result(run())
+        return done
+    return _SELECT_THREAD.submit(run)
 
 
 def _prune_layer(config: PruneConfig, layer: nn.Module, stats: InputStats, sparsity: float,
@@ -181,6 +200,10 @@ def _prune_layer(config: PruneConfig, layer: nn.Module, stats: InputStats, spars
     nm, group = config.nm, config.resolved_group
     scores = _scores(config, original, stats)
     cutoffs: dict[str, float] = {}
+    # The records' masks of the other metrics are selected on a second CPU thread while this one
+    # selects (or solves) the run's own: torch.topk runs on one core.
+    others = {metric: _select_elsewhere(score, sparsity, group, nm, original.device)
+              for metric, score in scores.items() if record and metric != config.method}
 
     if config.method == "sparsegpt":
         pruned = sparsegpt_prune(original, stats.hessian(), sparsity, nm, config.blocksize, config.percdamp)
@@ -196,9 +219,8 @@ def _prune_layer(config: PruneConfig, layer: nn.Module, stats: InputStats, spars
     if record:
         # Each metric's own mask at the run's settings; the run's mask stands for its own metric.
         masks = {config.method: mask} if config.method in scores else {}
-        for metric, score in scores.items():
-            if metric not in masks:
-                masks[metric], cutoffs[metric] = select(score, sparsity, group, nm)
+        for metric, pending in others.items():
+            masks[metric], cutoffs[metric] = pending.result()
         reference = "wanda" if config.method == "magnitude" else "magnitude"
         rec = record_matrix(block=block, name=name, full_name=full_name, method=config.method, group=group,
                             original=original, mask=mask, pruned=pruned, stats=stats, masks_by_metric=masks,

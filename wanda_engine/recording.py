@@ -126,8 +126,11 @@ def record_matrix(*, block: int, name: str, full_name: str, method: str, group: 
 
     proxy_error = None
     if norms is not None:
-        energy = norms.view(1, -1) ** 2
-        proxy_error = float(((original - pruned) ** 2 * energy).sum() / ((original**2 * energy).sum()).clamp_min(1e-30))
+        # Σ_ij ΔW_ij²·‖X_j‖² = Σ_j ‖X_j‖²·‖ΔW_:j‖²: column norms, one pass each, then a dot product
+        energy = norms.double() ** 2
+        removed = torch.linalg.vector_norm(original - pruned, dim=0).double() ** 2
+        total = torch.linalg.vector_norm(original, dim=0).double() ** 2
+        proxy_error = float((removed @ energy) / (total @ energy).clamp_min(1e-30))
 
     ref_mask = masks_by_metric[reference]
     n_method, n_ref = int(torch.count_nonzero(mask)), int(torch.count_nonzero(ref_mask))
