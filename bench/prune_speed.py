@@ -2,7 +2,9 @@
 
 Prints a table: model, device, dtype, nsamples x seqlen, method/pattern, dense forward time over the
 calibration set, prune time, their ratio (floor ~2: one calibration + one propagation pass per
-block), the metric+mask+record share, peak memory, eval tokens/s. Ratios, not absolute times, are
+block; a little under 2 for models whose LM head is a large part of the forward), the
+metric+mask+record share, peak memory, eval tokens/s, and the pruning's phases
+(capture/calibrate/select/propagate seconds). Ratios, not absolute times, are
 what to compare: these machines are noisy.
 
     python bench/prune_speed.py                                   # embedded model, CPU
@@ -181,6 +183,7 @@ def main() -> None:
                 "block_mib": round(block_bytes / 2**20),
                 "eval_tokens_per_s": round(ppl.tokens_per_s) if ppl else None,
                 "model_gib": round(model_gib, 2), "device_cap_gib": args.device_memory_gib,
+                "phases_s": "/".join(f"{t.get(k, 0):.1f}" for k in ("capture_s", "calibrate_s", "select_s", "propagate_s")),
             })
             print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
 
