@@ -30,7 +30,7 @@ from torch import nn
 from .config import PruneConfig
 from .errors import ConfigError, EngineError, NumericalError, PruneCancelled
 from .events import BlockFinished, BlockStarted, EventCallback, MatrixPruned, PruneFinished, StageStarted, ignore_events
-from .models import find_blocks, find_linears, weight_of
+from .models import check_finite_weights, find_blocks, find_linears, weight_of
 from .records import BlockRecord, MatrixRecord
 from .recording import record_matrix
 from .scoring import SCORERS, InputStats
@@ -319,15 +319,6 @@ def _calibrate(block: nn.Module, index: int, chunks: list[_Chunk], device: torch
     return stats, outputs
 
 
-def _check_weights(linears: dict[str, nn.Module], block: int) -> None:
-    """NaN/Inf weights, named by layer, before they spread into the block's activations."""
-    for name, layer in linears.items():
-        weight = weight_of(layer)
-        if not bool(torch.isfinite(weight).all()):
-            bad = "NaN" if bool(torch.isnan(weight).any()) else "Inf"
-            raise NumericalError(f"block {block} {name}: weights contain {bad}; the model is broken before pruning")
-
-
 def _owl_targets(model: nn.Module, blocks: nn.ModuleList, windows: torch.Tensor, config: PruneConfig,
                  device: torch.device, storage: torch.device, cancel: threading.Event | None) -> tuple[list[float], list[float]]:
     """One dense pass over all blocks: each block's outlier ratio, and OWL's block sparsities from them."""
@@ -339,7 +330,6 @@ def _owl_targets(model: nn.Module, blocks: nn.ModuleList, windows: torch.Tensor,
         home = next(block.parameters()).device
         block.to(device)
         linears = find_linears(block)
-        _check_weights(linears, i)
         stats, outputs = _calibrate(block, i, chunks, device, False, storage)
         ratios.append(outlier_ratio([SCORERS["wanda"](weight_of(linears[n]).float(), st) for n, st in stats.items()],
                                     config.owl_m))
@@ -361,6 +351,7 @@ def prune_model(model: nn.Module, windows: torch.Tensor, config: PruneConfig,
     elapsed = lambda: time.perf_counter() - t_start  # noqa: E731
     device = resolve_device(config.device)
     check_prunable(model, config)
+    check_finite_weights(model)  # NaN/Inf named per block and layer, before they reach any activation
     blocks_path, blocks = find_blocks(model)
     num_blocks = len(blocks)
     rank, world = _distributed()
@@ -399,7 +390,6 @@ def prune_model(model: nn.Module, windows: torch.Tensor, config: PruneConfig,
             home = next(block.parameters()).device
             block.to(device)
             linears = find_linears(block)
-            _check_weights(linears, i)
 
             # 1. calibration pass through the dense block; keep its outputs to measure the block error.
             #    (Magnitude needs no statistics to prune, but its records compare it with Wanda's masks.)

@@ -12,6 +12,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -91,48 +92,37 @@ def model_fingerprint(loaded: LoadedModel) -> str:
     return f"{loaded.source}|{loaded.label}|{loaded.info.get('params')}|{loaded.info.get('dtype')}|{stamp}"
 
 
-def _dense_cache_path() -> Path:
-    return cache_dir() / "dense_perplexity.json"
-
-
-def dense_perplexity(loaded: LoadedModel, tokens: torch.Tensor, label: str, ev: EvalConfig,
-                     device: torch.device, cancel: threading.Event | None = None) -> tuple[Perplexity, bool]:
-    """The unpruned model's perplexity on the same windows, cached per model and evaluation settings."""
-    key = f"{model_fingerprint(loaded)}|{label}|{tokens.numel()}|{ev.seqlen}|{ev.windows}"
-    path = _dense_cache_path()
-    try:
-        cache = json.loads(path.read_text()) if path.exists() else {}
-    except (ValueError, OSError):
-        cache = {}
-    if key in cache:
-        return Perplexity(**cache[key]), True
-    result = _evaluate(loaded.model, tokens, label, ev, device, cancel)
-    cache[key] = result.to_dict()
-    try:
-        atomic_write_json(path, cache)
-    except OSError:
-        pass  # a read-only cache only costs a recomputation next time
-    return result, False
-
-
-def dense_zeroshot(loaded: LoadedModel, zc: ZeroShotConfig, plans: list[TaskPlan],
-                   device: torch.device) -> tuple[dict[str, Any], bool]:
-    """The unpruned model's zero-shot results, cached per model, task settings, harness and local task files."""
-    key = f"{model_fingerprint(loaded)}|{json.dumps(zc.to_dict(), sort_keys=True)}|{plans_stamp(plans)}"
-    path = cache_dir() / "dense_zeroshot.json"
+def _cached(file: str, key: str, compute: Callable[[], dict[str, Any]]) -> tuple[dict[str, Any], bool]:
+    """A dense-model result from the JSON cache `file` in cache_dir(), or computed and stored there."""
+    path = cache_dir() / file
     try:
         cache = json.loads(path.read_text()) if path.exists() else {}
     except (ValueError, OSError):
         cache = {}
     if key in cache:
         return cache[key], True
-    result = evaluate_zeroshot(loaded.model, loaded.tokenizer, zc, device, plans)
-    cache[key] = result
+    cache[key] = compute()
     try:
         atomic_write_json(path, cache)
     except OSError:
         pass  # a read-only cache only costs a recomputation next time
-    return result, False
+    return cache[key], False
+
+
+def dense_perplexity(loaded: LoadedModel, tokens: torch.Tensor, label: str, ev: EvalConfig,
+                     device: torch.device, cancel: threading.Event | None = None) -> tuple[Perplexity, bool]:
+    """The unpruned model's perplexity on the same windows, cached per model and evaluation settings."""
+    key = f"{model_fingerprint(loaded)}|{label}|{tokens.numel()}|{ev.seqlen}|{ev.windows}"
+    result, cached = _cached("dense_perplexity.json", key,
+                             lambda: _evaluate(loaded.model, tokens, label, ev, device, cancel).to_dict())
+    return Perplexity(**result), cached
+
+
+def dense_zeroshot(loaded: LoadedModel, zc: ZeroShotConfig, plans: list[TaskPlan],
+                   device: torch.device) -> tuple[dict[str, Any], bool]:
+    """The unpruned model's zero-shot results, cached per model, task settings, harness and local task files."""
+    key = f"{model_fingerprint(loaded)}|{json.dumps(zc.to_dict(), sort_keys=True)}|{plans_stamp(plans)}"
+    return _cached("dense_zeroshot.json", key, lambda: evaluate_zeroshot(loaded.model, loaded.tokenizer, zc, device, plans))
 
 
 def _evaluate(model: Any, tokens: torch.Tensor, label: str, ev: EvalConfig, device: torch.device,
@@ -312,7 +302,6 @@ def prune_on_rank(request: RunRequest) -> None:
     """
     loaded = load_model(request.model, dtype=request.dtype, trust_remote_code=request.trust_remote_code)
     check_prunable(loaded.model, request.prune)
-    check_finite_weights(loaded.model)  # as rank 0 does: every rank stops, none waits at an all-reduce
     windows, _ = calibration_windows(loaded.tokenizer, request.prune.calib, request.prune.nsamples,
                                      request.prune.seqlen, request.prune.seed)
     prune_model(loaded.model, windows, request.prune)
