@@ -3,7 +3,8 @@
 Prints a table: model, device, dtype, nsamples x seqlen, method/pattern, dense forward time over the
 calibration set, prune time, their ratio (floor ~2: one calibration + one propagation pass per
 block; a little under 2 for models whose LM head is a large part of the forward), the
-metric+mask+record share, peak memory, eval tokens/s, and the pruning's phases
+metric+mask+record share, peak host memory (VmHWM; RssAnon, which leaves out the page cache of
+memory-mapped checkpoints; and the model weights held in memory at any time), peak device memory, eval tokens/s, and the pruning's phases
 (capture/calibrate/select/propagate seconds). Ratios, not absolute times, are
 what to compare: these machines are noisy.
 
@@ -12,6 +13,8 @@ what to compare: these machines are noisy.
     python bench/prune_speed.py --random llama-7b --device cuda --dtype float16 --nsamples 128 --seqlen 2048
     python bench/prune_speed.py --random llama-7b --device cuda --dtype float16 --offload --device-memory-gib 4
         # a 12.6 GiB model pruned under a 4 GiB device cap: weights stay in host memory, one block on the GPU
+    python bench/prune_speed.py --max-memory cpu=100MiB
+        # accelerate's device_map under a host budget: what does not fit is read from disk, block by block
 """
 from __future__ import annotations
 
@@ -28,9 +31,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from table import print_table  # noqa: E402  (bench/ is the script's own folder)
 
-from wanda_engine.config import PruneConfig  # noqa: E402
+from wanda_engine.config import OffloadConfig, PruneConfig  # noqa: E402
 from wanda_engine.evaluate import perplexity  # noqa: E402
-from wanda_engine.models import find_blocks, load_model  # noqa: E402
+from wanda_engine.events import MatrixPruned  # noqa: E402
+from wanda_engine.models import find_blocks, find_linears, load_model  # noqa: E402
+from wanda_engine.offload import discard_pruned_copies  # noqa: E402
 from wanda_engine.pipeline import prune_model, resolve_device  # noqa: E402
 
 RANDOM_SHAPES = {  # model families by shape only: random weights, no download
@@ -52,6 +57,12 @@ def build(args):
             model = AutoModelForCausalLM.from_config(config, dtype=dtype)
         model.eval()
         return model.to("cpu") if args.offload else model, f"random {args.random}", config.vocab_size
+    if args.max_memory:  # accelerate places the model; the blocks beyond the budget stay on disk
+        import tempfile
+
+        offload = OffloadConfig.parse(args.max_memory, tempfile.mkdtemp(prefix="bench-offload-"))
+        loaded = load_model(args.model, dtype=args.dtype, offload=offload)
+        return loaded.model, f"{loaded.label} [{args.max_memory}: {loaded.info['device_map']}]", len(loaded.tokenizer)
     loaded = load_model(args.model, dtype=args.dtype)
     model = loaded.model if args.offload else loaded.model.to(resolve_device(args.device))
     return model, loaded.label, len(loaded.tokenizer)
@@ -73,6 +84,39 @@ def peak_host_mib() -> float:
     except OSError:
         pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+class AnonPeak:
+    """Peak anonymous resident memory (RssAnon: not the page cache of memory-mapped checkpoint files,
+    which VmHWM counts), sampled every 5 ms on a thread while in the `with`."""
+
+    def __enter__(self) -> "AnonPeak":
+        import threading
+
+        self.peak, self._stop = 0, threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self) -> None:
+        while True:
+            try:
+                for line in Path("/proc/self/status").read_text().splitlines():
+                    if line.startswith("RssAnon:"):
+                        self.peak = max(self.peak, int(line.split()[1]) / 1024)
+            except OSError:
+                return
+            if self._stop.wait(0.005):
+                return
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def resident_weight_bytes(model) -> int:
+    """Bytes of the model's parameters held in memory now (accelerate's offloaded ones are 'meta')."""
+    return sum(p.numel() * p.element_size() for p in model.parameters() if p.device.type != "meta")
 
 
 def offloaded_forward_s(model, windows, batch_size, device, sync):
@@ -113,6 +157,8 @@ def main() -> None:
                    help="keep the weights in host memory; only the block being pruned goes to --device")
     p.add_argument("--device-memory-gib", type=float, default=None,
                    help="CUDA: cap this process's device memory (torch.cuda.set_per_process_memory_fraction)")
+    p.add_argument("--max-memory", default=None,
+                   help="load with accelerate's device_map under these budgets (e.g. cpu=100MiB); the rest is on disk")
     p.add_argument("--json", help="also write the rows as JSON here")
     args = p.parse_args()
 
@@ -125,9 +171,11 @@ def main() -> None:
     model, label, vocab = build(args)
     model_gib = sum(p.numel() * p.element_size() for p in model.parameters()) / 2**30
     windows = torch.randint(0, vocab, (args.nsamples, args.seqlen), generator=torch.Generator().manual_seed(0))
-    original = {k: v.clone() for k, v in model.state_dict().items() if v.dim() == 2}
+    # dense weights back between runs: a copy in memory, or (accelerate offload) the model loaded again
+    original = None if args.max_memory else {k: v.clone() for k, v in model.state_dict().items() if v.dim() == 2}
     # one decoder block's weights: the device-memory budget is this + its working set + one activation chunk
     block_bytes = sum(p.numel() * p.element_size() for p in find_blocks(model)[1][0].parameters())
+    first_matrix = next(iter(find_linears(find_blocks(model)[1][0])))
 
     def sync():
         if device.type == "cuda":
@@ -154,21 +202,33 @@ def main() -> None:
                           seqlen=args.seqlen, batch_size=args.batch_size, device=str(device), layerwise=layerwise,
                           sparsity=0.7 if layerwise == "owl" else 0.5)
         for record in record_modes:
-            model.load_state_dict(original, strict=False)
+            if original is None:
+                discard_pruned_copies(model)
+                model = build(args)[0]
+            else:
+                model.load_state_dict(original, strict=False)
             before = dense_forward_s()
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats()
             reset_peak_host()
             sync()
-            result = prune_model(model, windows, cfg, record=record)
-            sync()
+            resident = [resident_weight_bytes(model)]
+
+            def on_event(event) -> None:  # inside a block, while its weights are loaded
+                if isinstance(event, MatrixPruned) and event.matrix == first_matrix:
+                    resident.append(resident_weight_bytes(model))
+            with AnonPeak() as anon:
+                result = prune_model(model, windows, cfg, record=record, on_event=on_event)
+                sync()
             host = peak_host_mib()
             # the dense time on either side of the pruning, the smaller: these machines are noisy
-            model_pruned = {k: v.clone() for k, v in model.state_dict().items() if v.dim() == 2}
-            model.load_state_dict(original, strict=False)
-            dense_s = min(before, dense_forward_s())
-            model.load_state_dict(model_pruned, strict=False)
-            del model_pruned
+            dense_s = before
+            if original is not None:
+                model_pruned = {k: v.clone() for k, v in model.state_dict().items() if v.dim() == 2}
+                model.load_state_dict(original, strict=False)
+                dense_s = min(before, dense_forward_s())
+                model.load_state_dict(model_pruned, strict=False)
+                del model_pruned
             ev_tokens = torch.randint(0, vocab, (1, args.eval_windows * args.seqlen), generator=torch.Generator().manual_seed(1))
             ppl = None if args.offload else perplexity(model, ev_tokens, args.seqlen, "random tokens",
                                                        batch_size=args.batch_size, device=device)
@@ -178,7 +238,8 @@ def main() -> None:
                 "method": cfg.label, "records": "on" if record else "off", "dense_forward_s": round(dense_s, 2),
                 "prune_s": round(result.seconds, 2), "ratio": round(result.seconds / dense_s, 2),
                 "select_share": round(t["select_s"] / result.seconds, 3),
-                "peak_host_mib": round(host),
+                "peak_host_mib": round(host), "peak_anon_mib": round(anon.peak),
+                "weights_in_memory_mib": round(max(resident) / 2**20),
                 "peak_device_mib": round(torch.cuda.max_memory_allocated() / 2**20) if device.type == "cuda" else None,
                 "block_mib": round(block_bytes / 2**20),
                 "eval_tokens_per_s": round(ppl.tokens_per_s) if ppl else None,

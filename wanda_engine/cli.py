@@ -11,7 +11,7 @@ import sys
 import threading
 from typing import Sequence
 
-from .config import EvalConfig, PruneConfig
+from .config import EvalConfig, OffloadConfig, PruneConfig
 from .errors import ConfigError, EngineError, PruneCancelled
 from .events import BlockFinished, Event, MatrixPruned, StageStarted
 
@@ -51,6 +51,10 @@ def _add_prune_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--zeroshot-limit", type=int, default=None, help="at most N questions per zero-shot task")
     p.add_argument("--out", default=None, help="run directory (default: a new folder under ./runs)")
     p.add_argument("--save-model", default=None, help="save the pruned model here (save_pretrained)")
+    p.add_argument("--max-memory", default=None,
+                   help="load with accelerate's device_map under these budgets, e.g. 0=20GiB,cpu=64GiB or cpu=300MiB; "
+                        "what does not fit is offloaded (GPU -> host -> disk) and pruned block by block")
+    p.add_argument("--offload-folder", default=None, help="where disk-offloaded weights go (default: the cache)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -116,8 +120,11 @@ def _prune(args: argparse.Namespace) -> int:
         zc = ZeroShotConfig(tasks=parse_tasks(args.tasks), task_dir=args.task_dir, limit=args.zeroshot_limit)
     elif args.task_dir or args.zeroshot_limit is not None:
         raise ConfigError("--task-dir and --zeroshot-limit need --tasks (the zero-shot tasks to run)")
+    if args.offload_folder and not args.max_memory:
+        raise ConfigError("--offload-folder needs --max-memory (the budgets that decide what is offloaded)")
+    offload = OffloadConfig.parse(args.max_memory, args.offload_folder) if args.max_memory else None
     request = RunRequest(model=args.model, prune=pc, eval=ev, dtype=args.dtype, save_model=args.save_model,
-                         trust_remote_code=args.trust_remote_code, zeroshot=zc)
+                         trust_remote_code=args.trust_remote_code, zeroshot=zc, offload=offload)
     if args.trust_remote_code:
         print("warning: --trust-remote-code runs Python code from the model repository", file=sys.stderr)
     from .distributed import finish, init_from_env

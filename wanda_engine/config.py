@@ -150,3 +150,62 @@ class EvalConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+_SIZE_UNITS = {"B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
+               "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
+
+
+def parse_size(text: str) -> int:
+    """'300MiB', '2GB', '1.5GiB' -> bytes. Raises ConfigError otherwise."""
+    value = str(text).strip()
+    number = value.rstrip("KMGTiBkmgtib ")
+    unit = value[len(number):].strip().upper()
+    try:
+        size = float(number) * _SIZE_UNITS[unit]
+    except (ValueError, KeyError):
+        raise ConfigError(f"a memory size is a number and a unit (B, KB, MB, GB, KiB, MiB, GiB), got {text!r}") from None
+    if size <= 0:
+        raise ConfigError(f"a memory size must be positive, got {text!r}")
+    return int(size)
+
+
+@dataclass(frozen=True)
+class OffloadConfig:
+    """Load with accelerate's device_map='auto' under a memory budget per device; what does not fit
+    goes to the next one (GPU -> host -> disk). The pipeline then prunes one block at a time.
+
+    max_memory: device -> size, e.g. {"cpu": "300MiB"} or {"0": "4GiB", "cpu": "16GiB"} ("0" = cuda:0).
+    folder: where weights offloaded to disk, and their pruned versions, are written (default: the cache).
+    """
+
+    max_memory: dict[str, str]
+    folder: str | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.max_memory, dict) or not self.max_memory:
+            raise ConfigError("offload max_memory must give at least one device a budget, e.g. {'cpu': '300MiB'}")
+        for device, size in self.max_memory.items():
+            if not (device == "cpu" or str(device).isdigit()):
+                raise ConfigError(f"offload max_memory: device {device!r} must be 'cpu' or a GPU index (0, 1, ...)")
+            parse_size(size)
+        if self.folder is not None and (not isinstance(self.folder, str) or not self.folder.strip()):
+            raise ConfigError("offload folder must be a path or None")
+
+    @classmethod
+    def parse(cls, text: str, folder: str | None = None) -> "OffloadConfig":
+        """'cpu=300MiB' or '0=4GiB,cpu=16GiB' (cuda:0 is also accepted for 0)."""
+        budget = {}
+        for part in str(text).split(","):
+            device, sep, size = part.partition("=")
+            if not sep:
+                raise ConfigError(f"max memory must read DEVICE=SIZE[,DEVICE=SIZE], e.g. cpu=300MiB; got {text!r}")
+            device = device.strip().removeprefix("cuda:")
+            budget[device] = size.strip()
+        return cls(budget, folder)
+
+    def accelerate_max_memory(self) -> dict[int | str, int]:
+        return {(int(d) if d.isdigit() else d): parse_size(s) for d, s in self.max_memory.items()}
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)

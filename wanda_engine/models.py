@@ -9,6 +9,7 @@ parameters; prunable layers are every nn.Linear and GPT-2-style Conv1D inside a 
 """
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import logging
 import os
@@ -22,6 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .config import OffloadConfig
 from .errors import ModelLoadError, NumericalError
 from .hub import hub_reachable
 
@@ -137,10 +139,12 @@ def _from_pretrained(where: str, *args: Any, **kwargs: Any) -> Any:
 
 
 def load_model(source: str = DEFAULT_MODEL, dtype: str | torch.dtype = "float32", device: str = "cpu",
-               trust_remote_code: bool = False) -> LoadedModel:
+               trust_remote_code: bool = False, offload: OffloadConfig | None = None) -> LoadedModel:
     """Load a causal LM and its tokenizer. Offline, an uncached hub id fails within seconds.
 
-    Code shipped in a model repository runs only if trust_remote_code is turned on (off by default)."""
+    Code shipped in a model repository runs only if trust_remote_code is turned on (off by default).
+    `offload`: place the model with accelerate's device_map='auto' under a memory budget per device;
+    blocks that do not fit are offloaded to host memory or disk and pruned one at a time."""
     from transformers import AutoTokenizer
 
     _quiet_transformers()
@@ -148,6 +152,13 @@ def load_model(source: str = DEFAULT_MODEL, dtype: str | torch.dtype = "float32"
     torch_dtype = _parse_dtype(dtype)
     trust_remote_code = trust_remote_code is True
     kwargs: dict[str, Any] = {"dtype": torch_dtype, "trust_remote_code": trust_remote_code}
+    if offload is not None:
+        from .offload import return_freed_memory_promptly
+
+        return_freed_memory_promptly()  # else the blocks read from disk stay in the heap
+        folder = Path(offload.folder) if offload.folder else cache_dir() / "offload"
+        folder.mkdir(parents=True, exist_ok=True)
+        kwargs.update(device_map="auto", max_memory=offload.accelerate_max_memory(), offload_folder=str(folder))
     if source == DEFAULT_MODEL:
         path, label = default_model_path(), DEFAULT_LABEL
         model = _from_pretrained("the embedded model", path, local_files_only=True, **kwargs)
@@ -202,7 +213,7 @@ def load_model(source: str = DEFAULT_MODEL, dtype: str | torch.dtype = "float32"
                 raise ModelLoadError(f"could not load {source!r} from the hub ({type(e).__name__}: {e})") from e
     model.eval()
     model.config.use_cache = False
-    if device not in ("cpu", None):
+    if device not in ("cpu", None) and offload is None:
         model.to(device)
     blocks_path, blocks = find_blocks(model)
     info = {
@@ -216,6 +227,11 @@ def load_model(source: str = DEFAULT_MODEL, dtype: str | torch.dtype = "float32"
         "max_context": context_length(model),
         "load_s": round(time.perf_counter() - t0, 3),
     }
+    if offload is not None:
+        from .offload import offload_summary
+
+        info["device_map"] = offload_summary(model)  # modules per device: {'cpu': 12, 'disk': 20}
+        info["max_memory"] = dict(offload.max_memory)
     return LoadedModel(model=model, tokenizer=tokenizer, source=str(source), label=label, info=info)
 
 
@@ -260,29 +276,40 @@ def context_length(model: nn.Module) -> int | None:
     return None
 
 
+def _readable(block: nn.Module) -> Any:
+    """A context in which the block's weights can be read: accelerate-offloaded ones are loaded to the CPU."""
+    from .offload import block_on_device, has_offloaded_weights
+
+    return block_on_device(block, torch.device("cpu"), write_back=False) if has_offloaded_weights(block) else contextlib.nullcontext()
+
+
 def sparsity_of_blocks(model: nn.Module) -> tuple[float, list[dict[str, Any]]]:
     """Fraction of exact zeros over the decoder blocks' prunable weights, and per layer."""
     blocks_path, blocks = find_blocks(model)
     zeros = total = 0
     layers = []
     for i, block in enumerate(blocks):
-        for name, layer in find_linears(block).items():
-            w = weight_of(layer)
-            z = int((w == 0).sum())
-            zeros, total = zeros + z, total + w.numel()
-            layers.append({"name": f"{blocks_path}.{i}.{name}", "block": i, "matrix": name, "sparsity": z / w.numel()})
+        with _readable(block):
+            for name, layer in find_linears(block).items():
+                w = weight_of(layer)
+                z = int((w == 0).sum())
+                zeros, total = zeros + z, total + w.numel()
+                layers.append({"name": f"{blocks_path}.{i}.{name}", "block": i, "matrix": name, "sparsity": z / w.numel()})
     return (zeros / total if total else 0.0), layers
 
 
-def nonfinite_weights(model: nn.Module) -> list[str]:
-    """Every parameter holding NaN or Inf, named per block and layer ('block 1 self_attn.q_proj: 3 NaN')."""
+def nonfinite_weights(model: nn.Module, block_label: str | None = None) -> list[str]:
+    """Every parameter holding NaN or Inf, named per block and layer ('block 1 self_attn.q_proj: 3 NaN').
+
+    `block_label` names `model` when it is a single block ('block 3'). Weights that accelerate
+    offloaded ('meta' here) are skipped: the pipeline checks them as it loads each block."""
     try:
         blocks_path, _ = find_blocks(model)
     except ModelLoadError:
         blocks_path = None
     found = []
     for name, p in model.named_parameters():
-        if p.numel() == 0 or not p.dtype.is_floating_point or bool(torch.isfinite(p).all()):
+        if p.numel() == 0 or not p.dtype.is_floating_point or p.device.type == "meta" or bool(torch.isfinite(p).all()):
             continue
         nan, inf = int(torch.isnan(p).sum()), int(torch.isinf(p).sum())
         owner, _, kind = name.rpartition(".")
@@ -290,15 +317,17 @@ def nonfinite_weights(model: nn.Module) -> list[str]:
         if blocks_path and owner.startswith(blocks_path + "."):
             index, _, layer = owner[len(blocks_path) + 1:].partition(".")
             where = f"block {index} {layer}" if layer else f"block {index}"
+        elif block_label:
+            where = f"{block_label} {where}"
         counts = " and ".join(f"{n} {what}" for n, what in ((nan, "NaN"), (inf, "Inf")) if n)
         found.append(f"{where}: {kind} contains {counts} (of {p.numel():,} values)")
     return found
 
 
-def check_finite_weights(model: nn.Module) -> None:
+def check_finite_weights(model: nn.Module, block_label: str | None = None) -> None:
     """NumericalError naming the block and layer if any weight is NaN or Inf: it would poison every
     score, mask and perplexity computed from it."""
-    bad = nonfinite_weights(model)
+    bad = nonfinite_weights(model, block_label)
     if bad:
         more = f"; and {len(bad) - 1} more tensor(s)" if len(bad) > 1 else ""
         raise NumericalError(f"the model's weights are not finite: {bad[0]}{more}")

@@ -31,6 +31,7 @@ from .config import PruneConfig
 from .errors import ConfigError, EngineError, NumericalError, PruneCancelled
 from .events import BlockFinished, BlockStarted, EventCallback, MatrixPruned, PruneFinished, StageStarted, ignore_events
 from .models import check_finite_weights, find_blocks, find_linears, weight_of
+from .offload import block_on_device, execution_device, has_offloaded_weights
 from .records import BlockRecord, MatrixRecord
 from .recording import record_matrix
 from .scoring import SCORERS, InputStats
@@ -122,7 +123,7 @@ def capture_block_inputs(model: nn.Module, blocks: nn.ModuleList, windows: torch
     saved = [block.__dict__.get("forward") for block in blocks]  # accelerate's hooks live there too
     for i, block in enumerate(blocks):
         block.forward = recorder(i)  # an instance attribute shadows the class's forward
-    input_device = model.get_input_embeddings().weight.device
+    input_device = execution_device(model.get_input_embeddings())
     try:
         for batch in windows.split(batch_size):
             calls.clear()
@@ -327,15 +328,13 @@ def _owl_targets(model: nn.Module, blocks: nn.ModuleList, windows: torch.Tensor,
     for i, block in enumerate(blocks):
         if cancel is not None and cancel.is_set():
             raise PruneCancelled(f"pruning was cancelled while measuring outliers, after {i} of {len(blocks)} blocks")
-        home = next(block.parameters()).device
-        block.to(device)
-        linears = find_linears(block)
-        stats, outputs = _calibrate(block, i, chunks, device, False, storage)
-        ratios.append(outlier_ratio([SCORERS["wanda"](weight_of(linears[n]).float(), st) for n, st in stats.items()],
-                                    config.owl_m))
+        with block_on_device(block, device, write_back=False):
+            linears = find_linears(block)
+            stats, outputs = _calibrate(block, i, chunks, device, False, storage)
+            ratios.append(outlier_ratio([SCORERS["wanda"](weight_of(linears[n]).float(), st) for n, st in stats.items()],
+                                        config.owl_m))
         for chunk, out in zip(chunks, outputs):
             chunk.hidden = out
-        block.to(home)
     return ratios, owl_sparsities(ratios, config.target_sparsity, config.owl_lambda)
 
 
@@ -352,6 +351,7 @@ def prune_model(model: nn.Module, windows: torch.Tensor, config: PruneConfig,
     device = resolve_device(config.device)
     check_prunable(model, config)
     check_finite_weights(model)  # NaN/Inf named per block and layer, before they reach any activation
+    offloaded = has_offloaded_weights(model)  # accelerate offload: those weights are checked as each block loads
     blocks_path, blocks = find_blocks(model)
     num_blocks = len(blocks)
     rank, world = _distributed()
@@ -387,46 +387,47 @@ def prune_model(model: nn.Module, windows: torch.Tensor, config: PruneConfig,
                 raise PruneCancelled(f"pruning was cancelled after {i} of {num_blocks} blocks")
             t_block = time.perf_counter()
             on_event(BlockStarted(elapsed(), i, num_blocks))
-            home = next(block.parameters()).device
-            block.to(device)
-            linears = find_linears(block)
+            # only this block on the compute device (read from accelerate's offload, if the model has one)
+            with block_on_device(block, device):
+                if offloaded:
+                    check_finite_weights(block, f"block {i}")
+                linears = find_linears(block)
 
-            # 1. calibration pass through the dense block; keep its outputs to measure the block error.
-            #    (Magnitude needs no statistics to prune, but its records compare it with Wanda's masks.)
-            t = time.perf_counter()
-            stats, dense_out = _calibrate(block, i, chunks, device, with_gram, storage)
-            timings["calibrate_s"] += time.perf_counter() - t
+                # 1. calibration pass through the dense block; keep its outputs to measure the block error.
+                #    (Magnitude needs no statistics to prune, but its records compare it with Wanda's masks.)
+                t = time.perf_counter()
+                stats, dense_out = _calibrate(block, i, chunks, device, with_gram, storage)
+                timings["calibrate_s"] += time.perf_counter() - t
 
-            # 2. score, select, record, apply — every linear of the block from the dense block's inputs
-            t = time.perf_counter()
-            zeros = total = 0
-            for name, layer in linears.items():
-                full_name = f"{blocks_path}.{i}.{name}"
-                rec, sp = _prune_layer(config, layer, stats[name], targets[i], i, name, full_name, record)
-                if rec is not None:
-                    records.append(rec)
-                n = weight_of(layer).numel()
-                zeros, total = zeros + sp * n, total + n
-                on_event(MatrixPruned(elapsed(), i, num_blocks, name, sp))
-            del stats
-            timings["select_s"] += time.perf_counter() - t
+                # 2. score, select, record, apply — every linear of the block from the dense block's inputs
+                t = time.perf_counter()
+                zeros = total = 0
+                for name, layer in linears.items():
+                    full_name = f"{blocks_path}.{i}.{name}"
+                    rec, sp = _prune_layer(config, layer, stats[name], targets[i], i, name, full_name, record)
+                    if rec is not None:
+                        records.append(rec)
+                    n = weight_of(layer).numel()
+                    zeros, total = zeros + sp * n, total + n
+                    on_event(MatrixPruned(elapsed(), i, num_blocks, name, sp))
+                del stats
+                timings["select_s"] += time.perf_counter() - t
 
-            # 3. propagation pass through the pruned block: the next block sees pruned activations
-            t = time.perf_counter()
-            err = torch.zeros(2, dtype=torch.float64)  # ‖pruned − dense‖², ‖dense‖² over this rank's windows
-            for chunk, dense in zip(chunks, dense_out):
-                out = _run_block(block, i, chunk, device)
-                dense = dense.to(device)
-                err += torch.stack([torch.sub(out, dense).float().pow_(2).sum(), dense.float().pow(2).sum()]).double().cpu()
-                chunk.hidden = out.to(storage)
-            del dense_out
-            if world > 1:
-                import torch.distributed as dist
+                # 3. propagation pass through the pruned block: the next block sees pruned activations
+                t = time.perf_counter()
+                err = torch.zeros(2, dtype=torch.float64)  # ‖pruned − dense‖², ‖dense‖² over this rank's windows
+                for chunk, dense in zip(chunks, dense_out):
+                    out = _run_block(block, i, chunk, device)
+                    dense = dense.to(device)
+                    err += torch.stack([torch.sub(out, dense).float().pow_(2).sum(), dense.float().pow(2).sum()]).double().cpu()
+                    chunk.hidden = out.to(storage)
+                del dense_out
+                if world > 1:
+                    import torch.distributed as dist
 
-                dist.all_reduce(err)
-            timings["propagate_s"] += time.perf_counter() - t
+                    dist.all_reduce(err)
+                timings["propagate_s"] += time.perf_counter() - t
 
-            block.to(home)
             pruned_zeros, pruned_total = pruned_zeros + zeros, pruned_total + total
             err_num, err_den = float(err[0]), float(err[1])
             if not math.isfinite(err_num):

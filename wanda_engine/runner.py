@@ -18,12 +18,13 @@ from typing import Any
 import torch
 
 from . import __version__
-from .config import EvalConfig, PruneConfig
+from .config import EvalConfig, OffloadConfig, PruneConfig
 from .data import calibration_windows, eval_tokens
 from .errors import ConfigError, EngineError, OutOfMemory, PruneCancelled
 from .evaluate import Perplexity, check_windows, perplexity
 from .events import EventCallback, StageStarted, ignore_events
 from .models import LoadedModel, cache_dir, check_finite_weights, context_length, load_model, sparsity_of_blocks
+from .offload import discard_pruned_copies, is_dispatched
 from .pipeline import check_prunable, prune_model, resolve_device
 from .runs import (Run, RunStore, atomic_write_json, check_run_name, create_run_dir, load_run, write_records,
                    writer_identity)
@@ -63,6 +64,7 @@ class RunRequest:
     name: str | None = None
     trust_remote_code: bool = False
     zeroshot: ZeroShotConfig | None = None  # lm-eval tasks on the dense and pruned model; None skips them
+    offload: OffloadConfig | None = None  # accelerate device_map under a memory budget; None: all on one device
 
     def __post_init__(self) -> None:
         if not isinstance(self.model, str) or not self.model.strip():
@@ -74,7 +76,8 @@ class RunRequest:
         return {"model": self.model, "dtype": self.dtype, **self.prune.to_dict(),
                 "eval": self.eval.to_dict() if self.eval else None, "save_model": self.save_model,
                 "trust_remote_code": self.trust_remote_code,
-                "zeroshot": self.zeroshot.to_dict() if self.zeroshot else None}
+                "zeroshot": self.zeroshot.to_dict() if self.zeroshot else None,
+                "offload": self.offload.to_dict() if self.offload else None}
 
 
 def run_stem(model_name: str, pc: PruneConfig) -> str:
@@ -127,6 +130,8 @@ def dense_zeroshot(loaded: LoadedModel, zc: ZeroShotConfig, plans: list[TaskPlan
 
 def _evaluate(model: Any, tokens: torch.Tensor, label: str, ev: EvalConfig, device: torch.device,
               cancel: threading.Event | None = None) -> Perplexity:
+    if is_dispatched(model):  # accelerate places each module (and loads offloaded ones) by itself
+        return perplexity(model, tokens, ev.seqlen, label, ev.windows, ev.batch_size, device, cancel)
     home = next(model.parameters()).device
     model.to(device)
     try:
@@ -186,7 +191,8 @@ def execute_run(request: RunRequest, store: RunStore | None = None, run_dir: str
     t = time.perf_counter()
     if loaded is None:
         try:
-            loaded = load_model(request.model, dtype=request.dtype, trust_remote_code=request.trust_remote_code)
+            loaded = load_model(request.model, dtype=request.dtype, trust_remote_code=request.trust_remote_code,
+                                offload=request.offload)
         except OOM_ERRORS as e:
             raise out_of_memory(e, current[0]) from e
     timings["load_s"] = round(time.perf_counter() - t, 3)
@@ -267,7 +273,9 @@ def execute_run(request: RunRequest, store: RunStore | None = None, run_dir: str
         if request.save_model:
             stage("save", request.save_model)
             t = time.perf_counter()
-            model.save_pretrained(request.save_model, safe_serialization=True)
+            # an offloaded model is gathered shard by shard in host memory: keep the shards small
+            model.save_pretrained(request.save_model, safe_serialization=True,
+                                  **({"max_shard_size": "1GB"} if is_dispatched(model) else {}))
             loaded.tokenizer.save_pretrained(request.save_model)
             timings["save_s"] = round(time.perf_counter() - t, 3)
             meta["saved_model"] = str(request.save_model)
@@ -292,6 +300,9 @@ def execute_run(request: RunRequest, store: RunStore | None = None, run_dir: str
         if oom is not None:
             raise oom from None
         raise
+    finally:
+        if not keep_loaded:  # the pruned weights written next to an offload folder die with this model
+            discard_pruned_copies(loaded.model)
     return load_run(run_dir)
 
 
@@ -300,7 +311,8 @@ def prune_on_rank(request: RunRequest) -> None:
 
     Rank 0 runs `execute_run`; its `prune_model` meets this one at every all-reduce.
     """
-    loaded = load_model(request.model, dtype=request.dtype, trust_remote_code=request.trust_remote_code)
+    loaded = load_model(request.model, dtype=request.dtype, trust_remote_code=request.trust_remote_code,
+                        offload=request.offload)
     check_prunable(loaded.model, request.prune)
     windows, _ = calibration_windows(loaded.tokenizer, request.prune.calib, request.prune.nsamples,
                                      request.prune.seqlen, request.prune.seed)

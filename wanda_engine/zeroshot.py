@@ -426,9 +426,13 @@ def evaluate_zeroshot(model: Any, tokenizer: Any, cfg: ZeroShotConfig, device: t
     manager = TaskManager(include_path=cfg.task_dir, include_defaults=True) if by_name else \
         TaskManager(include_defaults=False)
 
+    from .offload import is_dispatched
+
+    dispatched = is_dispatched(model)  # accelerate places (and loads) each module by itself: no .to()
     home = next(model.parameters()).device
     was_training = model.training
-    model.to(device)
+    if not dispatched:
+        model.to(device)
     quiet = logging.getLogger("lm_eval")
     level = quiet.level
     # its INFO lines and its warnings about an in-memory model and default aggregations would drown the progress
@@ -446,7 +450,8 @@ def evaluate_zeroshot(model: Any, tokenizer: Any, cfg: ZeroShotConfig, device: t
         raise DataError(f"zero-shot evaluation with lm-eval failed ({type(e).__name__}: {e})") from e
     finally:
         quiet.setLevel(level)
-        model.to(home)
+        if not dispatched:
+            model.to(home)
         model.train(was_training)
     results: dict[str, Any] = {}
     versions = out.get("versions") or {}
