@@ -163,3 +163,18 @@ def test_metric_histogram_matches_numpy_with_zero_scores():
         assert np.abs(got - expected).sum() <= 2  # a value on a bin edge may fall either side in fp32
     assert h["zero_weights"] == int((~positive).sum())
     assert h["cutoff"] == pytest.approx(np.log10(0.25))
+
+
+@pytest.mark.parametrize("shape", [(1536, 576), (192, 576), (100, 70), (30, 200)])
+def test_density_tiles_are_the_pruned_fraction_per_tile(shape):
+    """Equal tiles are summed over a view, others pooled; both against a plain per-tile loop."""
+    from wanda_engine.recording import _density_map
+
+    mask = torch.rand(*shape, generator=torch.Generator().manual_seed(1)) < 0.3
+    got = _density_map(mask)
+    rows, cols = got.shape
+    for i in range(rows):  # adaptive pooling's tile bounds: floor(i*n/k) .. ceil((i+1)*n/k)
+        r0, r1 = (i * shape[0]) // rows, -((-(i + 1) * shape[0]) // rows)
+        for j in range(cols):
+            c0, c1 = (j * shape[1]) // cols, -((-(j + 1) * shape[1]) // cols)
+            assert got[i, j] == pytest.approx(mask[r0:r1, c0:c1].float().mean().item(), abs=1e-6)

@@ -206,18 +206,18 @@ def _prune_layer(config: PruneConfig, layer: nn.Module, stats: InputStats, spars
     others = {metric: _select_elsewhere(score, sparsity, group, nm, original.device)
               for metric, score in scores.items() if record and metric != config.method}
 
-    if config.method == "sparsegpt":
+    if config.method == "sparsegpt":  # a solver: the kept weights are updated too
         pruned = sparsegpt_prune(original, stats.hessian(), sparsity, nm, config.blocksize, config.percdamp)
         mask = pruned == 0
-    else:
+    else:  # a selector: the kept weights stay as they are
+        pruned = None
         if config.variant:
             mask, _alpha = prune_adaptive_alpha(scores["wanda"], sparsity)
         else:
             mask, cutoffs[config.method] = select(scores[config.method], sparsity, group, nm)
-        pruned = original * mask.logical_not()  # a multiply: several times faster than masked_fill on CPU
 
     rec = None
-    if record:
+    if record:  # before the weight changes: `original` may be the weight itself
         # Each metric's own mask at the run's settings; the run's mask stands for its own metric.
         masks = {config.method: mask} if config.method in scores else {}
         for metric, pending in others.items():
@@ -226,7 +226,10 @@ def _prune_layer(config: PruneConfig, layer: nn.Module, stats: InputStats, spars
         rec = record_matrix(block=block, name=name, full_name=full_name, method=config.method, group=group,
                             original=original, mask=mask, pruned=pruned, stats=stats, masks_by_metric=masks,
                             scores_by_metric=scores, reference=reference, cutoffs_by_metric=cutoffs)
-    weight.copy_(pruned.to(weight.dtype))
+    if pruned is None:
+        weight.mul_(mask.logical_not())  # in place; a multiply is several times faster than masked_fill on CPU
+    else:
+        weight.copy_(pruned.to(weight.dtype))
     return rec, int(torch.count_nonzero(mask)) / mask.numel()
 
 

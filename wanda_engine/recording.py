@@ -39,22 +39,20 @@ def _log_hist(score: torch.Tensor, mask: torch.Tensor, cutoff: float) -> dict:
     One bincount over bin index + HIST_BINS·pruned; zero scores (log10 = -inf) land in bin 0 and
     are moved to their own count afterwards, which costs a pass only when the minimum is zero.
     """
-    flat = score.flatten()
+    flat, pruned = score.flatten(), mask.flatten()
     smallest, largest = (float(v) for v in torch.aminmax(flat))
     zeros_pruned = zeros_kept = 0
-    if smallest <= 0:
+    if smallest <= 0:  # quantized weights hold exact zeros: the smallest *positive* score sets the range
         is_zero = flat <= 0
-        zeros_pruned = int(torch.count_nonzero(is_zero & mask.flatten()))
+        zeros_pruned = int(torch.count_nonzero(is_zero & pruned))
         zeros_kept = int(torch.count_nonzero(is_zero)) - zeros_pruned
-        positive = flat[~is_zero]
-        smallest = float(positive.min()) if positive.numel() else 0.1
+        smallest = float(torch.where(is_zero, largest, flat).min()) if largest > 0 else 0.1
         largest = max(largest, smallest)
     lo, hi = math.log10(smallest), math.log10(largest) if largest > 0 else 0.0
     if hi <= lo:
         hi = lo + 1e-6
     bins = torch.log10(flat).sub_(lo).mul_(HIST_BINS / (hi - lo)).clamp_(0, HIST_BINS - 1).to(torch.int32)
-    bins += mask.flatten().to(torch.int32) * HIST_BINS
-    counts = torch.bincount(bins, minlength=2 * HIST_BINS).cpu().tolist()
+    counts = torch.bincount(bins.add_(pruned, alpha=HIST_BINS), minlength=2 * HIST_BINS).cpu().tolist()
     counts[0] -= zeros_kept
     counts[HIST_BINS] -= zeros_pruned
     edges = torch.linspace(lo, hi, HIST_BINS + 1)
@@ -70,7 +68,11 @@ def _log_hist(score: torch.Tensor, mask: torch.Tensor, cutoff: float) -> dict:
 def _density_map(mask: torch.Tensor) -> np.ndarray:
     """Fraction pruned per tile, at most DENSITY_TILES x DENSITY_TILES tiles."""
     rows, cols = min(DENSITY_TILES, mask.shape[0]), min(DENSITY_TILES, mask.shape[1])
-    tiles = F.adaptive_avg_pool2d(mask.float()[None, None], (rows, cols))[0, 0]
+    if mask.shape[0] % rows == 0 and mask.shape[1] % cols == 0:  # equal tiles: a sum over a view, no float copy
+        r, c = mask.shape[0] // rows, mask.shape[1] // cols
+        tiles = mask.view(rows, r, cols, c).sum(dim=(1, 3), dtype=torch.int32).float() / (r * c)
+    else:
+        tiles = F.adaptive_avg_pool2d(mask.float()[None, None], (rows, cols))[0, 0]
     return tiles.cpu().numpy().astype(np.float32)
 
 
@@ -109,18 +111,20 @@ def _mask_crop(mask: torch.Tensor, reference: torch.Tensor, norms: torch.Tensor 
 
 
 def record_matrix(*, block: int, name: str, full_name: str, method: str, group: str,
-                  original: torch.Tensor, mask: torch.Tensor, pruned: torch.Tensor,
+                  original: torch.Tensor, mask: torch.Tensor, pruned: torch.Tensor | None,
                   stats: InputStats | None, masks_by_metric: dict[str, torch.Tensor],
                   scores_by_metric: dict[str, torch.Tensor], reference: str,
                   cutoffs_by_metric: dict[str, float] | None = None) -> MatrixRecord:
-    """original/pruned: [out, in] fp32 weights before/after; mask: True = pruned by the run.
+    """original/pruned: [out, in] fp32 weights before/after (pruned=None: original with the mask's
+    entries zeroed, no update of the others); mask: True = pruned by the run.
 
     masks_by_metric / scores_by_metric: each metric's own score and mask at the run's settings
     ('magnitude' always, 'wanda' when stats exist); `reference` names the metric to overlap with.
     cutoffs_by_metric: each mask's cut-off score where the selection gave it; computed otherwise.
     """
     numel = mask.numel()
-    row_sp = mask.sum(dim=1, dtype=torch.int32).float() / mask.shape[1]
+    row_counts = mask.sum(dim=1, dtype=torch.int32)
+    row_sp = row_counts.float() / mask.shape[1]
     row_hist = torch.histc(row_sp.cpu(), bins=ROW_HIST_BINS, min=0.0, max=1.0)
     norms = stats.channel_norms if stats is not None else None
 
@@ -128,12 +132,13 @@ def record_matrix(*, block: int, name: str, full_name: str, method: str, group: 
     if norms is not None:
         # Σ_ij ΔW_ij²·‖X_j‖² = Σ_j ‖X_j‖²·‖ΔW_:j‖²: column norms, one pass each, then a dot product
         energy = norms.double() ** 2
-        removed = torch.linalg.vector_norm(original - pruned, dim=0).double() ** 2
+        change = original * mask if pruned is None else original - pruned
+        removed = torch.linalg.vector_norm(change, dim=0).double() ** 2
         total = torch.linalg.vector_norm(original, dim=0).double() ** 2
         proxy_error = float((removed @ energy) / (total @ energy).clamp_min(1e-30))
 
     ref_mask = masks_by_metric[reference]
-    n_method, n_ref = int(torch.count_nonzero(mask)), int(torch.count_nonzero(ref_mask))
+    n_method, n_ref = int(row_counts.sum()), int(torch.count_nonzero(ref_mask))
     both = int(torch.count_nonzero(mask & ref_mask))
     only_m, only_r = n_method - both, n_ref - both
     union = both + only_m + only_r
