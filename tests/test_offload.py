@@ -18,6 +18,16 @@ from wanda_engine.models import find_blocks, find_linears, load_model, sparsity_
 from wanda_engine.offload import block_on_device, has_offloaded_weights, is_dispatched
 from wanda_engine.pipeline import prune_model
 
+@pytest.fixture(autouse=True)
+def keep_malloc_as_it_is(monkeypatch):
+    """Loading with offload fixes glibc's mmap threshold for the whole process; not in the test process."""
+    import wanda_engine.offload
+
+    calls = []
+    monkeypatch.setattr(wanda_engine.offload, "return_freed_memory_promptly", lambda: calls.append(1))
+    return calls
+
+
 WINDOWS = torch.randint(0, 1000, (4, 32), generator=torch.Generator().manual_seed(0))
 
 
@@ -39,12 +49,13 @@ def sha(path) -> str:
                                     PruneConfig(method="sparsegpt", pattern="2:4", nsamples=4, seqlen=32),
                                     PruneConfig(method="wanda", sparsity=0.6, layerwise="owl", nsamples=4, seqlen=32)],
                          ids=["wanda", "sparsegpt-2:4", "owl-wanda"])
-def test_disk_offloaded_model_prunes_to_the_in_memory_weights(config, tiny_model_dir, tmp_path):
+def test_disk_offloaded_model_prunes_to_the_in_memory_weights(config, tiny_model_dir, tmp_path, keep_malloc_as_it_is):
     checkpoint = tiny_model_dir / "model.safetensors"
     before = sha(checkpoint)
     plain = load_model(str(tiny_model_dir))
     offloaded = load_model(str(tiny_model_dir), offload=OffloadConfig({"cpu": "1KiB"}, str(tmp_path / "offload")))
     assert has_offloaded_weights(offloaded.model) and "disk" in offloaded.info["device_map"]
+    assert keep_malloc_as_it_is  # asked for when a model is loaded with offloading
 
     expected = prune_model(plain.model, WINDOWS, config)
     resident = []  # bytes of weights in memory while each matrix is pruned: one block's, nothing else

@@ -156,9 +156,12 @@ def return_freed_memory_promptly() -> None:
     variable MALLOC_MMAP_THRESHOLD_=1048576).
 
     glibc raises the threshold each time a large buffer is freed, after which buffers of that size
-    come from a heap it seldom returns to the system: a model streamed from disk block by block then
-    keeps about as much host memory as if it were loaded whole (measured with bench/prune_speed.py:
-    peak RssAnon 2.7 GiB instead of 0.4 GiB for the embedded model). Not glibc: nothing to do.
+    come from heaps it seldom returns to the system: a model streamed from disk block by block then
+    keeps more host memory than if it were loaded whole. Measured with bench/prune_speed.py
+    --max-memory cpu=100MiB on the embedded model (32x256, CPU): peak RssAnon 0.43 GiB instead of
+    2.7 GiB, for pruning 1.3x slower (every activation buffer is a fresh mapping on a CPU; on a GPU
+    the activations are not host memory). malloc_trim after each block did not help. Set only when
+    a model is loaded with offloading; not glibc: nothing to do.
     """
     import ctypes
     import ctypes.util

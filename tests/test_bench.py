@@ -1,0 +1,39 @@
+"""The benchmark script still runs (a smoke test, not a timing): every column, for each mode."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from conftest import REPO
+
+COLUMNS = {"model", "device", "dtype", "calib", "method", "records", "dense_forward_s", "prune_s", "ratio",
+           "select_share", "peak_host_mib", "peak_anon_mib", "weights_in_memory_mib", "peak_device_mib",
+           "block_mib", "eval_tokens_per_s", "model_gib", "phases_s"}
+
+
+def bench(tmp_path, *args: str) -> list[dict]:
+    out = tmp_path / "rows.json"
+    proc = subprocess.run([sys.executable, str(REPO / "bench" / "prune_speed.py"), "--nsamples", "2", "--seqlen", "16",
+                           "--eval-windows", "1", "--json", str(out), *args],
+                          capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = json.loads(out.read_text())
+    assert "| ratio |" in proc.stdout  # the printed table
+    return rows
+
+
+def test_random_shapes_with_and_without_records(tmp_path):
+    rows = bench(tmp_path, "--random", "llama-tiny", "--methods", "wanda,owl-wanda,wanda:2:4", "--records", "both")
+    assert len(rows) == 6 and all(COLUMNS <= set(r) for r in rows)
+    assert {(r["method"], r["records"]) for r in rows} >= {("wanda 50%", "on"), ("wanda 50%", "off")}
+    assert all(r["prune_s"] > 0 and r["ratio"] > 0 and 0 <= r["select_share"] <= 1 for r in rows)
+
+
+@pytest.mark.parametrize("mode", [["--offload"], ["--max-memory", "cpu=1KiB"]], ids=["offload", "max-memory"])
+def test_offloaded_modes(tmp_path, tiny_model_dir, mode):
+    rows = bench(tmp_path, "--model", str(tiny_model_dir), "--methods", "wanda", *mode)
+    assert len(rows) == 1 and COLUMNS <= set(rows[0])
+    if mode[0] == "--max-memory":
+        assert "disk" in rows[0]["model"]  # the device map is part of the model's label
