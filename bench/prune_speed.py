@@ -15,6 +15,8 @@ what to compare: these machines are noisy.
         # a 12.6 GiB model pruned under a 4 GiB device cap: weights stay in host memory, one block on the GPU
     python bench/prune_speed.py --max-memory cpu=100MiB
         # accelerate's device_map under a host budget: what does not fit is read from disk, block by block
+    python bench/prune_speed.py --random llama-1b --device cuda --dtype float16 --max-memory 0=1GiB,cpu=1GiB
+        # 2.2 GB of weights: 1 GiB on the GPU, 1 GiB in host memory, the rest on disk
 """
 from __future__ import annotations
 
@@ -34,8 +36,8 @@ from table import print_table  # noqa: E402  (bench/ is the script's own folder)
 from wanda_engine.config import OffloadConfig, PruneConfig  # noqa: E402
 from wanda_engine.evaluate import perplexity  # noqa: E402
 from wanda_engine.events import MatrixPruned  # noqa: E402
-from wanda_engine.models import find_blocks, find_linears, load_model  # noqa: E402
-from wanda_engine.offload import discard_pruned_copies  # noqa: E402
+from wanda_engine.models import find_blocks, find_linears, load_model, offload_kwargs  # noqa: E402
+from wanda_engine.offload import discard_pruned_copies, offload_summary  # noqa: E402
 from wanda_engine.pipeline import prune_model, resolve_device  # noqa: E402
 
 RANDOM_SHAPES = {  # model families by shape only: random weights, no download
@@ -48,21 +50,34 @@ RANDOM_SHAPES = {  # model families by shape only: random weights, no download
 }
 
 
+def random_model(args):
+    from transformers import AutoModelForCausalLM, LlamaConfig
+
+    config = LlamaConfig(**RANDOM_SHAPES[args.random])
+    torch.manual_seed(0)
+    with torch.device(resolve_device(args.device)):  # random init is fastest where the compute is
+        model = AutoModelForCausalLM.from_config(config, dtype=getattr(torch, args.dtype))
+    return model.eval()
+
+
 def build(args):
+    """(model, label, vocabulary size); with --max-memory, placed by accelerate (anew at each call)."""
+    import tempfile
+
+    offload = OffloadConfig.parse(args.max_memory, tempfile.mkdtemp(prefix="bench-offload-")) if args.max_memory else None
+    if args.random and offload is not None:  # saved once, then placed like any checkpoint (no tokenizer needed)
+        from transformers import AutoModelForCausalLM
+
+        if getattr(args, "random_folder", None) is None:
+            args.random_folder = tempfile.mkdtemp(prefix="bench-random-")
+            random_model(args).save_pretrained(args.random_folder)
+        model = AutoModelForCausalLM.from_pretrained(args.random_folder, dtype=getattr(torch, args.dtype),
+                                                     **offload_kwargs(offload)).eval()
+        return model, f"random {args.random} [{args.max_memory}: {offload_summary(model)}]", model.config.vocab_size
     if args.random:
-        from transformers import AutoModelForCausalLM, LlamaConfig
-
-        config = LlamaConfig(**RANDOM_SHAPES[args.random])
-        torch.manual_seed(0)
-        dtype = getattr(torch, args.dtype)
-        with torch.device(resolve_device(args.device)):  # random init is fastest where the compute is
-            model = AutoModelForCausalLM.from_config(config, dtype=dtype)
-        model.eval()
-        return model.to("cpu") if args.offload else model, f"random {args.random}", config.vocab_size
-    if args.max_memory:  # accelerate places the model; the blocks beyond the budget stay on disk
-        import tempfile
-
-        offload = OffloadConfig.parse(args.max_memory, tempfile.mkdtemp(prefix="bench-offload-"))
+        model = random_model(args)
+        return model.to("cpu") if args.offload else model, f"random {args.random}", model.config.vocab_size
+    if offload is not None:  # accelerate places the model; the blocks beyond the budget stay on disk
         loaded = load_model(args.model, dtype=args.dtype, offload=offload)
         return loaded.model, f"{loaded.label} [{args.max_memory}: {loaded.info['device_map']}]", len(loaded.tokenizer)
     loaded = load_model(args.model, dtype=args.dtype)

@@ -37,3 +37,8 @@ def test_offloaded_modes(tmp_path, tiny_model_dir, mode):
     assert len(rows) == 1 and COLUMNS <= set(rows[0])
     if mode[0] == "--max-memory":
         assert "disk" in rows[0]["model"]  # the device map is part of the model's label
+
+
+def test_random_shapes_under_accelerate_offload(tmp_path):
+    rows = bench(tmp_path, "--random", "llama-tiny", "--methods", "wanda,magnitude", "--max-memory", "cpu=1KiB")
+    assert len(rows) == 2 and all("disk" in r["model"] and COLUMNS <= set(r) for r in rows)

@@ -138,6 +138,16 @@ def _from_pretrained(where: str, *args: Any, **kwargs: Any) -> Any:
     return model
 
 
+def offload_kwargs(offload: OffloadConfig) -> dict[str, Any]:
+    """from_pretrained's arguments for accelerate's device_map under `offload`'s budgets."""
+    from .offload import return_freed_memory_promptly
+
+    return_freed_memory_promptly()  # else the blocks read from disk stay in the heap
+    folder = Path(offload.folder) if offload.folder else cache_dir() / "offload"
+    folder.mkdir(parents=True, exist_ok=True)
+    return {"device_map": "auto", "max_memory": offload.accelerate_max_memory(), "offload_folder": str(folder)}
+
+
 def load_model(source: str = DEFAULT_MODEL, dtype: str | torch.dtype = "float32", device: str = "cpu",
                trust_remote_code: bool = False, offload: OffloadConfig | None = None) -> LoadedModel:
     """Load a causal LM and its tokenizer. Offline, an uncached hub id fails within seconds.
@@ -153,12 +163,7 @@ def load_model(source: str = DEFAULT_MODEL, dtype: str | torch.dtype = "float32"
     trust_remote_code = trust_remote_code is True
     kwargs: dict[str, Any] = {"dtype": torch_dtype, "trust_remote_code": trust_remote_code}
     if offload is not None:
-        from .offload import return_freed_memory_promptly
-
-        return_freed_memory_promptly()  # else the blocks read from disk stay in the heap
-        folder = Path(offload.folder) if offload.folder else cache_dir() / "offload"
-        folder.mkdir(parents=True, exist_ok=True)
-        kwargs.update(device_map="auto", max_memory=offload.accelerate_max_memory(), offload_folder=str(folder))
+        kwargs.update(offload_kwargs(offload))
     if source == DEFAULT_MODEL:
         path, label = default_model_path(), DEFAULT_LABEL
         model = _from_pretrained("the embedded model", path, local_files_only=True, **kwargs)
