@@ -24,19 +24,21 @@ import torch
 from torch import nn
 
 
-def _offload_hook(module: nn.Module) -> Any | None:
-    """The module's accelerate AlignDevicesHook if it offloads the module's tensors, else None."""
+def _align_hooks(module: nn.Module) -> list[Any]:
+    """The accelerate hooks on `module` itself that place it (AlignDevicesHook), SequentialHook chains opened."""
     hook = getattr(module, "_hf_hook", None)
-    return hook if hook is not None and getattr(hook, "offload", False) and getattr(hook, "weights_map", None) is not None else None
+    chain = getattr(hook, "hooks", None) or ([hook] if hook is not None else [])
+    return [h for h in chain if hasattr(h, "execution_device") and hasattr(h, "offload")]
+
+
+def _offload_hook(module: nn.Module) -> Any | None:
+    """The module's hook that offloads its tensors (they are 'meta' between forwards), else None."""
+    return next((h for h in _align_hooks(module) if h.offload and getattr(h, "weights_map", None) is not None), None)
 
 
 def _hooks(module: nn.Module) -> list[Any]:
-    """Every accelerate hook on `module` or inside it (SequentialHook chains included)."""
-    found = []
-    for m in module.modules():
-        hook = getattr(m, "_hf_hook", None)
-        found.extend(getattr(hook, "hooks", None) or ([hook] if hook is not None else []))
-    return found
+    """Every placing hook on `module` or inside it."""
+    return [hook for m in module.modules() for hook in _align_hooks(m)]
 
 
 def has_offloaded_weights(module: nn.Module) -> bool:
@@ -50,9 +52,9 @@ def is_dispatched(model: nn.Module) -> bool:
 
 def execution_device(module: nn.Module) -> torch.device:
     """Where `module` computes: its hook's execution device if accelerate placed it, else its weights' device."""
-    hook = getattr(module, "_hf_hook", None)
-    if getattr(hook, "execution_device", None) is not None:
-        return torch.device(hook.execution_device)
+    placed = [h.execution_device for h in _align_hooks(module) if h.execution_device is not None]
+    if placed:
+        return torch.device(placed[0])
     tensor = next(module.parameters(), None)
     return tensor.device if tensor is not None else torch.device("cpu")
 
