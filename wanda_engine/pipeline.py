@@ -14,6 +14,8 @@ model itself passed each block (masks, positions, rotary tables), recorded once 
 OWL (layerwise='owl') adds one dense pass before the loop to measure each block's outlier ratio
 and turn it into that block's sparsity. Under torch.distributed every rank calibrates on its own
 share of the windows and the statistics are summed over ranks, so every rank selects the same masks.
+A model whose weights accelerate offloaded (to host memory or disk) runs the same loop:
+`offload.block_on_device` holds one block on the compute device at a time and writes its pruned weights back.
 """
 from __future__ import annotations
 
