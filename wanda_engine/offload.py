@@ -9,7 +9,7 @@ once and pauses the hooks' offloading while the pipeline calibrates, prunes and 
 leaving, the pruned weights go back into the weights map: copied in place when it holds them in
 host memory, or written as new safetensors files under the offload folder (never into the model's
 own checkpoint, which the weights map may read from), and the modules are 'meta' again.
-Blocks without offloaded tensors are simply moved with `.to()` and back.
+Blocks without offloaded tensors are simply moved to the compute device and back.
 """
 from __future__ import annotations
 
@@ -48,6 +48,21 @@ def has_offloaded_weights(module: nn.Module) -> bool:
 def is_dispatched(model: nn.Module) -> bool:
     """Loaded with a device_map (accelerate hooks decide where each module runs): never `.to()` it whole."""
     return getattr(model, "hf_device_map", None) is not None or bool(_hooks(model))
+
+
+@contextlib.contextmanager
+def model_on_device(model: nn.Module, device: torch.device) -> Iterator[None]:
+    """The whole model on `device` for the duration, and back; a dispatched model stays where
+    accelerate placed it (its hooks move inputs and load offloaded weights themselves)."""
+    if is_dispatched(model):
+        yield
+        return
+    home = next(model.parameters()).device
+    model.to(device)
+    try:
+        yield
+    finally:
+        model.to(home)
 
 
 def execution_device(module: nn.Module) -> torch.device:

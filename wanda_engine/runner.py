@@ -24,7 +24,7 @@ from .errors import ConfigError, EngineError, OutOfMemory, PruneCancelled
 from .evaluate import Perplexity, check_windows, perplexity
 from .events import EventCallback, StageStarted, ignore_events
 from .models import LoadedModel, cache_dir, check_finite_weights, context_length, load_model, sparsity_of_blocks
-from .offload import discard_pruned_copies, is_dispatched
+from .offload import discard_pruned_copies, is_dispatched, model_on_device
 from .pipeline import check_prunable, prune_model, resolve_device
 from .runs import (Run, RunStore, atomic_write_json, check_run_name, create_run_dir, load_run, write_records,
                    writer_identity)
@@ -130,14 +130,8 @@ def dense_zeroshot(loaded: LoadedModel, zc: ZeroShotConfig, plans: list[TaskPlan
 
 def _evaluate(model: Any, tokens: torch.Tensor, label: str, ev: EvalConfig, device: torch.device,
               cancel: threading.Event | None = None) -> Perplexity:
-    if is_dispatched(model):  # accelerate places each module (and loads offloaded ones) by itself
+    with model_on_device(model, device):
         return perplexity(model, tokens, ev.seqlen, label, ev.windows, ev.batch_size, device, cancel)
-    home = next(model.parameters()).device
-    model.to(device)
-    try:
-        return perplexity(model, tokens, ev.seqlen, label, ev.windows, ev.batch_size, device, cancel)
-    finally:
-        model.to(home)
 
 
 def _versions() -> dict[str, str]:

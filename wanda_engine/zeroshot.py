@@ -426,32 +426,27 @@ def evaluate_zeroshot(model: Any, tokenizer: Any, cfg: ZeroShotConfig, device: t
     manager = TaskManager(include_path=cfg.task_dir, include_defaults=True) if by_name else \
         TaskManager(include_defaults=False)
 
-    from .offload import is_dispatched
+    from .offload import model_on_device
 
-    dispatched = is_dispatched(model)  # accelerate places (and loads) each module by itself: no .to()
-    home = next(model.parameters()).device
     was_training = model.training
-    if not dispatched:
-        model.to(device)
     quiet = logging.getLogger("lm_eval")
     level = quiet.level
     # its INFO lines and its warnings about an in-memory model and default aggregations would drown the progress
     quiet.setLevel(logging.ERROR)
     try:
-        # a copy: HFLM may give the tokenizer a pad token, and the caller's tokenizer is shared
-        lm = HFLM(pretrained=model, tokenizer=copy.deepcopy(tokenizer), batch_size=cfg.batch_size)
-        offline = any(not p.local for p in plans) and _offline()
-        with torch.inference_mode(), (hub_offline() if offline else contextlib.nullcontext()):
-            out = simple_evaluate(model=lm, tasks=specs, task_manager=manager, num_fewshot=cfg.num_fewshot,
-                                  limit=cfg.limit, batch_size=cfg.batch_size, log_samples=False)
+        with model_on_device(model, device):  # a dispatched model stays where accelerate put it
+            # a copy: HFLM may give the tokenizer a pad token, and the caller's tokenizer is shared
+            lm = HFLM(pretrained=model, tokenizer=copy.deepcopy(tokenizer), batch_size=cfg.batch_size)
+            offline = any(not p.local for p in plans) and _offline()
+            with torch.inference_mode(), (hub_offline() if offline else contextlib.nullcontext()):
+                out = simple_evaluate(model=lm, tasks=specs, task_manager=manager, num_fewshot=cfg.num_fewshot,
+                                      limit=cfg.limit, batch_size=cfg.batch_size, log_samples=False)
     except (EngineError, torch.OutOfMemoryError, MemoryError):
         raise
     except Exception as e:  # noqa: BLE001 - the harness raises anything; say which step failed
         raise DataError(f"zero-shot evaluation with lm-eval failed ({type(e).__name__}: {e})") from e
     finally:
         quiet.setLevel(level)
-        if not dispatched:
-            model.to(home)
         model.train(was_training)
     results: dict[str, Any] = {}
     versions = out.get("versions") or {}
