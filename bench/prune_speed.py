@@ -36,7 +36,8 @@ from table import print_table  # noqa: E402  (bench/ is the script's own folder)
 from wanda_engine.config import OffloadConfig, PruneConfig  # noqa: E402
 from wanda_engine.evaluate import perplexity  # noqa: E402
 from wanda_engine.events import MatrixPruned  # noqa: E402
-from wanda_engine.models import find_blocks, find_linears, load_model, offload_kwargs  # noqa: E402
+from wanda_engine.layers import find_blocks, find_linears  # noqa: E402
+from wanda_engine.models import load_model, offload_kwargs  # noqa: E402
 from wanda_engine.offload import discard_pruned_copies, offload_summary  # noqa: E402
 from wanda_engine.pipeline import prune_model, resolve_device  # noqa: E402
 
@@ -138,7 +139,7 @@ def resident_weight_bytes(model) -> int:
 
 def offloaded_forward_s(model, windows, batch_size, device, sync):
     """Time the dense forward with only one block at a time on the device (the pipeline's own capture and replay)."""
-    from wanda_engine.pipeline import _run_block, capture_block_inputs
+    from wanda_engine.capture import capture_block_inputs, run_block
 
     def run() -> float:
         sync()
@@ -149,7 +150,7 @@ def offloaded_forward_s(model, windows, batch_size, device, sync):
             for i, block in enumerate(blocks):
                 block.to(device)
                 for chunk in chunks:
-                    chunk.hidden = _run_block(block, i, chunk, device).to("cpu")
+                    chunk.hidden = run_block(block, i, chunk, device).to("cpu")
                 block.to("cpu")
         sync()
         return time.perf_counter() - t

@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from table import print_table  # noqa: E402  (bench/ is the script's own folder)
 
-from wanda_engine.selection import prune_n_of_m  # noqa: E402
+from wanda_engine.selection import select  # noqa: E402
 
 SHAPES = {"q/k/v/o_proj": (4096, 4096), "gate/up_proj": (11008, 4096), "down_proj": (4096, 11008)}  # [out, in]
 
@@ -41,7 +41,7 @@ def cuda_ms(fn, repeat: int = 50) -> float:
 
 def pruned_2of4(out_f: int, in_f: int) -> torch.Tensor:
     w = torch.randn(out_f, in_f, device="cuda", dtype=torch.float16)
-    return w.masked_fill(prune_n_of_m(w.abs().float(), 2, 4), 0)
+    return w.masked_fill(select(w.abs().float(), 0.5, "nm", (2, 4)).mask, 0)
 
 
 def main() -> int:
@@ -90,7 +90,7 @@ def block_row(tokens: int) -> dict:
     emb = rotary(x, pos)
     with torch.inference_mode():
         for lin in [m for m in block.modules() if isinstance(m, torch.nn.Linear)]:
-            lin.weight.copy_(lin.weight.masked_fill(prune_n_of_m(lin.weight.abs().float(), 2, 4), 0))
+            lin.weight.copy_(lin.weight.masked_fill(select(lin.weight.abs().float(), 0.5, "nm", (2, 4)).mask, 0))
         run = lambda: block(x, position_embeddings=emb, position_ids=pos)  # noqa: E731
         dense = cuda_ms(run, 20)
         for lin in [m for m in block.modules() if isinstance(m, torch.nn.Linear)]:

@@ -8,7 +8,7 @@ from test_pipeline import per_sample_norms, pruned_masks, windows
 
 from wanda_engine.config import PruneConfig
 from wanda_engine.errors import ConfigError
-from wanda_engine.models import find_blocks, find_linears, weight_of
+from wanda_engine.layers import find_blocks, find_linears, weight_of
 from wanda_engine.pipeline import owl_sparsities, prune_model
 
 
@@ -99,14 +99,13 @@ def test_owl_figure_shows_the_recorded_ratios_and_targets():
     cfg = PruneConfig(method="wanda", sparsity=0.6, layerwise="owl", nsamples=6, seqlen=24)
     result = prune_model(tiny_model("llama"), windows(), cfg)
     blocks = [b.to_dict() for b in result.blocks]
-    fig = figures.owl_block_ratios(blocks, cfg.to_dict())
+    fig = figures.owl_block_ratios(result.blocks, cfg)
     by_name = {t.name: t for t in fig.data}
     assert list(by_name["outlier ratio"].y) == [b["outlier_ratio"] for b in blocks]
     assert list(by_name["target"].y) == result.block_targets
     assert list(by_name["achieved"].y) == [b["sparsity"] for b in blocks]
     assert "λ = 0.08" in fig.layout.title.subtitle.text
-    uniform = figures.owl_block_ratios([b.to_dict() for b in prune_model(tiny_model("llama"), windows(),
-                                                                         PruneConfig(nsamples=6, seqlen=24)).blocks])
+    uniform = figures.owl_block_ratios(prune_model(tiny_model("llama"), windows(), PruneConfig(nsamples=6, seqlen=24)).blocks)
     assert "uniform run" in str(uniform.layout.annotations)
 
 

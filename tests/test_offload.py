@@ -11,20 +11,22 @@ import torch
 from conftest import tiny_model
 from safetensors.torch import load_file
 
+from wanda_engine.checks import sparsity_of_blocks
 from wanda_engine.cli import main
 from wanda_engine.config import OffloadConfig, PruneConfig, parse_size
 from wanda_engine.errors import ConfigError
-from wanda_engine.models import find_blocks, find_linears, load_model, sparsity_of_blocks, weight_of
+from wanda_engine.layers import find_blocks, find_linears, weight_of
+from wanda_engine.models import load_model
 from wanda_engine.offload import block_on_device, has_offloaded_weights, is_dispatched
 from wanda_engine.pipeline import prune_model
 
 @pytest.fixture(autouse=True)
 def keep_malloc_as_it_is(monkeypatch):
     """Loading with offload fixes glibc's mmap threshold for the whole process; not in the test process."""
-    import wanda_engine.offload
+    import wanda_engine.models
 
     calls = []
-    monkeypatch.setattr(wanda_engine.offload, "return_freed_memory_promptly", lambda: calls.append(1))
+    monkeypatch.setattr(wanda_engine.models, "return_freed_memory_promptly", lambda: calls.append(1))
     return calls
 
 
@@ -36,7 +38,7 @@ def pruned_weights(model) -> dict[str, torch.Tensor]:
     path, blocks = find_blocks(model)
     out = {}
     for i, block in enumerate(blocks):
-        with block_on_device(block, torch.device("cpu"), write_back=False):
+        with block_on_device(block, torch.device("cpu")):
             out.update({f"{path}.{i}.{n}": weight_of(l).clone() for n, l in find_linears(block).items()})
     return out
 
@@ -100,13 +102,24 @@ def test_a_failing_block_leaves_its_offloaded_weights_as_they_were(tiny_model_di
     _, blocks = find_blocks(loaded.model)
     before = pruned_weights(loaded.model)
     with pytest.raises(RuntimeError, match="boom"):
-        with block_on_device(blocks[0], torch.device("cpu")):
+        with block_on_device(blocks[0], torch.device("cpu"), write_back=find_linears(blocks[0]).values()):
             for layer in find_linears(blocks[0]).values():
                 weight_of(layer).zero_()
             raise RuntimeError("boom")
     after = pruned_weights(loaded.model)
     assert all(torch.equal(before[n], after[n]) for n in before)
     assert all(p.device.type == "meta" for p in blocks[0].parameters())  # offloaded again
+
+
+def test_a_block_held_without_layers_to_write_back_leaves_its_offloaded_weights(tiny_model_dir, tmp_path):
+    loaded = load_model(str(tiny_model_dir), offload=OffloadConfig({"cpu": "1KiB"}, str(tmp_path)))
+    _, blocks = find_blocks(loaded.model)
+    before = pruned_weights(loaded.model)
+    with block_on_device(blocks[0], torch.device("cpu")):  # to read it, as the OWL pass and the checks do
+        for layer in find_linears(blocks[0]).values():
+            weight_of(layer).zero_()
+    after = pruned_weights(loaded.model)
+    assert all(torch.equal(before[n], after[n]) for n in before)
 
 
 def test_cli_prunes_an_offloaded_model_and_saves_it(capsys, tiny_model_dir, tmp_path):

@@ -9,9 +9,10 @@ from conftest import TINY_CONFIGS, TINY_VOCAB, tiny_model
 
 from wanda_engine.config import PruneConfig
 from wanda_engine.errors import ConfigError, ModelLoadError, PruneCancelled
-from wanda_engine.events import BlockFinished, BlockStarted, MatrixPruned, PruneFinished
-from wanda_engine.models import find_blocks, find_linears, weight_of
+from wanda_engine.events import BlockFinished, BlockStarted, MatrixPruned, PruneFinished, StageStarted
+from wanda_engine.layers import find_blocks, find_linears, weight_of
 from wanda_engine.pipeline import prune_model
+from wanda_engine.stages import BY_NAME
 
 ARCHS = list(TINY_CONFIGS)
 
@@ -134,6 +135,14 @@ def test_events_arrive_in_order():
     assert [e.matrix for e in per_block] == list(find_linears(find_blocks(model)[1][0]))
     assert isinstance(events[-1], PruneFinished) and events[-1].sparsity == pytest.approx(0.5)
     assert all(a.elapsed_s <= b.elapsed_s for a, b in zip(events, events[1:]))
+
+
+def test_the_stages_it_announces_are_in_the_stage_table():
+    events = []
+    prune_model(tiny_model("llama"), windows(), PruneConfig(sparsity=0.6, layerwise="owl", nsamples=6, seqlen=24),
+                on_event=events.append)
+    stages = [e.stage for e in events if isinstance(e, StageStarted)]
+    assert stages == ["owl", "capture"] and all(name in BY_NAME for name in stages)
 
 
 def test_cancel_stops_between_blocks():

@@ -10,8 +10,23 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from wanda_engine.scoring import InputStats, magnitude_score, wanda_score
-from wanda_engine.selection import (prune_adaptive_alpha, prune_lowest_in_matrix, prune_lowest_per_row,
-                                    prune_n_of_m, select_mask)
+from wanda_engine.selection import prune_adaptive_alpha, select
+
+
+def select_mask(score: torch.Tensor, sparsity: float, group: str, nm=None) -> torch.Tensor:
+    return select(score, sparsity, group, nm).mask
+
+
+def prune_lowest_per_row(score: torch.Tensor, sparsity: float) -> torch.Tensor:
+    return select_mask(score, sparsity, "row")
+
+
+def prune_lowest_in_matrix(score: torch.Tensor, sparsity: float) -> torch.Tensor:
+    return select_mask(score, sparsity, "matrix")
+
+
+def prune_n_of_m(score: torch.Tensor, n: int, m: int) -> torch.Tensor:
+    return select_mask(score, 0.0, "nm", (n, m))
 
 
 def reference_per_row(score: np.ndarray, sparsity: float) -> np.ndarray:
@@ -79,24 +94,91 @@ def test_n_of_m_refuses_indivisible_width():
         prune_n_of_m(torch.rand(4, 10), 2, 4)
 
 
+def reference_variant(W_metric: torch.Tensor, sparsity_ratio: float) -> tuple[torch.Tensor, float]:
+    """The Wanda reference (lib/prune.py, `prune_wanda` with `use_variant`), transcribed for one matrix."""
+    def return_given_alpha(alpha, sort_res, W_metric, tmp_metric, sum_before):
+        thres_cumsum = sum_before * alpha
+        sort_mask = tmp_metric <= thres_cumsum.reshape((-1, 1))
+        thres = torch.gather(sort_res[0], dim=1, index=sort_mask.sum(dim=1, keepdims=True) - 1)
+        W_mask = W_metric <= thres
+        cur_sparsity = (W_mask == True).sum() / W_mask.numel()  # noqa: E712
+        return W_mask, cur_sparsity
+
+    sort_res = torch.sort(W_metric, dim=-1, stable=True)
+    tmp_metric = torch.cumsum(sort_res[0], dim=1)
+    sum_before = W_metric.sum(dim=1)
+    alpha = 0.4
+    alpha_hist = [0., 0.8]
+    W_mask, cur_sparsity = return_given_alpha(alpha, sort_res, W_metric, tmp_metric, sum_before)
+    while (torch.abs(cur_sparsity - sparsity_ratio) > 0.001) and (alpha_hist[1] - alpha_hist[0] >= 0.001):
+        if cur_sparsity > sparsity_ratio:
+            alpha_new = (alpha + alpha_hist[0]) / 2.0
+            alpha_hist[1] = alpha
+        else:
+            alpha_new = (alpha + alpha_hist[1]) / 2.0
+            alpha_hist[0] = alpha
+        alpha = alpha_new
+        W_mask, cur_sparsity = return_given_alpha(alpha, sort_res, W_metric, tmp_metric, sum_before)
+    return W_mask, alpha
+
+
+def wanda_like_scores(shape, seed: int) -> torch.Tensor:
+    """Heavy-tailed scores like |W|·‖X‖ with outlier channels."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(shape, generator=g).abs() * torch.randn(shape[1], generator=g).exp().view(1, -1)
+
+
 @pytest.mark.parametrize("shape", [(64, 256), (128, 96), (300, 200)])
 @pytest.mark.parametrize("sparsity", [0.3, 0.5, 0.7])
 def test_variant_lands_within_tolerance(shape, sparsity):
-    g = torch.Generator().manual_seed(4)
-    # heavy-tailed scores like |W|·‖X‖ with outlier channels
-    score = torch.randn(shape, generator=g).abs() * torch.randn(shape[1], generator=g).exp().view(1, -1)
+    score = wanda_like_scores(shape, seed=4)
     mask, alpha = prune_adaptive_alpha(score, sparsity)
     assert abs(mask.float().mean().item() - sparsity) <= 0.001
     assert 0 < alpha < 1
-    # the defining rule, row by row: prune the lowest scores whose cumulative sum stays <= alpha·row sum
-    s = score.double().numpy()
+    # the defining rule, row by row: prune the lowest scores whose cumulative sum stays <= alpha·row sum,
+    # in the scores' own precision (the reference's), ties with the last of them included
+    ordered = torch.sort(score, dim=1, stable=True).values
+    cum, totals = torch.cumsum(ordered, dim=1), score.sum(dim=1)
     for r in range(0, shape[0], max(1, shape[0] // 7)):
-        order = np.argsort(s[r], kind="stable")
-        cum = np.cumsum(s[r][order])
-        count = int((cum <= alpha * cum[-1]).sum())
-        expected = np.zeros(shape[1], dtype=bool)
-        expected[order[:count]] = True
-        np.testing.assert_array_equal(mask[r].numpy(), expected)
+        count = int((cum[r] <= totals[r] * alpha).sum())
+        np.testing.assert_array_equal(mask[r].numpy(), (score[r] <= ordered[r, count - 1]).numpy())
+
+
+@pytest.mark.parametrize("shape", [(64, 256), (128, 96), (300, 200), (7, 128), (1, 512)])
+@pytest.mark.parametrize("sparsity", [0.1, 0.3, 0.5, 0.6, 0.7, 0.9])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_variant_is_the_reference_search(shape, sparsity, seed):
+    """The same scores give the reference's mask and alpha exactly: its bracket, steps, stop rule and fp32 sums."""
+    score = wanda_like_scores(shape, seed) if seed else torch.rand(shape, generator=torch.Generator().manual_seed(9))
+    mask, alpha = prune_adaptive_alpha(score, sparsity)
+    expected_mask, expected_alpha = reference_variant(score, sparsity)
+    assert alpha == expected_alpha
+    assert torch.equal(mask, expected_mask)
+
+
+def test_variant_stops_off_target_when_the_bracket_is_exhausted():
+    """As the reference: a matrix too small to land within 0.001 ends the search at the bracket's width."""
+    score = wanda_like_scores((4, 8), seed=3)
+    mask, alpha = prune_adaptive_alpha(score, 0.55)
+    expected_mask, expected_alpha = reference_variant(score, 0.55)
+    assert abs(mask.float().mean().item() - 0.55) > 0.001
+    assert alpha == expected_alpha and torch.equal(mask, expected_mask)
+
+
+def test_variant_prunes_ties_with_the_threshold_as_the_reference_does():
+    score = torch.tensor([[1.0, 1.0, 1.0, 1.0, 2.0, 3.0, 4.0, 5.0]] * 3)
+    mask, alpha = prune_adaptive_alpha(score, 0.5)
+    expected_mask, expected_alpha = reference_variant(score, 0.5)
+    assert alpha == expected_alpha == 0.2 and torch.equal(mask, expected_mask)
+    # at alpha 0.2 the budget 3.6 holds three of the 1.0s: the fourth, tied with them, goes too
+    assert mask[:, :4].all() and not mask[:, 4:].any()
+
+
+def test_variant_prunes_nothing_in_a_row_whose_lowest_score_exceeds_the_budget():
+    """Where the reference would gather at index -1 and fail: one dominant score, a tiny target."""
+    score = torch.tensor([[100.0, 1.0, 1.0, 1.0], [1.0, 1.0, 1.0, 1.0]])
+    mask, alpha = prune_adaptive_alpha(score, 0.001)
+    assert alpha < 0.01 and not mask.any()
 
 
 def test_wanda_equals_magnitude_when_activation_norms_are_equal():

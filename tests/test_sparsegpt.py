@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from wanda_engine.scoring import InputStats, wanda_score
-from wanda_engine.selection import select_mask
+from wanda_engine.selection import select
 from wanda_engine.sparsegpt import sparsegpt_prune
 
 
@@ -29,7 +29,7 @@ def test_sparsegpt_beats_wanda_on_reconstruction(nm):
     stats = InputStats(width, torch.device("cpu"), with_gram=True)
     stats.add(x[None])
     w_sgpt = sparsegpt_prune(w, stats.hessian(), 0.5, nm, blocksize=32)
-    mask_wanda = select_mask(wanda_score(w, stats), 0.5, "nm" if nm else "row", nm)
+    mask_wanda = select(wanda_score(w, stats), 0.5, "nm" if nm else "row", nm).mask
     w_wanda = w.masked_fill(mask_wanda, 0)
     assert (w_sgpt == 0).float().mean().item() == pytest.approx(0.5, abs=1e-6)
     if nm:

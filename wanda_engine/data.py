@@ -14,9 +14,12 @@ Every user mistake raises :class:`DataError` with one sentence.
 """
 from __future__ import annotations
 
+import bz2
 import contextlib
 import functools
+import io
 import logging
+import lzma
 import os
 import random
 import threading
@@ -26,10 +29,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import rdata
 import torch
 
 from .errors import DataError
 from .hub import hub_offline, hub_reachable
+from .runs import atomic_write_bytes
 
 SPLITS = ("calib", "eval")
 NAMED_SOURCES = ("default", "wikitext2", "c4")
@@ -68,12 +73,8 @@ def _decompress_rdb_blob(blob: bytes, compressed: int) -> bytes:
     if compressed in (2, 3):  # R_decompress2/3: one type byte after the length
         kind, body = body[:1], body[1:]
         if kind == b"2":
-            import bz2
-
             out = bz2.decompress(body)
         elif kind == b"Z":
-            import lzma
-
             out = lzma.decompress(body, format=lzma.FORMAT_RAW, filters=[{"id": lzma.FILTER_LZMA2, "preset": 9}])
         elif kind == b"1":
             out = zlib.decompress(body)
@@ -89,10 +90,6 @@ def _decompress_rdb_blob(blob: bytes, compressed: int) -> bytes:
 @functools.lru_cache(maxsize=None)
 def _austen_book(name: str) -> str:
     """One book as text, lines joined with newlines. R serialization is parsed by the `rdata` package."""
-    import io
-
-    import rdata
-
     d = _austen_dir()
     try:
         index = rdata.read_rds(d / "Rdata.rdx")  # the lazy-load index is a gzip'd RDS: variables -> [offset, length]
@@ -115,7 +112,7 @@ def _austen_book(name: str) -> str:
 
 def _hub_dataset(what: str, path: str, **kwargs: Any) -> Any:
     """`datasets.load_dataset(path, **kwargs)`: from the local cache if there, else download if the hub is reachable."""
-    import datasets
+    import datasets  # here, not at the top: 1.3 s to import, and only hub sources need it
 
     with contextlib.suppress(Exception), hub_offline():
         return datasets.load_dataset(path, **kwargs)
@@ -337,10 +334,6 @@ def save_token_windows(path: str | os.PathLike, windows: torch.Tensor) -> None:
     path = Path(path).expanduser()
     if path.suffix.lower() != ".npy":
         raise DataError(f"token windows are saved as .npy; {path.name!r} does not end in .npy")
-    import io
-
-    from .runs import atomic_write_bytes
-
     buf = io.BytesIO()
     np.save(buf, windows.detach().cpu().numpy().astype(np.int64), allow_pickle=False)
     atomic_write_bytes(path, buf.getvalue())  # a kill mid-write leaves the old file or none, never half of one

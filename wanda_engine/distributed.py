@@ -12,14 +12,13 @@ import os
 from datetime import timedelta
 
 import torch
+import torch.distributed as dist
 
 
 def init_from_env() -> tuple[int, int]:
     """Join the process group torchrun describes (WORLD_SIZE > 1); (rank, world size), or (0, 1) alone."""
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return 0, 1
-    import torch.distributed as dist
-
     if not dist.is_initialized():
         cuda = torch.cuda.is_available()
         if cuda:
@@ -31,7 +30,6 @@ def init_from_env() -> tuple[int, int]:
 
 
 def finish() -> None:
-    import torch.distributed as dist
-
+    """Leave the process group, if one was joined."""
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()

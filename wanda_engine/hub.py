@@ -10,6 +10,9 @@ import os
 import socket
 import threading
 from typing import Iterator
+from urllib.parse import urlparse
+
+import huggingface_hub.constants as hc
 
 HUB_TIMEOUT_S = 3.0
 
@@ -17,8 +20,7 @@ HUB_TIMEOUT_S = 3.0
 @contextlib.contextmanager
 def hub_offline() -> Iterator[None]:
     """Temporarily put `datasets` and `huggingface_hub` into offline (cache-only) mode."""
-    import datasets.config as dc
-    import huggingface_hub.constants as hc
+    import datasets.config as dc  # here, not at the top: importing `datasets` takes 1.3 s
 
     saved = (dc.HF_HUB_OFFLINE, getattr(dc, "HF_DATASETS_OFFLINE", None), hc.HF_HUB_OFFLINE)
     saved_env = {k: os.environ.get(k) for k in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")}
@@ -39,13 +41,9 @@ def hub_offline() -> Iterator[None]:
 
 def hub_reachable(timeout: float = HUB_TIMEOUT_S) -> bool:
     """True if a TCP connection to the hub endpoint opens within `timeout` seconds (DNS included)."""
-    from urllib.parse import urlparse
-
     try:
-        import huggingface_hub.constants as hc
-
         endpoint = urlparse(hc.ENDPOINT)
-    except Exception:  # noqa: BLE001
+    except Exception:  # noqa: BLE001 - a malformed HF_ENDPOINT: probe the default hub
         endpoint = urlparse("https://huggingface.co")
     host = endpoint.hostname or "huggingface.co"
     port = endpoint.port or (80 if endpoint.scheme == "http" else 443)

@@ -14,13 +14,19 @@ Blocks without offloaded tensors are simply moved to the compute device and back
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import os
+import shutil
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from typing import Any
 
 import torch
+from accelerate.utils import OffloadedWeightsLoader, PrefixedDataset, set_module_tensor_to_device
+from accelerate.utils.modeling import named_module_tensors
+from safetensors.torch import save_file
 from torch import nn
 
 
@@ -76,16 +82,12 @@ def execution_device(module: nn.Module) -> torch.device:
 
 def _module_tensor_names(module: nn.Module, hook: Any) -> list[str]:
     """The tensor names the hook loads and offloads (accelerate's own rule, `named_module_tensors`)."""
-    from accelerate.utils.modeling import named_module_tensors
-
     return [name for name, _ in named_module_tensors(module, include_buffers=hook.offload_buffers,
                                                      recurse=hook.place_submodules, remove_non_persistent=True)]
 
 
 def _write_back(weights_map: Any, name: str, value: torch.Tensor) -> None:
     """Store `value` as the weights map's entry `name`: in place in host memory, or as a new file on disk."""
-    from accelerate.utils import OffloadedWeightsLoader, PrefixedDataset
-
     key, store = name, weights_map
     if isinstance(store, PrefixedDataset):
         key, store = store.prefix + name, store.dataset
@@ -93,8 +95,6 @@ def _write_back(weights_map: Any, name: str, value: torch.Tensor) -> None:
         if key in store.state_dict:
             store.state_dict[key].copy_(value)
             return
-        from safetensors.torch import save_file
-
         folder = getattr(store, "_wanda_pruned_folder", None)
         if folder is None:  # one fresh folder per weights map: copies of a model never share files
             base = store.save_folder or tempfile.mkdtemp(prefix="wanda-offload-")
@@ -109,17 +109,14 @@ def _write_back(weights_map: Any, name: str, value: torch.Tensor) -> None:
 
 
 @contextlib.contextmanager
-def block_on_device(block: nn.Module, device: torch.device, write_back: bool = True) -> Iterator[None]:
+def block_on_device(block: nn.Module, device: torch.device, write_back: Collection[nn.Module] = ()) -> Iterator[None]:
     """Hold every tensor of `block` on `device` for the duration.
 
-    Offloaded modules are materialised from their weights maps, with offloading paused; if
-    `write_back`, the weights of the prunable layers go back to the weights maps on a normal exit
+    Offloaded modules are materialised from their weights maps, with offloading paused; the weights
+    of the layers in `write_back` (the pruned ones) go back to the weights maps on a normal exit
     (an error leaves the offloaded copy as it was). Other modules move with `.to()` and back.
     """
-    from accelerate.utils import set_module_tensor_to_device
-
-    from .models import PRUNABLE_TYPES
-
+    written_back = {id(layer) for layer in write_back}
     offloaded = [(m, hook, _module_tensor_names(m, hook)) for m in block.modules() if (hook := _offload_hook(m)) is not None]
     hooks = _hooks(block)
     saved = [(hook, hook.offload, hook.execution_device) for hook in hooks]
@@ -144,7 +141,7 @@ def block_on_device(block: nn.Module, device: torch.device, write_back: bool = T
             t.data = t.data.to(home)
         for module, hook, names in offloaded:
             for name in names:
-                if finished and write_back and isinstance(module, PRUNABLE_TYPES) and name == "weight":
+                if finished and id(module) in written_back and name == "weight":
                     _write_back(hook.weights_map, name, getattr(module, name).data)
                 set_module_tensor_to_device(module, name, "meta", clear_cache=False)
 
@@ -152,10 +149,6 @@ def block_on_device(block: nn.Module, device: torch.device, write_back: bool = T
 def discard_pruned_copies(model: nn.Module) -> None:
     """Delete the files `block_on_device` wrote for `model`'s disk-offloaded weights (the model then
     reads stale paths: call this only when it is no longer used)."""
-    import shutil
-
-    from accelerate.utils import PrefixedDataset
-
     seen = set()
     for module in model.modules():
         hook = _offload_hook(module)
@@ -180,9 +173,6 @@ def return_freed_memory_promptly() -> None:
     the activations are not host memory). malloc_trim after each block did not help. Set only when
     a model is loaded with offloading; not glibc: nothing to do.
     """
-    import ctypes
-    import ctypes.util
-
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
         libc.mallopt(-3, 1 << 20)  # M_MMAP_THRESHOLD = -3 in <malloc.h>

@@ -9,7 +9,8 @@
 
 A method is a scorer plus a selector (magnitude, wanda, ria, wanda variant) or a solver
 (sparsegpt); the loop itself knows nothing of architectures: it replays whatever arguments the
-model itself passed each block (masks, positions, rotary tables), recorded once per calibration batch.
+model itself passed each block (masks, positions, rotary tables), recorded once per calibration batch
+by `capture`.
 
 OWL (layerwise='owl') adds one dense pass before the loop to measure each block's outlier ratio
 and turn it into that block's sparsity. Under torch.distributed every rank calibrates on its own
@@ -19,26 +20,35 @@ A model whose weights accelerate offloaded (to host memory or disk) runs the sam
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+import torch.distributed as dist
 from torch import nn
 
+from .capture import Chunk, activation_storage, capture_block_inputs, run_block
+from .checks import check_finite_weights
 from .config import PruneConfig
-from .errors import ConfigError, EngineError, NumericalError, PruneCancelled
+from .errors import ConfigError, NumericalError, PruneCancelled
 from .events import BlockFinished, BlockStarted, EventCallback, MatrixPruned, PruneFinished, StageStarted, ignore_events
-from .models import check_finite_weights, find_blocks, find_linears, weight_of
-from .offload import block_on_device, execution_device, has_offloaded_weights
+from .layers import find_blocks, find_linears, weight_of
+from .offload import block_on_device, has_offloaded_weights
 from .records import BlockRecord, MatrixRecord
 from .recording import record_matrix
 from .scoring import SCORERS, InputStats
 from .selection import Selection, prune_adaptive_alpha, select
 from .sparsegpt import sparsegpt_prune
+from .stages import BY_NAME
+
+# The stages the pipeline announces itself (the runner announces 'prune' around it).
+OWL_STAGE, CAPTURE_STAGE = BY_NAME["owl"], BY_NAME["capture"]
 
 
 @dataclass
@@ -56,117 +66,12 @@ class PruneResult:
     peak_device_bytes: int | None = None  # CUDA only: torch.cuda.max_memory_allocated during pruning
 
 
-class _StopAtBlock(Exception):
-    """Raised by the capture hook: the rest of the model need not run."""
-
-
-@dataclass
-class _Chunk:
-    """A batch of calibration windows at the input of the current block."""
-
-    hidden: torch.Tensor  # [batch, seqlen, hidden]
-    calls: list[tuple[tuple, dict[str, Any]]]  # per block: the further args and kwargs it was called with
-
-
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"device {name!r} was asked for but CUDA is not available")
     return torch.device(name)
-
-
-def _to(obj: Any, device: torch.device, memo: dict[int, Any] | None = None) -> Any:
-    """Move tensors inside obj to device; `memo` keeps a tensor shared by several blocks shared."""
-    if isinstance(obj, torch.Tensor):
-        if memo is None:
-            return obj.to(device, non_blocking=True)
-        if id(obj) not in memo:
-            memo[id(obj)] = obj.to(device, non_blocking=True)
-        return memo[id(obj)]
-    if isinstance(obj, tuple):
-        return tuple(_to(o, device, memo) for o in obj)
-    if isinstance(obj, list):
-        return [_to(o, device, memo) for o in obj]
-    if isinstance(obj, dict):
-        return {k: _to(v, device, memo) for k, v in obj.items()}
-    return obj
-
-
-# Arguments that must not be replayed: caches would grow across blocks and batches.
-_DROP_KWARGS = {"past_key_value": None, "past_key_values": None, "layer_past": None, "cache": None,
-                "use_cache": False, "output_attentions": False}
-
-
-def capture_block_inputs(model: nn.Module, blocks: nn.ModuleList, windows: torch.Tensor,
-                         batch_size: int, storage: torch.device) -> list[_Chunk]:
-    """Run the model over each batch of windows with every block replaced by a recorder.
-
-    Keeps block 0's input hidden states and, for *every* block, the arguments the model passes it:
-    architectures such as Gemma 2/3 or Qwen2 with sliding-window layers give each layer its own
-    attention mask or rotary table. The recorders return their input unchanged, so nothing is
-    computed; the last one stops the forward pass before the final norm and the LM head.
-    """
-    captured: list[_Chunk] = []
-    calls: dict[int, tuple] = {}
-    memo: dict[int, Any] = {}
-
-    def recorder(i: int):
-        def forward(*args: Any, **kwargs: Any) -> torch.Tensor:
-            kwargs = dict(kwargs)
-            hidden = args[0] if args else kwargs.pop("hidden_states")
-            kwargs.update({k: v for k, v in _DROP_KWARGS.items() if k in kwargs})
-            calls[i] = (hidden, _to(tuple(args[1:]), storage, memo), _to(kwargs, storage, memo))
-            if i == len(blocks) - 1:
-                raise _StopAtBlock
-            return hidden
-        return forward
-
-    saved = [block.__dict__.get("forward") for block in blocks]  # accelerate's hooks live there too
-    for i, block in enumerate(blocks):
-        block.forward = recorder(i)  # an instance attribute shadows the class's forward
-    input_device = execution_device(model.get_input_embeddings())
-    try:
-        for batch in windows.split(batch_size):
-            calls.clear()
-            memo.clear()
-            try:
-                model(input_ids=batch.to(input_device), use_cache=False)
-            except _StopAtBlock:
-                pass
-            if len(calls) != len(blocks):
-                raise EngineError(f"the model called {len(calls)} of its {len(blocks)} decoder blocks; "
-                                  "it does not run them in sequence, which this pipeline needs")
-            captured.append(_Chunk(calls[0][0].to(storage), [(calls[i][1], calls[i][2]) for i in range(len(blocks))]))
-    finally:
-        for block, forward in zip(blocks, saved):
-            if forward is None:
-                del block.forward
-            else:
-                block.forward = forward
-    return captured
-
-
-def activation_storage(model: nn.Module, windows: torch.Tensor, device: torch.device) -> torch.device:
-    """Where the calibration activations live between blocks: on the compute device when two
-    buffers of them (block inputs and the dense outputs) take at most half of its free memory,
-    else in host memory, moved to the device one batch at a time."""
-    if device.type != "cuda":
-        return device
-    hidden = model.get_input_embeddings().weight.shape[1]
-    itemsize = next(model.parameters()).element_size()
-    needed = 2 * windows.numel() * hidden * itemsize
-    free, total = torch.cuda.mem_get_info(device)
-    get_fraction = getattr(torch.cuda, "get_per_process_memory_fraction", None)
-    if get_fraction is not None:  # a cap set with set_per_process_memory_fraction counts, not the whole device
-        free = min(free, int(total * get_fraction(device)) - torch.cuda.memory_allocated(device))
-    return device if needed <= free // 2 else torch.device("cpu")
-
-
-def _run_block(block: nn.Module, index: int, chunk: _Chunk, device: torch.device) -> torch.Tensor:
-    args, kwargs = chunk.calls[index]
-    out = block(chunk.hidden.to(device), *_to(args, device), **_to(kwargs, device))
-    return out[0] if isinstance(out, (tuple, list)) else out
 
 
 def _scores(config: PruneConfig, weight: torch.Tensor, stats: InputStats) -> dict[str, torch.Tensor]:
@@ -273,14 +178,12 @@ def check_prunable(model: nn.Module, config: PruneConfig) -> None:
 
 def _distributed() -> tuple[int, int]:
     """(rank, world size) of torch.distributed, or (0, 1) when it is not initialised."""
-    import torch.distributed as dist
-
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
 
 
-def _calibrate(block: nn.Module, index: int, chunks: list[_Chunk], device: torch.device, with_gram: bool,
+def _calibrate(block: nn.Module, index: int, chunks: list[Chunk], device: torch.device, with_gram: bool,
                keep: torch.device | None) -> tuple[dict[str, InputStats], list[torch.Tensor]]:
     """Run the dense block over every chunk with hooks feeding each linear's InputStats.
 
@@ -309,7 +212,7 @@ def _calibrate(block: nn.Module, index: int, chunks: list[_Chunk], device: torch
     try:
         for chunk in chunks:
             fed.clear()
-            out = _run_block(block, index, chunk, device)
+            out = run_block(block, index, chunk, device)
             outputs.append(out.to(keep) if keep is not None else out)
         fed.clear()
     finally:
@@ -333,7 +236,7 @@ def _owl_targets(model: nn.Module, blocks: nn.ModuleList, windows: torch.Tensor,
     for i, block in enumerate(blocks):
         if cancel is not None and cancel.is_set():
             raise PruneCancelled(f"pruning was cancelled while measuring outliers, after {i} of {len(blocks)} blocks")
-        with block_on_device(block, device, write_back=False):
+        with block_on_device(block, device):
             linears = find_linears(block)
             stats, outputs = _calibrate(block, i, chunks, device, False, storage)
             ratios.append(outlier_ratio([SCORERS["wanda"](weight_of(linears[n]).float(), st) for n, st in stats.items()],
@@ -341,6 +244,101 @@ def _owl_targets(model: nn.Module, blocks: nn.ModuleList, windows: torch.Tensor,
         for chunk, out in zip(chunks, outputs):
             chunk.hidden = out
     return ratios, owl_sparsities(ratios, config.target_sparsity, config.owl_lambda)
+
+
+@dataclass
+class _Pruning:
+    """What every block of one pruning shares: its settings, where tensors live, the clock and the tallies."""
+
+    config: PruneConfig
+    device: torch.device
+    storage: torch.device  # where the calibration activations stay between blocks
+    blocks_path: str
+    num_blocks: int
+    on_event: EventCallback
+    record: bool
+    world: int
+    offloaded: bool  # accelerate offloaded some weights: each block's are checked as it loads
+    started: float = field(default_factory=time.perf_counter)
+    timings: dict[str, float] = field(
+        default_factory=lambda: {"capture_s": 0.0, "calibrate_s": 0.0, "select_s": 0.0, "propagate_s": 0.0})
+    records: list[MatrixRecord] = field(default_factory=list)
+    zeros: float = 0.0  # over the matrices pruned so far
+    total: int = 0
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.started
+
+    @contextlib.contextmanager
+    def timed(self, key: str) -> Iterator[None]:
+        t = time.perf_counter()
+        yield
+        self.timings[key] = self.timings.get(key, 0.0) + time.perf_counter() - t
+
+
+def _propagate(block: nn.Module, index: int, chunks: list[Chunk], dense_outputs: list[torch.Tensor],
+               run: _Pruning) -> tuple[float, float]:
+    """Run the pruned block over every chunk: its outputs become the next block's inputs.
+
+    Returns ‖pruned − dense‖² and ‖dense‖² over the calibration windows of every rank."""
+    err = torch.zeros(2, dtype=torch.float64)
+    for chunk, dense in zip(chunks, dense_outputs):
+        out = run_block(block, index, chunk, run.device)
+        dense = dense.to(run.device)
+        err += torch.stack([torch.sub(out, dense).float().pow_(2).sum(), dense.float().pow(2).sum()]).double().cpu()
+        chunk.hidden = out.to(run.storage)
+    if run.world > 1:
+        dist.all_reduce(err)
+    return float(err[0]), float(err[1])
+
+
+def _prune_block(run: _Pruning, block: nn.Module, index: int, chunks: list[Chunk], target: float,
+                 outlier_ratio: float | None) -> BlockRecord:
+    """Calibrate, prune and propagate one block; `chunks` then hold the next block's inputs."""
+    started = time.perf_counter()
+    run.on_event(BlockStarted(run.elapsed(), index, run.num_blocks))
+    linears = find_linears(block)
+    # only this block on the compute device (read from accelerate's offload, if the model has one)
+    with block_on_device(block, run.device, write_back=linears.values()):
+        if run.offloaded:
+            check_finite_weights(block, f"block {index}")
+        # 1. calibration pass through the dense block; keep its outputs to measure the block error.
+        #    (Magnitude needs no statistics to prune, but its records compare it with Wanda's masks.)
+        with run.timed("calibrate_s"):
+            stats, dense_outputs = _calibrate(block, index, chunks, run.device, run.config.method == "sparsegpt",
+                                              run.storage)
+        # 2. score, select, record, apply: every linear of the block from the dense block's inputs
+        with run.timed("select_s"):
+            zeros = total = 0
+            for name, layer in linears.items():
+                full_name = f"{run.blocks_path}.{index}.{name}"
+                rec, sp = _prune_layer(run.config, layer, stats[name], target, index, name, full_name, run.record)
+                if rec is not None:
+                    run.records.append(rec)
+                n = weight_of(layer).numel()
+                zeros, total = zeros + sp * n, total + n
+                run.on_event(MatrixPruned(run.elapsed(), index, run.num_blocks, name, sp))
+            del stats
+        # 3. propagation pass through the pruned block: the next block sees pruned activations
+        with run.timed("propagate_s"):
+            err_num, err_den = _propagate(block, index, chunks, dense_outputs, run)
+        del dense_outputs
+    run.zeros, run.total = run.zeros + zeros, run.total + total
+    if not math.isfinite(err_num):
+        raise NumericalError(f"block {index}: the pruned block's outputs contain NaN or Inf")
+    block_error = err_num / err_den if err_den else 0.0
+    run.on_event(BlockFinished(run.elapsed(), index, run.num_blocks, zeros / total, block_error, run.zeros / run.total))
+    return BlockRecord(index, zeros / total, block_error, time.perf_counter() - started, target=target,
+                       outlier_ratio=outlier_ratio)
+
+
+def _rank_share(windows: torch.Tensor, rank: int, world: int) -> torch.Tensor:
+    """This rank's contiguous share of the calibration windows."""
+    if world == 1:
+        return windows
+    if len(windows) < world:
+        raise ConfigError(f"nsamples {len(windows)} is smaller than the {world} ranks sharing the calibration")
+    return windows.tensor_split(world)[rank]
 
 
 def prune_model(model: nn.Module, windows: torch.Tensor, config: PruneConfig,
@@ -351,100 +349,40 @@ def prune_model(model: nn.Module, windows: torch.Tensor, config: PruneConfig,
     Under torch.distributed every rank passes the same `windows` and calibrates on its contiguous
     share of them; the result (masks, records) is the same on every rank.
     """
-    t_start = time.perf_counter()
-    elapsed = lambda: time.perf_counter() - t_start  # noqa: E731
+    started = time.perf_counter()
     device = resolve_device(config.device)
     check_prunable(model, config)
     check_finite_weights(model)  # NaN/Inf named per block and layer, before they reach any activation
-    offloaded = has_offloaded_weights(model)  # accelerate offload: those weights are checked as each block loads
     blocks_path, blocks = find_blocks(model)
-    num_blocks = len(blocks)
     rank, world = _distributed()
-    if world > 1:
-        if len(windows) < world:
-            raise ConfigError(f"nsamples {len(windows)} is smaller than the {world} ranks sharing the calibration")
-        windows = windows.tensor_split(world)[rank]
+    windows = _rank_share(windows, rank, world)
     storage = activation_storage(model, windows, device)
-    with_gram = config.method == "sparsegpt"
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-
-    records: list[MatrixRecord] = []
-    block_records: list[BlockRecord] = []
-    timings = {"capture_s": 0.0, "calibrate_s": 0.0, "select_s": 0.0, "propagate_s": 0.0}
-    pruned_zeros = pruned_total = 0
+    run = _Pruning(config, device, storage, blocks_path, len(blocks), on_event, record, world,
+                   offloaded=has_offloaded_weights(model), started=started)
 
     with torch.inference_mode():
-        targets, ratios = [config.target_sparsity] * num_blocks, [None] * num_blocks
+        targets, ratios = [config.target_sparsity] * len(blocks), [None] * len(blocks)
         if config.layerwise == "owl":
-            on_event(StageStarted(elapsed(), "owl", f"outlier ratios of {num_blocks} blocks (M={config.owl_m:g})"))
-            t = time.perf_counter()
-            ratios, targets = _owl_targets(model, blocks, windows, config, device, storage, cancel)
-            timings["owl_s"] = time.perf_counter() - t
+            on_event(StageStarted(run.elapsed(), OWL_STAGE.name,
+                                  f"outlier ratios of {len(blocks)} blocks (M={config.owl_m:g})"))
+            with run.timed("owl_s"):
+                ratios, targets = _owl_targets(model, blocks, windows, config, device, storage, cancel)
 
-        on_event(StageStarted(elapsed(), "capture", f"{len(windows)} windows x {windows.shape[1]} tokens"))
-        t = time.perf_counter()
-        chunks = capture_block_inputs(model, blocks, windows, config.batch_size, storage)
-        timings["capture_s"] = time.perf_counter() - t
+        on_event(StageStarted(run.elapsed(), CAPTURE_STAGE.name, f"{len(windows)} windows x {windows.shape[1]} tokens"))
+        with run.timed("capture_s"):
+            chunks = capture_block_inputs(model, blocks, windows, config.batch_size, storage)
 
+        block_records = []
         for i, block in enumerate(blocks):
             if cancel is not None and cancel.is_set():
-                raise PruneCancelled(f"pruning was cancelled after {i} of {num_blocks} blocks")
-            t_block = time.perf_counter()
-            on_event(BlockStarted(elapsed(), i, num_blocks))
-            # only this block on the compute device (read from accelerate's offload, if the model has one)
-            with block_on_device(block, device):
-                if offloaded:
-                    check_finite_weights(block, f"block {i}")
-                linears = find_linears(block)
+                raise PruneCancelled(f"pruning was cancelled after {i} of {len(blocks)} blocks")
+            block_records.append(_prune_block(run, block, i, chunks, targets[i], ratios[i]))
 
-                # 1. calibration pass through the dense block; keep its outputs to measure the block error.
-                #    (Magnitude needs no statistics to prune, but its records compare it with Wanda's masks.)
-                t = time.perf_counter()
-                stats, dense_out = _calibrate(block, i, chunks, device, with_gram, storage)
-                timings["calibrate_s"] += time.perf_counter() - t
-
-                # 2. score, select, record, apply — every linear of the block from the dense block's inputs
-                t = time.perf_counter()
-                zeros = total = 0
-                for name, layer in linears.items():
-                    full_name = f"{blocks_path}.{i}.{name}"
-                    rec, sp = _prune_layer(config, layer, stats[name], targets[i], i, name, full_name, record)
-                    if rec is not None:
-                        records.append(rec)
-                    n = weight_of(layer).numel()
-                    zeros, total = zeros + sp * n, total + n
-                    on_event(MatrixPruned(elapsed(), i, num_blocks, name, sp))
-                del stats
-                timings["select_s"] += time.perf_counter() - t
-
-                # 3. propagation pass through the pruned block: the next block sees pruned activations
-                t = time.perf_counter()
-                err = torch.zeros(2, dtype=torch.float64)  # ‖pruned − dense‖², ‖dense‖² over this rank's windows
-                for chunk, dense in zip(chunks, dense_out):
-                    out = _run_block(block, i, chunk, device)
-                    dense = dense.to(device)
-                    err += torch.stack([torch.sub(out, dense).float().pow_(2).sum(), dense.float().pow(2).sum()]).double().cpu()
-                    chunk.hidden = out.to(storage)
-                del dense_out
-                if world > 1:
-                    import torch.distributed as dist
-
-                    dist.all_reduce(err)
-                timings["propagate_s"] += time.perf_counter() - t
-
-            pruned_zeros, pruned_total = pruned_zeros + zeros, pruned_total + total
-            err_num, err_den = float(err[0]), float(err[1])
-            if not math.isfinite(err_num):
-                raise NumericalError(f"block {i}: the pruned block's outputs contain NaN or Inf")
-            block_error = err_num / err_den if err_den else 0.0
-            block_records.append(BlockRecord(i, zeros / total, block_error, time.perf_counter() - t_block,
-                                             target=targets[i], outlier_ratio=ratios[i]))
-            on_event(BlockFinished(elapsed(), i, num_blocks, zeros / total, block_error, pruned_zeros / pruned_total))
-
-    sparsity = pruned_zeros / pruned_total if pruned_total else 0.0
-    on_event(PruneFinished(elapsed(), num_blocks, sparsity))
-    return PruneResult(config=config, records=records, blocks=block_records, sparsity=sparsity,
-                       seconds=elapsed(), timings={k: round(v, 4) for k, v in timings.items()}, device=str(device),
-                       activations_on=str(storage), block_targets=targets, world_size=world,
+    sparsity = run.zeros / run.total if run.total else 0.0
+    on_event(PruneFinished(run.elapsed(), len(blocks), sparsity))
+    return PruneResult(config=config, records=run.records, blocks=block_records, sparsity=sparsity,
+                       seconds=run.elapsed(), timings={k: round(v, 4) for k, v in run.timings.items()},
+                       device=str(device), activations_on=str(storage), block_targets=targets, world_size=world,
                        peak_device_bytes=torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None)

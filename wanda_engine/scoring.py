@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Callable
 
 import torch
+import torch.distributed as dist
 
 
 class InputStats:
@@ -37,8 +38,6 @@ class InputStats:
 
     def all_reduce(self) -> None:
         """Sum the statistics over the ranks of torch.distributed (data-parallel calibration)."""
-        import torch.distributed as dist
-
         counts = torch.tensor([self.nsamples, self.ntokens], dtype=torch.float64, device=self.sq_sum.device)
         for t in (self.sq_sum, counts) + ((self.gram,) if self.gram is not None else ()):
             dist.all_reduce(t)

@@ -1,7 +1,8 @@
 """Mask selectors: given a score per weight [out, in], choose which weights to prune.
 
-Every selector returns a bool mask, True = prune, with exactly the requested count per
-comparison group (ties broken by torch.topk, deterministic for a given input and device).
+`select` returns a bool mask, True = prune, with exactly the requested count per comparison
+group (ties broken by torch.topk, deterministic for a given input and device). Wanda's variant,
+`prune_adaptive_alpha`, is the reference's threshold search instead, ties and all.
 Nothing here loops in Python over rows or groups.
 """
 from __future__ import annotations
@@ -19,6 +20,7 @@ class Selection(NamedTuple):
 
 
 def _per_row(score: torch.Tensor, sparsity: float) -> Selection:
+    """Wanda's default group: in each output row, prune the int(in·sparsity) lowest scores."""
     out_features, in_features = score.shape
     k = int(in_features * sparsity)
     mask = torch.zeros_like(score, dtype=torch.bool)
@@ -29,12 +31,11 @@ def _per_row(score: torch.Tensor, sparsity: float) -> Selection:
     return Selection(mask, float(values.amax(dim=1).median()))
 
 
-def prune_lowest_per_row(score: torch.Tensor, sparsity: float) -> torch.Tensor:
-    """Wanda's default group: in each output row, prune the int(in·sparsity) lowest scores."""
-    return _per_row(score, sparsity).mask
-
-
 def _in_matrix(score: torch.Tensor, sparsity: float) -> Selection:
+    """The reference's magnitude group: prune the int(numel·sparsity) lowest scores of the matrix.
+
+    (The reference prunes `score <= sorted[k]`, one weight more than k when no ties; we prune exactly k.)
+    """
     k = int(score.numel() * sparsity)
     mask = torch.zeros(score.numel(), dtype=torch.bool, device=score.device)
     if k == 0:
@@ -44,15 +45,8 @@ def _in_matrix(score: torch.Tensor, sparsity: float) -> Selection:
     return Selection(mask.view_as(score), float(values.max()))
 
 
-def prune_lowest_in_matrix(score: torch.Tensor, sparsity: float) -> torch.Tensor:
-    """The reference's magnitude group: prune the int(numel·sparsity) lowest scores of the matrix.
-
-    (The reference prunes `score <= sorted[k]`, one weight more than k when no ties; we prune exactly k.)
-    """
-    return _in_matrix(score, sparsity).mask
-
-
 def _n_of_m(score: torch.Tensor, n: int, m: int) -> Selection:
+    """N:M: in every group of M consecutive inputs of a row, prune the N lowest scores."""
     out_features, in_features = score.shape
     if in_features % m:
         raise ValueError(f"input width {in_features} is not a multiple of M={m}")
@@ -62,45 +56,8 @@ def _n_of_m(score: torch.Tensor, n: int, m: int) -> Selection:
     return Selection(mask.view(out_features, in_features), float(values.flatten(1).amax(dim=1).median()))
 
 
-def prune_n_of_m(score: torch.Tensor, n: int, m: int) -> torch.Tensor:
-    """N:M: in every group of M consecutive inputs of a row, prune the N lowest scores."""
-    return _n_of_m(score, n, m).mask
-
-
-def prune_adaptive_alpha(score: torch.Tensor, sparsity: float, tolerance: float = 0.001) -> tuple[torch.Tensor, float]:
-    """Wanda's variant (reference `--use_variant`): per row, prune the lowest scores whose cumulative
-    sum stays within alpha × the row's total; one alpha per matrix, bisected until the matrix's
-    sparsity is within `tolerance` of the target. Returns (mask, alpha).
-    """
-    sorted_scores, order = torch.sort(score, dim=1, stable=True)  # [out, in] ascending
-    cumsum = torch.cumsum(sorted_scores.double(), dim=1)
-    row_total = cumsum[:, -1:]  # [out, 1]
-    numel = score.numel()
-
-    def count_per_row(alpha: float) -> torch.Tensor:  # [out, 1]: how many of the lowest to prune
-        return (cumsum <= row_total * alpha).sum(dim=1, keepdim=True)
-
-    # Bisection over alpha in [0, 1]; the reference starts at 0.4 within [0, 0.8].
-    lo, hi, alpha = 0.0, 1.0, 0.4
-    counts = count_per_row(alpha)
-    for _ in range(60):
-        current = counts.sum().item() / numel
-        if abs(current - sparsity) <= tolerance or hi - lo < 1e-9:
-            break
-        if current > sparsity:
-            hi = alpha
-        else:
-            lo = alpha
-        alpha = (lo + hi) / 2
-        counts = count_per_row(alpha)
-    positions = torch.arange(score.shape[1], device=score.device).expand_as(score)
-    sorted_mask = positions < counts  # prune the first `count` of each row in sorted order
-    mask = torch.zeros_like(sorted_mask).scatter_(1, order, sorted_mask)
-    return mask, alpha
-
-
 def select(score: torch.Tensor, sparsity: float, group: str, nm: tuple[int, int] | None = None) -> Selection:
-    """Dispatch on the comparison group: 'row', 'matrix', or 'nm' (with nm=(N, M))."""
+    """Dispatch on the comparison group: 'row', 'matrix', or 'nm' (with nm=(N, M); `sparsity` unused)."""
     if group == "nm":
         assert nm is not None
         return _n_of_m(score, *nm)
@@ -111,6 +68,39 @@ def select(score: torch.Tensor, sparsity: float, group: str, nm: tuple[int, int]
     raise ValueError(f"unknown comparison group {group!r}")
 
 
-def select_mask(score: torch.Tensor, sparsity: float, group: str, nm: tuple[int, int] | None = None) -> torch.Tensor:
-    """The mask alone of `select`."""
-    return select(score, sparsity, group, nm).mask
+def _mask_at_alpha(alpha: float, sorted_scores: torch.Tensor, score: torch.Tensor, cumsum: torch.Tensor,
+                   row_total: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The reference's `return_given_alpha`: per row, the threshold is the largest sorted score whose
+    cumulative sum stays within alpha × the row's total; prune every score <= it (ties included).
+    Returns the mask and the matrix's sparsity (a tensor in the default float dtype, as there)."""
+    within = cumsum <= (row_total * alpha).reshape(-1, 1)
+    count = within.sum(dim=1, keepdim=True)
+    # The reference gathers at count - 1 and fails on a row where even the lowest score exceeds
+    # alpha × the total; such a row prunes nothing here.
+    threshold = torch.gather(sorted_scores, 1, (count - 1).clamp(min=0))
+    mask = (score <= threshold) & (count > 0)
+    return mask, mask.sum() / mask.numel()
+
+
+def prune_adaptive_alpha(score: torch.Tensor, sparsity: float) -> tuple[torch.Tensor, float]:
+    """Wanda's variant (reference `prune_wanda` with `--use_variant`): one alpha per matrix, and in
+    each row prune the lowest scores whose cumulative sum stays within alpha × the row's total.
+
+    The reference's search, step for step and in the scores' own dtype: alpha starts at 0.4 in the
+    bracket [0, 0.8] and moves halfway towards the bracket's end that brings the sparsity nearer the
+    target, until it is within 0.001 of it or the bracket is narrower than 0.001 (then it stops
+    where it is, off the target). Ties with the threshold are pruned, so a row may prune more than
+    its count. Returns (mask, alpha).
+    """
+    sorted_scores = torch.sort(score, dim=-1, stable=True).values
+    cumsum = torch.cumsum(sorted_scores, dim=1)
+    row_total = score.sum(dim=1)
+    alpha, lo, hi = 0.4, 0.0, 0.8
+    mask, current = _mask_at_alpha(alpha, sorted_scores, score, cumsum, row_total)
+    while torch.abs(current - sparsity) > 0.001 and hi - lo >= 0.001:
+        if current > sparsity:
+            alpha, hi = (alpha + lo) / 2.0, alpha
+        else:
+            alpha, lo = (alpha + hi) / 2.0, alpha
+        mask, current = _mask_at_alpha(alpha, sorted_scores, score, cumsum, row_total)
+    return mask, alpha

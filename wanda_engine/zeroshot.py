@@ -24,69 +24,30 @@ import copy
 import difflib
 import functools
 import json
+import logging
 import os
 import re
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, Iterator
 
 import torch
 
+from .config import PAPER_TASKS, ZeroShotConfig
 from .errors import ConfigError, DataError, EngineError
+from .hub import hub_offline, hub_reachable
+from .models import cache_dir
+from .offload import model_on_device
+from .runs import atomic_write_json
 
-# The Wanda paper's zero-shot tasks (Sun et al. 2023, table 2), in its order.
-PAPER_TASKS = ("boolq", "rte", "hellaswag", "winogrande", "arc_easy", "arc_challenge", "openbookqa")
 LM_EVAL_PIN = "lm-eval[hf]==0.4.13"
 METRICS = ("acc", "acc_norm")
 # `datasets` builders that read local files: a task using one of these needs no hub.
 LOCAL_BUILDERS = ("json", "csv", "parquet", "text", "arrow", "pandas")
 _OFFLINE_MEMO_S = 60.0
-
-
-@dataclass(frozen=True)
-class ZeroShotConfig:
-    """Which lm-eval tasks to run and how. `limit`: at most this many questions per task (None: all)."""
-
-    tasks: tuple[str, ...] = PAPER_TASKS
-    task_dir: str | None = None
-    limit: int | None = None
-    num_fewshot: int = 0
-    batch_size: int = 8
-
-    def __post_init__(self) -> None:
-        tasks = self.tasks
-        if isinstance(tasks, str):
-            tasks = tuple(t.strip() for t in tasks.split(",") if t.strip())
-        if not isinstance(tasks, (tuple, list)) or not tasks:
-            raise ConfigError("zero-shot tasks must be a non-empty list of lm-eval task names")
-        if not all(isinstance(t, str) and t.strip() and t.strip() == t for t in tasks):
-            raise ConfigError(f"zero-shot tasks must be task names without surrounding spaces, got {list(tasks)!r}")
-        if len(set(tasks)) != len(tasks):
-            raise ConfigError(f"zero-shot tasks name a task twice: {list(tasks)!r}")
-        object.__setattr__(self, "tasks", tuple(tasks))
-        if self.task_dir is not None and (not isinstance(self.task_dir, str) or not self.task_dir.strip()):
-            raise ConfigError(f"zero-shot task_dir must be a folder path or None, got {self.task_dir!r}")
-        if self.limit is not None and (isinstance(self.limit, bool) or not isinstance(self.limit, int) or self.limit < 1):
-            raise ConfigError(f"zero-shot limit must be a positive integer or None, got {self.limit!r}")
-        if isinstance(self.num_fewshot, bool) or not isinstance(self.num_fewshot, int) or self.num_fewshot < 0:
-            raise ConfigError(f"zero-shot num_fewshot must be an integer >= 0, got {self.num_fewshot!r}")
-        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
-            raise ConfigError(f"zero-shot batch_size must be a positive integer, got {self.batch_size!r}")
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["tasks"] = list(self.tasks)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "ZeroShotConfig":
-        known = set(cls.__dataclass_fields__)
-        kw = {k: v for k, v in d.items() if k in known}
-        if "tasks" in kw and isinstance(kw["tasks"], list):
-            kw["tasks"] = tuple(kw["tasks"])
-        return cls(**kw)
 
 
 def parse_tasks(text: str) -> tuple[str, ...]:
@@ -116,7 +77,6 @@ def _lm_eval() -> Any:
 def harness_version() -> str | None:
     """The installed lm-eval version, or None if it is not installed."""
     try:
-        from importlib.metadata import PackageNotFoundError, version
         return version("lm_eval")
     except PackageNotFoundError:
         return None
@@ -202,9 +162,6 @@ def _builtin_full() -> dict[str, tuple[str, str | None]]:
     fast scan does not find (generated task variants, groups, tags, typos).
     """
     global _full_index
-    from .models import cache_dir
-    from .runs import atomic_write_json
-
     with _full_lock:
         if _full_index is not None:
             return _full_index
@@ -313,17 +270,13 @@ def _offline() -> bool:
     now = time.monotonic()
     if _offline_memo is not None and now - _offline_memo[0] < _OFFLINE_MEMO_S:
         return _offline_memo[1]
-    from .hub import hub_reachable
-
     _offline_memo = (now, not hub_reachable())
     return _offline_memo[1]
 
 
 def _in_hub_cache(yaml_path: str) -> bool:
     """Whether a hub task's dataset loads from the local `datasets` cache alone."""
-    import datasets
-
-    from .hub import hub_offline
+    import datasets  # here, not at the top: 1.3 s to import, and only hub tasks need it
 
     cfg = _load_yaml(yaml_path)
     kwargs = {k: v for k, v in (cfg.get("dataset_kwargs") or {}).items() if k != "trust_remote_code"}
@@ -404,16 +357,12 @@ def evaluate_zeroshot(model: Any, tokenizer: Any, cfg: ZeroShotConfig, device: t
     Returns {'harness', 'tasks', 'limit', 'num_fewshot', 'seconds', 'results': {task: {acc, acc_stderr,
     acc_norm, acc_norm_stderr, n, version, dataset}}}; acc_norm only where the task reports it.
     """
-    import logging
-
     t0 = time.perf_counter()
     _lm_eval()
     plans = plans if plans is not None else check_tasks(cfg)
     from lm_eval import simple_evaluate
     from lm_eval.models.huggingface import HFLM
     from lm_eval.tasks import TaskManager
-
-    from .hub import hub_offline
 
     specs: list[Any] = []
     by_name = [p for p in plans if p.yaml_path is None]
@@ -425,8 +374,6 @@ def evaluate_zeroshot(model: Any, tokenizer: Any, cfg: ZeroShotConfig, device: t
             specs.append({**_load_yaml(p.yaml_path, resolve_functions=True), **p.overrides})
     manager = TaskManager(include_path=cfg.task_dir, include_defaults=True) if by_name else \
         TaskManager(include_defaults=False)
-
-    from .offload import model_on_device
 
     was_training = model.training
     quiet = logging.getLogger("lm_eval")

@@ -15,7 +15,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 from conftest import TINY_VOCAB, tiny_model  # noqa: E402
 
 from wanda_engine.config import PruneConfig  # noqa: E402
-from wanda_engine.models import find_blocks, find_linears, weight_of  # noqa: E402
+from wanda_engine.layers import find_blocks, find_linears, weight_of  # noqa: E402
 from wanda_engine.pipeline import prune_model  # noqa: E402
 
 
