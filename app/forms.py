@@ -1,20 +1,21 @@
 """Turning the Prune page's widget values into engine requests, and saving uploads. No Streamlit.
 
-Every user mistake raises an EngineError subclass with one sentence; the page shows `str(e)`.
+Every user mistake raises an EngineError subclass with one sentence; the page shows `str(e)`. Which
+settings go together is the configs' rule (PruneConfig refuses a bad combination, naming the field):
+this module only translates widget values.
 """
 from __future__ import annotations
 
+import hashlib
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from wanda_engine.config import EvalConfig, PruneConfig, parse_pattern
+from wanda_engine.config import EvalConfig, PruneConfig, RunRequest, ZeroShotConfig, check_run_name, parse_pattern
 from wanda_engine.data import decode_text
 from wanda_engine.errors import ConfigError, DataError
-from wanda_engine.runner import RunRequest
-from wanda_engine.runs import RunStore, atomic_write_bytes, check_run_name
-from wanda_engine.zeroshot import ZeroShotConfig
+from wanda_engine.runs import RunStore, atomic_write_bytes
 
 # What the first-time visitor gets: the embedded model runs in about a minute on 2 CPU cores.
 DEFAULTS: dict[str, Any] = {
@@ -94,8 +95,6 @@ def save_upload(upload: Upload, store: RunStore) -> Path:
     decode_text(data, upload.name)
     folder = store.root / UPLOAD_DIR
     folder.mkdir(parents=True, exist_ok=True)
-    import hashlib
-
     digest = hashlib.sha256(data).hexdigest()[:10]
     path = folder / f"{digest}-{sanitise_filename(upload.name)}"
     if path.resolve().parent != (store.root / UPLOAD_DIR).resolve() or not path.resolve().is_relative_to(store.root.resolve()):
@@ -117,23 +116,16 @@ def build_request(values: dict[str, Any], store: RunStore, upload: Upload | None
     pattern = pattern_value(v["pattern"], v["custom_nm"])
     nm = parse_pattern(pattern)
     method_name, variant = ("wanda", True) if v["method"] == "wanda-variant" else (v["method"], False)
-    if variant and nm is not None:
-        raise ConfigError("the Wanda variant (adaptive α) works only with the unstructured pattern")
     group = None if v["group"] == "default" else v["group"]
-    if nm is not None and group == "matrix":
-        raise ConfigError("comparison group 'whole matrix' applies only to unstructured sparsity; N:M compares M consecutive inputs")
-    if method_name == "sparsegpt" and group == "matrix":
-        raise ConfigError("SparseGPT chooses its mask per column block; the 'whole matrix' group does not apply")
-    calib = v["calib"]
-    if calib == "upload":
-        if upload is None:
-            raise DataError("calibration: upload a .txt file, or choose another calibration source")
-        calib = str(save_upload(upload, store))
+    if v["calib"] == "upload" and upload is None:
+        raise DataError("calibration: upload a .txt file, or choose another calibration source")
     prune = PruneConfig(method=method_name, variant=variant, sparsity=nm[0] / nm[1] if nm else float(v["sparsity"]),
                         pattern=pattern, group=group, nsamples=int(v["nsamples"]), seqlen=int(v["seqlen"]),
-                        seed=int(v["seed"]), calib=calib, device="auto",
+                        seed=int(v["seed"]), calib=v["calib"], device="auto",
                         # the widget is disabled for N:M patterns (every block is N/M) but keeps its value
                         layerwise="uniform" if nm else v.get("layerwise") or "uniform")
+    if v["calib"] == "upload":  # saved once the settings are known to go together
+        prune = replace(prune, calib=str(save_upload(upload, store)))
     ev = None if v["eval_dataset"] == "none" else EvalConfig(dataset=v["eval_dataset"], seqlen=int(v["eval_seqlen"]),
                                                              windows=int(v["eval_windows"]) or None)
     name = (v.get("run_name") or "").strip() or None

@@ -124,10 +124,10 @@ def test_cancel_before_evaluation_marks_the_run_cancelled(tiny_model_dir, tmp_pa
     """A cancel request made after pruning stops the run at the next stage, and the run says so."""
     import threading
 
-    from wanda_engine.config import EvalConfig, PruneConfig
+    from wanda_engine.config import EvalConfig, PruneConfig, RunRequest
     from wanda_engine.errors import PruneCancelled
     from wanda_engine.events import PruneFinished
-    from wanda_engine.runner import RunRequest, execute_run
+    from wanda_engine.runner import execute_run
     from wanda_engine.runs import load_run
 
     cancel = threading.Event()
@@ -149,6 +149,6 @@ def test_rename_keeps_the_recorded_name(tmp_path):
     store = RunStore(tmp_path)
     atomic_write_json(tmp_path / "a" / "run.json", {"name": "a", "status": "complete"})
     store.rename("a", "b")
-    assert store.get("b").meta["name"] == "b"
+    assert store.get("b").record.name == "b"
     with pytest.raises(Exception, match="not allowed"):
         store.rename("b", "../../etc/x")

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import pytest
 
-from wanda_engine.config import EvalConfig, PruneConfig, parse_pattern
+import json
+
+from wanda_engine.config import EvalConfig, ModelSpec, OffloadConfig, PruneConfig, RunRequest, ZeroShotConfig, parse_pattern
 from wanda_engine.errors import ConfigError
 
 
@@ -29,6 +31,7 @@ from wanda_engine.errors import ConfigError
     ({"percdamp": 0}, "percdamp"),
     ({"device": "tpu"}, "device"),
     ({"calib": ""}, "calib"),
+    ({"method": "sparsegpt", "group": "matrix"}, "group"),
 ])
 def test_bad_prune_settings_name_the_field(kwargs, field):
     with pytest.raises(ConfigError, match=field):
@@ -51,3 +54,31 @@ def test_defaults_follow_the_reference():
     assert parse_pattern("16:32") == (16, 32) and parse_pattern("unstructured") is None
     cfg = PruneConfig(method="wanda", sparsity=0.6, seed=3)
     assert PruneConfig.from_dict(cfg.to_dict()) == cfg
+
+
+@pytest.mark.parametrize("request_", [
+    RunRequest(),
+    RunRequest(model="m", prune=PruneConfig(method="ria", sparsity=0.7, layerwise="owl", owl_m=7.0), eval=None,
+               dtype="bfloat16", save_model="out", trust_remote_code=True,
+               zeroshot=ZeroShotConfig(tasks=("boolq", "rte"), limit=5), offload=OffloadConfig({"cpu": "1GiB"}, "off")),
+    RunRequest(prune=PruneConfig(pattern="2:4", group="row"), eval=EvalConfig(dataset="wikitext2", seqlen=64, windows=3)),
+])
+def test_a_request_round_trips_through_run_json(request_):
+    assert RunRequest.from_dict(json.loads(json.dumps(request_.to_dict()))) == request_
+
+
+@pytest.mark.parametrize("kwargs,field", [({"model": ""}, "model"), ({"dtype": "int3"}, "dtype"),
+                                          ({"prune": {"method": "wanda"}}, "prune"), ({"eval": "default"}, "eval"),
+                                          ({"name": "../x"}, "run name"), ({"trust_remote_code": "yes"}, "trust_remote_code")])
+def test_bad_request_settings_name_the_field(kwargs, field):
+    with pytest.raises(ConfigError, match=field):
+        RunRequest(**kwargs)
+    with pytest.raises(ConfigError):
+        RunRequest.from_dict({**RunRequest().to_dict(), "method": "pruneit"})
+
+
+def test_a_model_spec_compares_what_decides_the_weights():
+    request = RunRequest(model="m", dtype="bf16")
+    assert request.model_spec() == ModelSpec("m", "bfloat16") and request.model_spec().mismatch(ModelSpec("m", "bfloat16")) is None
+    assert ModelSpec("m").mismatch(ModelSpec("m", "float16")) == "dtype"
+    assert ModelSpec("m").mismatch(ModelSpec("m", offload=OffloadConfig({"cpu": "1GiB"}))) == "offload"

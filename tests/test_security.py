@@ -23,7 +23,7 @@ def test_remote_code_is_off_by_default_everywhere():
 
     from app import forms
     from wanda_engine.cli import build_parser
-    from wanda_engine.runner import RunRequest
+    from wanda_engine.config import RunRequest
     from wanda_engine.runs import RunStore
 
     assert inspect.signature(load_model).parameters["trust_remote_code"].default is False
@@ -210,8 +210,9 @@ BAD_NAMES = ["../../etc/x", "..", ".", "/etc/x", "a/b", "a\\b", ".hidden", "", "
 
 @pytest.mark.parametrize("name", BAD_NAMES)
 def test_run_names_with_path_parts_are_refused_everywhere(name, tmp_path):
-    from wanda_engine.runner import RunRequest
-    from wanda_engine.runs import RunStore, atomic_write_json, check_run_name
+    from wanda_engine.config import RunRequest
+    from wanda_engine.config import check_run_name
+    from wanda_engine.runs import RunStore, atomic_write_json
 
     store = RunStore(tmp_path / "runs")
     atomic_write_json(store.root / "good" / "run.json", {"name": "good", "status": "complete"})
@@ -239,7 +240,8 @@ def test_the_prune_form_refuses_a_run_name_with_path_parts(name, tmp_path):
 
 @pytest.mark.parametrize("name", ["run-1", "a.b_c", "20260101-120000-default-wanda-unstructured-0.50"])
 def test_plain_run_names_are_accepted(name, tmp_path):
-    from wanda_engine.runs import RunStore, check_run_name
+    from wanda_engine.config import check_run_name
+    from wanda_engine.runs import RunStore
 
     assert check_run_name(name) == name
     assert RunStore(tmp_path).path_for(name) == tmp_path.resolve() / name
@@ -253,3 +255,26 @@ def test_export_file_names_are_sanitised(text):
     stem = safe_file_stem(text)
     assert re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", stem), stem
     assert "/" not in stem and "\\" not in stem and not stem.startswith(".")
+
+
+@pytest.mark.parametrize("folder", ["/etc/x", "../outside", "a/../../b", "", "   ", "linked/deeper", "linked"])
+def test_a_saved_model_goes_only_into_the_stores_saved_models_folder(folder, tmp_path):
+    from wanda_engine.errors import ConfigError
+    from wanda_engine.runs import RunStore
+
+    store = RunStore(tmp_path / "runs")
+    store.saved_models_dir.mkdir(parents=True)
+    (tmp_path / "elsewhere").mkdir()
+    (store.saved_models_dir / "linked").symlink_to(tmp_path / "elsewhere")  # a link out of the folder
+    with pytest.raises(ConfigError, match="saved model folder"):
+        store.saved_model_path(folder)
+
+
+def test_a_saved_model_folder_name_resolves_inside_the_store(tmp_path):
+    from wanda_engine.runs import RunStore
+
+    store = RunStore(tmp_path / "runs")
+    inside = store.saved_models_dir.resolve()
+    assert store.saved_model_path("wanda-50") == inside / "wanda-50"
+    assert store.saved_model_path(str(inside / "b" / "c")) == inside / "b" / "c"
+    assert store.saved_models_dir.name.startswith(".")  # never listed as a run

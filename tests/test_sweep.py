@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import threading
+from dataclasses import replace
 
 import pytest
 from test_app import charts, goto, new_app, no_exceptions, use_tiny_model, wait_jobs
@@ -12,6 +13,7 @@ from wanda_engine import sweep as sw
 from wanda_engine.cli import main
 from wanda_engine.config import EvalConfig, PruneConfig
 from wanda_engine.errors import ConfigError, EngineError
+from wanda_engine.record import RunRecord
 from wanda_engine.runs import RunStore
 
 FAST_BASE = PruneConfig(nsamples=4, seqlen=32, device="cpu")
@@ -38,21 +40,22 @@ def _cfg(model, **kw) -> sw.SweepConfig:
 
 def test_two_by_two_sweep_records_runs_manifest_and_figure(env, monkeypatch):
     store, model = env
-    import wanda_engine.models as models
+    import wanda_engine.runner as runner
 
     loads = []
-    real_load = models.load_model
-    monkeypatch.setattr(models, "load_model", lambda *a, **k: loads.append(a) or real_load(*a, **k))
+    real_load = sw.load_model
+    for module in (sw, runner):  # wherever a sweep could load a model
+        monkeypatch.setattr(module, "load_model", lambda *a, **k: loads.append(a) or real_load(*a, **k))
     seen = []
     result = sw.run_sweep(_cfg(model, name="grid"), store=store, on_point=seen.append)
     assert len(loads) == 1  # the model is loaded once for the whole grid
     assert result.status == "complete" and [p["index"] for p in seen] == [0, 1, 2, 3]
     runs = result.runs(store)
     assert len(runs) == 4 and all(r.complete and r.records() for r in runs)
-    got = sorted((r.config["method"], r.config["sparsity"]) for r in runs)
+    got = sorted((r.record.request.prune.method, r.record.request.prune.sparsity) for r in runs)
     assert got == [("magnitude", 0.5), ("magnitude", 0.6), ("wanda", 0.5), ("wanda", 0.6)]
     assert all(r.name.startswith("grid-") for r in runs)
-    assert all(r.meta["sparsity"] == pytest.approx(r.config["sparsity"], abs=0.01) for r in runs)
+    assert all(r.record.sparsity == pytest.approx(r.record.request.prune.sparsity, abs=0.01) for r in runs)
 
     manifest = json.loads((store.root / ".sweeps" / "grid.json").read_text())
     assert manifest["status"] == "complete" and [p["run"] for p in manifest["points"]] == [p["run"] for p in result.points]
@@ -61,16 +64,17 @@ def test_two_by_two_sweep_records_runs_manifest_and_figure(env, monkeypatch):
     loaded = sw.load_sweep(store, "grid")
     assert loaded.status == "complete" and [p["ppl"] for p in loaded.points()] == [p["ppl"] for p in result.points]
 
-    figs = sw.sweep_figures([r.meta for r in runs])
+    records = [r.record for r in runs]
+    figs = sw.sweep_figures(records)
     assert list(figs) == ["sparsity"]  # one calibration size: no calibration-size figure
     fig = figs["sparsity"]
     lines = {t.name: t for t in fig.data}
-    assert set(lines) == {"magnitude", "wanda", f"dense ({runs[0].meta['ppl_dense']:.2f})"}
+    assert set(lines) == {"magnitude", "wanda", f"dense ({records[0].ppl_dense:.2f})"}
     for method in ("magnitude", "wanda"):
-        mine = sorted((r.config["sparsity"], r.meta["ppl"]) for r in runs if r.config["method"] == method)
+        mine = sorted((r.request.prune.sparsity, r.ppl) for r in records if r.request.prune.method == method)
         assert list(lines[method].x) == [s for s, _ in mine] and list(lines[method].y) == [p for _, p in mine]
     dense = next(t for n, t in lines.items() if n.startswith("dense"))
-    assert set(dense.y) == {runs[0].meta["ppl_dense"]} and dense.line.dash == "dash"
+    assert set(dense.y) == {records[0].ppl_dense} and dense.line.dash == "dash"
     subtitle = fig.layout.title.subtitle.text
     assert "2 windows × 32 tokens" in subtitle and "calibration 4 × 32 tokens" in subtitle and "seed\u00a00" in subtitle
     with pytest.raises(EngineError, match="already exists"):
@@ -140,11 +144,11 @@ def test_a_failed_point_is_recorded_and_the_sweep_goes_on_until_cancelled(env, t
 
 def test_perplexity_vs_nsamples_one_line_per_method_and_dense():
     def meta(name, method, n, ppl):
-        return {"name": name, "status": "complete", "ppl": ppl, "ppl_dense": 10.0,
+        return RunRecord.from_json({"name": name, "status": "complete", "ppl": ppl, "ppl_dense": 10.0,
                 "config": {"method": method, "variant": False, "pattern": "unstructured", "target_sparsity": 0.5,
                            "sparsity": 0.5, "nsamples": n, "seqlen": 128, "seed": 0},
                 "calibration": {"label": "austen:emma"},
-                "eval": {"dataset": "austen:prideprejudice", "seqlen": 64, "windows": 2, "tokens": 128}}
+                "eval": {"dataset": "austen:prideprejudice", "seqlen": 64, "windows": 2, "tokens": 128}})
 
     runs = [meta("a", "wanda", 32, 14.0), meta("b", "wanda", 8, 15.0), meta("c", "sparsegpt", 8, 30.0),
             meta("d", "sparsegpt", 32, 16.0)]
@@ -157,8 +161,8 @@ def test_perplexity_vs_nsamples_one_line_per_method_and_dense():
     names = {t.name for t in F.perplexity_vs_sparsity(runs).data}
     assert {"wanda (n=8)", "wanda (n=32)", "sparsegpt (n=8)"} <= names
     assert len(F.perplexity_vs_nsamples([]).data) == 0
-    owl = {**runs[0], "config": {**runs[0]["config"], "layerwise": "owl"}}
-    assert F.run_label(owl) == "owl-wanda 50%"
+    owl = replace(runs[0], request=replace(runs[0].request, prune=replace(runs[0].request.prune, layerwise="owl")))
+    assert owl.label() == "owl-wanda 50%" and "owl-wanda 50%" in {t.name for t in F.perplexity_vs_nsamples([owl]).data}
 
 
 def test_cli_sweep_end_to_end_with_figures(env, capsys, tmp_path):
@@ -211,7 +215,7 @@ def test_sweep_page_queues_a_batch_and_draws_its_figure(app_env):
     figs = charts(at)
     assert any("Perplexity versus sparsity" in str(f["layout"]["title"]) for f in figs)
     line = next(t for f in figs for t in f["data"] if t.get("name") == "wanda")
-    assert line["y"] == [r.meta["ppl"] for r in sweep.complete_runs() if r.config["method"] == "wanda"]
+    assert line["y"] == [r.record.ppl for r in sweep.complete_runs() if r.record.request.prune.method == "wanda"]
     # a bad list is one sentence and nothing is queued
     at.text_input(key="sw_sparsities").set_value("lots").run()
     assert any("is not a sparsity" in w.value for w in at.warning) and at.button(key="b_sweep").disabled

@@ -14,9 +14,9 @@ import torch
 
 pytest.importorskip("lm_eval")
 
-from wanda_engine.config import PruneConfig  # noqa: E402
+from wanda_engine.config import PAPER_TASKS, PruneConfig, ZeroShotConfig  # noqa: E402
 from wanda_engine.errors import ConfigError, DataError  # noqa: E402
-from wanda_engine.zeroshot import PAPER_TASKS, ZeroShotConfig, check_tasks, evaluate_zeroshot, parse_tasks  # noqa: E402
+from wanda_engine.zeroshot import check_tasks, evaluate_zeroshot, parse_tasks  # noqa: E402
 
 TASK = "tiny_mc"
 YAML = """task: {name}
@@ -230,7 +230,8 @@ def test_prune_form_turns_zeroshot_on_only_when_tasks_are_chosen(known_task, tmp
 @pytest.fixture
 def zeroshot_runs(runs_dir, tiny_model_dir, known_task, tmp_path, monkeypatch):
     """Two finished runs (magnitude, then wanda) with zero-shot results, in a fresh run store."""
-    from wanda_engine.runner import RunRequest, execute_run
+    from wanda_engine.config import RunRequest
+    from wanda_engine.runner import execute_run
 
     monkeypatch.setenv("WANDA_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
@@ -266,8 +267,7 @@ def test_zeroshot_page_shows_table_and_bars_for_both_runs(zeroshot_runs):
     # the table and the Runs page's export use the same pure functions
     from wanda_engine.runs import RunStore
 
-    metas = [r.meta for r in RunStore(zeroshot_runs).list()]
-    table = figures.zeroshot_table(metas)
+    table = figures.zeroshot_table([r.record for r in RunStore(zeroshot_runs).list()])
     assert set(table["metric"]) == {"acc", "acc_norm"} and len(table) == 4
     row = table[(table["metric"] == "acc") & (table["run"] == "zs-wanda")].iloc[0]
     assert row["delta"] == pytest.approx(row["pruned"] - row["dense"]) and row["n"] == len(QUESTIONS)

@@ -9,52 +9,99 @@ import json
 import signal
 import sys
 import threading
-from typing import Sequence
+from pathlib import Path
+from typing import Any, Sequence
 
-from .config import EvalConfig, OffloadConfig, PruneConfig
+from .config import EvalConfig, OffloadConfig, PruneConfig, RunRequest, ZeroShotConfig
 from .errors import ConfigError, EngineError, PruneCancelled
 from .events import BlockFinished, Event, MatrixPruned, StageStarted
+from .record import RunRecord
+from .runs import RunStore
+
+# The commands import the torch-heavy modules (runner, sweep, export) when they run: --help answers at once.
 
 
-def _add_common_args(p: argparse.ArgumentParser) -> None:
-    """What `prune` and `sweep` share: the model, calibration, OWL's knobs, evaluation and device."""
+def _model_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("model")
+    g.add_argument("--model", default="default", help="default | HF_ID | DIR | FILE.gguf")
+    g.add_argument("--dtype", default="float32", help="float32 | float16 | bfloat16")
+    g.add_argument("--trust-remote-code", action="store_true", help="run code from the model repository (off by default)")
+
+
+def _owl_args(g: argparse._ArgumentGroup) -> None:
     d = PruneConfig()
-    p.add_argument("--model", default="default", help="default | HF_ID | DIR | FILE.gguf")
-    p.add_argument("--group", default=None, help="row | matrix (default: the reference's per method)")
-    p.add_argument("--owl-m", type=float, default=d.owl_m, help="OWL: outlier threshold, times the block's mean score")
-    p.add_argument("--owl-lambda", type=float, default=d.owl_lambda, help="OWL: block sparsities spread over 2*lambda")
-    p.add_argument("--calib", default=d.calib, help="default | wikitext2 | c4 | FILE.txt | FILE.npy")
-    p.add_argument("--seqlen", type=int, default=d.seqlen)
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--batch-size", type=int, default=d.batch_size, help="calibration windows per block forward")
-    p.add_argument("--eval", default="default", help="default | wikitext2 | c4 | FILE.txt | none")
-    p.add_argument("--eval-windows", type=int, default=None, help="number of eval windows (default: all)")
-    p.add_argument("--eval-seqlen", type=int, default=None, help="eval window length (default: --seqlen)")
-    p.add_argument("--device", default=d.device, help="cpu | cuda | auto")
-    p.add_argument("--dtype", default="float32", help="float32 | float16 | bfloat16")
-    p.add_argument("--trust-remote-code", action="store_true", help="run code from the model repository (off by default)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    g.add_argument("--group", default=None, help="row | matrix (default: the reference's per method)")
+    g.add_argument("--owl-m", type=float, default=d.owl_m, help="OWL: outlier threshold, times the block's mean score")
+    g.add_argument("--owl-lambda", type=float, default=d.owl_lambda, help="OWL: block sparsities spread over 2*lambda")
+
+
+def _calibration_args(p: argparse.ArgumentParser, nsamples: dict) -> None:
+    d = PruneConfig()
+    g = p.add_argument_group("calibration")
+    g.add_argument("--calib", default=d.calib, help="default | wikitext2 | c4 | FILE.txt | FILE.npy")
+    g.add_argument("--nsamples", **nsamples)
+    g.add_argument("--seqlen", type=int, default=d.seqlen, help="tokens per calibration window")
+    g.add_argument("--seed", type=int, default=d.seed, help="which windows of the text are drawn")
+    g.add_argument("--batch-size", type=int, default=d.batch_size, help="calibration windows per block forward")
+
+
+def _evaluation_args(p: argparse.ArgumentParser) -> argparse._ArgumentGroup:
+    g = p.add_argument_group("evaluation")
+    g.add_argument("--eval", default="default", help="default | wikitext2 | c4 | FILE.txt | none")
+    g.add_argument("--eval-windows", type=int, default=None, help="number of eval windows (default: all)")
+    g.add_argument("--eval-seqlen", type=int, default=None, help="eval window length (default: --seqlen)")
+    return g
 
 
 def _add_prune_args(p: argparse.ArgumentParser) -> None:
     d = PruneConfig()
-    _add_common_args(p)
-    p.add_argument("--method", default=d.method, help="magnitude | wanda | sparsegpt | ria")
-    p.add_argument("--sparsity", type=float, default=d.sparsity, help="fraction of weights to prune, in [0, 1)")
-    p.add_argument("--pattern", default=d.pattern, help="unstructured | N:M (e.g. 2:4)")
-    p.add_argument("--variant", action="store_true", help="Wanda's adaptive-alpha variant")
-    p.add_argument("--layerwise", default=d.layerwise, help="uniform | owl (outlier-weighted block sparsities)")
-    p.add_argument("--nsamples", type=int, default=d.nsamples)
-    p.add_argument("--tasks", default=None, help="zero-shot lm-eval tasks, comma-separated, or 'paper' for the "
+    _model_args(p)
+    g = p.add_argument_group("method and pattern")
+    g.add_argument("--method", default=d.method, help="magnitude | wanda | sparsegpt | ria")
+    g.add_argument("--sparsity", type=float, default=d.sparsity, help="fraction of weights to prune, in [0, 1)")
+    g.add_argument("--pattern", default=d.pattern, help="unstructured | N:M (e.g. 2:4)")
+    g.add_argument("--variant", action="store_true", help="Wanda's adaptive-alpha variant")
+    g.add_argument("--layerwise", default=d.layerwise, help="uniform | owl (outlier-weighted block sparsities)")
+    _owl_args(g)
+    _calibration_args(p, {"type": int, "default": d.nsamples, "help": "calibration windows"})
+    g = _evaluation_args(p)
+    g.add_argument("--tasks", default=None, help="zero-shot lm-eval tasks, comma-separated, or 'paper' for the "
                    "paper's seven (default: none); needs lm-eval installed")
-    p.add_argument("--task-dir", default=None, help="folder of local lm-eval task YAMLs (for offline tasks)")
-    p.add_argument("--zeroshot-limit", type=int, default=None, help="at most N questions per zero-shot task")
-    p.add_argument("--out", default=None, help="run directory (default: a new folder under ./runs)")
-    p.add_argument("--save-model", default=None, help="save the pruned model here (save_pretrained)")
-    p.add_argument("--max-memory", default=None,
+    g.add_argument("--task-dir", default=None, help="folder of local lm-eval task YAMLs (for offline tasks)")
+    g.add_argument("--zeroshot-limit", type=int, default=None, help="at most N questions per zero-shot task")
+    g = p.add_argument_group("outputs")
+    g.add_argument("--out", default=None, help="run directory (default: a new folder under ./runs)")
+    g.add_argument("--save-model", default=None, help="save the pruned model here (save_pretrained)")
+    g.add_argument("--quiet", action="store_true", help="no progress bar")
+    g = p.add_argument_group("resources")
+    g.add_argument("--device", default=d.device, help="cpu | cuda | auto")
+    g.add_argument("--max-memory", default=None,
                    help="load with accelerate's device_map under these budgets, e.g. 0=20GiB,cpu=64GiB or cpu=300MiB; "
                         "what does not fit is offloaded (GPU -> host -> disk) and pruned block by block")
-    p.add_argument("--offload-folder", default=None, help="where disk-offloaded weights go (default: the cache)")
+    g.add_argument("--offload-folder", default=None, help="where disk-offloaded weights go (default: the cache)")
+
+
+def _add_sweep_args(p: argparse.ArgumentParser) -> None:
+    d = PruneConfig()
+    _model_args(p)
+    g = p.add_argument_group("methods and patterns (the grid)")
+    g.add_argument("--methods", default="magnitude,wanda",
+                   help="comma-separated: magnitude, wanda, wanda-variant, sparsegpt, ria")
+    g.add_argument("--sparsities", default="0.5", help="comma-separated fractions, e.g. 0.5,0.6,0.7 (N:M ignores them)")
+    g.add_argument("--patterns", default="unstructured", help="comma-separated: unstructured, N:M (e.g. 2:4)")
+    g.add_argument("--layerwise", default=d.layerwise, help="comma-separated: uniform, owl")
+    _owl_args(g)
+    _calibration_args(p, {"default": str(d.nsamples), "help": "calibration windows; a list (8,32,128) adds an axis"})
+    _evaluation_args(p)
+    g = p.add_argument_group("outputs")
+    g.add_argument("--name", default=None, help="sweep name (default: sweep-DATE-TIME); runs are named after it")
+    g.add_argument("--runs-dir", default=None, help="run store (default: $WANDA_RUNS or ./runs)")
+    g.add_argument("--figure", default=None,
+                   help="write perplexity vs sparsity here (.html, .png, .svg, .pdf); with several --nsamples "
+                        "also FIGURE-nsamples.EXT")
+    g.add_argument("--quiet", action="store_true", help="no progress bar")
+    g = p.add_argument_group("resources")
+    g.add_argument("--device", default=d.device, help="cpu | cuda | auto")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -104,18 +151,21 @@ class _Progress:
             self.bar.close()
 
 
-def _prune(args: argparse.Namespace) -> int:
-    from .runner import RunRequest, execute_run
+def _eval_config(args: argparse.Namespace) -> EvalConfig | None:
+    if args.eval == "none":
+        return None
+    return EvalConfig(dataset=args.eval, seqlen=args.eval_seqlen or args.seqlen, windows=args.eval_windows)
 
+
+def _request(args: argparse.Namespace) -> RunRequest:
+    """The run `prune`'s arguments describe; ConfigError naming the option otherwise."""
     pc = PruneConfig(method=args.method, sparsity=args.sparsity, pattern=args.pattern, group=args.group,
                      variant=args.variant, nsamples=args.nsamples, seqlen=args.seqlen, seed=args.seed,
                      calib=args.calib, batch_size=args.batch_size, device=args.device, layerwise=args.layerwise,
                      owl_m=args.owl_m, owl_lambda=args.owl_lambda)
-    ev = None if args.eval == "none" else EvalConfig(dataset=args.eval, seqlen=args.eval_seqlen or args.seqlen,
-                                                     windows=args.eval_windows)
     zc = None
     if args.tasks:
-        from .zeroshot import ZeroShotConfig, parse_tasks
+        from .zeroshot import parse_tasks
 
         zc = ZeroShotConfig(tasks=parse_tasks(args.tasks), task_dir=args.task_dir, limit=args.zeroshot_limit)
     elif args.task_dir or args.zeroshot_limit is not None:
@@ -123,16 +173,31 @@ def _prune(args: argparse.Namespace) -> int:
     if args.offload_folder and not args.max_memory:
         raise ConfigError("--offload-folder needs --max-memory (the budgets that decide what is offloaded)")
     offload = OffloadConfig.parse(args.max_memory, args.offload_folder) if args.max_memory else None
-    request = RunRequest(model=args.model, prune=pc, eval=ev, dtype=args.dtype, save_model=args.save_model,
-                         trust_remote_code=args.trust_remote_code, zeroshot=zc, offload=offload)
+    return RunRequest(model=args.model, prune=pc, eval=_eval_config(args), dtype=args.dtype, save_model=args.save_model,
+                      trust_remote_code=args.trust_remote_code, zeroshot=zc, offload=offload)
+
+
+def _summary(path: Path, record: RunRecord) -> dict[str, Any]:
+    """The one JSON line `prune` prints."""
+    summary = {"run": str(path), "sparsity": round(record.sparsity, 6), "ppl_dense": record.ppl_dense,
+               "ppl": record.ppl, "eval": record.eval.to_json() if record.eval else None,
+               "timings": {k: record.timings.get(k) for k in ("load_s", "prune_s", "eval_s")}}
+    if record.zeroshot:
+        zs = record.zeroshot
+        summary["zeroshot"] = {t: {"dense": zs["dense"]["results"].get(t, {}).get("acc"), "pruned": r.get("acc")}
+                               for t, r in zs["pruned"]["results"].items()}
+    return summary
+
+
+def _prune(args: argparse.Namespace) -> int:
+    from .distributed import finish, init_from_env
+    from .runner import execute_run, prune_on_rank
+
+    request = _request(args)
     if args.trust_remote_code:
         print("warning: --trust-remote-code runs Python code from the model repository", file=sys.stderr)
-    from .distributed import finish, init_from_env
-
     rank, world = init_from_env()  # under torchrun: data-parallel calibration
     if rank > 0:
-        from .runner import prune_on_rank
-
         try:
             prune_on_rank(request)
         finally:
@@ -140,7 +205,6 @@ def _prune(args: argparse.Namespace) -> int:
         return 0
     cancel = threading.Event()
     progress = _Progress(args.quiet)
-
     previous = signal.signal(signal.SIGINT, _cancel_on_sigint(cancel))
     try:
         run = execute_run(request, run_dir=args.out, on_event=progress, cancel=cancel)
@@ -149,40 +213,14 @@ def _prune(args: argparse.Namespace) -> int:
         signal.signal(signal.SIGINT, previous)
         if world > 1:
             finish()
-    m = run.meta
-    summary = {"run": str(run.path), "sparsity": round(m["sparsity"], 6), "ppl_dense": m["ppl_dense"], "ppl": m["ppl"],
-               "eval": m["eval"], "timings": {k: m["timings"].get(k) for k in ("load_s", "prune_s", "eval_s")}}
-    if m.get("zeroshot"):
-        zs = m["zeroshot"]
-        summary["zeroshot"] = {t: {"dense": zs["dense"]["results"].get(t, {}).get("acc"), "pruned": r.get("acc")}
-                               for t, r in zs["pruned"]["results"].items()}
-    print(json.dumps(summary))
+    print(json.dumps(_summary(run.path, run.record)))
     return 0
-
-
-def _add_sweep_args(p: argparse.ArgumentParser) -> None:
-    d = PruneConfig()
-    _add_common_args(p)
-    p.add_argument("--methods", default="magnitude,wanda",
-                   help="comma-separated: magnitude, wanda, wanda-variant, sparsegpt, ria")
-    p.add_argument("--sparsities", default="0.5", help="comma-separated fractions, e.g. 0.5,0.6,0.7 (N:M ignores them)")
-    p.add_argument("--patterns", default="unstructured", help="comma-separated: unstructured, N:M (e.g. 2:4)")
-    p.add_argument("--nsamples", default=str(d.nsamples), help="calibration samples; a list (8,32,128) adds an axis")
-    p.add_argument("--layerwise", default=d.layerwise, help="comma-separated: uniform, owl")
-    p.add_argument("--name", default=None, help="sweep name (default: sweep-DATE-TIME); runs are named after it")
-    p.add_argument("--runs-dir", default=None, help="run store (default: $WANDA_RUNS or ./runs)")
-    p.add_argument("--figure", default=None,
-                   help="write perplexity vs sparsity here (.html, .png, .svg, .pdf); with several --nsamples "
-                        "also FIGURE-nsamples.EXT")
 
 
 FIGURE_FORMATS = ("html", "png", "svg", "pdf")
 
 
-def _write_figure(fig, path) -> None:
-    from pathlib import Path
-
-    path = Path(path)
+def _write_figure(fig: Any, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fmt = path.suffix.lower().lstrip(".")
     if fmt == "html":
@@ -193,26 +231,27 @@ def _write_figure(fig, path) -> None:
         path.write_bytes(export_figure(fig, fmt))
 
 
-def _sweep(args: argparse.Namespace) -> int:
-    from pathlib import Path
+def _sweep_config(args: argparse.Namespace) -> Any:
+    from .sweep import SweepConfig, parse_axis
 
-    from .errors import ConfigError
-    from .runs import RunStore
-    from .sweep import SweepConfig, parse_axis, plan_sweep, run_sweep, sweep_figures
-
-    figure = Path(args.figure) if args.figure else None
-    if figure is not None and figure.suffix.lower().lstrip(".") not in FIGURE_FORMATS:
-        raise ConfigError(f"--figure must end in {', '.join('.' + f for f in FIGURE_FORMATS)}, got {args.figure!r}")
     nsamples = parse_axis(args.nsamples, "nsamples", int)
     base = PruneConfig(group=args.group, nsamples=nsamples[0] if nsamples else PruneConfig().nsamples, seqlen=args.seqlen,
                        seed=args.seed, calib=args.calib, batch_size=args.batch_size, device=args.device,
                        owl_m=args.owl_m, owl_lambda=args.owl_lambda)
-    ev = None if args.eval == "none" else EvalConfig(dataset=args.eval, seqlen=args.eval_seqlen or args.seqlen,
-                                                     windows=args.eval_windows)
-    cfg = SweepConfig(methods=parse_axis(args.methods, "methods"), sparsities=parse_axis(args.sparsities, "sparsities", float),
-                      patterns=parse_axis(args.patterns, "patterns"), layerwise=parse_axis(args.layerwise, "layerwise"),
-                      nsamples=nsamples, base=base, eval=ev, model=args.model, dtype=args.dtype, name=args.name,
-                      trust_remote_code=args.trust_remote_code)
+    return SweepConfig(methods=parse_axis(args.methods, "methods"),
+                       sparsities=parse_axis(args.sparsities, "sparsities", float),
+                       patterns=parse_axis(args.patterns, "patterns"), layerwise=parse_axis(args.layerwise, "layerwise"),
+                       nsamples=nsamples, base=base, eval=_eval_config(args), model=args.model, dtype=args.dtype,
+                       name=args.name, trust_remote_code=args.trust_remote_code)
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    from .sweep import plan_sweep, run_sweep, sweep_figures
+
+    figure = Path(args.figure) if args.figure else None
+    if figure is not None and figure.suffix.lower().lstrip(".") not in FIGURE_FORMATS:
+        raise ConfigError(f"--figure must end in {', '.join('.' + f for f in FIGURE_FORMATS)}, got {args.figure!r}")
+    cfg = _sweep_config(args)
     plan = plan_sweep(cfg)  # bad combinations are reported before the model loads
     if not plan.requests:
         raise ConfigError("the sweep plans no runs: " + "; ".join(f"{lab}: {why}" for lab, why in plan.skipped[:3]))
@@ -240,8 +279,7 @@ def _sweep(args: argparse.Namespace) -> int:
         signal.signal(signal.SIGINT, previous)
     written = []
     if figure is not None:
-        metas = [r.meta for r in result.runs(store)]
-        for kind, fig in sweep_figures(metas).items():
+        for kind, fig in sweep_figures([r.record for r in result.runs(store) if r.record is not None]).items():
             path = figure if kind == "sparsity" else figure.with_name(f"{figure.stem}-{kind}{figure.suffix}")
             _write_figure(fig, path)
             written.append(str(path))

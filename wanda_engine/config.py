@@ -1,7 +1,11 @@
-"""Validated settings. Bad values raise ConfigError at construction, naming the field."""
+"""Validated settings. Bad values raise ConfigError at construction, naming the field.
+
+Torch-free: a run's record (record.py) rebuilds its RunRequest from run.json with these classes alone.
+"""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import re
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from .errors import ConfigError
@@ -12,6 +16,28 @@ GROUPS = ("row", "matrix")
 # The reference's choices: magnitude compares within the whole matrix, Wanda within each output row.
 # RIA (Zhang et al. 2024) compares within the whole matrix by default.
 DEFAULT_GROUP = {"magnitude": "matrix", "wanda": "row", "sparsegpt": "row", "ria": "matrix"}
+# Spellings accepted for each dtype; the first of each pair is the canonical name.
+DTYPES = {"float32": "float32", "fp32": "float32", "float16": "float16", "fp16": "float16",
+          "bfloat16": "bfloat16", "bf16": "bfloat16"}
+# The Wanda paper's zero-shot tasks (Sun et al. 2023, table 2), in its order.
+PAPER_TASKS = ("boolq", "rte", "hellaswag", "winogrande", "arc_easy", "arc_challenge", "openbookqa")
+_RUN_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+
+
+def check_run_name(name: str) -> str:
+    """A run name is a plain folder name: letters, digits, '.', '_', '-'; no path parts."""
+    if not isinstance(name, str) or not _RUN_NAME_RE.fullmatch(name) or ".." in name:  # fullmatch: "$" would allow "x\n"
+        raise ConfigError(
+            f"run name {name!r} is not allowed: use 1-100 letters, digits, '.', '_' or '-', starting with a letter or digit"
+        )
+    return name
+
+
+def canonical_dtype(dtype: str) -> str:
+    """'fp16' -> 'float16'; ConfigError for a dtype the engine does not load."""
+    if dtype not in DTYPES:
+        raise ConfigError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    return DTYPES[dtype]
 
 
 def parse_pattern(pattern: str) -> tuple[int, int] | None:
@@ -25,6 +51,11 @@ def parse_pattern(pattern: str) -> tuple[int, int] | None:
     if not 0 < n < m:
         raise ConfigError(f"pattern {pattern!r}: N:M needs 0 < N < M (N weights pruned in every M consecutive inputs)")
     return n, m
+
+
+def method_label(method_name: str, pattern: str, sparsity: float) -> str:
+    """'wanda 50%', 'owl-wanda 70%', 'magnitude 2:4': how every run and sweep point is labelled."""
+    return f"{method_name} {pattern if parse_pattern(pattern) else f'{sparsity:.0%}'}"
 
 
 @dataclass(frozen=True)
@@ -71,6 +102,8 @@ class PruneConfig:
             raise ConfigError("variant (adaptive alpha) applies only to the unstructured pattern")
         if nm is not None and self.group == "matrix":
             raise ConfigError("group 'matrix' applies only to the unstructured pattern; N:M groups are M consecutive inputs")
+        if self.method == "sparsegpt" and self.group == "matrix":
+            raise ConfigError("group 'matrix' does not apply to method 'sparsegpt', which chooses its mask per column block")
         for name in ("nsamples", "seqlen", "batch_size", "blocksize"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -113,9 +146,19 @@ class PruneConfig:
         return self.group or DEFAULT_GROUP[self.method]
 
     @property
+    def method_name(self) -> str:
+        """The method as runs are named after it: 'wanda', 'wanda-variant', 'owl-magnitude', ..."""
+        return ("owl-" if self.layerwise == "owl" else "") + self.method + ("-variant" if self.variant else "")
+
+    @property
     def label(self) -> str:
-        name = ("owl-" if self.layerwise == "owl" else "") + self.method + ("-variant" if self.variant else "")
-        return f"{name} {self.pattern if self.nm else f'{self.target_sparsity:.0%}'}"
+        """THE method label: 'wanda 50%', 'owl-wanda 70%', 'magnitude 2:4'."""
+        return method_label(self.method_name, self.pattern, self.target_sparsity)
+
+    @property
+    def stem(self) -> str:
+        """The label as a folder name's part: 'wanda-unstructured-0.50', 'owl-wanda-unstructured-0.70'."""
+        return f"{self.method_name}-{self.pattern.replace(':', 'of')}-{self.target_sparsity:.2f}"
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -150,6 +193,10 @@ class EvalConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "EvalConfig":
+        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
 
 
 _SIZE_UNITS = {"B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
@@ -209,3 +256,128 @@ class OffloadConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "OffloadConfig":
+        return cls(max_memory=dict(d.get("max_memory") or {}), folder=d.get("folder"))
+
+
+@dataclass(frozen=True)
+class ZeroShotConfig:
+    """Which lm-eval tasks to run and how. `limit`: at most this many questions per task (None: all)."""
+
+    tasks: tuple[str, ...] = PAPER_TASKS
+    task_dir: str | None = None
+    limit: int | None = None
+    num_fewshot: int = 0
+    batch_size: int = 8
+
+    def __post_init__(self) -> None:
+        tasks = self.tasks
+        if isinstance(tasks, str):
+            tasks = tuple(t.strip() for t in tasks.split(",") if t.strip())
+        if not isinstance(tasks, (tuple, list)) or not tasks:
+            raise ConfigError("zero-shot tasks must be a non-empty list of lm-eval task names")
+        if not all(isinstance(t, str) and t.strip() and t.strip() == t for t in tasks):
+            raise ConfigError(f"zero-shot tasks must be task names without surrounding spaces, got {list(tasks)!r}")
+        if len(set(tasks)) != len(tasks):
+            raise ConfigError(f"zero-shot tasks name a task twice: {list(tasks)!r}")
+        object.__setattr__(self, "tasks", tuple(tasks))
+        if self.task_dir is not None and (not isinstance(self.task_dir, str) or not self.task_dir.strip()):
+            raise ConfigError(f"zero-shot task_dir must be a folder path or None, got {self.task_dir!r}")
+        if self.limit is not None and (isinstance(self.limit, bool) or not isinstance(self.limit, int) or self.limit < 1):
+            raise ConfigError(f"zero-shot limit must be a positive integer or None, got {self.limit!r}")
+        if isinstance(self.num_fewshot, bool) or not isinstance(self.num_fewshot, int) or self.num_fewshot < 0:
+            raise ConfigError(f"zero-shot num_fewshot must be an integer >= 0, got {self.num_fewshot!r}")
+        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
+            raise ConfigError(f"zero-shot batch_size must be a positive integer, got {self.batch_size!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["tasks"] = list(self.tasks)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ZeroShotConfig":
+        known = set(cls.__dataclass_fields__)
+        kw = {k: v for k, v in d.items() if k in known}
+        if "tasks" in kw and isinstance(kw["tasks"], list):
+            kw["tasks"] = tuple(kw["tasks"])
+        return cls(**kw)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What decides which weights a run prunes: a loaded model is reused only for a request of the same spec."""
+
+    source: str
+    dtype: str = "float32"
+    trust_remote_code: bool = False
+    offload: OffloadConfig | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "dtype", DTYPES.get(self.dtype, self.dtype))  # 'fp16' and 'float16' agree
+
+    def mismatch(self, other: "ModelSpec") -> str | None:
+        """The name of the first setting in which `other` differs from this spec; None when they agree."""
+        return next((name for name in ("source", "dtype", "trust_remote_code", "offload")
+                     if getattr(self, name) != getattr(other, name)), None)
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """Everything one run needs. eval=None skips perplexity; zeroshot=None skips lm-eval;
+    offload=None keeps the whole model on one device."""
+
+    model: str = "default"
+    prune: PruneConfig = field(default_factory=PruneConfig)
+    eval: EvalConfig | None = field(default_factory=EvalConfig)
+    dtype: str = "float32"
+    save_model: str | None = None
+    name: str | None = None
+    trust_remote_code: bool = False
+    zeroshot: ZeroShotConfig | None = None
+    offload: OffloadConfig | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.model, str) or not self.model.strip():
+            raise ConfigError("model must be 'default', a Hugging Face id, a folder or a .gguf file")
+        for name, cls in (("prune", PruneConfig), ("eval", EvalConfig), ("zeroshot", ZeroShotConfig),
+                          ("offload", OffloadConfig)):
+            value = getattr(self, name)
+            if not isinstance(value, cls) and (name == "prune" or value is not None):
+                raise ConfigError(f"{name} must be a {cls.__name__}{'' if name == 'prune' else ' or None'}, "
+                                  f"got {type(value).__name__}")
+        canonical_dtype(self.dtype)
+        if not isinstance(self.trust_remote_code, bool):
+            raise ConfigError(f"trust_remote_code must be true or false, got {self.trust_remote_code!r}")
+        if self.save_model is not None and (not isinstance(self.save_model, str) or not self.save_model.strip()):
+            raise ConfigError("save_model must be a folder path or None")
+        if self.name is not None:
+            check_run_name(self.name)
+
+    def model_spec(self) -> ModelSpec:
+        return ModelSpec(self.model, self.dtype, self.trust_remote_code, self.offload)
+
+    def to_dict(self) -> dict[str, Any]:
+        """run.json's "config". The run's name is its folder's, so it is not repeated here."""
+        return {"model": self.model, "dtype": self.dtype, **self.prune.to_dict(),
+                "eval": self.eval.to_dict() if self.eval else None, "save_model": self.save_model,
+                "trust_remote_code": self.trust_remote_code,
+                "zeroshot": self.zeroshot.to_dict() if self.zeroshot else None,
+                "offload": self.offload.to_dict() if self.offload else None}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], name: str | None = None) -> "RunRequest":
+        """The request that `to_dict` wrote (settings it lacks take their defaults); ConfigError names a bad one."""
+        if not isinstance(d, dict):
+            raise ConfigError(f"a run's config must be a mapping, got {type(d).__name__}")
+        parts = {}
+        for key, cls_ in (("eval", EvalConfig), ("zeroshot", ZeroShotConfig), ("offload", OffloadConfig)):
+            value = d.get(key, {} if key == "eval" else None)
+            if value is not None and not isinstance(value, dict):
+                raise ConfigError(f"a run's config field {key!r} must be a mapping or null, got {type(value).__name__}")
+            parts[key] = cls_.from_dict(value) if value is not None else None
+        return cls(model=d.get("model", "default"), prune=PruneConfig.from_dict(d), dtype=d.get("dtype", "float32"),
+                   save_model=d.get("save_model"), name=name, trust_remote_code=d.get("trust_remote_code", False),
+                   **parts)

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .errors import ConfigError, DataError, NumericalError, PruneCancelled
-from .models import context_length
+from .layers import context_length
 
 
 @dataclass(frozen=True)
@@ -24,10 +24,6 @@ class Perplexity:
     windows: int
     tokens: int  # windows × seqlen tokens fed to the model
     seconds: float
-
-    @property
-    def label(self) -> str:
-        return f"{self.dataset}, {self.windows}×{self.seqlen} tokens"
 
     @property
     def tokens_per_s(self) -> float:

@@ -6,7 +6,7 @@ Every event carries `elapsed_s` since the pipeline started.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any, Callable, Union
+from typing import Any, Callable
 
 
 @dataclass(frozen=True)
@@ -23,7 +23,7 @@ class Event:
 
 @dataclass(frozen=True)
 class StageStarted(Event):
-    """A coarse stage: 'load', 'calibration-data', 'capture', 'prune', 'eval-dense', 'eval', 'save'."""
+    """A coarse stage, named in stages.STAGES: 'load', 'calibration-data', 'capture', 'prune', 'eval', ..."""
 
     stage: str
     detail: str = ""
@@ -58,7 +58,6 @@ class PruneFinished(Event):
     sparsity: float
 
 
-ProgressEvent = Union[StageStarted, BlockStarted, MatrixPruned, BlockFinished, PruneFinished]
 EventCallback = Callable[[Event], None]
 
 

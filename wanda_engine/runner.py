@@ -1,42 +1,50 @@
-"""One whole run: load → calibration windows → dense perplexity (cached) → prune → evaluate → run directory.
+"""One whole run: prepare (tasks, model, checks, data) -> run directory -> dense results -> prune ->
+evaluate -> save.
 
-The CLI and the app both call `execute_run`; neither repeats any of these steps.
+The CLI, the sweep and the app all call `execute_run`; none repeats any of these steps. `prepare`
+does everything that can fail on bad input, before anything is written; `run_directory` takes the
+run from 'running' to 'complete', 'failed' or 'cancelled'; `StageClock.stage` announces and times
+each stage and names it in an out-of-memory error.
 """
 from __future__ import annotations
 
 import copy
 import dataclasses
+import gc
 import json
 import platform
 import threading
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import Callable
 from typing import Any
 
 import torch
+import transformers
 
 from . import __version__
-from .config import EvalConfig, OffloadConfig, PruneConfig
+from .config import EvalConfig, PruneConfig, RunRequest, ZeroShotConfig
 from .data import calibration_windows, eval_tokens
 from .errors import ConfigError, EngineError, OutOfMemory, PruneCancelled
 from .evaluate import Perplexity, check_windows, perplexity
 from .events import EventCallback, StageStarted, ignore_events
-from .models import LoadedModel, cache_dir, check_finite_weights, context_length, load_model, sparsity_of_blocks
+from .checks import check_finite_weights, sparsity_of_blocks
+from .layers import context_length
+from .models import LoadedModel, cache_dir, load_model
 from .offload import discard_pruned_copies, is_dispatched, model_on_device
 from .pipeline import check_prunable, prune_model, resolve_device
-from .runs import (Run, RunStore, atomic_write_json, check_run_name, create_run_dir, load_run, write_records,
-                   writer_identity)
-from .zeroshot import TaskPlan, ZeroShotConfig, check_tasks, evaluate_zeroshot, plans_stamp
+from .record import CalibrationInfo, EvalInfo, LayerSparsity, ModelInfo, RunRecord
+from .runs import Run, RunStore, atomic_write_json, create_run_dir, load_run, write_records, writer_identity
+from .stages import BY_NAME
+from .zeroshot import TaskPlan, check_tasks, evaluate_zeroshot, plans_stamp
 
 OOM_ERRORS = (torch.OutOfMemoryError, MemoryError)
 
 
 def out_of_memory(error: BaseException, during: str) -> OutOfMemory:
     """An allocation failure as one sentence with what to try instead; frees what the allocator caches."""
-    import gc
-
     gc.collect()
     if torch.cuda.is_available():
         try:
@@ -52,37 +60,9 @@ def out_of_memory(error: BaseException, during: str) -> OutOfMemory:
     )
 
 
-@dataclass(frozen=True)
-class RunRequest:
-    """Everything one run needs. eval=None skips perplexity."""
-
-    model: str = "default"
-    prune: PruneConfig = field(default_factory=PruneConfig)
-    eval: EvalConfig | None = field(default_factory=EvalConfig)
-    dtype: str = "float32"
-    save_model: str | None = None
-    name: str | None = None
-    trust_remote_code: bool = False
-    zeroshot: ZeroShotConfig | None = None  # lm-eval tasks on the dense and pruned model; None skips them
-    offload: OffloadConfig | None = None  # accelerate device_map under a memory budget; None: all on one device
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.model, str) or not self.model.strip():
-            raise ConfigError("model must be 'default', a Hugging Face id, a folder or a .gguf file")
-        if self.name is not None:
-            check_run_name(self.name)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"model": self.model, "dtype": self.dtype, **self.prune.to_dict(),
-                "eval": self.eval.to_dict() if self.eval else None, "save_model": self.save_model,
-                "trust_remote_code": self.trust_remote_code,
-                "zeroshot": self.zeroshot.to_dict() if self.zeroshot else None,
-                "offload": self.offload.to_dict() if self.offload else None}
-
-
 def run_stem(model_name: str, pc: PruneConfig) -> str:
     """The readable part of a default run name, e.g. 'default-wanda-unstructured-0.50'."""
-    return f"{model_name}-{pc.method}{'-variant' if pc.variant else ''}-{pc.pattern.replace(':', 'of')}-{pc.target_sparsity:.2f}"
+    return f"{model_name}-{pc.stem}"
 
 
 def model_fingerprint(loaded: LoadedModel) -> str:
@@ -135,10 +115,156 @@ def _evaluate(model: Any, tokens: torch.Tensor, label: str, ev: EvalConfig, devi
 
 
 def _versions() -> dict[str, str]:
-    import transformers
-
     return {"wanda_engine": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
             "python": platform.python_version()}
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S")
+
+
+class StageClock:
+    """A run's stages as they happen: each is announced, stops the run if a cancel was asked for,
+    is timed into `timings`, and names itself when memory runs out during it."""
+
+    def __init__(self, on_event: EventCallback = ignore_events, cancel: threading.Event | None = None):
+        self.on_event, self.cancel = on_event, cancel
+        self.timings: dict[str, float] = {}
+        self._start = time.perf_counter()
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self._start
+
+    @contextmanager
+    def stage(self, name: str, detail: str = "") -> Iterator[None]:
+        stage = BY_NAME[name]
+        if self.cancel is not None and self.cancel.is_set():
+            raise PruneCancelled(f"cancelled before the {name!r} stage")
+        self.on_event(StageStarted(self.elapsed(), name, detail))
+        t = time.perf_counter()
+        try:
+            yield
+        except OOM_ERRORS as e:
+            e.__traceback__ = None  # let the frames holding the run's tensors go
+            raise out_of_memory(e, stage.label) from None
+        if stage.timing:
+            self.timings[stage.timing] = round(time.perf_counter() - t, 3)
+
+
+@dataclass
+class Prepared:
+    """A request checked against its model and data: everything a run needs before it writes anything."""
+
+    request: RunRequest
+    loaded: LoadedModel
+    owns_model: bool  # loaded by `prepare`: pruned in place; a model handed in is copied first
+    device: torch.device
+    windows: torch.Tensor  # calibration token ids [nsamples, seqlen]
+    calibration: dict[str, Any]  # what data.calibration_windows says about them
+    eval_data: tuple[torch.Tensor, str] | None  # evaluation token ids [1, T] and their label
+    zeroshot_plans: list[TaskPlan]
+
+
+def check_model_matches(loaded: LoadedModel, request: RunRequest) -> None:
+    """EngineError unless `loaded` was loaded the way `request` asks (source, dtype, remote code, offload)."""
+    have, want = getattr(loaded, "spec", None), request.model_spec()
+    if have is None:
+        raise EngineError("the loaded model does not record how it was loaded; load it with models.load_model")
+    name = have.mismatch(want)
+    if name is not None:
+        raise EngineError(f"the loaded model does not match the request: its {name} is {getattr(have, name)!r}, "
+                          f"the request's {getattr(want, name)!r}; load the model the request describes")
+
+
+def _check_context(limit: int | None, seqlen: int, what: str) -> None:
+    if limit is not None and seqlen > limit:
+        raise ConfigError(f"{what} {seqlen} is longer than the model's context of {limit} tokens")
+
+
+def prepare(request: RunRequest, loaded: LoadedModel | None = None, clock: StageClock | None = None) -> Prepared:
+    """Everything that can fail on bad input, before anything is written or pruned: the zero-shot tasks,
+    the model (loaded here unless handed in, when it must match the request), its weights, the
+    calibration and evaluation data, and the model's context length."""
+    clock = clock or StageClock()
+    pc, ev, zc = request.prune, request.eval, request.zeroshot
+    if loaded is not None:
+        check_model_matches(loaded, request)
+    plans: list[TaskPlan] = []
+    if zc is not None:  # first: unknown tasks, missing files or hub data offline fail before the model loads
+        with clock.stage("zeroshot-tasks", ", ".join(zc.tasks)):
+            plans = check_tasks(zc)
+    owns_model = loaded is None
+    with clock.stage("load", request.model):
+        if loaded is None:
+            loaded = load_model(request.model, dtype=request.dtype, trust_remote_code=request.trust_remote_code,
+                                offload=request.offload)
+        check_prunable(loaded.model, pc)
+        check_finite_weights(loaded.model)  # NaN/Inf weights: refused, named per layer, before anything is written
+    with clock.stage("calibration-data", pc.calib):
+        windows, calibration = calibration_windows(loaded.tokenizer, pc.calib, pc.nsamples, pc.seqlen, pc.seed)
+        limit = context_length(loaded.model)
+        _check_context(limit, pc.seqlen, "seqlen")
+        eval_data = None
+        if ev is not None:
+            eval_data = eval_tokens(loaded.tokenizer, ev.dataset)
+            _check_context(limit, ev.seqlen, "eval seqlen")
+            check_windows(eval_data[0], ev.seqlen, ev.windows, eval_data[1])
+    return Prepared(request, loaded, owns_model, resolve_device(pc.device), windows, calibration, eval_data, plans)
+
+
+class RunWriter:
+    """The record of a run under way; `run_directory` writes it as run.json when the run ends."""
+
+    def __init__(self, path: Path, record: RunRecord):
+        self.path, self.record = path, record
+
+    def update(self, **changes: Any) -> None:
+        self.record = dataclasses.replace(self.record, **changes)
+
+
+@contextmanager
+def run_directory(path: Path, record: RunRecord, clock: StageClock,
+                  cleanup: Callable[[], None] | None = None) -> Iterator[RunWriter]:
+    """The run directory from its creation (atomically, status 'running') to 'complete', or to 'failed'
+    or 'cancelled' with the error that stopped it (which propagates); `cleanup` runs either way."""
+    create_run_dir(path, record.to_json())
+    run = RunWriter(path, record)
+    try:
+        yield run
+        run.update(status="complete", finished=_now(), timings={**clock.timings, "total_s": round(clock.elapsed(), 3)})
+        atomic_write_json(path / "run.json", run.record.to_json())
+    except BaseException as e:
+        cancelled = isinstance(e, (PruneCancelled, KeyboardInterrupt))
+        run.update(status="cancelled" if cancelled else "failed",
+                   error=str(e) if isinstance(e, EngineError) else f"{type(e).__name__}: {e}",
+                   timings={**clock.timings, "total_s": round(clock.elapsed(), 3)})
+        try:  # best effort: the original error matters more than a failed status write
+            atomic_write_json(path / "run.json", run.record.to_json())
+        except OSError:
+            pass
+        raise
+    finally:
+        if cleanup is not None:
+            cleanup()
+
+
+def _run_path(request: RunRequest, store: RunStore | None, run_dir: str | Path | None) -> Path:
+    if run_dir is None:
+        store = store or RunStore()
+        run_dir = store.path_for(request.name) if request.name else store.root / store.new_name(
+            run_stem(Path(request.model).name, request.prune))
+    run_dir = Path(run_dir)
+    if (run_dir / "run.json").exists():
+        raise EngineError(f"run directory {run_dir} already holds a run; choose another name")
+    return run_dir
+
+
+def _first_record(path: Path, prep: Prepared, clock: StageClock) -> RunRecord:
+    loaded = prep.loaded
+    return RunRecord(name=path.name, status="running", created=_now(), request=prep.request,
+                     model=ModelInfo.from_json({"source": loaded.source, "label": loaded.label, **loaded.info}),
+                     calibration=CalibrationInfo.from_json(prep.calibration), versions=_versions(),
+                     device=str(prep.device), timings=dict(clock.timings), writer=writer_identity())
 
 
 def execute_run(request: RunRequest, store: RunStore | None = None, run_dir: str | Path | None = None,
@@ -146,158 +272,91 @@ def execute_run(request: RunRequest, store: RunStore | None = None, run_dir: str
                 loaded: LoadedModel | None = None) -> Run:
     """Run `request`, writing its run directory as it goes; returns the finished Run.
 
-    `loaded`: an already loaded model (the app's cache); it is deep-copied, never mutated.
-    Bad input raises before anything is written; once the run directory exists, an error or a
-    cancellation marks it 'failed' or 'cancelled' and propagates.
+    `loaded`: an already loaded model (the app's cache), which must match the request's model spec;
+    it is deep-copied, never mutated. Bad input raises before anything is written; once the run
+    directory exists, an error or a cancellation marks it 'failed' or 'cancelled' and propagates.
     """
-    t_start = time.perf_counter()
-    keep_loaded = loaded is not None
-    elapsed = lambda: time.perf_counter() - t_start  # noqa: E731
-
-    current = ["starting"]  # the stage an out-of-memory error is reported in
-
-    def stage(name: str, detail: str) -> None:
-        """Announce a stage; a cancel request stops the run here, as it does between blocks."""
-        if cancel is not None and cancel.is_set():
-            raise PruneCancelled(f"cancelled before the {name!r} stage")
-        current[0] = {"load": "loading the model", "calibration-data": "preparing the calibration data",
-                      "eval-dense": "evaluating the dense model", "prune": "pruning", "eval": "evaluating the pruned model",
-                      "save": "saving the pruned model"}.get(name, f"in stage {name!r}")
-        on_event(StageStarted(elapsed(), name, detail))
-
-    pc, ev = request.prune, request.eval
-    device = resolve_device(pc.device)
-    if run_dir is None:
-        store = store or RunStore()
-        run_dir = store.path_for(request.name) if request.name else store.root / store.new_name(
-            run_stem(Path(request.model).name, pc))
-    run_dir = Path(run_dir)
-    if (run_dir / "run.json").exists():
-        raise EngineError(f"run directory {run_dir} already holds a run; choose another name")
-
-    # Phase 1: everything that can fail on bad input, before anything is written or pruned.
-    timings: dict[str, float] = {}
-    zc, zs_plans = request.zeroshot, []
-    if zc is not None:  # first: unknown tasks, missing files or hub data offline fail before the model loads
-        stage("zeroshot-tasks", ", ".join(zc.tasks))
-        zs_plans = check_tasks(zc)
-    stage("load", request.model)
-    t = time.perf_counter()
-    if loaded is None:
-        try:
-            loaded = load_model(request.model, dtype=request.dtype, trust_remote_code=request.trust_remote_code,
-                                offload=request.offload)
-        except OOM_ERRORS as e:
-            raise out_of_memory(e, current[0]) from e
-    timings["load_s"] = round(time.perf_counter() - t, 3)
-    check_prunable(loaded.model, pc)
-    check_finite_weights(loaded.model)  # NaN/Inf weights: refused, named per layer, before anything is written
-    stage("calibration-data", pc.calib)
-    t = time.perf_counter()
-    windows, calib_info = calibration_windows(loaded.tokenizer, pc.calib, pc.nsamples, pc.seqlen, pc.seed)
-    limit = context_length(loaded.model)
-    if limit is not None and pc.seqlen > limit:
-        raise ConfigError(f"seqlen {pc.seqlen} is longer than the model's context of {limit} tokens")
-    eval_data = None
-    if ev is not None:
-        eval_data = eval_tokens(loaded.tokenizer, ev.dataset)
-        if limit is not None and ev.seqlen > limit:
-            raise ConfigError(f"eval seqlen {ev.seqlen} is longer than the model's context of {limit} tokens")
-        check_windows(eval_data[0], ev.seqlen, ev.windows, eval_data[1])
-    timings["data_s"] = round(time.perf_counter() - t, 3)
-
-    # Phase 2: the run directory exists from here on, marked 'running' until it completes.
-    meta: dict[str, Any] = {"format": 1, "status": "running", "name": run_dir.name,
-                            "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "config": request.to_dict(),
-                            "versions": _versions(), "device": str(device), "timings": timings,
-                            "model": {"source": loaded.source, "label": loaded.label, **loaded.info},
-                            "calibration": calib_info, "writer": writer_identity()}
-    create_run_dir(run_dir, meta)  # atomically: the folder appears with its run.json, status 'running'
-    try:
-        t = time.perf_counter()
-        model = copy.deepcopy(loaded.model) if keep_loaded else loaded.model
-        timings["copy_s"] = round(time.perf_counter() - t, 3)
-
-        if eval_data is not None:
-            stage("eval-dense", eval_data[1])
-            t = time.perf_counter()
-            dense, cached = dense_perplexity(loaded, eval_data[0], eval_data[1], ev, device, cancel)
-            timings["eval_dense_s"] = round(time.perf_counter() - t, 3)
-            meta["ppl_dense"], meta["ppl_dense_cached"] = dense.ppl, cached
-
-        if zc is not None:  # before pruning: without `loaded` from the caller, `model` is the dense model itself
-            stage("zeroshot-dense", ", ".join(zc.tasks))
-            t = time.perf_counter()
-            zs_dense, zs_cached = dense_zeroshot(loaded, zc, zs_plans, device)
-            timings["zeroshot_dense_s"] = round(time.perf_counter() - t, 3)
-
-        stage("prune", f"{pc.label} on {len(windows)}x{pc.seqlen} tokens")
-        offset = elapsed()  # the pipeline counts from its own start; events from a run count from the run's
-        result = prune_model(model, windows, pc, cancel=cancel,
-                             on_event=lambda e: on_event(dataclasses.replace(e, elapsed_s=e.elapsed_s + offset)))
-        timings["prune_s"] = round(result.seconds, 3)
-        timings.update({f"prune_{k}": v for k, v in result.timings.items()})
-        meta["activations_on"] = result.activations_on
-        meta["world_size"] = result.world_size  # torch.distributed ranks that shared the calibration windows
-        if result.peak_device_bytes is not None:
-            meta["peak_device_mib"] = round(result.peak_device_bytes / 2**20, 1)
-        sparsity, layers = sparsity_of_blocks(model)
-        meta.update({"sparsity": sparsity, "layers": layers, "blocks": [b.to_dict() for b in result.blocks]})
-        meta["files"] = write_records(run_dir, result.records)  # sizes and checksums: truncation is detected
-
-        if eval_data is not None:
-            stage("eval", eval_data[1])
-            t = time.perf_counter()
-            pruned = _evaluate(model, eval_data[0], eval_data[1], ev, device, cancel)
-            timings["eval_s"] = round(time.perf_counter() - t, 3)
-            meta["ppl"] = pruned.ppl
-            meta["eval"] = {k: v for k, v in pruned.to_dict().items() if k not in ("ppl", "seconds")}
-            meta["eval"]["tokens_per_s"] = round(pruned.tokens / max(pruned.seconds, 1e-9), 1)
-        else:
-            meta["ppl"] = meta["ppl_dense"] = meta["eval"] = None
-
-        if zc is not None:
-            stage("zeroshot", ", ".join(zc.tasks))
-            t = time.perf_counter()
-            zs_pruned = evaluate_zeroshot(model, loaded.tokenizer, zc, device, zs_plans)
-            timings["zeroshot_s"] = round(time.perf_counter() - t, 3)
-            meta["zeroshot"] = {"dense": zs_dense, "pruned": zs_pruned, "config": zc.to_dict(),
-                                "harness": zs_pruned["harness"], "dense_cached": zs_cached}
-
+    path = _run_path(request, store, run_dir)
+    clock = StageClock(on_event, cancel)
+    prep = prepare(request, loaded, clock)
+    # the pruned weights written next to an offload folder die with the model that was pruned in place
+    cleanup = (lambda: discard_pruned_copies(prep.loaded.model)) if prep.owns_model else None
+    with run_directory(path, _first_record(path, prep, clock), clock, cleanup) as run:
+        model = prep.loaded.model
+        if not prep.owns_model:
+            with clock.stage("copy", prep.loaded.label):
+                model = copy.deepcopy(model)
+        run.update(**_evaluate_dense(prep, clock))
+        zeroshot_dense = _zeroshot_dense(prep, clock)  # before pruning: `model` may be the dense model itself
+        run.update(**_prune(model, prep, clock, path))
+        run.update(**_evaluate_pruned(model, prep, clock))
+        if zeroshot_dense is not None:
+            run.update(zeroshot=_zeroshot_pruned(model, prep, clock, *zeroshot_dense))
         if request.save_model:
-            stage("save", request.save_model)
-            t = time.perf_counter()
-            # an offloaded model is gathered shard by shard in host memory: keep the shards small
-            model.save_pretrained(request.save_model, safe_serialization=True,
-                                  **({"max_shard_size": "1GB"} if is_dispatched(model) else {}))
-            loaded.tokenizer.save_pretrained(request.save_model)
-            timings["save_s"] = round(time.perf_counter() - t, 3)
-            meta["saved_model"] = str(request.save_model)
-        timings["total_s"] = round(elapsed(), 3)
-        meta["status"] = "complete"
-        meta["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S")
-        atomic_write_json(run_dir / "run.json", meta)
-    except BaseException as e:
-        if isinstance(e, OOM_ERRORS):
-            oom = out_of_memory(e, current[0])
-            e.__traceback__ = None  # let the frames holding the run's tensors go
-            meta["status"], meta["error"] = "failed", str(oom)
-        else:
-            oom = None
-            meta["status"] = "cancelled" if isinstance(e, (PruneCancelled, KeyboardInterrupt)) else "failed"
-            meta["error"] = str(e) if isinstance(e, EngineError) else f"{type(e).__name__}: {e}"
-        timings["total_s"] = round(elapsed(), 3)
-        try:  # best effort: the original error matters more than a failed status write
-            atomic_write_json(run_dir / "run.json", meta)
-        except OSError:
-            pass
-        if oom is not None:
-            raise oom from None
-        raise
-    finally:
-        if not keep_loaded:  # the pruned weights written next to an offload folder die with this model
-            discard_pruned_copies(loaded.model)
-    return load_run(run_dir)
+            run.update(saved_model=_save(model, prep, clock))
+    return load_run(path)
+
+
+def _evaluate_dense(prep: Prepared, clock: StageClock) -> dict[str, Any]:
+    if prep.eval_data is None:
+        return {}
+    tokens, label = prep.eval_data
+    with clock.stage("eval-dense", label):
+        dense, cached = dense_perplexity(prep.loaded, tokens, label, prep.request.eval, prep.device, clock.cancel)
+    return {"ppl_dense": dense.ppl, "ppl_dense_cached": cached}
+
+
+def _zeroshot_dense(prep: Prepared, clock: StageClock) -> tuple[dict[str, Any], bool] | None:
+    zc = prep.request.zeroshot
+    if zc is None:
+        return None
+    with clock.stage("zeroshot-dense", ", ".join(zc.tasks)):
+        return dense_zeroshot(prep.loaded, zc, prep.zeroshot_plans, prep.device)
+
+
+def _prune(model: Any, prep: Prepared, clock: StageClock, path: Path) -> dict[str, Any]:
+    pc = prep.request.prune
+    with clock.stage("prune", f"{pc.label} on {len(prep.windows)}x{pc.seqlen} tokens"):
+        offset = clock.elapsed()  # the pipeline counts from its own start; events from a run count from the run's
+        result = prune_model(model, prep.windows, pc, cancel=clock.cancel, on_event=lambda e: clock.on_event(
+            dataclasses.replace(e, elapsed_s=e.elapsed_s + offset)))
+        clock.timings["prune_s"] = round(result.seconds, 3)
+        clock.timings.update({f"prune_{k}": v for k, v in result.timings.items()})
+        sparsity, layers = sparsity_of_blocks(model)
+        files = write_records(path, result.records)  # sizes and checksums: truncation is detected
+    peak = result.peak_device_bytes
+    return {"activations_on": result.activations_on, "world_size": result.world_size,
+            "peak_device_mib": round(peak / 2**20, 1) if peak is not None else None, "sparsity": sparsity,
+            "layers": tuple(LayerSparsity(**layer) for layer in layers),
+            "blocks": tuple(result.blocks), "files": files}
+
+
+def _evaluate_pruned(model: Any, prep: Prepared, clock: StageClock) -> dict[str, Any]:
+    if prep.eval_data is None:
+        return {}
+    tokens, label = prep.eval_data
+    with clock.stage("eval", label):
+        pruned = _evaluate(model, tokens, label, prep.request.eval, prep.device, clock.cancel)
+    return {"ppl": pruned.ppl, "eval": EvalInfo(dataset=pruned.dataset, seqlen=pruned.seqlen, windows=pruned.windows,
+                                               tokens=pruned.tokens, tokens_per_s=round(pruned.tokens_per_s, 1))}
+
+
+def _zeroshot_pruned(model: Any, prep: Prepared, clock: StageClock, dense: dict[str, Any],
+                     dense_cached: bool) -> dict[str, Any]:
+    zc = prep.request.zeroshot
+    with clock.stage("zeroshot", ", ".join(zc.tasks)):
+        pruned = evaluate_zeroshot(model, prep.loaded.tokenizer, zc, prep.device, prep.zeroshot_plans)
+    return {"dense": dense, "pruned": pruned, "config": zc.to_dict(), "harness": pruned["harness"],
+            "dense_cached": dense_cached}
+
+
+def _save(model: Any, prep: Prepared, clock: StageClock) -> str:
+    folder = prep.request.save_model
+    with clock.stage("save", folder):
+        # an offloaded model is gathered shard by shard in host memory: keep the shards small
+        model.save_pretrained(folder, safe_serialization=True, **({"max_shard_size": "1GB"} if is_dispatched(model) else {}))
+        prep.loaded.tokenizer.save_pretrained(folder)
+    return str(folder)
 
 
 def prune_on_rank(request: RunRequest) -> None:

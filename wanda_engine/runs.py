@@ -1,7 +1,7 @@
 """Runs on disk: one directory per run, written atomically, listed and loaded without torch.
 
 RUN_DIR/run.json     status, config, model, calibration, sparsity, layers, blocks, ppl, ppl_dense,
-                     eval, timings (always written last when a run completes)
+                     eval, timings (always written last when a run completes): a record.RunRecord
 RUN_DIR/records.json one MatrixRecord dict per pruned matrix
 RUN_DIR/arrays.npz   the records' small arrays, keyed '{block}/{matrix}/{kind}'
 
@@ -28,23 +28,13 @@ from typing import Any
 
 import numpy as np
 
+from .config import check_run_name
 from .errors import ConfigError, EngineError
-from .records import BlockRecord, MatrixRecord, arrays_to_npz_dict, attach_arrays
+from .record import RunRecord, RunRecordError
+from .records import MatrixRecord, arrays_to_npz_dict, attach_arrays
 
-FORMAT_VERSION = 1
-STATUSES = ("running", "complete", "failed", "cancelled")
-DERIVED_STATUSES = ("interrupted", "corrupt")  # read from disk, never written: see Run.status
 RECORD_FILES = ("records.json", "arrays.npz")
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
-
-
-def check_run_name(name: str) -> str:
-    """A run name is a plain folder name: letters, digits, '.', '_', '-'; no path parts."""
-    if not isinstance(name, str) or not _NAME_RE.fullmatch(name) or ".." in name:  # fullmatch: "$" would allow "x\n"
-        raise ConfigError(
-            f"run name {name!r} is not allowed: use 1-100 letters, digits, '.', '_' or '-', starting with a letter or digit"
-        )
-    return name
+SAVED_MODELS_DIR = ".saved-models"
 
 
 def safe_file_stem(text: str, limit: int = 150) -> str:
@@ -200,13 +190,13 @@ def writer_alive(writer: Any) -> bool | None:
 
 @dataclass
 class Run:
-    """A run directory as read from disk. `meta` is run.json; records load lazily."""
+    """A run directory as read from disk: its record (None when run.json is unreadable) and, lazily, its records."""
 
     path: Path
-    meta: dict[str, Any]
-    _records: list[MatrixRecord] | None = field(default=None, repr=False)
+    record: RunRecord | None
     problem: str | None = None  # why the run reads as 'corrupt' or 'interrupted'
     derived_status: str | None = field(default=None, repr=False)
+    _records: list[MatrixRecord] | None = field(default=None, repr=False)
 
     @property
     def name(self) -> str:
@@ -216,69 +206,46 @@ class Run:
     def status(self) -> str:
         """'complete', 'failed', 'cancelled', 'running' (its writer still works on it), or, read from
         disk: 'interrupted' (its writer is gone) and 'corrupt' (damaged files)."""
-        return self.derived_status or self.meta.get("status", "running")
+        return self.derived_status or (self.record.status if self.record else "running")
 
     @property
     def error(self) -> str:
-        return self.problem or str(self.meta.get("error") or "")
+        return self.problem or (self.record.error if self.record else None) or ""
 
     @property
     def complete(self) -> bool:
         return self.status == "complete"
 
-    @property
-    def config(self) -> dict[str, Any]:
-        return self.meta.get("config", {})
-
-    @property
-    def blocks(self) -> list[BlockRecord]:
-        return [BlockRecord(**b) for b in self.meta.get("blocks", [])]
-
     def records(self) -> list[MatrixRecord]:
         if self._records is None:
-            path = self.path / "records.json"
-            if not path.exists():
-                self._records = []
-                return self._records
-            files = self.meta.get("files") if isinstance(self.meta.get("files"), dict) else {}
-            try:
-                for name, info in files.items():
-                    digest = info.get("sha256") if isinstance(info, dict) else None
-                    if name in RECORD_FILES and digest and _file_digest(self.path / name) != digest:
-                        raise ValueError(f"{name} does not match the checksum recorded when the run finished")
-                raw = json.loads(path.read_text())
-                if not isinstance(raw, list):
-                    raise ValueError("records.json is not a list")
-                recs = [MatrixRecord.from_dict(d) for d in raw]
-                npz_path = self.path / "arrays.npz"
-                if npz_path.exists():
-                    with np.load(npz_path, allow_pickle=False) as npz:
-                        attach_arrays(recs, npz)
-            except Exception as e:  # noqa: BLE001 - any damage (zip, json, types) is one error for the page
-                raise EngineError(f"run {self.name!r} has unreadable records ({type(e).__name__}: {e})") from e
-            for rec in recs:  # a loaded run is shared between sessions: read-only
-                for arr in rec.arrays.values():
-                    if isinstance(arr, np.ndarray):
-                        arr.flags.writeable = False
-            self._records = recs
+            self._records = self._read_records()
         return self._records
 
-
-_META_TYPES: dict[str, tuple[type, ...]] = {
-    "status": (str,), "name": (str,), "created": (str,), "config": (dict,), "model": (dict,), "calibration": (dict,),
-    "blocks": (list,), "layers": (list,), "timings": (dict,), "eval": (dict, type(None)), "files": (dict,),
-    "sparsity": (int, float, type(None)), "ppl": (int, float, type(None)), "ppl_dense": (int, float, type(None)),
-}
-
-
-def _meta_problem(meta: dict[str, Any]) -> str | None:
-    """What makes run.json unusable as a run's description, or None."""
-    for key, types in _META_TYPES.items():
-        if key in meta and not isinstance(meta[key], types):
-            return f"run.json field {key!r} has the wrong type ({type(meta[key]).__name__})"
-    if meta.get("status", "running") not in STATUSES:
-        return f"run.json has an unknown status {meta.get('status')!r}"
-    return None
+    def _read_records(self) -> list[MatrixRecord]:
+        path = self.path / "records.json"
+        if not path.exists():
+            return []
+        files = (self.record.files if self.record else None) or {}
+        try:
+            for name, info in files.items():
+                digest = info.get("sha256") if isinstance(info, dict) else None
+                if name in RECORD_FILES and digest and _file_digest(self.path / name) != digest:
+                    raise ValueError(f"{name} does not match the checksum recorded when the run finished")
+            raw = json.loads(path.read_text())
+            if not isinstance(raw, list):
+                raise ValueError("records.json is not a list")
+            recs = [MatrixRecord.from_dict(d) for d in raw]
+            npz_path = self.path / "arrays.npz"
+            if npz_path.exists():
+                with np.load(npz_path, allow_pickle=False) as npz:
+                    attach_arrays(recs, npz)
+        except Exception as e:  # noqa: BLE001 - any damage (zip, json, types) is one error for the page
+            raise EngineError(f"run {self.name!r} has unreadable records ({type(e).__name__}: {e})") from e
+        for rec in recs:  # a loaded run is shared between sessions: read-only
+            for arr in rec.arrays.values():
+                if isinstance(arr, np.ndarray):
+                    arr.flags.writeable = False
+        return recs
 
 
 def _files_problem(path: Path, meta: dict[str, Any]) -> str | None:
@@ -303,27 +270,21 @@ def load_run(path: str | Path) -> Run:
     meta_path = path / "run.json"
     if not meta_path.exists():
         problem = "no run.json (not a run, or interrupted before it started writing)"
-        return Run(path, {"error": problem}, problem=problem, derived_status="interrupted")
+        return Run(path, None, problem=problem, derived_status="interrupted")
     try:
         meta = json.loads(meta_path.read_text())
-        if not isinstance(meta, dict):
-            raise ValueError("run.json is not an object")
-    except (ValueError, OSError) as e:
-        problem = f"unreadable run.json ({type(e).__name__}: {e})"
-        return Run(path, {"error": problem}, problem=problem, derived_status="corrupt")
-    problem = _meta_problem(meta)
-    if problem is not None:
-        kept = {k: v for k, v in meta.items() if k not in _META_TYPES or isinstance(v, _META_TYPES[k])}
-        return Run(path, {**kept, "error": problem}, problem=problem, derived_status="corrupt")
-    status = meta.get("status", "running")
-    if status == "complete":
+        record = RunRecord.from_json(meta)
+    except (ValueError, OSError, RunRecordError) as e:
+        what = str(e) if isinstance(e, RunRecordError) else f"unreadable run.json ({type(e).__name__}: {e})"
+        return Run(path, None, problem=what, derived_status="corrupt")
+    if record.status == "complete":
         problem = _files_problem(path, meta)
         if problem is not None:
-            return Run(path, {**meta, "error": problem}, problem=problem, derived_status="corrupt")
-    elif status == "running" and writer_alive(meta.get("writer")) is False:
-        problem = f"the process writing it (pid {meta['writer']['pid']}) stopped before the run finished"
-        return Run(path, {**meta, "error": problem}, problem=problem, derived_status="interrupted")
-    return Run(path, meta)
+            return Run(path, record, problem=problem, derived_status="corrupt")
+    elif record.status == "running" and writer_alive(record.writer) is False:
+        problem = f"the process writing it (pid {record.writer['pid']}) stopped before the run finished"
+        return Run(path, record, problem=problem, derived_status="interrupted")
+    return Run(path, record)
 
 
 class RunStore:
@@ -336,10 +297,30 @@ class RunStore:
         if not self.root.exists():
             return []
         runs = [load_run(p) for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".")]
-        return sorted(runs, key=lambda r: (str(r.meta.get("created", "")), r.name), reverse=True)
+        return sorted(runs, key=lambda r: (r.record.created if r.record else "", r.name), reverse=True)
 
     def path_for(self, name: str) -> Path:
         return self.root / check_run_name(name)
+
+    @property
+    def saved_models_dir(self) -> Path:
+        """Where the app saves pruned models: a hidden folder, so the store never lists it as a run."""
+        return self.root / SAVED_MODELS_DIR
+
+    def saved_model_path(self, folder: str) -> Path:
+        """A user-given folder for a saved model, as a path inside `saved_models_dir`; ConfigError for
+        anything that would land elsewhere (an absolute path outside it, '..', a link out of it)."""
+        text = str(folder or "").strip()
+        if not text or "\x00" in text:
+            raise ConfigError("saved model folder: enter a folder name, such as wanda-50")
+        base = self.saved_models_dir.resolve()
+        given = Path(text).expanduser()
+        if ".." in given.parts:
+            raise ConfigError(f"saved model folder {text!r} may not contain '..'; give a folder name inside {base}")
+        target = (given if given.is_absolute() else base / given).resolve()
+        if target == base or not target.is_relative_to(base):
+            raise ConfigError(f"saved model folder {text!r} is outside {base}; pruned models are saved only there")
+        return target
 
     def get(self, name: str) -> Run:
         path = self.path_for(name)
@@ -359,8 +340,8 @@ class RunStore:
 
     def _check_not_writing(self, name: str, what: str) -> None:
         run = load_run(self.path_for(name))
-        if run.status == "running" and writer_alive(run.meta.get("writer")):
-            raise EngineError(f"run {name!r} is still being written (pid {run.meta['writer']['pid']}); {what} it after it finishes")
+        if run.status == "running" and writer_alive(run.record.writer):
+            raise EngineError(f"run {name!r} is still being written (pid {run.record.writer['pid']}); {what} it after it finishes")
 
     def delete(self, name: str) -> None:
         """Delete a run: first renamed to a hidden name (atomic: gone from the list at once), then removed."""

@@ -3,12 +3,13 @@ allocation) on one loaded model, each recorded as an ordinary run, plus a manife
 
 The CLI runs a sweep with `run_sweep`; the app plans it with `plan_sweep`, writes the manifest with
 `write_manifest` and queues the planned requests on its job runner. Either way the manifest
-`<run store>/.sweeps/<name>.json` lists the planned points and their run names, and `load_sweep`
-reads each point's status back from its run directory. (A dot-folder, so the run store never lists
-it as a run.)
+`<run store>/.sweeps/<name>.json` (a dot-folder: never listed as a run) lists the planned points and
+their run names, and `load_sweep` reads each point's status back from its run directory.
 """
 from __future__ import annotations
 
+import contextlib
+import itertools
 import json
 import re
 import threading
@@ -18,15 +19,17 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from .config import LAYERWISE, METHODS, EvalConfig, PruneConfig, parse_pattern
+from . import figures, runner
+from .config import METHODS, EvalConfig, PruneConfig, RunRequest, check_run_name, method_label, parse_pattern
 from .errors import ConfigError, EngineError, PruneCancelled
 from .events import EventCallback, StageStarted, ignore_events
-from .runs import Run, RunStore, atomic_write_json, check_run_name, load_run
+from .models import load_model
+from .record import RunRecord
+from .runs import Run, RunStore, atomic_write_json, load_run
 
 SWEEP_DIR = ".sweeps"
 MAX_POINTS = 64  # the app's job queue holds 64 runs
 MAX_NAME = 40  # leaves room in a run name (100 characters) for the point's own part
-DTYPES = ("float32", "fp32", "float16", "fp16", "bfloat16", "bf16")
 
 
 def parse_method(entry: str) -> tuple[str, bool]:
@@ -58,31 +61,16 @@ def _axis(name: str, values: Any, check: Callable[[Any], Any]) -> tuple:
     return tuple(out)
 
 
-def _sparsity(v: Any) -> float:
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v < 1:
-        raise ConfigError(f"sweep sparsities: each must be a number in [0, 1), got {v!r}")
-    return round(float(v), 6)
-
-
-def _pattern(v: Any) -> str:
-    v = str(v).strip().replace(" ", "")
-    try:
-        parse_pattern(v)
-    except ConfigError as e:
-        raise ConfigError(f"sweep patterns: {e}") from None
-    return v
-
-
-def _nsamples(v: Any) -> int:
-    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-        raise ConfigError(f"sweep nsamples: each must be a positive integer, got {v!r}")
-    return v
-
-
-def _layerwise(v: Any) -> str:
-    if v not in LAYERWISE:
-        raise ConfigError(f"sweep layerwise: each must be one of {', '.join(LAYERWISE)}, got {v!r}")
-    return v
+def _checked(axis: str, field: str, normalise: Callable[[Any], Any] = lambda v: v) -> Callable[[Any], Any]:
+    """A check of one axis value by PruneConfig's own rule for `field`, its error naming the axis."""
+    def check(value: Any) -> Any:
+        value = normalise(value)
+        try:
+            PruneConfig(**{field: value})
+        except ConfigError as e:
+            raise ConfigError(f"sweep {axis}: {e}") from None
+        return value
+    return check
 
 
 def _method(v: Any) -> str:
@@ -126,27 +114,28 @@ class SweepConfig:
     def __post_init__(self) -> None:
         put = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731 - frozen: normalise once, here
         put("methods", _axis("methods", self.methods, _method))
-        put("sparsities", tuple(sorted(_axis("sparsities", self.sparsities, _sparsity))))
-        put("patterns", _axis("patterns", self.patterns, _pattern))
+        fraction = lambda v: round(float(v), 6) if isinstance(v, (int, float)) and not isinstance(v, bool) else v  # noqa: E731
+        put("sparsities", tuple(sorted(_axis("sparsities", self.sparsities, _checked("sparsities", "sparsity", fraction)))))
+        no_spaces = lambda v: str(v).strip().replace(" ", "")  # noqa: E731
+        put("patterns", _axis("patterns", self.patterns, _checked("patterns", "pattern", no_spaces)))
         if self.nsamples is not None:
-            put("nsamples", _axis("nsamples", self.nsamples, _nsamples))
-        put("layerwise", _axis("layerwise", self.layerwise, _layerwise))
+            put("nsamples", _axis("nsamples", self.nsamples, _checked("nsamples", "nsamples")))
+        put("layerwise", _axis("layerwise", self.layerwise, _checked("layerwise", "layerwise")))
         if not isinstance(self.base, PruneConfig):
             raise ConfigError(f"sweep base must be a PruneConfig, got {type(self.base).__name__}")
-        if self.eval is not None and not isinstance(self.eval, EvalConfig):
-            raise ConfigError(f"sweep eval must be an EvalConfig or None, got {type(self.eval).__name__}")
-        if not isinstance(self.model, str) or not self.model.strip():
-            raise ConfigError("sweep model must be 'default', a Hugging Face id, a folder or a .gguf file")
-        if self.dtype not in DTYPES:
-            raise ConfigError(f"sweep dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
+        try:  # the model, evaluation and dtype, checked as every point's request checks them
+            self.request(self.base)
+        except ConfigError as e:
+            raise ConfigError(f"sweep {e}") from None
         if self.name is not None:
             check_run_name(self.name)
             if len(self.name) > MAX_NAME:
                 raise ConfigError(f"sweep name {self.name!r} is longer than {MAX_NAME} characters")
 
-    @property
-    def nsamples_axis(self) -> tuple[int, ...]:
-        return self.nsamples if self.nsamples is not None else (self.base.nsamples,)
+    def request(self, prune: PruneConfig, name: str | None = None) -> RunRequest:
+        """One point's request: `prune` on the sweep's model, evaluated as the sweep says."""
+        return RunRequest(model=self.model, prune=prune, eval=self.eval, dtype=self.dtype, name=name,
+                          trust_remote_code=self.trust_remote_code)
 
     def to_dict(self) -> dict[str, Any]:
         return {"methods": list(self.methods), "sparsities": list(self.sparsities), "patterns": list(self.patterns),
@@ -155,41 +144,33 @@ class SweepConfig:
                 "eval": self.eval.to_dict() if self.eval else None, "model": self.model, "dtype": self.dtype,
                 "name": self.name, "trust_remote_code": self.trust_remote_code}
 
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "SweepConfig":
-        ev = d.get("eval")
-        return cls(methods=d["methods"], sparsities=d["sparsities"], patterns=d["patterns"], nsamples=d.get("nsamples"),
-                   layerwise=d.get("layerwise", ("uniform",)), base=PruneConfig.from_dict(d.get("base") or {}),
-                   eval=EvalConfig(**ev) if ev else None, model=d.get("model", "default"),
-                   dtype=d.get("dtype", "float32"), name=d.get("name"),
-                   trust_remote_code=bool(d.get("trust_remote_code", False)))
-
 
 @dataclass
 class SweepPlan:
     """The grid's runs in order (iterating a plan gives its RunRequests) and the combinations left out."""
 
     name: str | None
-    requests: list[Any]  # RunRequest
+    requests: list[RunRequest]
     labels: list[str]
     skipped: list[tuple[str, str]]  # (label, reason)
 
     def __len__(self) -> int:
         return len(self.requests)
 
-    def __iter__(self) -> Iterator[Any]:
+    def __iter__(self) -> Iterator[RunRequest]:
         return iter(self.requests)
 
 
-def point_label(pc: PruneConfig, with_nsamples: bool) -> str:
-    """'wanda 50%', 'owl-wanda 70%', 'sparsegpt 2:4', with ' · n=16' when calibration size is an axis."""
-    return pc.label + (f" · n={pc.nsamples}" if with_nsamples else "")
+def _with_n(text: str, nsamples: int, with_nsamples: bool, sep: str) -> str:
+    return text + (f"{sep}{nsamples}" if with_nsamples else "")
 
 
-def _point_stem(pc: PruneConfig, with_nsamples: bool) -> str:
-    name = ("owl-" if pc.layerwise == "owl" else "") + pc.method + ("-variant" if pc.variant else "")
-    stem = f"{name}-{pc.pattern.replace(':', 'of')}-{pc.target_sparsity:.2f}"
-    return stem + (f"-n{pc.nsamples}" if with_nsamples else "")
+def _grid(cfg: SweepConfig) -> Iterator[tuple[int, str, float, str, str]]:
+    """(nsamples, pattern, sparsity, layerwise, method) in plan order; an N:M pattern at its own N/M only."""
+    for n, pattern in itertools.product(cfg.nsamples or (cfg.base.nsamples,), cfg.patterns):
+        nm = parse_pattern(pattern)
+        yield from ((n, pattern, *rest) for rest in itertools.product(
+            [nm[0] / nm[1]] if nm else cfg.sparsities, cfg.layerwise, cfg.methods))
 
 
 def plan_sweep(cfg: SweepConfig) -> SweepPlan:
@@ -199,33 +180,23 @@ def plan_sweep(cfg: SweepConfig) -> SweepPlan:
     combinations (the Wanda variant or OWL with N:M, ...) are skipped, each with PruneConfig's reason.
     With `cfg.name` set, every request is named '<sweep>-<NN>-<point>'.
     """
-    from .runner import RunRequest
-
     with_n = cfg.nsamples is not None and len(cfg.nsamples) > 1
     requests, labels, skipped, seen = [], [], [], set()
-    for n in cfg.nsamples_axis:
-        for pattern in cfg.patterns:
-            nm = parse_pattern(pattern)
-            for s in ([nm[0] / nm[1]] if nm else cfg.sparsities):
-                for lw in cfg.layerwise:
-                    for entry in cfg.methods:
-                        method, variant = parse_method(entry)
-                        owl = "owl-" if lw == "owl" else ""
-                        what = f"{owl}{entry} {pattern if nm else f'{s:.0%}'}" + (f" · n={n}" if with_n else "")
-                        try:
-                            pc = replace(cfg.base, method=method, variant=variant, pattern=pattern, sparsity=s,
-                                         nsamples=n, layerwise=lw)
-                        except ConfigError as e:
-                            if (what, str(e)) not in skipped:
-                                skipped.append((what, str(e)))
-                            continue
-                        if pc in seen:
-                            continue
-                        seen.add(pc)
-                        labels.append(point_label(pc, with_n))
-                        name = f"{cfg.name}-{len(requests) + 1:02d}-{_point_stem(pc, with_n)}" if cfg.name else None
-                        requests.append(RunRequest(model=cfg.model, prune=pc, eval=cfg.eval, dtype=cfg.dtype,
-                                                   name=name, trust_remote_code=cfg.trust_remote_code))
+    for n, pattern, s, lw, entry in _grid(cfg):
+        method, variant = parse_method(entry)
+        try:
+            pc = replace(cfg.base, method=method, variant=variant, pattern=pattern, sparsity=s, nsamples=n, layerwise=lw)
+        except ConfigError as e:
+            what = _with_n(method_label(("owl-" if lw == "owl" else "") + entry, pattern, s), n, with_n, " · n=")
+            if (what, str(e)) not in skipped:
+                skipped.append((what, str(e)))
+            continue
+        if pc in seen:
+            continue
+        seen.add(pc)
+        labels.append(_with_n(pc.label, n, with_n, " · n="))
+        name = f"{cfg.name}-{len(requests) + 1:02d}-{_with_n(pc.stem, n, with_n, '-n')}" if cfg.name else None
+        requests.append(cfg.request(pc, name))
     if len(requests) > MAX_POINTS:
         raise ConfigError(f"sweep plans {len(requests)} runs; the limit is {MAX_POINTS}: give fewer values on an axis")
     return SweepPlan(cfg.name, requests, labels, skipped)
@@ -233,12 +204,16 @@ def plan_sweep(cfg: SweepConfig) -> SweepPlan:
 
 # ---------------------------------------------------------------- estimates
 
-def estimate_work(plan: SweepPlan, past_runs: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+def _median(values: list[float]) -> float | None:
+    return sorted(values)[len(values) // 2] if values else None
+
+
+def estimate_work(plan: SweepPlan, past_runs: list[RunRecord] | None = None) -> dict[str, Any]:
     """What a plan costs: runs, calibration and evaluation tokens, and seconds if earlier runs allow.
 
     Seconds: each point's pruning from earlier complete runs of the same model and method (scaled by
     calibration tokens) plus its evaluation from earlier runs evaluated the same way; None when some
-    point has no such earlier run. `past_runs` are run.json dicts.
+    point has no such earlier run.
     """
     calib = sum(r.prune.nsamples * r.prune.seqlen for r in plan.requests)
     ev = plan.requests[0].eval if plan.requests else None
@@ -246,24 +221,16 @@ def estimate_work(plan: SweepPlan, past_runs: list[dict[str, Any]] | None = None
     out: dict[str, Any] = {"runs": len(plan), "skipped": len(plan.skipped), "calibration_tokens": calib,
                            "eval_tokens_per_run": eval_tokens, "evaluations": len(plan) + 1 if ev else 0,
                            "seconds": None, "estimated_points": 0}
-    past = [m for m in past_runs or [] if m.get("status") == "complete" and isinstance(m.get("timings"), dict)]
+    past = [m for m in past_runs or [] if m.complete]
     total, known = 0.0, 0
     for r in plan.requests:
-        same = [m for m in past if (m.get("config") or {}).get("model") == r.model
-                and (m.get("config") or {}).get("method") == r.prune.method and m["timings"].get("prune_s")]
-        rates = sorted(m["timings"]["prune_s"] / max(1, (m["config"].get("nsamples") or 1) * (m["config"].get("seqlen") or 1))
-                       for m in same)
-        if not rates:
+        alike = [m for m in past if m.request.model == r.model]
+        rate = _median([m.timings["prune_s"] / (m.request.prune.nsamples * m.request.prune.seqlen)
+                        for m in alike if m.request.prune.method == r.prune.method and m.timings.get("prune_s")])
+        evals = _median([m.timings["eval_s"] for m in alike if m.timings.get("eval_s") and m.request.eval == r.eval])
+        if rate is None or (r.eval is not None and evals is None):
             continue
-        seconds = rates[len(rates) // 2] * r.prune.nsamples * r.prune.seqlen
-        if r.eval is not None:
-            evals = sorted(m["timings"]["eval_s"] for m in past if m["timings"].get("eval_s")
-                           and (m.get("config") or {}).get("model") == r.model
-                           and (m.get("config") or {}).get("eval") == r.eval.to_dict())
-            if not evals:
-                continue
-            seconds += evals[len(evals) // 2]
-        total += seconds
+        total += rate * r.prune.nsamples * r.prune.seqlen + (evals if r.eval is not None else 0.0)
         known += 1
     out["estimated_points"] = known
     if plan.requests and known == len(plan.requests):
@@ -291,11 +258,12 @@ def new_sweep_name(store: RunStore) -> str:
     return name
 
 
-def _point_dict(request: Any, label: str, index: int) -> dict[str, Any]:
-    pc = request.prune
-    return {"index": index, "run": request.name, "label": label, "method": pc.method, "variant": pc.variant,
-            "pattern": pc.pattern, "sparsity": pc.target_sparsity, "nsamples": pc.nsamples,
-            "layerwise": pc.layerwise, "status": "planned", "error": None, "ppl": None}
+def _points(plan: SweepPlan) -> list[dict[str, Any]]:
+    """The manifest's entry of each planned point, before it runs."""
+    return [{"index": i, "run": r.name, "label": label, "method": r.prune.method, "variant": r.prune.variant,
+             "pattern": r.prune.pattern, "sparsity": r.prune.target_sparsity, "nsamples": r.prune.nsamples,
+             "layerwise": r.prune.layerwise, "status": "planned", "error": None, "ppl": None}
+            for i, (r, label) in enumerate(zip(plan.requests, plan.labels))]
 
 
 def write_manifest(store: RunStore, cfg: SweepConfig, plan: SweepPlan, status: str = "planned",
@@ -304,14 +272,13 @@ def write_manifest(store: RunStore, cfg: SweepConfig, plan: SweepPlan, status: s
     if not cfg.name or plan.name != cfg.name:
         raise ConfigError("a sweep needs a name before its manifest is written (plan it with cfg.name set)")
     path = manifest_path(store, cfg.name)
-    if points is None and path.exists():
-        raise EngineError(f"a sweep named {cfg.name!r} already exists in {store.root}")
     if points is None:
+        if path.exists():
+            raise EngineError(f"a sweep named {cfg.name!r} already exists in {store.root}")
         taken = [r.name for r in plan.requests if store.path_for(r.name).exists()]
         if taken:
             raise EngineError(f"run {taken[0]!r} already exists; choose another sweep name")
-    points = points if points is not None else [_point_dict(r, lab, i) for i, (r, lab) in
-                                                  enumerate(zip(plan.requests, plan.labels))]
+        points = _points(plan)
     atomic_write_json(path, {"format": 1, "name": cfg.name, "created": created or time.strftime("%Y-%m-%dT%H:%M:%S"),
                              "updated": time.strftime("%Y-%m-%dT%H:%M:%S"), "status": status,
                              "model": cfg.model, "config": cfg.to_dict(), "points": points,
@@ -335,24 +302,15 @@ class Sweep:
     def created(self) -> str:
         return self.manifest.get("created", "")
 
-    @property
-    def config(self) -> SweepConfig:
-        return SweepConfig.from_dict(self.manifest["config"])
-
-    @property
-    def skipped(self) -> list[dict[str, str]]:
-        return list(self.manifest.get("skipped", []))
-
     def runs(self) -> list[Run | None]:
         """Each point's run as on disk now, or None where it has not started (or was deleted)."""
         out: list[Run | None] = []
         for p in self.manifest.get("points", []):
             try:
-                path = self.store.path_for(p["run"])
+                path: Path | None = self.store.path_for(p["run"])
             except (ConfigError, KeyError, TypeError):
-                out.append(None)
-                continue
-            out.append(load_run(path) if path.is_dir() else None)
+                path = None
+            out.append(load_run(path) if path is not None and path.is_dir() else None)
         return out
 
     def points(self) -> list[dict[str, Any]]:
@@ -362,8 +320,8 @@ class Sweep:
             p = dict(p)
             if run is not None:
                 p["status"] = run.status
-                p["ppl"], p["ppl_dense"] = run.meta.get("ppl"), run.meta.get("ppl_dense")
-                p["error"] = run.meta.get("error")
+                p["ppl"], p["ppl_dense"] = (run.record.ppl, run.record.ppl_dense) if run.record else (None, None)
+                p["error"] = run.error or None
             out.append(p)
         return out
 
@@ -433,33 +391,45 @@ class SweepResult:
 
 
 def preflight(loaded: Any, plan: SweepPlan) -> None:
-    """Everything that would fail every point alike, checked once before any run: the patterns fit the
-    model, each distinct calibration setting has enough text, the evaluation windows fit."""
-    from .data import calibration_windows, eval_tokens
-    from .evaluate import check_windows
-    from .models import context_length
-    from .pipeline import check_prunable
-
-    limit = context_length(loaded.model)
-    checked_calib, checked_prune = set(), set()
+    """Everything that would fail every point alike, checked once before any run: each distinct
+    pruning and calibration setting is prepared as its run would be (nothing is written)."""
+    first: dict[tuple, RunRequest] = {}
     for r in plan.requests:
-        pc = r.prune
-        key = (pc.pattern, pc.method, pc.resolved_group)
-        if key not in checked_prune:
-            checked_prune.add(key)
-            check_prunable(loaded.model, pc)
-        ckey = (pc.calib, pc.nsamples, pc.seqlen, pc.seed)
-        if ckey not in checked_calib:
-            checked_calib.add(ckey)
-            calibration_windows(loaded.tokenizer, pc.calib, pc.nsamples, pc.seqlen, pc.seed)
-            if limit is not None and pc.seqlen > limit:
-                raise ConfigError(f"seqlen {pc.seqlen} is longer than the model's context of {limit} tokens")
-    ev = plan.requests[0].eval if plan.requests else None
-    if ev is not None:
-        tokens, label = eval_tokens(loaded.tokenizer, ev.dataset)
-        if limit is not None and ev.seqlen > limit:
-            raise ConfigError(f"eval seqlen {ev.seqlen} is longer than the model's context of {limit} tokens")
-        check_windows(tokens, ev.seqlen, ev.windows, label)
+        first.setdefault((r.prune.pattern, r.prune.method, r.prune.resolved_group, r.prune.calib, r.prune.nsamples,
+                          r.prune.seqlen, r.prune.seed), r)
+    for request in first.values():
+        runner.prepare(request, loaded)
+
+
+def _run_point(point: dict[str, Any], request: RunRequest, store: RunStore, on_event: EventCallback,
+               cancel: threading.Event | None, loaded: Any) -> bool:
+    """Run one point, recording its outcome in `point`; True when it was cancelled."""
+    try:
+        run = runner.execute_run(request, store=store, on_event=on_event, cancel=cancel, loaded=loaded)
+    except PruneCancelled as e:
+        point["status"], point["error"] = "cancelled", str(e)
+        return True
+    except Exception as e:  # noqa: BLE001 - one bad point must not lose the rest of the grid
+        point["status"] = "failed"
+        point["error"] = str(e) if isinstance(e, EngineError) else f"{type(e).__name__}: {e}"
+    else:
+        r = run.record
+        point.update(status="complete", run=run.name, ppl=r.ppl, ppl_dense=r.ppl_dense, achieved_sparsity=r.sparsity,
+                     seconds=r.timings.get("total_s"))
+    return False
+
+
+def _planned(cfg: SweepConfig, store: RunStore) -> tuple[SweepConfig, SweepPlan]:
+    """The named config and its plan; EngineError or ConfigError before anything is written."""
+    if cfg.name is None:
+        cfg = replace(cfg, name=new_sweep_name(store))
+    if manifest_path(store, cfg.name).exists():
+        raise EngineError(f"a sweep named {cfg.name!r} already exists in {store.root}")
+    plan = plan_sweep(cfg)
+    if not plan.requests:
+        reasons = "; ".join(f"{lab}: {why}" for lab, why in plan.skipped[:3])
+        raise ConfigError(f"the sweep plans no runs: every combination is invalid ({reasons})")
+    return cfg, plan
 
 
 def run_sweep(cfg: SweepConfig, store: RunStore | None = None, loaded: Any = None,
@@ -472,29 +442,17 @@ def run_sweep(cfg: SweepConfig, store: RunStore | None = None, loaded: Any = Non
     cancelled, the rest stay 'planned'). The manifest is rewritten after every point. `on_point` gets
     each finished point's dict.
     """
-    from .runner import execute_run
-
     store = store or RunStore()
-    if cfg.name is None:
-        cfg = replace(cfg, name=new_sweep_name(store))
-    if manifest_path(store, cfg.name).exists():
-        raise EngineError(f"a sweep named {cfg.name!r} already exists in {store.root}")
-    plan = plan_sweep(cfg)
-    if not plan.requests:
-        reasons = "; ".join(f"{lab}: {why}" for lab, why in plan.skipped[:3])
-        raise ConfigError(f"the sweep plans no runs: every combination is invalid ({reasons})")
+    cfg, plan = _planned(cfg, store)
     t0 = time.perf_counter()
     if loaded is None:
-        from .models import load_model
-
         on_event(StageStarted(0.0, "load-model", cfg.model))
         loaded = load_model(cfg.model, dtype=cfg.dtype, trust_remote_code=cfg.trust_remote_code)
     preflight(loaded, plan)
 
     created = time.strftime("%Y-%m-%dT%H:%M:%S")
     path = write_manifest(store, cfg, plan, status="running", created=created)
-    points = [_point_dict(r, lab, i) for i, (r, lab) in enumerate(zip(plan.requests, plan.labels))]
-    status = "running"
+    points, status = _points(plan), "running"
 
     def save() -> None:
         write_manifest(store, cfg, plan, status=status, points=points, created=created)
@@ -508,22 +466,12 @@ def run_sweep(cfg: SweepConfig, store: RunStore | None = None, loaded: Any = Non
                                   f"{point['index'] + 1}/{len(points)}: {point['label']}"))
             point["status"] = "running"
             save()
-            try:
-                run = execute_run(request, store=store, on_event=on_event, cancel=cancel, loaded=loaded)
-            except PruneCancelled as e:
-                point["status"], point["error"] = "cancelled", str(e)
-                status = "cancelled"
-            except Exception as e:  # noqa: BLE001 - one bad point must not lose the rest of the grid
-                point["status"] = "failed"
-                point["error"] = str(e) if isinstance(e, EngineError) else f"{type(e).__name__}: {e}"
-            else:
-                m = run.meta
-                point.update(status="complete", run=run.name, ppl=m.get("ppl"), ppl_dense=m.get("ppl_dense"),
-                             achieved_sparsity=m.get("sparsity"), seconds=(m.get("timings") or {}).get("total_s"))
+            cancelled = _run_point(point, request, store, on_event, cancel, loaded)
             save()
             if on_point is not None:
                 on_point(dict(point))
-            if status == "cancelled":
+            if cancelled:
+                status = "cancelled"
                 break
         else:
             status = "complete" if all(p["status"] == "complete" for p in points) else "failed"
@@ -532,26 +480,18 @@ def run_sweep(cfg: SweepConfig, store: RunStore | None = None, loaded: Any = Non
         for p in points:
             if p["status"] == "running":
                 p["status"] = "cancelled"
-        try:
+        with contextlib.suppress(OSError):
             save()
-        except OSError:
-            pass
         raise
     save()
     return SweepResult(cfg.name, path, points, plan.skipped, status)
 
 
-def sweep_figures(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    """The sweep's figures from its complete runs' run.json dicts: 'sparsity' always, 'nsamples' when
-    the runs span more than one calibration size."""
-    from . import figures
-
+def sweep_figures(runs: list[RunRecord]) -> dict[str, Any]:
+    """The sweep's figures from its complete runs' records: 'sparsity' always, 'nsamples' when the runs
+    span more than one calibration size."""
     out = {"sparsity": figures.perplexity_vs_sparsity(runs)}
-    if len({(m.get("config") or {}).get("nsamples") for m in runs}) > 1:
+    if len({run.request.prune.nsamples for run in runs}) > 1:
         out["nsamples"] = figures.perplexity_vs_nsamples(runs)
     return out
 
-
-__all__ = ["SweepConfig", "SweepPlan", "Sweep", "SweepResult", "plan_sweep", "run_sweep", "write_manifest",
-           "load_sweep", "list_sweeps", "new_sweep_name", "estimate_work", "parse_axis", "parse_method", "preflight",
-           "sweep_figures"]

@@ -1,0 +1,78 @@
+"""One run in steps: a loaded model must match its request, every stage comes from the one table, and
+run.json round-trips through the typed record."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from wanda_engine.config import EvalConfig, OffloadConfig, PruneConfig, RunRequest
+from wanda_engine.errors import EngineError
+from wanda_engine.events import StageStarted
+from wanda_engine.record import RunRecord
+from wanda_engine.runner import execute_run, prepare
+from wanda_engine.runs import RunStore
+from wanda_engine.stages import BY_NAME
+from wanda_engine import sweep as sw
+
+FAST = dict(nsamples=4, seqlen=32, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def loaded(tiny_model_dir):
+    from wanda_engine.models import load_model
+
+    return load_model(str(tiny_model_dir))
+
+
+@pytest.mark.parametrize("change, words", [
+    ({"dtype": "bfloat16"}, "dtype is 'float32', the request's 'bfloat16'"),
+    ({"model": "default"}, "source"),
+    ({"trust_remote_code": True}, "trust_remote_code"),
+    ({"offload": OffloadConfig({"cpu": "300MiB"})}, "offload"),
+])
+def test_a_loaded_model_that_does_not_match_the_request_is_refused(change, words, loaded, tiny_model_dir, tmp_path):
+    request = RunRequest(**{"model": str(tiny_model_dir), "prune": PruneConfig(**FAST), "eval": None, **change})
+    with pytest.raises(EngineError, match="does not match the request") as refused:
+        execute_run(request, run_dir=tmp_path / "run", loaded=loaded)
+    assert words in str(refused.value) and len(str(refused.value).splitlines()) == 1
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_matching_loaded_model_is_used_under_any_dtype_spelling(loaded, tiny_model_dir):
+    prep = prepare(RunRequest(model=str(tiny_model_dir), prune=PruneConfig(**FAST), eval=None, dtype="fp32"), loaded)
+    assert prep.loaded is loaded and not prep.owns_model and prep.windows.shape == (4, 32)
+
+
+def test_every_stage_announced_is_in_the_table(loaded, tiny_model_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDA_CACHE", str(tmp_path / "cache"))
+    seen: list[str] = []
+    on_event = lambda e: seen.append(e.stage) if isinstance(e, StageStarted) else None  # noqa: E731
+    owl = RunRequest(model=str(tiny_model_dir), prune=PruneConfig(layerwise="owl", sparsity=0.5, owl_lambda=0.05, **FAST),
+                     eval=EvalConfig(seqlen=32, windows=2), save_model=str(tmp_path / "saved"))
+    execute_run(owl, run_dir=tmp_path / "owl", on_event=on_event, loaded=loaded)
+    assert seen == ["load", "calibration-data", "copy", "eval-dense", "prune", "owl", "capture", "eval", "save"]
+    cfg = sw.SweepConfig(methods=["magnitude"], base=PruneConfig(**FAST), eval=None, model=str(tiny_model_dir), name="s")
+    sw.run_sweep(cfg, store=RunStore(tmp_path / "runs"), on_event=on_event)
+    assert {"load-model", "sweep-point"} <= set(seen) and set(seen) <= set(BY_NAME)
+    timings = json.loads((tmp_path / "owl" / "run.json").read_text())["timings"]
+    assert {"load_s", "data_s", "copy_s", "eval_dense_s", "prune_s", "eval_s", "save_s", "total_s"} <= set(timings)
+
+
+def test_run_json_round_trips_through_the_record(loaded, tiny_model_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDA_CACHE", str(tmp_path / "cache"))
+    request = RunRequest(model=str(tiny_model_dir), prune=PruneConfig(method="magnitude", **FAST),
+                         eval=EvalConfig(seqlen=32, windows=2), name="r")
+    run = execute_run(request, store=RunStore(tmp_path), loaded=loaded)
+    meta = json.loads((run.path / "run.json").read_text())
+    record = RunRecord.from_json(meta)
+    assert record == run.record and record.to_json() == meta and list(record.to_json()) == list(meta)
+    assert record.request == request.__class__.from_dict(meta["config"]) and record.request.name is None
+    assert record.label() == "magnitude 50%" and record.eval.tokens == 64 and record.eval.tokens_per_s > 0
+    assert len(record.layers) == 14 and len(record.blocks) == 2 and record.model.num_blocks == 2
+    # a run without evaluation writes its perplexities as null, as before
+    bare = execute_run(RunRequest(model=str(tiny_model_dir), prune=PruneConfig(**FAST), eval=None),
+                       run_dir=tmp_path / "bare", loaded=loaded)
+    meta = json.loads((bare.path / "run.json").read_text())
+    assert meta["ppl"] is None and meta["ppl_dense"] is None and meta["eval"] is None
+    assert RunRecord.from_json(meta).to_json() == meta
