@@ -5,7 +5,10 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import plotly.graph_objects as go
 
+from wanda_engine import figures
+from wanda_engine.record import RunRecord
 from wanda_engine.records import MatrixRecord
 from wanda_engine.runs import Run
 
@@ -23,64 +26,74 @@ FIGURES = {
     "mask_crop": "Mask crop of one matrix",
 }
 MATRIX_FIGURES = ("histograms", "channels", "row_sparsity", "density", "mask_crop")
+COLUMNS = ["name", "status", "method", "target", "pattern", "group", "achieved", "perplexity", "dense ppl", "eval",
+           "calibration", "model", "created", "time (s)", "error"]
 STATUS_MARK = {"complete": "✔ complete", "failed": "✘ failed", "cancelled": "■ cancelled", "running": "… running",
                "interrupted": "✘ interrupted", "corrupt": "✘ corrupt"}
 
 
-def build_figure(which: str, run: Run, compare: Run | None, record: MatrixRecord | None, complete: list[Run]):
-    from wanda_engine import figures as f
+def model_runs(run: Run, complete: list[Run]) -> list[RunRecord]:
+    """`run`'s record first, then those of every other finished run of the same model."""
+    model = run.record.request.model
+    return [run.record] + [r.record for r in complete if r.record.request.model == model and r.name != run.name]
 
+
+def build_figure(which: str, run: Run, compare: Run | None, record: MatrixRecord | None,
+                 complete: list[Run]) -> go.Figure:
+    """Figure `which` of FIGURES for `run` (and `compare`); `record`: the matrix, for MATRIX_FIGURES;
+    `complete`: every finished run, for the perplexity-versus-sparsity line of the run's model."""
+    shown = [r.record for r in (compare, run) if r is not None]
     if which == "perplexity":
-        return f.perplexity_bars([r.meta for r in (compare, run) if r is not None])
+        return figures.perplexity_bars(shown)
     if which == "zeroshot":
-        return f.zeroshot_bars([r.meta for r in (compare, run) if r is not None])
+        return figures.zeroshot_bars(shown)
     if which == "ppl_vs_sparsity":
-        model = run.config.get("model")
-        return f.perplexity_vs_sparsity([run.meta] + [r.meta for r in complete
-                                                      if r.config.get("model") == model and r.name != run.name])
+        return figures.perplexity_vs_sparsity(model_runs(run, complete))
     if which == "blocks":
-        return f.block_progress(run.blocks)
+        return figures.block_progress(run.record.blocks)
     if which == "sparsity_heatmap":
-        return f.sparsity_heatmap(run.records())
+        return figures.sparsity_heatmap(run.records())
     if which == "overlap":
-        return f.overlap_heatmap(run.records())
+        return figures.overlap_heatmap(run.records())
     if record is None:
         raise ValueError(f"figure {which!r} needs a matrix")
-    return {"histograms": f.metric_histograms, "channels": f.channel_norms, "row_sparsity": f.row_sparsity,
-            "density": f.density_map, "mask_crop": f.mask_crop}[which](record)
+    return {"histograms": figures.metric_histograms, "channels": figures.channel_norms,
+            "row_sparsity": figures.row_sparsity, "density": figures.density_map,
+            "mask_crop": figures.mask_crop}[which](record)
 
 
-def _status(run: Run, active_name: str | None) -> str:
-    # Run.status itself reads 'interrupted' once the process writing a 'running' run is gone,
-    # so a CLI run still working on this machine shows as running.
-    return STATUS_MARK.get(run.status, run.status)
+def _eval_text(record: RunRecord, done: bool) -> str:
+    """What the run's perplexity was measured on or, unless it finished, was to be measured on."""
+    ev, asked = record.eval, record.request.eval
+    if done and ev is not None:
+        return f"{ev.dataset} {ev.windows}×{ev.seqlen} = {ev.tokens:,} tok"
+    return f"{asked.dataset} ×{asked.seqlen}" if asked is not None else "none"
 
 
-def runs_table(runs: list[Run], active_name: str | None = None) -> pd.DataFrame:
-    rows: list[dict[str, Any]] = []
-    for run in runs:
-        m, cfg = run.meta, run.config
-        ev = m.get("eval") or {}
-        cfg_ev = cfg.get("eval") or {}
-        done = run.complete
-        calib = str(cfg.get("calib", ""))
-        model = (m.get("model") or {}).get("label") or cfg.get("model", "")
-        rows.append({
-            "name": run.name,
-            "status": _status(run, active_name),
-            "method": cfg.get("method", "") + ("-variant" if cfg.get("variant") else ""),
-            "target": cfg.get("target_sparsity"),
-            "pattern": cfg.get("pattern", ""),
-            "group": cfg.get("resolved_group", cfg.get("group")),
-            "achieved": m.get("sparsity") if done else None,
-            "perplexity": m.get("ppl") if done else None,
-            "dense ppl": m.get("ppl_dense") if done else None,
-            "eval": (f"{ev.get('dataset')} {ev.get('windows')}×{ev.get('seqlen')} = {ev.get('tokens', 0):,} tok"
-                     if done and ev else (f"{cfg_ev.get('dataset')} ×{cfg_ev.get('seqlen')}" if cfg_ev else "none")),
-            "calibration": f"{Path(calib).name if '/' in calib else calib} {cfg.get('nsamples')}×{cfg.get('seqlen')}, seed {cfg.get('seed')}",
-            "model": str(model).split(" (")[0],
-            "created": m.get("created", ""),
-            "time (s)": (m.get("timings") or {}).get("total_s"),
-            "error": m.get("error") or "",
-        })
-    return pd.DataFrame(rows)
+def _row(record: RunRecord, done: bool) -> dict[str, Any]:
+    """The settings and, if `done` (complete and undamaged), the results of one run."""
+    prune = record.request.prune
+    calib = Path(prune.calib).name if "/" in prune.calib else prune.calib
+    return {
+        "method": prune.method_name,
+        "target": prune.target_sparsity,
+        "pattern": prune.pattern,
+        "group": prune.resolved_group,
+        "achieved": record.sparsity if done else None,
+        "perplexity": record.ppl if done else None,
+        "dense ppl": record.ppl_dense if done else None,
+        "eval": _eval_text(record, done),
+        "calibration": f"{calib} {prune.nsamples}×{prune.seqlen}, seed {prune.seed}",
+        "model": (record.model.label or record.request.model).split(" (")[0],
+        "created": record.created,
+        "time (s)": record.timings.get("total_s"),
+    }
+
+
+def runs_table(runs: list[Run]) -> pd.DataFrame:
+    """One row per run on disk, unreadable ones too (their settings blank, their status and error said)."""
+    # Run.status reads 'interrupted' once the process writing a 'running' run is gone, so a run still
+    # being written on this machine shows as running.
+    rows = [{"name": run.name, "status": STATUS_MARK.get(run.status, run.status),
+             **(_row(run.record, run.complete) if run.record is not None else {}), "error": run.error} for run in runs]
+    return pd.DataFrame(rows, columns=COLUMNS)

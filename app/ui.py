@@ -2,13 +2,19 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
+import plotly.graph_objects as go
 import streamlit as st
+from PIL import Image, ImageDraw
+from streamlit.runtime.scriptrunner import get_script_run_ctx
 
 from app.jobs import JobRunner
+from app.worker import WorkerProcess
 from wanda_engine.errors import EngineError
-from wanda_engine.models import load_model
+from wanda_engine.figures import PLOTLY_CONFIG
+from wanda_engine.figures.style import wrap
+from wanda_engine.record import RunRecord
+from wanda_engine.records import MatrixRecord
 from wanda_engine.runs import Run, RunStore, load_run
 
 CURRENT, COMPARE, PENDING = "current_run", "compare_run", "_pending_selection"
@@ -16,25 +22,11 @@ NONE = "(none)"
 
 
 # --- cached resources (one per server) ------------------------------------------------------------
-@st.cache_resource(show_spinner=False, max_entries=2)
-def dense_model(source: str):
-    """The unpruned model per source, shared by every session and job; jobs deep-copy it."""
-    return load_model(source)
-
-
 @st.cache_resource(show_spinner=False)
 def job_runner() -> JobRunner:
-    """ONE worker thread per server: a second job waits in its queue."""
-    return JobRunner(loader=dense_model, store_factory=RunStore)
-
-
-@st.cache_resource(show_spinner=False)
-def export_server() -> bool:
-    """Kaleido's browser, started once; figure exports reuse it."""
-    from wanda_engine.export import start_export_server
-
-    start_export_server()
-    return True
+    """ONE job at a time per server, in one worker process that keeps the dense models loaded: a second
+    job waits in the queue. The server process itself never holds a model."""
+    return JobRunner(executor=WorkerProcess(), store_factory=RunStore)
 
 
 def store() -> RunStore:
@@ -42,8 +34,6 @@ def store() -> RunStore:
 
 
 def session_id() -> str:
-    from streamlit.runtime.scriptrunner import get_script_run_ctx
-
     ctx = get_script_run_ctx()
     return ctx.session_id if ctx is not None else "?"
 
@@ -53,10 +43,8 @@ def who(owner: str) -> str:
 
 
 @st.cache_resource(show_spinner=False)
-def favicon():
+def favicon() -> Image.Image:
     """A small drawn icon: a material-icon favicon would be fetched from Google's servers, an image is served locally."""
-    from PIL import Image, ImageDraw
-
     img = Image.new("RGBA", (64, 64), (0, 0, 0, 0))
     d = ImageDraw.Draw(img)
     d.rounded_rectangle((2, 2, 62, 62), radius=12, fill=(0, 114, 178, 255))
@@ -67,42 +55,14 @@ def favicon():
     return img
 
 
-# --- figures (written alongside; imported lazily so a missing module degrades to a notice) ------
-def figures():
-    try:
-        from wanda_engine import figures as fig_module
-    except ImportError as e:
-        st.info(f"Charts are not available yet: wanda_engine.figures could not be imported ({e}).")
-        return None
-    return fig_module
-
-
-def _wrap(text: str, width: int) -> str:
-    """Break a long plotly title into lines of about `width` characters (plotly never wraps)."""
-    if not text:
-        return text
-    out = []
-    for segment in text.split("<br>"):
-        lines, line = [], ""
-        for word in segment.split(" "):
-            if line and len(line) + 1 + len(word) > width:
-                lines.append(line)
-                line = word
-            else:
-                line = f"{line} {word}" if line else word
-        out.extend(lines + [line])
-    return "<br>".join(out)
-
-
-def chart(fig: Any, key: str | None = None, rows: int | None = None, narrow: bool = False) -> None:
+# --- figures --------------------------------------------------------------------------------------
+def chart(fig: go.Figure, key: str | None = None, rows: int | None = None, narrow: bool = False) -> None:
     """Every chart goes through here. `rows`: a heatmap's row count, to give each row room on screen;
     `narrow`: the chart sits in a half-width column, so long titles are wrapped instead of cut off."""
-    from wanda_engine.figures import PLOTLY_CONFIG
-
     if narrow and fig.layout.title.text:
-        title = _wrap(fig.layout.title.text, 48)
+        title = "<br>".join(wrap(fig.layout.title.text, 48))
         sub = fig.layout.title.subtitle.text if fig.layout.title.subtitle else None
-        sub = _wrap(sub, 66) if sub else None
+        sub = "<br>".join(wrap(sub, 66)) if sub else None
         fig.update_layout(title_text=title)
         if sub:
             fig.update_layout(title_subtitle_text=sub)
@@ -168,42 +128,35 @@ def compare_run() -> Run | None:
 
 
 def run_label(run: Run) -> str:
-    m = run.meta
-    cfg = m.get("config", {})
-    method = cfg.get("method", "?") + ("-variant" if cfg.get("variant") else "")
-    pattern = cfg.get("pattern", "unstructured")
-    sparsity = pattern if pattern != "unstructured" else f"{cfg.get('target_sparsity', cfg.get('sparsity', 0)):.0%}"
-    ppl = m.get("ppl")
-    ppl_s = f" · ppl {ppl:.1f}" if isinstance(ppl, (int, float)) else ""
-    model = (m.get("model") or {}).get("label", cfg.get("model", "?")).split(" ")[0]
-    return f"{method} {sparsity}{ppl_s} · {model} · {run.name}"
+    """A finished run as the sidebar lists it: 'owl-wanda 70% · ppl 41.3 · SmolLM2-135M · NAME'."""
+    record = run.record
+    ppl = f" · ppl {record.ppl:.1f}" if record.ppl is not None else ""
+    model = (record.model.label or record.request.model).split(" ")[0]
+    return f"{record.label()}{ppl} · {model} · {run.name}"
 
 
 # --- what a number was measured on ------------------------------------------------------------------
-def eval_caption(meta: dict[str, Any]) -> str:
-    ev = meta.get("eval") or {}
-    if not ev:
+def eval_caption(record: RunRecord) -> str:
+    ev = record.eval
+    if ev is None:
         return "perplexity not measured (evaluation was skipped)"
-    return (f"perplexity on {ev.get('dataset', '?')}, {ev.get('windows', '?')} windows × {ev.get('seqlen', '?')} tokens "
-            f"= {ev.get('tokens', 0):,} tokens")
+    return f"perplexity on {ev.dataset}, {ev.windows} windows × {ev.seqlen} tokens = {ev.tokens:,} tokens"
 
 
-def calib_caption(meta: dict[str, Any]) -> str:
-    cfg = meta.get("config", {})
-    cal = meta.get("calibration") or {}
-    source = cal.get("label") or cal.get("source") or cfg.get("calib", "?")
-    if isinstance(source, str) and "/" in source and Path(source).name:
+def calib_caption(record: RunRecord) -> str:
+    prune = record.request.prune
+    source = record.calibration.label or record.calibration.source or prune.calib
+    if "/" in source and Path(source).name:
         source = Path(source).name
-    return f"calibrated on {cfg.get('nsamples', '?')} × {cfg.get('seqlen', '?')} tokens of {source}, seed {cfg.get('seed', '?')}"
+    return f"calibrated on {prune.nsamples} × {prune.seqlen} tokens of {source}, seed {prune.seed}"
 
 
-def measured_on(meta: dict[str, Any]) -> str:
-    model = (meta.get("model") or {}).get("label", meta.get("config", {}).get("model", "?"))
-    return f"{model} · {calib_caption(meta)} · {eval_caption(meta)}"
+def measured_on(record: RunRecord) -> str:
+    return f"{record.model.label or record.request.model} · {calib_caption(record)} · {eval_caption(record)}"
 
 
 def run_caption(run: Run) -> None:
-    st.caption(f"Run **{run.name}** — {measured_on(run.meta)}")
+    st.caption(f"Run **{run.name}** — {measured_on(run.record)}")
 
 
 def require_current_run() -> Run | None:
@@ -221,8 +174,7 @@ def fmt_seconds(s: float | None) -> str:
     return f"{s // 60}:{s % 60:02d}" if s >= 60 else f"{s} s"
 
 
-
-def pick_matrix(run: Run, key: str, default: Any = None):
+def pick_matrix(run: Run, key: str, default: MatrixRecord | None = None) -> MatrixRecord | None:
     """Block and matrix selectors for the run's records; returns the chosen MatrixRecord (or None).
     `default`: the record selected first (else block 0's first matrix)."""
     records = run.records()

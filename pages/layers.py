@@ -5,20 +5,20 @@ import streamlit as st
 
 from app import ui
 from app.overview import outlier_record
+from wanda_engine import figures
 
 st.title("Layers")
 st.markdown("For one weight matrix: how the Wanda score |W|·‖X_j‖₂ and the magnitude |W| split its weights into kept "
             "and pruned, and the activation norms of the input channels that make the two disagree. It opens on the "
             "matrix with the most lopsided input channels (largest max/median norm).")
 run = ui.require_current_run()
-figs = ui.figures()
-if run is not None and figs is not None:
+if run is not None:
     ui.run_caption(run)
     rec = ui.pick_matrix(run, "layers", default=outlier_record(run))
     if rec is not None:
         st.caption(f"`{rec.full_name}` · shape {rec.shape[0]}×{rec.shape[1]} (out × in) · {rec.method}, "
                    f"comparison group {rec.group} · achieved sparsity {rec.sparsity:.2%}"
                    + (f" · proxy error Σ ΔW²‖X_j‖² / Σ W²‖X_j‖² = {rec.proxy_error:.4f}" if rec.proxy_error is not None else ""))
-        ui.chart(figs.metric_histograms(rec), key="layers_hist")
-        ui.chart(figs.channel_norms(rec), key="layers_channels")
-        st.caption(ui.calib_caption(run.meta))
+        ui.chart(figures.metric_histograms(rec), key="layers_hist")
+        ui.chart(figures.channel_norms(rec), key="layers_channels")
+        st.caption(ui.calib_caption(run.record))

@@ -5,6 +5,7 @@ import streamlit as st
 
 from app import ui
 from app.overview import outlier_record
+from wanda_engine import figures
 
 st.title("Masks")
 st.markdown("Which weights the run pruned compared with the reference method on the *same* weights "
@@ -12,18 +13,17 @@ st.markdown("Which weights the run pruned compared with the reference method on 
             "and a crop of one matrix with each weight coloured by who pruned it, next to its input-channel norms — "
             "the columns the two methods disagree on are the outlier channels.")
 run = ui.require_current_run()
-figs = ui.figures()
-if run is not None and figs is not None:
+if run is not None:
     ui.run_caption(run)
-    ui.chart(figs.overlap_heatmap(run.records()), key="masks_overlap", rows=ui.num_blocks(run))
+    ui.chart(figures.overlap_heatmap(run.records()), key="masks_overlap", rows=ui.num_blocks(run))
     st.subheader("One matrix")
     rec = ui.pick_matrix(run, "masks", default=outlier_record(run))
     if rec is not None:
         # one above the other: both share the input-channel axis, and their titles need the full width
-        ui.chart(figs.mask_crop(rec), key="masks_crop")
-        ui.chart(figs.channel_norms(rec), key="masks_channels")
+        ui.chart(figures.mask_crop(rec), key="masks_crop")
+        ui.chart(figures.channel_norms(rec), key="masks_channels")
         ov = rec.overlap or {}
         if ov:
             st.caption(f"Pruned by both: {ov.get('both', 0):.1%} of the weights · only by {rec.method}: "
                        f"{ov.get('only_method', 0):.1%} · only by {ov.get('reference')}: {ov.get('only_reference', 0):.1%} · "
-                       f"Jaccard {ov.get('jaccard', 0):.2f} · {ui.calib_caption(run.meta)}")
+                       f"Jaccard {ov.get('jaccard', 0):.2f} · {ui.calib_caption(run.record)}")

@@ -6,8 +6,9 @@ import streamlit as st
 from app import forms, ui
 from app.overview import overview
 from app.progress import job_panel, watch
+from wanda_engine.config import PAPER_TASKS
 from wanda_engine.errors import EngineError
-from wanda_engine.zeroshot import PAPER_TASKS, local_task_names
+from wanda_engine.zeroshot import local_task_names
 
 st.title("Prune a language model")
 st.markdown(

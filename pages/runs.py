@@ -1,17 +1,16 @@
 """Runs & export: every run with its settings and status; delete, rename; export figures and their data."""
 from __future__ import annotations
 
-from pathlib import Path
+from dataclasses import replace
 
 import streamlit as st
 
 from app import ui
+from app.export_controls import export_controls
 from app.progress import watch
 from app.runs_table import FIGURES, MATRIX_FIGURES, build_figure, runs_table
-from wanda_engine.config import EvalConfig, PruneConfig
 from wanda_engine.errors import ConfigError, EngineError
-from wanda_engine.runner import RunRequest
-from wanda_engine.runs import safe_file_stem
+from wanda_engine.runs import Run
 
 st.title("Runs & export")
 runner = ui.job_runner()
@@ -23,7 +22,7 @@ st.subheader("All runs")
 if not runs:
     st.info(f"No runs yet in `{ui.store().root}`. Start one on the Prune page.")
 else:
-    df = runs_table(runs, active_name)
+    df = runs_table(runs)
     st.dataframe(df, hide_index=True, width="stretch",
                  column_config={"perplexity": st.column_config.NumberColumn(format="%.2f"),
                                 "dense ppl": st.column_config.NumberColumn(format="%.2f"),
@@ -59,10 +58,21 @@ else:
                 st.error(str(e))
 
 # --- export -------------------------------------------------------------------------------------------
+def save_again(run: Run, folder: str) -> None:
+    """Queue `run` again with a folder (inside the store's saved-models folder) to save the pruned model in."""
+    path = ui.store().saved_model_path(folder)
+    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        raise ConfigError(f"{str(path)!r} already exists and is not an empty folder")
+    # the same request, so the same mask; but never a repository's own code, and no zero-shot scoring again
+    request = replace(run.record.request, save_model=str(path), name=None, trust_remote_code=False, zeroshot=None)
+    job = runner.submit(request, owner=ui.session_id(), label=f"{run.record.label()} → save")
+    watch([job.id], "single")
+    st.success(f"Queued; the model will be saved in {path}. Progress is in the sidebar.")
+
+
 st.subheader("Export a figure of the current run")
 run = ui.require_current_run()
-figs = ui.figures()
-if run is not None and figs is not None:
+if run is not None:
     ui.run_caption(run)
     c1, c2 = st.columns([2, 3])
     which = c1.selectbox("Figure", list(FIGURES), format_func=FIGURES.get, key="export_figure")
@@ -72,42 +82,7 @@ if run is not None and figs is not None:
             record = ui.pick_matrix(run, "export")
     fig = build_figure(which, run, ui.compare_run(), record, ui.complete_runs())
     ui.chart(fig, key="export_preview")
-    try:
-        from wanda_engine import export as exporter
-        formats = list(exporter.FORMATS)
-    except ImportError as e:
-        exporter, formats = None, []
-        st.info(f"Image export is not available yet: wanda_engine.export could not be imported ({e}).")
-    stem = safe_file_stem(f"{run.name}-{which}" + (f"-b{record.block}-{record.name}" if record is not None else ""))
-    c1, c2, c3, c4 = st.columns(4)
-    fmt = c1.selectbox("Format", formats or ["png"], key="export_fmt", disabled=exporter is None, format_func=str.upper)
-    width = c2.number_input("Width (px)", 200, 4000, 1000, step=50, key="export_w")
-    height = c3.number_input("Height (px)", 150, 4000, 600, step=50, key="export_h")
-    scale = c4.number_input("Scale", 0.5, 8.0, 2.0, step=0.5, key="export_scale",
-                            help="Pixel multiplier for PNG; vector formats ignore it.")
-    spec = (run.name, which, record.key if record is not None else None, fmt, int(width), int(height), float(scale))
-    rendered = st.session_state.get("_export")
-    b1, b2, b3, b4 = st.columns(4)
-    if b1.button(f"Render {fmt.upper()}", key="b_render", disabled=exporter is None):
-        try:
-            with st.spinner("Rendering with Kaleido…"):
-                try:
-                    ui.export_server()  # a kept-open browser makes later exports fast
-                except Exception:  # noqa: BLE001 - export_figure then starts a browser for this one export
-                    pass
-                data = exporter.export_figure(fig, fmt, width=int(width), height=int(height), scale=float(scale))
-            st.session_state["_export"] = rendered = (spec, data)
-        except Exception as e:  # noqa: BLE001 - Kaleido or its browser: show, don't crash the page
-            st.error(f"Export failed: {e}")
-    if rendered is not None and rendered[0] == spec:
-        b2.download_button(f"Download {fmt.upper()} ({len(rendered[1]) / 1024:.0f} KB)", rendered[1],
-                           file_name=f"{stem}.{fmt}", mime=exporter.MIME.get(fmt, "application/octet-stream"),
-                           on_click="ignore", key="dl_image", type="primary")
-    data = figs.figure_data(fig)
-    b3.download_button("Data as CSV", data.to_csv(index=False), file_name=f"{stem}.csv", mime="text/csv",
-                       on_click="ignore", key="dl_csv")
-    b4.download_button("Data as JSON", data.to_json(orient="records", indent=1, default_handler=str),
-                       file_name=f"{stem}.json", mime="application/json", on_click="ignore", key="dl_json")
+    data = export_controls(fig, f"{run.name}-{which}" + (f"-b{record.block}-{record.name}" if record else ""), "export")
     with st.expander("The data behind this figure"):
         st.dataframe(data, hide_index=True, width="stretch")
 
@@ -115,23 +90,13 @@ if run is not None and figs is not None:
     st.subheader("Save the pruned model")
     st.caption("A run keeps its records, not the pruned weights. This queues the same run again (same model, "
                "method, calibration windows and seed, so the same mask) and saves the pruned model with "
-               "`save_pretrained` into a folder.")
+               f"`save_pretrained` into a folder inside `{ui.store().saved_models_dir}`.")
     with st.form("save_model"):
-        folder = st.text_input("Folder to save into", value=str(ui.store().root / ".saved-models" / run.name), key="save_folder")
+        folder = st.text_input("Folder to save into", value=str(ui.store().saved_models_dir / run.name),
+                               key="save_folder")
         go = st.form_submit_button("Re-run and save")
     if go:
         try:
-            path = Path(folder.strip()).expanduser()
-            if not folder.strip():
-                raise ConfigError("enter a folder to save the pruned model into")
-            if path.exists() and (not path.is_dir() or any(path.iterdir())):
-                raise ConfigError(f"{str(path)!r} already exists and is not an empty folder")
-            cfg = run.config
-            ev = EvalConfig(**cfg["eval"]) if cfg.get("eval") else None
-            req = RunRequest(model=cfg.get("model", "default"), prune=PruneConfig.from_dict(cfg), eval=ev,
-                             dtype=cfg.get("dtype", "float32"), save_model=str(path.resolve()))
-            job = runner.submit(req, owner=ui.session_id(), label=f"{PruneConfig.from_dict(cfg).label} → save")
-            watch([job.id], "single")
-            st.success(f"Queued; the model will be saved in {path.resolve()}. Progress is in the sidebar.")
-        except (EngineError, TypeError) as e:
+            save_again(run, folder)
+        except EngineError as e:
             st.error(str(e))

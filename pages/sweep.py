@@ -5,6 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from app import forms, ui
+from app.export_controls import export_controls
 from app.jobs import MAX_QUEUE
 from app.progress import job_panel, watch
 from wanda_engine import sweep as sw
@@ -97,7 +98,7 @@ try:
 except EngineError as e:
     plan_error = str(e)
 if plan is not None:
-    work = sw.estimate_work(plan, [r.meta for r in ui.complete_runs()])
+    work = sw.estimate_work(plan, [r.record for r in ui.complete_runs()])
     m1, m2, m3 = st.columns(3)
     m1.metric("Runs planned", work["runs"], help="One run per valid point of the grid; the dense model is measured once.")
     m2.metric("Calibration tokens", f"{work['calibration_tokens']:,}", help="Summed over the runs (magnitude reads none).")
@@ -121,37 +122,6 @@ job_panel()
 
 
 # --- the sweeps on disk -----------------------------------------------------------------------------------
-def _export(fig, stem: str, key: str, figs) -> None:
-    """Image (PNG/SVG/PDF through Kaleido) and data (CSV) downloads for one figure."""
-    try:
-        from wanda_engine import export as exporter
-    except ImportError as e:
-        st.caption(f"Image export is not available: {e}")
-        return
-    c1, c2, c3, c4 = st.columns([1, 1, 2, 1])
-    fmt = c1.selectbox("Format", list(exporter.FORMATS), key=f"{key}_fmt", format_func=str.upper,
-                       label_visibility="collapsed")
-    spec = (stem, fmt)
-    rendered = st.session_state.get(f"_{key}_img")
-    if c2.button(f"Render {fmt.upper()}", key=f"{key}_render"):
-        try:
-            with st.spinner("Rendering with Kaleido…"):
-                try:
-                    ui.export_server()
-                except Exception:  # noqa: BLE001 - export_figure then starts a browser for this one export
-                    pass
-                rendered = (spec, exporter.export_figure(fig, fmt, width=1000, height=600))
-            st.session_state[f"_{key}_img"] = rendered
-        except Exception as e:  # noqa: BLE001 - Kaleido or its browser: show, don't crash the page
-            st.error(f"Export failed: {e}")
-    if rendered is not None and rendered[0] == spec:
-        c3.download_button(f"Download {fmt.upper()} ({len(rendered[1]) / 1024:.0f} KB)", rendered[1],
-                           file_name=f"{stem}.{fmt}", mime=exporter.MIME.get(fmt, "application/octet-stream"),
-                           on_click="ignore", key=f"{key}_dl", type="primary")
-    c4.download_button("Data as CSV", figs.figure_data(fig).to_csv(index=False), file_name=f"{stem}.csv",
-                       mime="text/csv", on_click="ignore", key=f"{key}_csv")
-
-
 st.subheader("Sweeps")
 sweeps = sw.list_sweeps(ui.store())
 if not sweeps:
@@ -174,13 +144,12 @@ else:
                  column_config={"perplexity": st.column_config.NumberColumn(format="%.2f")})
     if any(p["status"] == "planned" for p in points) and not ui.job_runner().busy:
         st.caption("Points marked 'planned' have no run: they were removed from the queue, or the server restarted.")
-    figs = ui.figures()
-    metas = [r.meta for r in sweep.complete_runs()]
-    if figs is not None and metas:
-        for kind, fig in sw.sweep_figures(metas).items():
+    finished = [r.record for r in sweep.complete_runs()]
+    if finished:
+        for kind, fig in sw.sweep_figures(finished).items():
             ui.chart(fig, key=f"sweep_fig_{kind}")
-            _export(fig, f"{sweep.name}-ppl-vs-{kind}", f"sw_exp_{kind}", figs)
+            export_controls(fig, f"{sweep.name}-ppl-vs-{kind}", f"sw_exp_{kind}")
         if len({p['nsamples'] for p in points}) < 2:
             st.caption("Give several calibration sizes to draw perplexity versus calibration samples as well.")
-    elif figs is not None:
+    else:
         st.info("No point of this sweep has finished yet.")

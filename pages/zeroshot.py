@@ -4,20 +4,21 @@ from __future__ import annotations
 import streamlit as st
 
 from app import ui
+from wanda_engine import figures
+from wanda_engine.runs import Run
 
 st.title("Zero-shot accuracy")
 st.markdown("Accuracy on multiple-choice tasks scored by EleutherAI's **lm-eval** harness, as in the Wanda paper "
             "(its table 2): the model's answer is the choice it gives the highest log-likelihood. **acc** is the "
             "paper's metric; **acc_norm** first divides each choice's log-likelihood by its length in characters. "
             "Δ = pruned − dense, in percentage points.")
-figs = ui.figures()
 cur, cmp = ui.current_run(), ui.compare_run()
 shown = [r for r in (cmp, cur) if r is not None]
-runs = [r for r in shown if r.meta.get("zeroshot")]
+runs = [r for r in shown if r.record.zeroshot]
 
 
-def measured_on(run) -> str:
-    zs = run.meta["zeroshot"]
+def measured_on(run: Run) -> str:
+    zs = run.record.zeroshot
     cfg = zs.get("config") or {}
     pruned = (zs.get("pruned") or {}).get("results") or {}
     tasks = ", ".join(f"{t} (n={r.get('n')})" for t, r in pruned.items())
@@ -30,35 +31,34 @@ def measured_on(run) -> str:
             f"{tasks}{folder} · {dense}{took}")
 
 
-if figs is not None:
-    if not runs:
-        st.info("Neither the current run nor its comparison has zero-shot results. On the **Prune** page, open "
-                "*Zero-shot accuracy (lm-eval)*, choose tasks and run. The paper's tasks download their data from "
-                "the Hugging Face hub; offline, give a folder of local lm-eval task files.")
+if not runs:
+    st.info("Neither the current run nor its comparison has zero-shot results. On the **Prune** page, open "
+            "*Zero-shot accuracy (lm-eval)*, choose tasks and run. The paper's tasks download their data from "
+            "the Hugging Face hub; offline, give a folder of local lm-eval task files.")
+else:
+    if len(runs) < len(shown):
+        missing = ", ".join(r.name for r in shown if r not in runs)
+        st.caption(f"Without zero-shot results, left out: {missing}.")
+    metric = st.radio("Metric", list(figures.ZEROSHOT_METRICS), horizontal=True, key="zs_metric",
+                      format_func=lambda m: f"{m} ({figures.ZEROSHOT_METRICS[m]})")
+    records = [r.record for r in runs]
+    ui.chart(figures.zeroshot_bars(records, metric=metric), key="zs_bars")
+    table = figures.zeroshot_table(records)
+    view = table[table["metric"] == metric].drop(columns=["metric"]).copy()
+    for col in ("dense", "pruned", "delta", "pruned_stderr"):
+        view[col] = view[col] * 100
+    if view.empty:
+        st.info(f"These runs' tasks report no {metric}.")
     else:
-        if len(runs) < len(shown):
-            missing = ", ".join(r.name for r in shown if r not in runs)
-            st.caption(f"Without zero-shot results, left out: {missing}.")
-        metric = st.radio("Metric", list(figs.ZEROSHOT_METRICS), horizontal=True, key="zs_metric",
-                          format_func=lambda m: f"{m} ({figs.ZEROSHOT_METRICS[m]})")
-        metas = [r.meta for r in runs]
-        ui.chart(figs.zeroshot_bars(metas, metric=metric), key="zs_bars")
-        table = figs.zeroshot_table(metas)
-        view = table[table["metric"] == metric].drop(columns=["metric"]).copy()
-        for col in ("dense", "pruned", "delta", "pruned_stderr"):
-            view[col] = view[col] * 100
-        if view.empty:
-            st.info(f"These runs' tasks report no {metric}.")
-        else:
-            st.dataframe(view, hide_index=True, width="stretch", column_config={
-                "dense": st.column_config.NumberColumn("dense (%)", format="%.1f"),
-                "pruned": st.column_config.NumberColumn("pruned (%)", format="%.1f"),
-                "delta": st.column_config.NumberColumn("Δ (points)", format="%+.1f"),
-                "pruned_stderr": st.column_config.NumberColumn("± stderr (points)", format="%.1f"),
-                "n": st.column_config.NumberColumn("n", format="%d", help="questions scored"),
-            })
-        st.download_button("Download the table (CSV)", table.to_csv(index=False), file_name="zeroshot.csv",
-                           mime="text/csv", key="zs_csv", icon=":material/download:")
-        for r in reversed(runs):
-            st.caption(measured_on(r))
-        st.caption("Image export (PNG, SVG, PDF) of this chart: **Runs & export** → *Zero-shot accuracy*.")
+        st.dataframe(view, hide_index=True, width="stretch", column_config={
+            "dense": st.column_config.NumberColumn("dense (%)", format="%.1f"),
+            "pruned": st.column_config.NumberColumn("pruned (%)", format="%.1f"),
+            "delta": st.column_config.NumberColumn("Δ (points)", format="%+.1f"),
+            "pruned_stderr": st.column_config.NumberColumn("± stderr (points)", format="%.1f"),
+            "n": st.column_config.NumberColumn("n", format="%d", help="questions scored"),
+        })
+    st.download_button("Download the table (CSV)", table.to_csv(index=False), file_name="zeroshot.csv",
+                       mime="text/csv", key="zs_csv", icon=":material/download:")
+    for r in reversed(runs):
+        st.caption(measured_on(r))
+    st.caption("Image export (PNG, SVG, PDF) of this chart: **Runs & export** → *Zero-shot accuracy*.")

@@ -15,6 +15,7 @@ import torch
 
 from wanda_engine import figures as F
 from wanda_engine.config import PruneConfig
+from wanda_engine.record import RunRecord
 from wanda_engine.records import BlockRecord, MatrixRecord
 
 REPO = Path(__file__).resolve().parents[1]
@@ -44,12 +45,13 @@ def rec(records) -> MatrixRecord:
     return records[0]
 
 
-def _meta(name, method, sparsity, ppl, dense=10.0, dataset="austen:emma", seqlen=128, windows=4, variant=False,
-          pattern="unstructured"):
-    return {"name": name, "status": "complete", "ppl": ppl, "ppl_dense": dense, "sparsity": sparsity,
-            "config": {"method": method, "variant": variant, "pattern": pattern, "target_sparsity": sparsity,
-                       "sparsity": sparsity},
-            "eval": {"dataset": dataset, "seqlen": seqlen, "windows": windows, "tokens": seqlen * windows}}
+def _run(name, method, sparsity, ppl, dense=10.0, dataset="austen:emma", seqlen=128, windows=4, variant=False,
+         pattern="unstructured") -> RunRecord:
+    return RunRecord.from_json({
+        "name": name, "status": "complete", "ppl": ppl, "ppl_dense": dense, "sparsity": sparsity,
+        "config": {"method": method, "variant": variant, "pattern": pattern, "target_sparsity": sparsity,
+                   "sparsity": sparsity},
+        "eval": {"dataset": dataset, "seqlen": seqlen, "windows": windows, "tokens": seqlen * windows}})
 
 
 def _title(fig: go.Figure) -> str:
@@ -185,9 +187,9 @@ def test_block_progress_from_records_dicts_and_nothing(pruned):
 
 
 def test_perplexity_bars_one_per_run_plus_dense():
-    runs = [_meta("r1", "wanda", 0.5, 14.2), _meta("r2", "magnitude", 0.5, 51.0),
-            _meta("r3", "wanda", 0.5, 15.0, variant=True), _meta("r4", "sparsegpt", 0.5, 13.1, pattern="2:4"),
-            {**_meta("r5", "wanda", 0.6, None)}]
+    runs = [_run("r1", "wanda", 0.5, 14.2), _run("r2", "magnitude", 0.5, 51.0),
+            _run("r3", "wanda", 0.5, 15.0, variant=True), _run("r4", "sparsegpt", 0.5, 13.1, pattern="2:4"),
+            _run("r5", "wanda", 0.6, None)]
     fig = F.perplexity_bars(runs)
     assert len(fig.data) == 1
     bar = fig.data[0]
@@ -199,7 +201,7 @@ def test_perplexity_bars_one_per_run_plus_dense():
     assert "austen:emma" in title and "128" in title and "512" in title and "left out" in title
     assert F.perplexity_bars(runs, log_y=True).layout.yaxis.type == "log"
 
-    mixed = F.perplexity_bars([runs[0], runs[1], _meta("r6", "wanda", 0.5, 30.0, dense=20.0, seqlen=256)])
+    mixed = F.perplexity_bars([runs[0], runs[1], _run("r6", "wanda", 0.5, 30.0, dense=20.0, seqlen=256)])
     assert len(mixed.data) == 2  # one group per evaluation setting, each with its dense bar
     first, second = mixed.data
     assert list(first.y) == [10.0, 14.2, 51.0] and list(second.y) == [20.0, 30.0]
@@ -207,8 +209,8 @@ def test_perplexity_bars_one_per_run_plus_dense():
 
 
 def test_perplexity_vs_sparsity_lines_per_method():
-    runs = [_meta("a", "wanda", 0.6, 30.0), _meta("b", "wanda", 0.5, 14.0), _meta("c", "magnitude", 0.5, 50.0),
-            _meta("d", "wanda", 0.7, 99.0, seqlen=256)]
+    runs = [_run("a", "wanda", 0.6, 30.0), _run("b", "wanda", 0.5, 14.0), _run("c", "magnitude", 0.5, 50.0),
+            _run("d", "wanda", 0.7, 99.0, seqlen=256)]
     fig = F.perplexity_vs_sparsity(runs)
     wanda = next(t for t in fig.data if t.name == "wanda")
     assert list(wanda.x) == [0.5, 0.6] and list(wanda.y) == [14.0, 30.0]  # sorted, run d left out
@@ -222,7 +224,7 @@ def test_perplexity_vs_sparsity_lines_per_method():
 # ---------------------------------------------------------------- data, config, import cost
 
 def test_figure_data_long_form_for_every_figure(records, rec, pruned):
-    runs = [_meta("r1", "wanda", 0.5, 14.2), _meta("r2", "magnitude", 0.5, 51.0)]
+    runs = [_run("r1", "wanda", 0.5, 14.2), _run("r2", "magnitude", 0.5, 51.0)]
     figs = [F.metric_histograms(rec), F.channel_norms(rec), F.sparsity_heatmap(records), F.row_sparsity(rec),
             F.density_map(rec), F.overlap_heatmap(records), F.mask_crop(rec), F.block_progress(pruned.blocks),
             F.perplexity_bars(runs), F.perplexity_vs_sparsity(runs)]
@@ -240,11 +242,6 @@ def test_figure_data_long_form_for_every_figure(records, rec, pruned):
     assert list(bars["y"]) == [10.0, 14.2, 51.0]
 
 
-def test_plotly_config_exports_svg():
-    assert F.PLOTLY_CONFIG["toImageButtonOptions"]["format"] == "svg"
-    assert F.PLOTLY_CONFIG["displaylogo"] is False
-
-
 def test_figures_import_without_torch_or_streamlit():
     code = "import sys, wanda_engine.figures; bad = {'torch', 'streamlit'} & set(sys.modules); assert not bad, bad"
     subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True)
@@ -255,6 +252,26 @@ def test_figures_import_without_torch_or_streamlit():
 def _chromium() -> bool:
     return Path("/usr/bin/chromium").exists() or any(
         shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome"))
+
+
+def test_plotly_config_exports_svg(rec, monkeypatch):
+    """The camera button on every chart of the app downloads an SVG of the configured size: ui.chart hands
+    st.plotly_chart the config, and plotly.js renders its toImage options to that SVG."""
+    import streamlit as st
+
+    from app import ui
+    from wanda_engine.export import export_figure
+
+    handed = {}
+    monkeypatch.setattr(st, "plotly_chart", lambda fig, config=None, key=None: handed.update(fig=fig, config=config))
+    ui.chart(F.row_sparsity(rec), key="k")
+    assert handed["config"]["displaylogo"] is False  # no link out to plotly's site
+    if not _chromium():
+        pytest.skip("no Chromium installed (/usr/bin/chromium)")
+    opts = handed["config"]["toImageButtonOptions"]
+    image = export_figure(handed["fig"], opts["format"], width=opts["width"], height=opts["height"], scale=opts["scale"])
+    assert image.lstrip().startswith(b"<svg"), image[:80]
+    assert f'width="{opts["width"]}" height="{opts["height"]}"'.encode() in image[:2000]
 
 
 def test_export_rejects_unknown_format(rec):

@@ -162,13 +162,6 @@ def _paper_dict(fig: Any) -> dict:
     return d
 
 
-def publication_copy(fig: Any) -> Any:
-    """A copy of `fig` with paper fonts and a plain white background; `fig` is left untouched."""
-    import plotly.graph_objects as go
-
-    return go.Figure(_paper_dict(fig))
-
-
 def export_figure(fig: Any, fmt: str, width: int = 900, height: int = 600, scale: float = 2.0) -> bytes:
     """Render `fig` as PNG, SVG or PDF bytes, with publication fonts applied to a copy."""
     global _server

@@ -1,0 +1,35 @@
+"""Records → plotly figures: pure functions, no file reading, no torch, no Streamlit.
+
+Every figure says in its title what was measured (which matrix, method, comparison group; for
+perplexity the dataset, window length and token count). `figure_data` turns any of them back into
+a long-form table for CSV/JSON export. One module per subject: `matrix` (one pruned matrix), `run`
+(every matrix and block of one run), `perplexity`, `zeroshot`, `style` (shared look), `data`.
+"""
+from __future__ import annotations
+
+from .data import figure_data
+from .matrix import channel_norms, density_map, mask_crop, metric_histograms, row_sparsity
+from .perplexity import perplexity_bars, perplexity_vs_nsamples, perplexity_vs_sparsity
+from .run import block_progress, overlap_heatmap, owl_block_ratios, sparsity_heatmap
+from .style import PLOTLY_CONFIG
+from .zeroshot import ZEROSHOT_METRICS, zeroshot_bars, zeroshot_table
+
+__all__ = [
+    "PLOTLY_CONFIG",
+    "ZEROSHOT_METRICS",
+    "block_progress",
+    "channel_norms",
+    "density_map",
+    "figure_data",
+    "mask_crop",
+    "metric_histograms",
+    "overlap_heatmap",
+    "owl_block_ratios",
+    "perplexity_bars",
+    "perplexity_vs_nsamples",
+    "perplexity_vs_sparsity",
+    "row_sparsity",
+    "sparsity_heatmap",
+    "zeroshot_bars",
+    "zeroshot_table",
+]

@@ -1,0 +1,86 @@
+"""The look every figure shares: colours, fonts, the title block, the modebar, and small axis helpers."""
+from __future__ import annotations
+
+import math
+import textwrap
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import plotly.graph_objects as go
+
+from ..records import KEPT, PRUNED_BOTH, PRUNED_ONLY_METHOD, PRUNED_ONLY_REFERENCE
+
+PLOTLY_CONFIG: dict[str, Any] = {
+    "toImageButtonOptions": {"format": "svg", "filename": "wanda-figure", "width": 900, "height": 600, "scale": 1},
+    "displaylogo": False,
+}
+
+FONT_FAMILY = "Arial, 'Liberation Sans', Helvetica, sans-serif"
+TEMPLATE = "simple_white"
+# Okabe–Ito, readable by colour-blind viewers and in greyscale print.
+BLUE, ORANGE, VERMILLION, SKY, GREEN, PURPLE, YELLOW = (
+    "#0072B2", "#E69F00", "#D55E00", "#56B4E9", "#009E73", "#CC79A7", "#F0E442")
+GREY, LIGHT_GREY, DARK_GREY = "#8c8c8c", "#e6e6e6", "#4d4d4d"
+METHOD_COLOURS = {"wanda": BLUE, "wanda-variant": SKY, "magnitude": ORANGE, "sparsegpt": GREEN, "ria": PURPLE}
+_CYCLE = (VERMILLION, YELLOW, DARK_GREY, PURPLE)
+MASK_COLOURS = {KEPT: LIGHT_GREY, PRUNED_BOTH: DARK_GREY, PRUNED_ONLY_METHOD: VERMILLION, PRUNED_ONLY_REFERENCE: BLUE}
+
+
+def wrap(text: str, width: int) -> list[str]:
+    """Split at spaces into lines of at most ~width characters, keeping '<br>' breaks (plotly does not wrap)."""
+    lines: list[str] = []
+    for part in text.split("<br>"):
+        lines += textwrap.wrap(part, width, break_long_words=False, break_on_hyphens=False) or [""]
+    return lines
+
+
+def layout(fig: go.Figure, title: str, subtitle: str | None = None, **kwargs: Any) -> go.Figure:
+    """The shared template, fonts and a left-aligned title (and subtitle) with room made for them."""
+    title_lines = wrap(title, 78)
+    sub_lines = wrap(subtitle, 112) if subtitle else []
+    t: dict[str, Any] = {"text": "<br>".join(title_lines), "x": 0.0, "xanchor": "left", "xref": "paper",
+                         "yref": "container", "y": 1.0, "yanchor": "top", "pad": {"t": 14 + 20 * (len(title_lines) - 1)},
+                         "font": {"size": 16}}
+    if sub_lines:
+        t["subtitle"] = {"text": "<br>".join(sub_lines), "font": {"size": 12, "color": "#555555"}}
+    # Fixed pixel offsets: title.automargin mis-draws bars in static exports (kaleido 1.5, plotly.js 3).
+    top = 14 + 20 * (len(title_lines) - 1) + 20 * len(title_lines) + (6 + 16 * len(sub_lines) if sub_lines else 0) + 28
+    fig.update_layout(template=TEMPLATE, title=t, font={"family": FONT_FAMILY, "size": 13},
+                      margin={"t": top, "l": 70, "r": 30, "b": 60}, hoverlabel={"font_family": FONT_FAMILY},
+                      **kwargs)
+    return fig
+
+
+def note(fig: go.Figure, text: str) -> go.Figure:
+    """A grey sentence in the middle of an empty figure, saying why it is empty."""
+    fig.add_annotation(text=text, xref="paper", yref="paper", x=0.5, y=0.5, showarrow=False,
+                       font={"size": 15, "color": GREY})
+    return fig
+
+
+def method_colour(key: str, seen: dict[str, str]) -> str:
+    """A stable colour per series label: the method's own colour first, then the spare cycle."""
+    if key not in seen:
+        own = METHOD_COLOURS.get(key.split(" ")[0])
+        if own is None or own in seen.values():
+            spare = [c for c in _CYCLE if c not in seen.values()] or list(_CYCLE)
+            own = spare[0]
+        seen[key] = own
+    return seen[key]
+
+
+def log_ticks(values: Sequence[float]) -> dict[str, Any]:
+    """Tick values 1-2-5 × 10^k spanning `values`, for a readable log axis (plotly labels minor ticks '2', '5')."""
+    v = np.asarray([x for x in values if x is not None and x > 0], dtype=float)
+    if not v.size:
+        return {}
+    lo, hi = math.floor(math.log10(v.min())), math.ceil(math.log10(v.max()))
+    ticks = [m * 10.0**k for k in range(lo, hi + 1) for m in (1, 2, 5)]
+    ticks = [t for t in ticks if v.min() / 2.5 <= t <= v.max() * 2.5]
+    return {"tickvals": ticks, "ticktext": [f"{t:g}" for t in ticks]}
+
+
+def finite(v: Any) -> float | None:
+    """`v` as a float if it is a finite number (not a bool), else None."""
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) else None
