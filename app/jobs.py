@@ -1,8 +1,9 @@
-"""The app's background job runner: one worker thread per server, a queue, live progress.
+"""The app's background job runner: one job at a time per server, a queue, live progress.
 
 Plain Python (no Streamlit): the app wraps one `JobRunner` in `st.cache_resource`, tests drive it
-directly. The worker loads the dense model through `loader` (the app's model cache), then calls
-`execute_run(..., loaded=...)`, which deep-copies it: the cached model is never mutated.
+directly. A thread takes the jobs off the queue one by one and hands each to an executor
+(`app.worker`): the app's runs in a child process that keeps the dense models loaded, and calls
+`execute_run(..., loaded=...)`, which deep-copies them: a cached model is never mutated.
 """
 from __future__ import annotations
 
@@ -11,41 +12,22 @@ import itertools
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
-from wanda_engine.errors import EngineError, PruneCancelled
-from wanda_engine.events import (
-    BlockFinished,
-    BlockStarted,
-    Event,
-    MatrixPruned,
-    PruneFinished,
-    StageStarted,
-)
-from wanda_engine.runner import OOM_ERRORS, RunRequest, execute_run, out_of_memory, run_stem
+from app.worker import CANCELLED, COMPLETE, FAILED, InProcess, JobPrepared, Loader, Outcome
+from wanda_engine.config import RunRequest
+from wanda_engine import stages
+from wanda_engine.errors import EngineError
+from wanda_engine.events import BlockFinished, BlockStarted, Event, MatrixPruned, PruneFinished, StageStarted
+from wanda_engine.runner import execute_run
 from wanda_engine.runs import RunStore
 
-QUEUED, RUNNING, COMPLETE, FAILED, CANCELLED = "queued", "running", "complete", "failed", "cancelled"
+QUEUED, RUNNING = "queued", "running"
 FINISHED = (COMPLETE, FAILED, CANCELLED)
-STAGE_LABELS = {
-    "queued": "waiting in the queue",
-    "load-model": "loading the model",
-    "load": "copying the dense model",
-    "calibration-data": "tokenizing calibration text",
-    "eval-dense": "measuring the dense model's perplexity",
-    "capture": "capturing the first block's inputs",
-    "prune": "pruning",
-    "eval": "measuring the pruned model's perplexity",
-    "zeroshot-tasks": "checking the zero-shot tasks",
-    "zeroshot-dense": "zero-shot tasks on the dense model",
-    "zeroshot": "zero-shot tasks on the pruned model",
-    "save": "saving the pruned model",
-}
 MAX_QUEUE = 64
 MAX_HISTORY = 50
 
-Loader = Callable[[str], Any]  # source -> LoadedModel
 _ids = itertools.count(1)
 
 
@@ -108,24 +90,16 @@ class Job:
         return d
 
 
-def _matrices_per_block(loaded: Any) -> int:
-    """Prunable matrices in one decoder block (0 if unknown): the progress bar moves within a block."""
-    try:
-        from wanda_engine.models import find_blocks, find_linears
-
-        return len(find_linears(find_blocks(loaded.model)[1][0]))
-    except Exception:  # noqa: BLE001 - a stand-in model in tests, or an odd architecture
-        return 0
-
-
 class JobRunner:
-    """Runs one job at a time on a daemon worker thread; the rest wait in a FIFO queue."""
+    """Runs one job at a time, in the order submitted; the rest wait in a FIFO queue.
 
-    def __init__(self, loader: Loader, store_factory: Callable[[], RunStore] = RunStore,
-                 runner: Callable[..., Any] = execute_run):
-        self._loader = loader
+    `executor` runs a job (`app.worker.WorkerProcess` in the app); without one, `loader` and
+    `runner` run it on this runner's own thread (tests with stand-ins)."""
+
+    def __init__(self, loader: Loader | None = None, store_factory: Callable[[], RunStore] = RunStore,
+                 runner: Callable[..., Any] = execute_run, executor: Any = None):
+        self._executor = executor or InProcess(loader, runner)
         self._store_factory = store_factory
-        self._execute = runner
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
         self._queue: collections.deque[Job] = collections.deque()
@@ -139,6 +113,7 @@ class JobRunner:
 
     # --- submitting and cancelling -------------------------------------------------------------
     def submit(self, request: RunRequest, owner: str = "?", label: str = "", batch: str | None = None) -> Job:
+        getattr(self._executor, "start", lambda: None)()  # a worker process starts importing while the job queues
         with self._lock:
             if len(self._queue) >= MAX_QUEUE:
                 raise EngineError(f"the queue already holds {MAX_QUEUE} runs; wait for some to finish or cancel them")
@@ -210,6 +185,7 @@ class JobRunner:
             if self._current is not None:
                 self._current.cancel.set()
             self._wake.notify_all()
+        self._executor.close()
 
     # --- the worker ---------------------------------------------------------------------------
     @staticmethod
@@ -217,16 +193,7 @@ class JobRunner:
         """Keys for remembered stage times: pruning depends on the method and calibration, evaluation not."""
         r = job.request
         ev = tuple(sorted(r.eval.to_dict().items())) if r.eval else None
-        return (r.model, r.prune.method, r.prune.nsamples, r.prune.seqlen), (r.model, ev)
-
-    def _memory(self, job: Job) -> dict[str, float]:
-        prune_key, eval_key = self._memory_keys(job)
-        memory = {k: v for k, v in self._stage_memory.get(eval_key, {}).items() if k in ("eval", "eval-dense")}
-        memory.update({k: v for k, v in self._stage_memory.get(prune_key, {}).items() if k not in ("eval", "eval-dense")})
-        dense = job.stage_seconds.get("eval-dense", 0.0)
-        if "eval" not in memory and dense > 1.0:
-            memory["eval"] = dense  # the pruned model is evaluated on the same windows as the dense one
-        return memory
+        return (r.model, r.prune.label, r.prune.nsamples, r.prune.seqlen), (r.model, ev)
 
     def _with_eta(self, job: Job) -> dict[str, Any]:
         snap = job.snapshot()
@@ -234,43 +201,15 @@ class JobRunner:
         return snap
 
     def _eta(self, job: Job) -> tuple[float | None, bool]:
-        """Seconds left: pruning extrapolated from its own pace, other stages from the last run alike.
-
-        Returns (seconds, partial): partial when the evaluation still to come could not be estimated."""
+        """Seconds left and whether the estimate leaves the evaluation out (see stages.time_left)."""
         if job.status != RUNNING:
             return None, False
         now = time.time()
-        memory = self._memory(job)
-        left = 0.0
-        order = ["load-model", "zeroshot-tasks", "calibration-data", "eval-dense", "zeroshot-dense", "capture", "prune",
-                 "eval", "zeroshot", "save"]
-        if job.request.eval is None:
-            order = [s for s in order if s not in ("eval-dense", "eval")]
-        if job.request.zeroshot is None:
-            order = [s for s in order if not s.startswith("zeroshot")]
-        if not job.request.save_model:
-            order.remove("save")
-        here = order.index(job.stage) if job.stage in order else 0
-        if job.stage == "prune" and job.prune_started and job.prune_fraction > 0:
-            spent = now - job.prune_started
-            left += spent / job.prune_fraction * (1 - job.prune_fraction)
-        elif job.stage == "prune":
-            if "prune" not in memory:
-                return None, False
-            left += memory["prune"]
-        elif job.stage in memory and job.stage_started:
-            left += max(memory[job.stage] - (now - job.stage_started), 0.0)
-        partial = False
-        for stage in order[here + 1:]:
-            if stage == "eval-dense":
-                continue  # cached after the first run on the same settings
-            if stage not in memory:
-                if stage == "prune":
-                    return None, False  # no earlier run alike to go by: the page shows "…"
-                partial = partial or stage == "eval"
-                continue
-            left += memory[stage]
-        return left, partial
+        prune_key, eval_key = self._memory_keys(job)
+        expected = stages.expected_seconds(self._stage_memory.get(prune_key, {}), self._stage_memory.get(eval_key, {}),
+                                           job.stage_seconds)
+        return stages.time_left(stages.stage_order(job.request), job.stage, now - (job.stage_started or now), expected,
+                                job.prune_fraction, now - (job.prune_started or now))
 
     def _remember(self, job: Job) -> None:
         if job.status == COMPLETE:
@@ -305,7 +244,7 @@ class JobRunner:
     @staticmethod
     def _set_stage_locked(job: Job, stage: str, detail: str = "") -> None:
         now = time.time()
-        if job.stage_started is not None and job.stage in STAGE_LABELS:
+        if job.stage_started is not None and job.stage in stages.BY_NAME:
             job.stage_seconds[job.stage] = job.stage_seconds.get(job.stage, 0.0) + now - job.stage_started
         job.stage, job.detail, job.stage_started = stage, detail, now
         if stage == "prune" and job.prune_started is None:
@@ -319,7 +258,10 @@ class JobRunner:
             self._set_stage(job, event.stage, event.detail)
             return
         with self._lock:
-            if isinstance(event, BlockStarted):
+            if isinstance(event, JobPrepared):
+                job.run_name = event.run_name
+                job.matrices_per_block = job.matrices_per_block or event.matrices_per_block
+            elif isinstance(event, BlockStarted):
                 if job.stage != "prune":  # after 'capture': the blocks are the pruning proper
                     self._set_stage_locked(job, "prune", job.detail)
                 job.block, job.num_blocks, job.matrices_done, job.matrix = event.block, event.num_blocks, 0, ""
@@ -337,38 +279,10 @@ class JobRunner:
 
     def _run(self, job: Job) -> None:
         try:
-            store = self._store_factory()
-            self._set_stage(job, "load-model", job.request.model)
-            loaded = self._loader(job.request.model)
-            per_block = _matrices_per_block(loaded)
-            with self._lock:
-                job.matrices_per_block = job.matrices_per_block or per_block
-            if job.cancel.is_set():
-                raise PruneCancelled("cancelled while the model was loading")
-            request = job.request
-            if request.name is None:
-                request = replace(request, name=store.new_name(run_stem(loaded.label.split(" ")[0], request.prune)))
-            with self._lock:
-                job.run_name = request.name
-            run = self._execute(request, store=store, on_event=lambda e: self._on_event(job, e),
-                                cancel=job.cancel, loaded=loaded)
-            self._set_stage(job, "done")
-            with self._lock:
-                job.status, job.run_name = COMPLETE, run.name
-        except PruneCancelled as e:
-            self._set_stage(job, "cancelled")
-            with self._lock:
-                job.status, job.error = CANCELLED, str(e)
-        except EngineError as e:
-            self._set_stage(job, "failed")
-            with self._lock:
-                job.status, job.error = FAILED, str(e)
-        except OOM_ERRORS as e:  # loading the dense model ran out of memory: say so, keep serving
-            message = str(out_of_memory(e, "loading the model"))
-            self._set_stage(job, "failed")
-            with self._lock:
-                job.status, job.error = FAILED, message
-        except Exception as e:  # noqa: BLE001 - a bug; keep the worker alive and say what happened
-            self._set_stage(job, "failed")
-            with self._lock:
-                job.status, job.error = FAILED, f"{type(e).__name__}: {e}"
+            outcome = self._executor.run(job.request, self._store_factory(), lambda e: self._on_event(job, e), job.cancel)
+        except Exception as e:  # noqa: BLE001 - the store or the executor itself broke: keep serving
+            outcome = Outcome(FAILED, error=f"{type(e).__name__}: {e}")
+        self._set_stage(job, {COMPLETE: "done", CANCELLED: "cancelled"}.get(outcome.status, "failed"))
+        with self._lock:
+            job.status, job.error = outcome.status, outcome.error
+            job.run_name = outcome.run_name or job.run_name

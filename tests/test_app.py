@@ -13,9 +13,9 @@ import pytest
 pytest.importorskip("streamlit")
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
-from wanda_engine.config import EvalConfig, PruneConfig  # noqa: E402
+from wanda_engine.config import EvalConfig, PruneConfig, RunRequest  # noqa: E402
 from wanda_engine.events import BlockFinished  # noqa: E402
-from wanda_engine.runner import RunRequest, execute_run  # noqa: E402
+from wanda_engine.runner import execute_run  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 MAIN = REPO / "app" / "main.py"
@@ -97,12 +97,15 @@ def test_compare_preset_runs_both_and_every_page_shows_them(app_env):
 
     runner = ui.job_runner()
     assert runner.busy
-    # one runs, the other waits: a second job queues behind the first
-    assert len(runner.queued()) + (runner.current() is not None) >= 1
+    (batch,) = at.session_state["_batches"].values()  # the two runs the click submitted, magnitude first
+    assert [runner.job(i)["config"]["method"] for i in batch["jobs"]] == ["magnitude", "wanda"]
+    # one at a time: right after the click the second job waits in the queue behind the first
+    assert runner.job(batch["jobs"][1])["status"] == "queued"
     at = wait_jobs(at)
     assert not errors(at), errors(at)
-    hist = runner.history()[:2]
-    assert {j["status"] for j in hist} == {"complete"}, hist
+    first, second = (runner.job(i) for i in batch["jobs"])
+    assert first["status"] == second["status"] == "complete", (first, second)
+    assert second["started"] >= first["finished"]  # it ran after the first, never beside it
 
     # the finished comparison is selected: Wanda current, magnitude compare
     cur, cmp = at.session_state["current_run"], at.session_state["compare_run"]
@@ -136,15 +139,15 @@ def test_compare_preset_runs_both_and_every_page_shows_them(app_env):
     assert any("CSV" in lab for lab in labels) and any("JSON" in lab for lab in labels), labels
 
     # save the pruned model: re-runs the current run with a folder to save into
-    target = app_env.runs.parent / "saved-model"
+    target = app_env.runs / ".saved-models" / "saved-model"  # only inside the store's saved-models folder
     at.text_input(key="save_folder").set_value(str(target))
     next(b for b in at.button if b.label == "Re-run and save").click().run()
     no_exceptions(at)
     assert any("Queued" in s.value for s in at.success), errors(at)
     at = wait_jobs(at)
     assert (target / "config.json").is_file() and any(target.glob("*.safetensors"))
-    saved = [r for r in ui.all_runs() if r.meta.get("saved_model")]
-    assert len(saved) == 1 and saved[0].complete and saved[0].config["method"] == "wanda"
+    saved = [r for r in ui.all_runs() if r.record and r.record.saved_model]
+    assert len(saved) == 1 and saved[0].complete and saved[0].record.request.prune.method == "wanda"
     at.session_state["current_run"] = cur  # back to the comparison for the steps below
     at.session_state["compare_run"] = cmp
     goto(at, "runs")
@@ -244,14 +247,15 @@ def test_sparsity_list_parsing():
 
 # --- the job runner (no browser, no Streamlit) -------------------------------------------------------
 
-def _tiny_request(method: str = "wanda", **kw) -> RunRequest:
-    return RunRequest(model="tiny", prune=PruneConfig(method=method, nsamples=4, seqlen=32, **kw),
+def _tiny_request(method: str = "wanda", model: str = "tiny", **kw) -> RunRequest:
+    return RunRequest(model=model, prune=PruneConfig(method=method, nsamples=4, seqlen=32, **kw),
                       eval=EvalConfig(seqlen=32, windows=1))
 
 
 def test_runner_cancel_leaves_cached_model_unchanged(runs_dir, tiny_model_dir, tmp_path, monkeypatch):
     from app.jobs import CANCELLED, COMPLETE, JobRunner
-    from wanda_engine.models import load_model, parameter_checksum
+    from wanda_engine.checks import parameter_checksum
+    from wanda_engine.models import load_model
     from wanda_engine.runs import RunStore
 
     monkeypatch.setenv("WANDA_CACHE", str(tmp_path / "cache"))
@@ -269,8 +273,8 @@ def test_runner_cancel_leaves_cached_model_unchanged(runs_dir, tiny_model_dir, t
 
     runner = JobRunner(loader=lambda source: cached, runner=execute_then_cancel)
     try:
-        cancelled = runner.submit(_tiny_request("wanda"), owner="a")
-        finished = runner.submit(_tiny_request("magnitude"), owner="b")
+        cancelled = runner.submit(_tiny_request("wanda", str(tiny_model_dir)), owner="a")
+        finished = runner.submit(_tiny_request("magnitude", str(tiny_model_dir)), owner="b")
         assert runner.wait_idle(120)
         assert runner.job(cancelled.id)["status"] == CANCELLED
         assert "cancelled after 1 of 2 blocks" in runner.job(cancelled.id)["error"]
@@ -332,8 +336,8 @@ def test_runner_survives_a_failing_job():
     from app.jobs import COMPLETE, FAILED, JobRunner
     from wanda_engine.errors import ModelLoadError
 
-    def loader(source):
-        if source == "broken":
+    def loader(request):
+        if request.model == "broken":
             raise ModelLoadError("model 'broken' is not there")
         return SimpleNamespace(label="ok")
 

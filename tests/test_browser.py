@@ -6,25 +6,17 @@ request the page made stayed on this machine.
 """
 from __future__ import annotations
 
-import os
 import re
 import shutil
-import signal
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
 
+from app.headless import CHROMIUM, CHROMIUM_ARGS, serve, settle
+
 REPO = Path(__file__).resolve().parents[1]
-CHROMIUM = "/usr/bin/chromium"
 SHOTS = REPO / "artifacts" / "screenshots"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--no-first-run", "--disable-sync", "--disable-quic"]
 LOCAL_HOSTS = {"127.0.0.1", "localhost"}
 PAGES = [("Layers", "Layers"), ("Sparsity", "Sparsity"), ("Masks", "Masks"), ("Perplexity", "Perplexity"),
          ("Sweep", "Sweep"), ("Zero-shot", "Zero-shot accuracy"), ("Runs & export", "Runs & export")]
@@ -34,51 +26,15 @@ if not Path(CHROMIUM).is_file():
     pytest.skip(f"{CHROMIUM} is not installed", allow_module_level=True)
 sync_api = pytest.importorskip("playwright.sync_api")
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_healthy(url: str, proc: subprocess.Popen, log: Path, timeout: float = 90) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"streamlit exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.5)
-    raise AssertionError(f"streamlit did not answer within {timeout:.0f} s:\n{log.read_text()[-3000:]}")
+pytestmark = pytest.mark.slow  # a real browser against a real server
 
 
 @pytest.fixture
 def server(tmp_path):
-    port = free_port()
     log = tmp_path / "streamlit.log"
-    env = {**os.environ, "WANDA_RUNS": str(tmp_path / "runs"), "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
-    cmd = [sys.executable, "-m", "streamlit", "run", "app/main.py", "--server.port", str(port),
-           "--server.address", "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false"]
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_healthy(url, proc, log)
+    with serve(tmp_path / "runs", log) as (url, _):
         yield url
-    finally:
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(15)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            proc.wait(5)
-        print(f"\nstreamlit log: {log}")
+    print(f"\nstreamlit log: {log}")
 
 
 def set_number(page, label: str, value: int) -> None:
@@ -86,15 +42,6 @@ def set_number(page, label: str, value: int) -> None:
     box.fill(str(value))
     box.press("Enter")
     page.wait_for_timeout(300)
-
-
-def settle(page, timeout: float = 60_000) -> None:
-    """Wait until the script has finished running (no 'Running...' status widget)."""
-    page.wait_for_timeout(400)
-    page.wait_for_function(
-        "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')"
-        " || !document.querySelector('[data-testid=\"stStatusWidget\"]').innerText.includes('Running')",
-        timeout=timeout)
 
 
 def shoot(page, name: str) -> Path:

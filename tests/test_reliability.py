@@ -28,10 +28,10 @@ import pytest
 import torch
 from conftest import REPO, tiny_model
 
-from wanda_engine.config import EvalConfig, PruneConfig
+from wanda_engine.config import EvalConfig, PruneConfig, RunRequest
 from wanda_engine.errors import EngineError, NumericalError, OutOfMemory
 from wanda_engine.events import BlockStarted
-from wanda_engine.runner import RunRequest, execute_run
+from wanda_engine.runner import execute_run
 from wanda_engine.runs import RunStore, load_run
 
 FAST = ["--nsamples", "4", "--seqlen", "32", "--quiet"]
@@ -147,6 +147,7 @@ class Child:
         return rc, self.proc.stderr.read()
 
 
+@pytest.mark.slow  # a CLI child process, killed or interrupted
 def test_sigkill_mid_prune_leaves_the_store_readable_and_the_run_interrupted(finished_runs, tiny_model_dir, tmp_path):
     root, earlier = store_with_earlier_run(finished_runs, tmp_path)
     child = Child(["--model", str(tiny_model_dir), *FAST, "--eval", "none", "--out", str(root / "killed")], tmp_path,
@@ -166,9 +167,9 @@ def test_sigkill_mid_prune_leaves_the_store_readable_and_the_run_interrupted(fin
     runs = {r.name: r for r in store.list()}  # the store stays readable
     assert set(runs) == {"earlier", "killed"}
     killed = runs["killed"]
-    assert killed.status == "interrupted" and not killed.complete, killed.meta
+    assert killed.status == "interrupted" and not killed.complete, killed.error
     assert f"pid {child.proc.pid}" in killed.error
-    assert killed.meta.get("sparsity") is None and not (root / "killed" / "records.json").exists()
+    assert killed.record.sparsity is None and not (root / "killed" / "records.json").exists()
     assert tree_digest(root / "earlier") == earlier and runs["earlier"].complete  # nothing else was touched
     from app.runs_table import runs_table
 
@@ -230,6 +231,7 @@ print("DONE")
 '''
 
 
+@pytest.mark.slow  # a CLI child process, killed or interrupted
 @pytest.mark.parametrize("kill_file, nth, leaves", [
     ("run.json", 1, "nothing"),  # while creating the run directory: no folder appears at all
     ("records.json", 1, "interrupted"),
@@ -261,6 +263,7 @@ def test_sigkill_mid_write_of_each_run_file(kill_file, nth, leaves, finished_run
 
 # --- cancelling --------------------------------------------------------------------------------------
 
+@pytest.mark.slow  # a CLI child process, killed or interrupted
 def test_ctrl_c_stops_the_cli_between_blocks_within_seconds(finished_runs, tiny_model_dir, tmp_path):
     weights = tree_digest(tiny_model_dir)
     root = tmp_path / "runs"
@@ -308,8 +311,10 @@ def wait_until(predicate, timeout: float = 60, at=None) -> None:
 def test_cancel_in_the_app_mid_prune_keeps_the_cached_model_and_the_next_run_works(app_env, monkeypatch):
     import wanda_engine.runner as runner_module
     from app import ui
-    from app.jobs import CANCELLED, COMPLETE
-    from wanda_engine.models import load_model, parameter_checksum
+    from app.jobs import CANCELLED, COMPLETE, JobRunner
+    from app.worker import InProcess, ModelCache
+    from wanda_engine.checks import parameter_checksum
+    from wanda_engine.models import load_model
 
     real_prune = runner_module.prune_model
 
@@ -323,6 +328,12 @@ def test_cancel_in_the_app_mid_prune_keeps_the_cached_model_and_the_next_run_wor
     monkeypatch.setattr(runner_module, "prune_model", slow_prune)
     source = str(Path(app_env.model).resolve())
     fresh = parameter_checksum(load_model(source).model)
+    # the app's job runner with its jobs on a thread of this process, so that the slowed pruning applies
+    # (tests/test_worker.py cancels and kills jobs in the real worker process)
+    models = ModelCache()
+    in_process = JobRunner(executor=InProcess(models.get))
+    monkeypatch.setattr(ui, "job_runner", lambda: in_process)
+    cached = lambda: models.get(RunRequest(model=source)).model  # noqa: E731 - the dense model jobs copy
 
     at = new_app()
     at.radio(key="f_model_kind").set_value("folder").run()
@@ -344,7 +355,7 @@ def test_cancel_in_the_app_mid_prune_keeps_the_cached_model_and_the_next_run_wor
     assert time.monotonic() - t0 < 10
     done = runner.job(job["id"])
     assert done["status"] == CANCELLED and "after 1 of 2 blocks" in done["error"], done
-    assert parameter_checksum(ui.dense_model(source).model) == fresh  # the shared dense model is bit-identical
+    assert parameter_checksum(cached()) == fresh  # the shared dense model is bit-identical
     assert RunStore().get(done["run_name"]).status == "cancelled"
 
     # the app is still usable: the next run starts and completes
@@ -356,7 +367,7 @@ def test_cancel_in_the_app_mid_prune_keeps_the_cached_model_and_the_next_run_wor
     last = runner.history()[0]
     assert last["status"] == COMPLETE, last
     assert RunStore().get(last["run_name"]).complete
-    assert parameter_checksum(ui.dense_model(source).model) == fresh
+    assert parameter_checksum(cached()) == fresh
 
 
 # --- two sessions ------------------------------------------------------------------------------------
@@ -433,7 +444,7 @@ def test_sessions_submitting_at_once_each_queue_exactly_once_and_run_one_at_a_ti
 
 def _oom_in_block(loaded, block: int, error: BaseException) -> None:
     """Make decoder block `block` fail to allocate on its calibration forward pass."""
-    from wanda_engine.models import find_blocks
+    from wanda_engine.layers import find_blocks
 
     def forward(*args, **kwargs):
         raise error
@@ -442,7 +453,8 @@ def _oom_in_block(loaded, block: int, error: BaseException) -> None:
 
 
 def test_oom_during_calibration_fails_the_run_with_advice(tiny_model_dir, tmp_path, monkeypatch):
-    from wanda_engine.models import load_model, parameter_checksum
+    from wanda_engine.checks import parameter_checksum
+    from wanda_engine.models import load_model
 
     monkeypatch.setenv("WANDA_CACHE", str(tmp_path / "cache"))
     loaded = load_model(str(tiny_model_dir))
@@ -475,7 +487,7 @@ def test_oom_during_evaluation_fails_the_run_with_advice(tiny_model_dir, tmp_pat
     with pytest.raises(OutOfMemory, match="out of host memory while evaluating the pruned model"):
         execute_run(tiny_request(str(tiny_model_dir), eval_windows=1), run_dir=tmp_path / "run")
     run = load_run(tmp_path / "run")
-    assert run.status == "failed" and "evaluation windows" in run.error and run.meta.get("ppl") is None
+    assert run.status == "failed" and "evaluation windows" in run.error and run.record.ppl is None
 
 
 def test_oom_in_the_cli_is_one_line(tiny_model_dir, tmp_path, monkeypatch, capsys):
@@ -507,17 +519,17 @@ def test_the_app_keeps_serving_after_out_of_memory(runs_dir, tiny_model_dir, tmp
             raise torch.OutOfMemoryError("CUDA out of memory")
         return real(*args, **kwargs)
 
-    def loader(source):
-        if source == "huge":
+    def loader(request):
+        if request.model == "huge":
             raise MemoryError()
         return cached
 
     monkeypatch.setattr(runner_module, "prune_model", prune_model)
     runner = JobRunner(loader=loader)
     try:
-        oom = runner.submit(tiny_request("tiny"), owner="a")
+        oom = runner.submit(tiny_request(str(tiny_model_dir)), owner="a")
         oom_load = runner.submit(tiny_request("huge"), owner="a")
-        ok = runner.submit(tiny_request("tiny"), owner="b")
+        ok = runner.submit(tiny_request(str(tiny_model_dir)), owner="b")
         assert runner.wait_idle(120)
         first, second, third = (runner.job(j.id) for j in (oom, oom_load, ok))
         assert first["status"] == FAILED and first["error"].startswith("out of GPU memory while pruning")
@@ -676,8 +688,19 @@ def test_corrupt_input_gets_one_clear_line_and_writes_nothing(case, bad_inputs, 
     assert not (tmp_path / "run").exists() and not (tmp_path / "saved").exists()
 
 
-def test_bad_model_cases_are_all_listed(bad_inputs):
+def test_bad_model_cases_are_all_listed(bad_inputs, tiny_model_dir, tmp_path):
+    """Every bad input built above is run by the CLI test (listed for it), and each is refused by the
+    engine itself, in `prepare`, before a run directory exists."""
+    from wanda_engine.runner import prepare
+
     assert sorted(bad_inputs) == sorted(BAD_MODEL_CASES)
+    for case, (args, expected) in bad_inputs.items():
+        given = dict(zip(args[::2], args[1::2]))
+        request = RunRequest(model=given.get("--model", str(tiny_model_dir)), eval=None,
+                             prune=PruneConfig(nsamples=4, seqlen=32, calib=given.get("--calib", "default")))
+        with pytest.raises(EngineError) as refused:
+            prepare(request)
+        assert expected in str(refused.value), (case, str(refused.value))
 
 
 # --- NaN / Inf: reported per layer, never propagated into masks or perplexities ---------------------------
