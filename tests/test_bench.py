@@ -8,6 +8,8 @@ import sys
 import pytest
 from conftest import REPO
 
+pytestmark = pytest.mark.slow  # benchmark smoke tests, each a process
+
 COLUMNS = {"model", "device", "dtype", "calib", "method", "records", "dense_forward_s", "prune_s", "ratio",
            "select_share", "peak_host_mib", "peak_anon_mib", "weights_in_memory_mib", "peak_device_mib",
            "block_mib", "eval_tokens_per_s", "model_gib", "phases_s"}

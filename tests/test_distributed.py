@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
+pytestmark = pytest.mark.slow  # several torchrun processes
+
 WORKER = Path(__file__).parent / "helpers" / "distributed_prune.py"
 SPECS = ["wanda", "ria", "magnitude", "wanda+owl", "sparsegpt"]
 
