@@ -127,7 +127,7 @@ def _panel(live: bool) -> None:
     _recent(runner.history())
 
 
-@st.fragment(run_every=1.0)
+@st.fragment(run_every=2.0)
 def _live_panel() -> None:
     _panel(live=True)
 
@@ -165,7 +165,7 @@ def _sidebar_body() -> None:
     st.caption(f"started by {ui.who(current['owner'])}" + (f" · {len(queued)} queued" if queued else ""))
 
 
-@st.fragment(run_every=2.0)
+@st.fragment(run_every=4.0)
 def _sidebar_live() -> None:
     _sidebar_body()
 

@@ -10,10 +10,11 @@ One run measures both sides on the same machine (these VMs are noisy: read the r
      the page, clicks "Compare magnitude vs Wanda" and waits for the comparison on screen.
 
 Prints the seconds of each side, their ratio (target <= 1.1), the time to the first page, and the CPU
-seconds the app's server and its worker process used while the Compare ran.
+seconds the app's server, its worker process and Chromium used while the Compare ran.
 
     python bench/app_vs_cli.py                      # the app's defaults: 16x256 calibration, 10x512 evaluation
     python bench/app_vs_cli.py --nsamples 8 --seqlen 128 --eval-windows 4 --eval-seqlen 256   # quicker
+    python bench/app_vs_cli.py --repeat 3     # three alternating measurements and their median ratio
 """
 from __future__ import annotations
 
@@ -73,16 +74,30 @@ def app_compare(args: argparse.Namespace, work: Path) -> dict:
             if value != DEFAULTS[key]:
                 set_number(page, label, value)
         settle(page)
-        cpu_before = cpu_seconds(server.pid), sum(cpu_seconds(c) for c in _descendants(server.pid))
+        cpu_before = (cpu_seconds(server.pid), sum(cpu_seconds(c) for c in _descendants(server.pid)),
+                      sum(cpu_seconds(c) for c in _browser_pids()))
         t_click = time.monotonic()
         page.get_by_role("button", name="Compare magnitude vs Wanda").click()
         page.get_by_role("heading", name=re.compile("^Magnitude vs Wanda")).first.wait_for()  # both runs on screen
         compare_s = time.monotonic() - t_click
         server_cpu = cpu_seconds(server.pid) - cpu_before[0]
         worker_cpu = sum(cpu_seconds(c) for c in _descendants(server.pid)) - cpu_before[1]
+        browser_cpu = sum(cpu_seconds(c) for c in _browser_pids()) - cpu_before[2]
         browser.close()
     return {"compare_s": compare_s, "first_page_s": first_page_s, "server_cpu_s": server_cpu,
-            "worker_cpu_s": worker_cpu}
+            "worker_cpu_s": worker_cpu, "browser_cpu_s": browser_cpu}
+
+
+def _browser_pids() -> list[int]:
+    """Chromium's processes (the page's rendering is part of what the user waits for on this machine)."""
+    pids = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            if Path(CHROMIUM).name in (proc / "cmdline").read_bytes().split(b"\0")[0].decode(errors="replace"):
+                pids.append(int(proc.name))
+        except OSError:
+            continue
+    return pids
 
 
 def _descendants(pid: int) -> list[int]:
@@ -94,6 +109,31 @@ def _descendants(pid: int) -> list[int]:
     return out
 
 
+def measure(args: argparse.Namespace, index: int) -> dict:
+    """One CLI pair and one Compare in the browser, from fresh run stores."""
+    with tempfile.TemporaryDirectory(prefix="app-vs-cli-") as tmp:
+        work = Path(tmp)
+        runs, cli_s = [], float("nan")
+        if not args.app_only:
+            if index == 0:
+                print("warm-up: caching the dense perplexity for these evaluation settings ...", file=sys.stderr)
+                cli_run("magnitude", args, work / "runs-warmup", nsamples=1, seqlen=32)
+            print("CLI: magnitude, then wanda ...", file=sys.stderr)
+            t = time.monotonic()
+            runs = [cli_run(m, args, work / "runs-cli") for m in ("magnitude", "wanda")]
+            cli_s = time.monotonic() - t
+        print("app: Compare in Chromium ...", file=sys.stderr)
+        app = app_compare(args, work)
+        inside = {side: round(sum(json.loads(p.read_text())["timings"]["total_s"]
+                                  for p in (work / f"runs-{side}").glob("*/run.json")), 1) for side in ("cli", "app")}
+    return {"calibration": f"{args.nsamples}x{args.seqlen}", "evaluation": f"{args.eval_windows}x{args.eval_seqlen}",
+            "cli_pair_s": round(cli_s, 1), "app_compare_s": round(app["compare_s"], 1),
+            "ratio": round(app["compare_s"] / cli_s, 3), "first_page_s": round(app["first_page_s"], 2),
+            "server_cpu_s": round(app["server_cpu_s"], 1), "worker_cpu_s": round(app["worker_cpu_s"], 1),
+            "browser_cpu_s": round(app["browser_cpu_s"], 1), "cli_runs_s": inside["cli"], "app_runs_s": inside["app"],
+            "cli_ppl": " / ".join(f"{r.get('ppl', 0):.2f}" for r in runs)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--nsamples", type=int, default=DEFAULTS["nsamples"])
@@ -101,29 +141,20 @@ def main() -> None:
     ap.add_argument("--eval-windows", type=int, default=DEFAULTS["eval_windows"])
     ap.add_argument("--eval-seqlen", type=int, default=DEFAULTS["eval_seqlen"])
     ap.add_argument("--timeout", type=float, default=1800, help="seconds the browser waits for the comparison")
-    ap.add_argument("--json", help="also write the row to this file")
+    ap.add_argument("--app-only", action="store_true", help="skip the CLI side (no ratio): for trying app changes")
+    ap.add_argument("--repeat", type=int, default=1, help="measure both sides this many times, alternating")
+    ap.add_argument("--json", help="also write the rows to this file")
     args = ap.parse_args()
     if not Path(CHROMIUM).is_file():
         raise SystemExit(f"{CHROMIUM} is not installed (scripts/setup.sh installs it)")
 
-    with tempfile.TemporaryDirectory(prefix="app-vs-cli-") as tmp:
-        work = Path(tmp)
-        print("warm-up: caching the dense perplexity for these evaluation settings ...", file=sys.stderr)
-        cli_run("magnitude", args, work / "runs-warmup", nsamples=1, seqlen=32)
-        print("CLI: magnitude, then wanda ...", file=sys.stderr)
-        t = time.monotonic()
-        runs = [cli_run(m, args, work / "runs-cli") for m in ("magnitude", "wanda")]
-        cli_s = time.monotonic() - t
-        print("app: Compare in Chromium ...", file=sys.stderr)
-        app = app_compare(args, work)
-    row = {"calibration": f"{args.nsamples}x{args.seqlen}", "evaluation": f"{args.eval_windows}x{args.eval_seqlen}",
-           "cli_pair_s": round(cli_s, 1), "app_compare_s": round(app["compare_s"], 1),
-           "ratio": round(app["compare_s"] / cli_s, 3), "first_page_s": round(app["first_page_s"], 2),
-           "server_cpu_s": round(app["server_cpu_s"], 1), "worker_cpu_s": round(app["worker_cpu_s"], 1),
-           "cli_ppl": " / ".join(f"{r.get('ppl', 0):.2f}" for r in runs)}
-    print_table([row])
+    rows = [measure(args, i) for i in range(args.repeat)]
+    print_table(rows)
+    if len(rows) > 1:
+        ratios = sorted(r["ratio"] for r in rows)
+        print(f"\nmedian ratio over {len(rows)} alternating measurements: {ratios[len(ratios) // 2]}")
     if args.json:
-        Path(args.json).write_text(json.dumps(row, indent=1))
+        Path(args.json).write_text(json.dumps(rows, indent=1))
 
 
 if __name__ == "__main__":

@@ -4,9 +4,12 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from conftest import REPO
+
+from app.headless import CHROMIUM
 
 pytestmark = pytest.mark.slow  # benchmark smoke tests, each a process
 
@@ -44,3 +47,17 @@ def test_offloaded_modes(tmp_path, tiny_model_dir, mode):
 def test_random_shapes_under_accelerate_offload(tmp_path):
     rows = bench(tmp_path, "--random", "llama-tiny", "--methods", "wanda,magnitude", "--max-memory", "cpu=1KiB")
     assert len(rows) == 2 and all("disk" in r["model"] and COLUMNS <= set(r) for r in rows)
+
+
+@pytest.mark.skipif(not Path(CHROMIUM).is_file(), reason=f"{CHROMIUM} is not installed")
+def test_app_against_cli_benchmark_runs(tmp_path):
+    """The Compare in a real browser against the CLI pair, at tiny settings: the row has every column."""
+    out = tmp_path / "rows.json"
+    proc = subprocess.run([sys.executable, str(REPO / "bench" / "app_vs_cli.py"), "--nsamples", "2", "--seqlen", "16",
+                           "--eval-windows", "1", "--eval-seqlen", "32", "--json", str(out)],
+                          capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (row,) = json.loads(out.read_text())
+    assert row["app_compare_s"] > 0 and row["cli_pair_s"] > 0 and row["ratio"] > 0, row
+    assert row["app_runs_s"] > 0 and row["cli_runs_s"] > 0  # both sides wrote their two runs
+    assert "| ratio |" in proc.stdout
