@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from wanda_engine.config import EvalConfig, PruneConfig, RunRequest, ZeroShotConfig, check_run_name, parse_pattern
-from wanda_engine.data import decode_text
+from wanda_engine.texts import decode_text
 from wanda_engine.errors import ConfigError, DataError
 from wanda_engine.runs import RunStore, atomic_write_bytes
 

@@ -15,12 +15,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from app.worker import CANCELLED, COMPLETE, FAILED, InProcess, JobPrepared, Loader, Outcome
+from app.worker import CANCELLED, COMPLETE, FAILED, JobPrepared, Outcome
 from wanda_engine.config import RunRequest
 from wanda_engine import stages
 from wanda_engine.errors import EngineError
 from wanda_engine.events import BlockFinished, BlockStarted, Event, MatrixPruned, PruneFinished, StageStarted
-from wanda_engine.runner import execute_run
 from wanda_engine.runs import RunStore
 
 QUEUED, RUNNING = "queued", "running"
@@ -93,12 +92,11 @@ class Job:
 class JobRunner:
     """Runs one job at a time, in the order submitted; the rest wait in a FIFO queue.
 
-    `executor` runs a job (`app.worker.WorkerProcess` in the app); without one, `loader` and
-    `runner` run it on this runner's own thread (tests with stand-ins)."""
+    `executor` runs a job: `app.worker.WorkerProcess` in the app, `app.execution.InProcess` (this
+    runner's own thread) in tests with stand-ins."""
 
-    def __init__(self, loader: Loader | None = None, store_factory: Callable[[], RunStore] = RunStore,
-                 runner: Callable[..., Any] = execute_run, executor: Any = None):
-        self._executor = executor or InProcess(loader, runner)
+    def __init__(self, executor: Any, store_factory: Callable[[], RunStore] = RunStore):
+        self._executor = executor
         self._store_factory = store_factory
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)

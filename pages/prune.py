@@ -5,10 +5,10 @@ import streamlit as st
 
 from app import forms, ui
 from app.overview import overview
-from app.progress import job_panel, watch
+from app.progress import job_panel
+from app.submit import ERROR, ensure_form_defaults, submit
 from wanda_engine.config import PAPER_TASKS
-from wanda_engine.errors import EngineError
-from wanda_engine.zeroshot import local_task_names
+from wanda_engine.tasks import local_task_names
 
 st.title("Prune a language model")
 st.markdown(
@@ -18,13 +18,7 @@ st.markdown(
     "with huge activations. Press **Compare magnitude vs Wanda** to see the difference on the embedded model."
 )
 
-for key, value in forms.DEFAULTS.items():
-    st.session_state.setdefault(f"f_{key}", value)
-
-
-def values() -> dict:
-    return {k: st.session_state[f"f_{k}"] for k in forms.DEFAULTS}
-
+ensure_form_defaults()
 
 # --- settings --------------------------------------------------------------------------------------
 col_model, col_calib, col_eval = st.columns(3, gap="large")
@@ -87,32 +81,6 @@ with col_eval:
                   help="Letters, digits, '.', '_' and '-'.")
 
 
-def _upload() -> forms.Upload | None:
-    f = st.session_state.get("u_calib_file")
-    return forms.Upload(f.name, f.getvalue()) if f is not None else None
-
-
-def submit(kind: str) -> None:
-    """Build the request(s) from the form and queue them; show one sentence on bad input."""
-    runner = ui.job_runner()
-    try:
-        store = ui.store()
-        if kind == "compare":
-            v = values()
-            if v["pattern"] != "unstructured" and v["group"] == "matrix":
-                v["group"] = "default"
-            reqs = [forms.build_request({**v, "run_name": ""}, store, _upload(), method=m)
-                    for m in ("magnitude", "wanda")]
-        else:
-            reqs = [forms.build_request(values(), store, _upload())]
-        jobs = [runner.submit(r, owner=ui.session_id()) for r in reqs]
-    except EngineError as e:
-        st.session_state["_submit_error"] = str(e)
-        return
-    st.session_state.pop("_submit_error", None)
-    watch([j.id for j in jobs], kind)
-
-
 c1, c2, c3 = st.columns([1.3, 1, 2.5])
 busy = ui.job_runner().busy
 c1.button("Compare magnitude vs Wanda", type="primary", icon=":material/compare_arrows:", key="b_compare", on_click=submit, args=("compare",),
@@ -121,7 +89,7 @@ c2.button("Run" + (" (queue)" if busy else ""), key="b_run", icon=":material/pla
           help="Prune with the method above." + (" Another run is in progress: this one waits in the queue." if busy else ""))
 c3.caption("With the defaults a run takes under a minute on a 2-core laptop CPU. Runs go on in the background while you "
            "switch pages; one run at a time per server, the rest wait in a queue.")
-if err := st.session_state.pop("_submit_error", None):
+if err := st.session_state.pop(ERROR, None):
     st.error(err)
 
 job_panel()

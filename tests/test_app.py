@@ -253,6 +253,7 @@ def _tiny_request(method: str = "wanda", model: str = "tiny", **kw) -> RunReques
 
 
 def test_runner_cancel_leaves_cached_model_unchanged(runs_dir, tiny_model_dir, tmp_path, monkeypatch):
+    from app.execution import InProcess
     from app.jobs import CANCELLED, COMPLETE, JobRunner
     from wanda_engine.checks import parameter_checksum
     from wanda_engine.models import load_model
@@ -271,7 +272,7 @@ def test_runner_cancel_leaves_cached_model_unchanged(runs_dir, tiny_model_dir, t
                 cancel.set()
         return execute_run(request, **{**kw, "on_event": spy})
 
-    runner = JobRunner(loader=lambda source: cached, runner=execute_then_cancel)
+    runner = JobRunner(InProcess(lambda request: cached, execute_then_cancel))
     try:
         cancelled = runner.submit(_tiny_request("wanda", str(tiny_model_dir)), owner="a")
         finished = runner.submit(_tiny_request("magnitude", str(tiny_model_dir)), owner="b")
@@ -290,6 +291,7 @@ def test_runner_cancel_leaves_cached_model_unchanged(runs_dir, tiny_model_dir, t
 
 
 def test_runner_queues_a_second_job_and_reports_progress():
+    from app.execution import InProcess
     from app.jobs import CANCELLED, COMPLETE, QUEUED, RUNNING, JobRunner
     from wanda_engine.events import BlockStarted, MatrixPruned, StageStarted
 
@@ -306,7 +308,7 @@ def test_runner_queues_a_second_job_and_reports_progress():
         on_event(BlockFinished(0.3, 0, 4, 0.5, 0.01, 0.5))
         return SimpleNamespace(name=request.name)
 
-    runner = JobRunner(loader=lambda source: SimpleNamespace(label="fake model"), runner=fake_execute,
+    runner = JobRunner(InProcess(lambda request: SimpleNamespace(label="fake model"), fake_execute),
                        store_factory=lambda: SimpleNamespace(new_name=lambda stem: f"run-{time.monotonic_ns()}"))
     try:
         first = runner.submit(_tiny_request("wanda"), owner="session-a")
@@ -333,6 +335,7 @@ def test_runner_queues_a_second_job_and_reports_progress():
 
 
 def test_runner_survives_a_failing_job():
+    from app.execution import InProcess
     from app.jobs import COMPLETE, FAILED, JobRunner
     from wanda_engine.errors import ModelLoadError
 
@@ -341,7 +344,7 @@ def test_runner_survives_a_failing_job():
             raise ModelLoadError("model 'broken' is not there")
         return SimpleNamespace(label="ok")
 
-    runner = JobRunner(loader=loader, runner=lambda request, **kw: SimpleNamespace(name="done"),
+    runner = JobRunner(InProcess(loader, lambda request, **kw: SimpleNamespace(name="done")),
                        store_factory=lambda: SimpleNamespace(new_name=lambda stem: "x"))
     try:
         bad = runner.submit(RunRequest(model="broken", prune=PruneConfig()), owner="s")
@@ -356,6 +359,7 @@ def test_runner_survives_a_failing_job():
 def test_busy_server_shows_whose_run_and_queues_another(app_env, monkeypatch):
     """A second session sees who runs what, with progress, and its own run waits in the queue."""
     from app import ui
+    from app.execution import InProcess
     from app.jobs import JobRunner
     from wanda_engine.events import BlockStarted, MatrixPruned, StageStarted
 
@@ -369,7 +373,7 @@ def test_busy_server_shows_whose_run_and_queues_another(app_env, monkeypatch):
         release.wait(30)
         return SimpleNamespace(name=request.name)
 
-    runner = JobRunner(loader=lambda source: SimpleNamespace(label="fake"), runner=slow_execute,
+    runner = JobRunner(InProcess(lambda request: SimpleNamespace(label="fake"), slow_execute),
                        store_factory=lambda: SimpleNamespace(new_name=lambda stem: f"r{time.monotonic_ns()}"))
     monkeypatch.setattr(ui, "job_runner", lambda: runner)
     try:
@@ -396,6 +400,7 @@ def test_busy_server_shows_whose_run_and_queues_another(app_env, monkeypatch):
 
 
 def test_runner_estimates_time_left_from_its_own_pace():
+    from app.execution import InProcess
     from app.jobs import JobRunner
     from wanda_engine.events import BlockStarted, MatrixPruned, StageStarted
 
@@ -413,7 +418,7 @@ def test_runner_estimates_time_left_from_its_own_pace():
         release.wait(10)
         return SimpleNamespace(name=request.name)
 
-    runner = JobRunner(loader=lambda source: SimpleNamespace(label="fake"), runner=fake_execute,
+    runner = JobRunner(InProcess(lambda request: SimpleNamespace(label="fake"), fake_execute),
                        store_factory=lambda: SimpleNamespace(new_name=lambda stem: f"r{time.monotonic_ns()}"))
     try:
         runner.submit(_tiny_request("wanda"), owner="s")
@@ -426,3 +431,16 @@ def test_runner_estimates_time_left_from_its_own_pace():
         release.set()
         runner.wait_idle(10)
         runner.close()
+
+
+def test_the_server_renders_the_prune_page_without_torch():
+    """The Streamlit server never loads torch for the first page (its first load takes seconds); only the
+    worker process does."""
+    import subprocess
+    import sys
+
+    code = ("import sys; import app.ui, app.progress, app.forms, app.overview, wanda_engine.tasks; "
+            "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "[]", out.stdout

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from wanda_engine import data
+from wanda_engine import data, texts
 from wanda_engine.errors import DataError
 
 SHARED_WIKITEXT2 = Path(__file__).parents[1].parent / "shared/data/wikitext2-raw-test.txt"
@@ -119,7 +119,7 @@ def test_missing_text_file_raises(tmp_path):
 
 
 def test_oversized_text_file_is_refused(tmp_path, monkeypatch):
-    monkeypatch.setattr(data, "MAX_TEXT_BYTES", 10)
+    monkeypatch.setattr(texts, "MAX_TEXT_BYTES", 10)
     path = write_text(tmp_path, "more than ten bytes of text")
     with pytest.raises(DataError, match="refused"):
         data.load_text(str(path), "calib")

@@ -311,8 +311,8 @@ def wait_until(predicate, timeout: float = 60, at=None) -> None:
 def test_cancel_in_the_app_mid_prune_keeps_the_cached_model_and_the_next_run_works(app_env, monkeypatch):
     import wanda_engine.runner as runner_module
     from app import ui
+    from app.execution import InProcess, ModelCache
     from app.jobs import CANCELLED, COMPLETE, JobRunner
-    from app.worker import InProcess, ModelCache
     from wanda_engine.checks import parameter_checksum
     from wanda_engine.models import load_model
 
@@ -331,7 +331,7 @@ def test_cancel_in_the_app_mid_prune_keeps_the_cached_model_and_the_next_run_wor
     # the app's job runner with its jobs on a thread of this process, so that the slowed pruning applies
     # (tests/test_worker.py cancels and kills jobs in the real worker process)
     models = ModelCache()
-    in_process = JobRunner(executor=InProcess(models.get))
+    in_process = JobRunner(InProcess(models.get))
     monkeypatch.setattr(ui, "job_runner", lambda: in_process)
     cached = lambda: models.get(RunRequest(model=source)).model  # noqa: E731 - the dense model jobs copy
 
@@ -402,6 +402,7 @@ def test_two_sessions_view_and_export_their_own_runs(app_env, finished_runs):
 
 
 def test_sessions_submitting_at_once_each_queue_exactly_once_and_run_one_at_a_time():
+    from app.execution import InProcess
     from app.jobs import COMPLETE, JobRunner
 
     running, overlap, lock = [0], [0], threading.Lock()
@@ -415,7 +416,7 @@ def test_sessions_submitting_at_once_each_queue_exactly_once_and_run_one_at_a_ti
             running[0] -= 1
         return SimpleNamespace(name=request.name)
 
-    runner = JobRunner(loader=lambda source: SimpleNamespace(label="fake"), runner=execute,
+    runner = JobRunner(InProcess(lambda request: SimpleNamespace(label="fake"), execute),
                        store_factory=lambda: SimpleNamespace(new_name=lambda stem: f"r{time.monotonic_ns()}"))
     try:
         ids: dict[str, list[int]] = {f"session-{i}": [] for i in range(6)}
@@ -506,6 +507,7 @@ def test_oom_in_the_cli_is_one_line(tiny_model_dir, tmp_path, monkeypatch, capsy
 
 def test_the_app_keeps_serving_after_out_of_memory(runs_dir, tiny_model_dir, tmp_path, monkeypatch):
     import wanda_engine.runner as runner_module
+    from app.execution import InProcess
     from app.jobs import COMPLETE, FAILED, JobRunner
     from wanda_engine.models import load_model
 
@@ -525,7 +527,7 @@ def test_the_app_keeps_serving_after_out_of_memory(runs_dir, tiny_model_dir, tmp
         return cached
 
     monkeypatch.setattr(runner_module, "prune_model", prune_model)
-    runner = JobRunner(loader=loader)
+    runner = JobRunner(InProcess(loader))
     try:
         oom = runner.submit(tiny_request(str(tiny_model_dir)), owner="a")
         oom_load = runner.submit(tiny_request("huge"), owner="a")

@@ -16,7 +16,8 @@ pytest.importorskip("lm_eval")
 
 from wanda_engine.config import PAPER_TASKS, PruneConfig, ZeroShotConfig  # noqa: E402
 from wanda_engine.errors import ConfigError, DataError  # noqa: E402
-from wanda_engine.zeroshot import check_tasks, evaluate_zeroshot, parse_tasks  # noqa: E402
+from wanda_engine.tasks import check_tasks, parse_tasks  # noqa: E402
+from wanda_engine.zeroshot import evaluate_zeroshot  # noqa: E402
 
 TASK = "tiny_mc"
 YAML = """task: {name}

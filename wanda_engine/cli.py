@@ -165,7 +165,7 @@ def _request(args: argparse.Namespace) -> RunRequest:
                      owl_m=args.owl_m, owl_lambda=args.owl_lambda)
     zc = None
     if args.tasks:
-        from .zeroshot import parse_tasks
+        from .tasks import parse_tasks
 
         zc = ZeroShotConfig(tasks=parse_tasks(args.tasks), task_dir=args.task_dir, limit=args.zeroshot_limit)
     elif args.task_dir or args.zeroshot_limit is not None:

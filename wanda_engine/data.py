@@ -35,11 +35,11 @@ import torch
 from .errors import DataError
 from .hub import hub_offline, hub_reachable
 from .runs import atomic_write_bytes
+from .texts import read_text_file
 
 SPLITS = ("calib", "eval")
 NAMED_SOURCES = ("default", "wikitext2", "c4")
 ACCEPTED = "'default' (Jane Austen), 'wikitext2', 'c4', a path to a .txt file, or a .npy file of token ids (calibration only)"
-MAX_TEXT_BYTES = 200 * 1024 * 1024
 
 # --- Jane Austen (Debian package r-cran-janeaustenr) -------------------------------------------
 
@@ -162,30 +162,6 @@ def _text_path(source: str) -> Path | None:
     return None
 
 
-def _read_text_file(path: Path) -> str:
-    if not path.exists():
-        raise DataError(f"text file {str(path)!r} does not exist")
-    if not path.is_file():
-        raise DataError(f"{str(path)!r} is not a file")
-    size = path.stat().st_size
-    if size > MAX_TEXT_BYTES:
-        raise DataError(f"text file {path.name!r} is {size / 2**20:.0f} MB; files over {MAX_TEXT_BYTES // 2**20} MB are refused")
-    return decode_text(path.read_bytes(), path.name)
-
-
-def decode_text(data: bytes, name: str) -> str:
-    """Bytes of a text file -> str; DataError if binary, not UTF-8, or empty. (Also checks uploads.)"""
-    if b"\x00" in data:
-        raise DataError(f"{name!r} is a binary file, not UTF-8 text")
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        raise DataError(f"{name!r} is not valid UTF-8 text (bad byte at offset {e.start})") from None
-    if not text.strip():
-        raise DataError(f"text file {name!r} is empty")
-    return text
-
-
 def _file_stamp(path: Path) -> tuple[int, int]:
     try:
         st = path.stat()
@@ -216,7 +192,7 @@ def load_text(source: str, split: str) -> tuple[str, str]:
         raise DataError(f"{Path(source).name!r} holds token ids, not text; a .npy file can only pin the calibration windows")
     path = _text_path(source)
     if path is not None:
-        return _read_text_file(path), f"text:{path.name}"
+        return read_text_file(path), f"text:{path.name}"
     raise DataError(f"unknown data source {source!r}; use {ACCEPTED}")
 
 

@@ -25,6 +25,7 @@ from transformers.utils import logging as hf_logging
 from .config import ModelSpec, OffloadConfig
 from .errors import ModelLoadError
 from .hub import hub_reachable
+from .paths import cache_dir
 from .layers import context_length, find_blocks, find_linears, weight_of
 from .offload import offload_summary, return_freed_memory_promptly
 
@@ -42,10 +43,6 @@ class LoadedModel:
     label: str  # what it is, for display
     info: dict[str, Any] = field(default_factory=dict)  # architecture, num_blocks, params, dtype, load_s, ...
     spec: ModelSpec | None = None  # how it was loaded: a run reuses it only for a request of the same spec
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("WANDA_CACHE", Path.home() / ".cache" / "wanda_engine"))
 
 
 def _parse_dtype(dtype: str | torch.dtype) -> torch.dtype:

@@ -32,13 +32,15 @@ from .evaluate import Perplexity, check_windows, perplexity
 from .events import EventCallback, StageStarted, ignore_events
 from .checks import check_finite_weights, sparsity_of_blocks
 from .layers import context_length
-from .models import LoadedModel, cache_dir, load_model
+from .models import LoadedModel, load_model
+from .paths import cache_dir
 from .offload import discard_pruned_copies, is_dispatched, model_on_device
 from .pipeline import check_prunable, prune_model, resolve_device
 from .record import CalibrationInfo, EvalInfo, LayerSparsity, ModelInfo, RunRecord
 from .runs import Run, RunStore, atomic_write_json, create_run_dir, load_run, write_records, writer_identity
 from .stages import BY_NAME
-from .zeroshot import TaskPlan, check_tasks, evaluate_zeroshot, plans_stamp
+from .tasks import TaskPlan, check_tasks, plans_stamp
+from .zeroshot import evaluate_zeroshot
 
 OOM_ERRORS = (torch.OutOfMemoryError, MemoryError)
 
