@@ -1,8 +1,13 @@
-"""The project's code rules, checked on the engine's source: no import circle, short functions and modules."""
+"""The project's code rules, checked on the source: no import circle, short functions and modules, no
+undefined name or unused import (pyflakes)."""
 from __future__ import annotations
 
 import ast
+import io
 from pathlib import Path
+
+from pyflakes.api import checkPath
+from pyflakes.reporter import Reporter
 
 ENGINE = Path(__file__).resolve().parents[1] / "wanda_engine"
 PACKAGE = "wanda_engine"
@@ -99,3 +104,12 @@ def test_no_engine_module_over_500_lines():
     offenders = [f"{p.relative_to(ENGINE.parent)} ({n} lines)" for p in sorted(ENGINE.rglob("*.py"))
                  if (n := len(p.read_text().splitlines())) > MAX_MODULE_LINES]
     assert not offenders, "modules over 500 lines: " + "; ".join(offenders)
+
+
+def test_no_undefined_names_or_unused_imports():
+    """pyflakes over the engine, the app and the pages: a misspelt name fails here, not on a user's path."""
+    out = io.StringIO()
+    files = [p for folder in ("wanda_engine", "app", "pages") for p in sorted((ENGINE.parent / folder).rglob("*.py"))]
+    for path in files:
+        checkPath(str(path), Reporter(out, out))
+    assert not out.getvalue(), out.getvalue()

@@ -19,12 +19,9 @@ configs whose `dataset_path: json` points at local JSON/JSONL files, e.g.
 """
 from __future__ import annotations
 
-import contextlib
-import copy
 import difflib
 import functools
 import json
-import logging
 import os
 import re
 import threading
@@ -35,7 +32,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from .config import PAPER_TASKS, ZeroShotConfig
-from .errors import ConfigError, DataError, EngineError
+from .errors import ConfigError, DataError
 from .hub import hub_offline, hub_reachable
 from .paths import cache_dir
 from .runs import atomic_write_json
@@ -278,7 +275,7 @@ def _in_hub_cache(yaml_path: str) -> bool:
     cfg = load_task_yaml(yaml_path)
     kwargs = {k: v for k, v in (cfg.get("dataset_kwargs") or {}).items() if k != "trust_remote_code"}
     try:
-        with hubtasks_offline():
+        with hub_offline():
             datasets.load_dataset(cfg["dataset_path"], cfg.get("dataset_name"), **kwargs)
         return True
     except Exception:  # noqa: BLE001 - any failure means: not usable offline

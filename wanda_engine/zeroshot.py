@@ -63,7 +63,7 @@ def evaluate_zeroshot(model: Any, tokenizer: Any, cfg: ZeroShotConfig, device: t
             # a copy: HFLM may give the tokenizer a pad token, and the caller's tokenizer is shared
             lm = HFLM(pretrained=model, tokenizer=copy.deepcopy(tokenizer), batch_size=cfg.batch_size)
             offline = any(not p.local for p in plans) and tasks_offline()
-            with torch.inference_mode(), (hubtasks_offline() if offline else contextlib.nullcontext()):
+            with torch.inference_mode(), (hub_offline() if offline else contextlib.nullcontext()):
                 out = simple_evaluate(model=lm, tasks=specs, task_manager=manager, num_fewshot=cfg.num_fewshot,
                                       limit=cfg.limit, batch_size=cfg.batch_size, log_samples=False)
     except (EngineError, torch.OutOfMemoryError, MemoryError):
