@@ -10,6 +10,7 @@ from app.jobs import MAX_QUEUE
 from app.progress import job_panel, watch
 from wanda_engine import sweep as sw
 from wanda_engine.errors import ConfigError, EngineError
+from wanda_engine.sweep_cost import estimate_work
 
 st.title("Sweep")
 st.markdown(
@@ -98,7 +99,7 @@ try:
 except EngineError as e:
     plan_error = str(e)
 if plan is not None:
-    work = sw.estimate_work(plan, [r.record for r in ui.complete_runs()])
+    work = estimate_work(plan, [r.record for r in ui.complete_runs()])
     m1, m2, m3 = st.columns(3)
     m1.metric("Runs planned", work["runs"], help="One run per valid point of the grid; the dense model is measured once.")
     m2.metric("Calibration tokens", f"{work['calibration_tokens']:,}", help="Summed over the runs (magnitude reads none).")

@@ -15,6 +15,7 @@ from wanda_engine.config import EvalConfig, PruneConfig
 from wanda_engine.errors import ConfigError, EngineError
 from wanda_engine.record import RunRecord
 from wanda_engine.runs import RunStore
+from wanda_engine.sweep_cost import estimate_work
 
 FAST_BASE = PruneConfig(nsamples=4, seqlen=32, device="cpu")
 FAST_EVAL = EvalConfig(seqlen=32, windows=2)
@@ -99,7 +100,7 @@ def test_plan_dedupes_nm_over_sparsities_and_skips_invalid_combinations():
     plan_n = sw.plan_sweep(sw.SweepConfig(methods=["wanda"], sparsities=[0.5], nsamples=[8, 32], base=FAST_BASE, name="n"))
     assert [r.prune.nsamples for r in plan_n] == [8, 32] and plan_n.labels == ["wanda 50% · n=8", "wanda 50% · n=32"]
     assert plan_n.requests[1].name.endswith("-n32")
-    work = sw.estimate_work(plan_n)
+    work = estimate_work(plan_n)
     assert work["runs"] == 2 and work["calibration_tokens"] == 40 * 32 and work["seconds"] is None
 
 

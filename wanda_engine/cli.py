@@ -61,6 +61,9 @@ def _add_prune_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--sparsity", type=float, default=d.sparsity, help="fraction of weights to prune, in [0, 1)")
     g.add_argument("--pattern", default=d.pattern, help="unstructured | N:M (e.g. 2:4)")
     g.add_argument("--variant", action="store_true", help="Wanda's adaptive-alpha variant")
+    g.add_argument("--protect-channels", type=float, default=d.protect_channels, metavar="P",
+                   help="never prune the weights of this fraction of input channels, those with the highest "
+                        "activation norms (e.g. 0.01); the rest is pruned harder to keep the sparsity")
     g.add_argument("--layerwise", default=d.layerwise, help="uniform | owl (outlier-weighted block sparsities)")
     _owl_args(g)
     _calibration_args(p, {"type": int, "default": d.nsamples, "help": "calibration windows"})
@@ -90,6 +93,8 @@ def _add_sweep_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--sparsities", default="0.5", help="comma-separated fractions, e.g. 0.5,0.6,0.7 (N:M ignores them)")
     g.add_argument("--patterns", default="unstructured", help="comma-separated: unstructured, N:M (e.g. 2:4)")
     g.add_argument("--layerwise", default=d.layerwise, help="comma-separated: uniform, owl")
+    g.add_argument("--protect-channels", default="0", metavar="P,...",
+                   help="comma-separated fractions of input channels to protect, e.g. 0,0.001,0.005,0.01,0.02")
     _owl_args(g)
     _calibration_args(p, {"default": str(d.nsamples), "help": "calibration windows; a list (8,32,128) adds an axis"})
     _evaluation_args(p)
@@ -162,7 +167,7 @@ def _request(args: argparse.Namespace) -> RunRequest:
     pc = PruneConfig(method=args.method, sparsity=args.sparsity, pattern=args.pattern, group=args.group,
                      variant=args.variant, nsamples=args.nsamples, seqlen=args.seqlen, seed=args.seed,
                      calib=args.calib, batch_size=args.batch_size, device=args.device, layerwise=args.layerwise,
-                     owl_m=args.owl_m, owl_lambda=args.owl_lambda)
+                     owl_m=args.owl_m, owl_lambda=args.owl_lambda, protect_channels=args.protect_channels)
     zc = None
     if args.tasks:
         from .tasks import parse_tasks
@@ -241,6 +246,7 @@ def _sweep_config(args: argparse.Namespace) -> Any:
     return SweepConfig(methods=parse_axis(args.methods, "methods"),
                        sparsities=parse_axis(args.sparsities, "sparsities", float),
                        patterns=parse_axis(args.patterns, "patterns"), layerwise=parse_axis(args.layerwise, "layerwise"),
+                       protect_channels=parse_axis(args.protect_channels, "protect_channels", float),
                        nsamples=nsamples, base=base, eval=_eval_config(args), model=args.model, dtype=args.dtype,
                        name=args.name, trust_remote_code=args.trust_remote_code)
 

@@ -54,8 +54,15 @@ def parse_pattern(pattern: str) -> tuple[int, int] | None:
 
 
 def method_label(method_name: str, pattern: str, sparsity: float) -> str:
-    """'wanda 50%', 'owl-wanda 70%', 'magnitude 2:4': how every run and sweep point is labelled."""
+    """'wanda 50%', 'owl-wanda 70%', 'magnitude+protect1% 50%', 'magnitude 2:4': how every run and
+    sweep point is labelled."""
     return f"{method_name} {pattern if parse_pattern(pattern) else f'{sparsity:.0%}'}"
+
+
+def protect_suffix(protect_channels: float) -> str:
+    """The part of a method's name that says it protects channels: '+protect1%' for 0.01,
+    '+protect0.1%' for 0.001; '' for 0."""
+    return f"+protect{round(protect_channels * 100, 6):g}%" if protect_channels else ""
 
 
 @dataclass(frozen=True)
@@ -82,6 +89,9 @@ class PruneConfig:
     owl_m: float = 5.0  # a score is an outlier above owl_m x its matrix's mean score
     owl_lambda: float = 0.08  # block ratios spread within target +- owl_lambda
     ria_power: float = 0.5  # RIA's exponent a on ||X_j||
+    # The weights of this fraction of input channels, the ceil(p·in) highest by ‖X_j‖₂ over the
+    # calibration set, are never pruned; the rest of each group is pruned harder (selection.py).
+    protect_channels: float = 0.0
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -128,6 +138,26 @@ class PruneConfig:
             raise ConfigError("calib must name a source: default, wikitext2, c4, a .txt file or a .npy file")
         if self.device not in ("auto", "cpu", "cuda", "mps") and not str(self.device).startswith("cuda:"):
             raise ConfigError(f"device must be auto, cpu, cuda, cuda:N or mps, got {self.device!r}")
+        self._check_protection()
+
+    def _check_protection(self) -> None:
+        p = self.protect_channels
+        if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 <= p < 1:  # NaN fails too
+            raise ConfigError(f"protect_channels must be a fraction of the input channels in [0, 1), got {p!r}")
+        if not p:
+            return
+        if self.nm is not None:
+            raise ConfigError(f"protect_channels applies only to the unstructured pattern: channels kept whole would "
+                              f"break the {self.pattern} groups, each of which must prune {self.nm[0]} of {self.nm[1]}")
+        if self.method == "sparsegpt":
+            raise ConfigError("protect_channels does not apply to method 'sparsegpt', a solver that picks its own "
+                              "mask column block by column block")
+        owl = self.layerwise == "owl"
+        highest = self.sparsity + (2 * self.owl_lambda if owl else 0.0)
+        if p >= 1 - highest:
+            raise ConfigError(f"protect_channels {p:g} leaves {1 - p:.4g} of each row's weights unprotected, too few "
+                              f"to prune {'the block sparsities up to ' if owl else 'sparsity '}{highest:.4g} from; "
+                              f"use protect_channels below {1 - highest:.4g}")
 
     @property
     def nm(self) -> tuple[int, int] | None:
@@ -146,19 +176,25 @@ class PruneConfig:
         return self.group or DEFAULT_GROUP[self.method]
 
     @property
-    def method_name(self) -> str:
-        """The method as runs are named after it: 'wanda', 'wanda-variant', 'owl-magnitude', ..."""
+    def _plain_method_name(self) -> str:
         return ("owl-" if self.layerwise == "owl" else "") + self.method + ("-variant" if self.variant else "")
 
     @property
+    def method_name(self) -> str:
+        """The method as runs are named after it: 'wanda', 'wanda-variant', 'owl-magnitude', 'magnitude+protect1%', ..."""
+        return self._plain_method_name + protect_suffix(self.protect_channels)
+
+    @property
     def label(self) -> str:
-        """THE method label: 'wanda 50%', 'owl-wanda 70%', 'magnitude 2:4'."""
+        """THE method label: 'wanda 50%', 'owl-wanda 70%', 'magnitude+protect1% 50%', 'magnitude 2:4'."""
         return method_label(self.method_name, self.pattern, self.target_sparsity)
 
     @property
     def stem(self) -> str:
-        """The label as a folder name's part: 'wanda-unstructured-0.50', 'owl-wanda-unstructured-0.70'."""
-        return f"{self.method_name}-{self.pattern.replace(':', 'of')}-{self.target_sparsity:.2f}"
+        """The label as a folder name's part: 'wanda-unstructured-0.50', 'owl-wanda-unstructured-0.70',
+        'magnitude-protect0.01-unstructured-0.50'."""
+        protect = f"-protect{self.protect_channels:g}" if self.protect_channels else ""
+        return f"{self._plain_method_name}{protect}-{self.pattern.replace(':', 'of')}-{self.target_sparsity:.2f}"
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

@@ -43,7 +43,8 @@ from .offload import block_on_device, has_offloaded_weights
 from .records import BlockRecord, MatrixRecord
 from .recording import record_matrix
 from .scoring import SCORERS, InputStats
-from .selection import Selection, prune_adaptive_alpha, select
+from .selection import (Selection, prune_adaptive_alpha, prune_adaptive_alpha_protected, protection_shortfall, select,
+                        select_protected)
 from .sparsegpt import sparsegpt_prune
 from .stages import BY_NAME
 
@@ -109,7 +110,8 @@ def _prune_layer(config: PruneConfig, layer: nn.Module, stats: InputStats, spars
     scores = _scores(config, original, stats)
     cutoffs: dict[str, float] = {}
     # The records' masks of the other metrics are selected on a second CPU thread while this one
-    # selects (or solves) the run's own: torch.topk runs on one core.
+    # selects (or solves) the run's own: torch.topk runs on one core. They are never protected: the
+    # records compare a protected run with what the other metric alone prunes.
     others = {metric: _select_elsewhere(score, sparsity, group, nm, original.device)
               for metric, score in scores.items() if record and metric != config.method}
 
@@ -118,8 +120,14 @@ def _prune_layer(config: PruneConfig, layer: nn.Module, stats: InputStats, spars
         mask = pruned == 0
     else:  # a selector: the kept weights stay as they are
         pruned = None
-        if config.variant:
+        protect = config.protect_channels
+        if config.variant and protect:
+            mask, _alpha = prune_adaptive_alpha_protected(scores["wanda"], stats.channel_norms, sparsity, protect)
+        elif config.variant:
             mask, _alpha = prune_adaptive_alpha(scores["wanda"], sparsity)
+        elif protect:
+            mask, cutoffs[config.method] = select_protected(scores[config.method], stats.channel_norms, sparsity,
+                                                            group, protect)
         else:
             mask, cutoffs[config.method] = select(scores[config.method], sparsity, group, nm)
 
@@ -174,6 +182,14 @@ def check_prunable(model: nn.Module, config: PruneConfig) -> None:
             raise ConfigError(f"pattern {config.pattern}: M={m} does not divide the input width {bad[0]} of some layers")
     if config.method == "sparsegpt" and config.resolved_group == "matrix":
         raise ConfigError("sparsegpt chooses its mask per column block; group 'matrix' does not apply")
+    if config.protect_channels:
+        # OWL may set a block up to 2·lambda above the target
+        highest = config.target_sparsity + (2 * config.owl_lambda if config.layerwise == "owl" else 0.0)
+        group = "row" if config.variant else config.resolved_group
+        for shape in sorted({tuple(weight_of(l).shape) for l in layers.values()}):
+            why = protection_shortfall(shape, highest, config.protect_channels, group)
+            if why is not None:
+                raise ConfigError(why)
 
 
 def _distributed() -> tuple[int, int]:

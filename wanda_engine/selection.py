@@ -3,10 +3,13 @@
 `select` returns a bool mask, True = prune, with exactly the requested count per comparison
 group (ties broken by torch.topk, deterministic for a given input and device). Wanda's variant,
 `prune_adaptive_alpha`, is the reference's threshold search instead, ties and all.
+With `protect_channels`, the `*_protected` selectors never prune the weights of the input
+channels with the highest activation norms and take each group's whole count from the others.
 Nothing here loops in Python over rows or groups.
 """
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import torch
@@ -103,4 +106,66 @@ def prune_adaptive_alpha(score: torch.Tensor, sparsity: float) -> tuple[torch.Te
         else:
             alpha, lo = (alpha + hi) / 2.0, alpha
         mask, current = _mask_at_alpha(alpha, sorted_scores, score, cumsum, row_total)
+    return mask, alpha
+
+
+def protected_count(in_features: int, fraction: float) -> int:
+    """How many input channels `protect_channels=fraction` keeps whole: ceil(fraction · in_features),
+    so that any fraction above 0 protects at least one channel."""
+    # the 1e-9 absorbs the product's rounding: 0.07 · 100 is 7.000000000000001, and protects 7
+    return math.ceil(fraction * in_features - 1e-9) if fraction > 0 else 0
+
+
+def protected_channels(norms: torch.Tensor, fraction: float) -> torch.Tensor:
+    """The indices of the `protected_count` channels with the highest activation norms ‖X_j‖₂
+    (equal norms: the lower channel index first)."""
+    order = torch.sort(norms, descending=True, stable=True).indices
+    return order[: protected_count(norms.numel(), fraction)]
+
+
+def protection_shortfall(shape: tuple[int, int], sparsity: float, fraction: float, group: str) -> str | None:
+    """Why an [out, in] matrix cannot prune `sparsity` of each group (row or matrix) from its
+    unprotected weights alone; None when it can."""
+    out_features, in_features = shape
+    protected = protected_count(in_features, fraction)
+    if group == "matrix":
+        need, have = int(out_features * in_features * sparsity), out_features * (in_features - protected)
+    else:
+        need, have = int(in_features * sparsity), in_features - protected
+    if need <= have:
+        return None
+    return (f"protect_channels {fraction:g} keeps {protected} of the {in_features} input channels of a "
+            f"{out_features}x{in_features} matrix whole, leaving {have} unprotected weights per {group}, fewer than "
+            f"the {need} that sparsity {sparsity:g} prunes there")
+
+
+def select_protected(score: torch.Tensor, norms: torch.Tensor, sparsity: float, group: str,
+                     fraction: float) -> Selection:
+    """`select` ('row' or 'matrix') with the weights of the top `fraction` of input channels by norm
+    never pruned: their scores are raised to +inf, so the same selector, pruning its group's full
+    count, takes all of it from the other channels. Each row (or the matrix) still prunes exactly
+    int(size · sparsity); the cut-off is the largest pruned score, as without protection."""
+    why = protection_shortfall(tuple(score.shape), sparsity, fraction, group)
+    if why is not None:
+        raise ValueError(why)
+    return select(score.index_fill(1, protected_channels(norms, fraction), math.inf), sparsity, group)
+
+
+def prune_adaptive_alpha_protected(score: torch.Tensor, norms: torch.Tensor, sparsity: float,
+                                   fraction: float) -> tuple[torch.Tensor, float]:
+    """Wanda's variant with the top `fraction` of input channels by norm protected: those columns are
+    kept whole, and the reference's alpha search runs over the other columns alone (their row sums
+    are what alpha is a share of), its target raised to sparsity · in / unprotected so that the
+    whole matrix lands at `sparsity`: within 0.001 of it where the search lands within 0.001 of the
+    raised target, off it where the search stops off target (as without protection). Returns (mask, alpha)."""
+    why = protection_shortfall(tuple(score.shape), sparsity, fraction, "row")
+    if why is not None:
+        raise ValueError(why)
+    in_features = score.shape[1]
+    unprotected = torch.ones(in_features, dtype=torch.bool, device=score.device)
+    unprotected[protected_channels(norms, fraction)] = False
+    columns = unprotected.nonzero().squeeze(1)
+    part, alpha = prune_adaptive_alpha(score[:, columns], sparsity * in_features / columns.numel())
+    mask = torch.zeros_like(score, dtype=torch.bool)
+    mask[:, columns] = part
     return mask, alpha

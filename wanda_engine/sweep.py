@@ -1,5 +1,6 @@
 """Sweeps: a grid of runs (methods × sparsities × patterns, optionally × calibration sizes × layerwise
-allocation) on one loaded model, each recorded as an ordinary run, plus a manifest naming them.
+allocation × protected channels) on one loaded model, each recorded as an ordinary run, plus a
+manifest naming them.
 
 The CLI runs a sweep with `run_sweep`; the app plans it with `plan_sweep`, writes the manifest with
 `write_manifest` and queues the planned requests on its job runner. Either way the manifest
@@ -20,7 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from . import figures, runner
-from .config import METHODS, EvalConfig, PruneConfig, RunRequest, check_run_name, method_label, parse_pattern
+from .config import (METHODS, EvalConfig, PruneConfig, RunRequest, check_run_name, method_label, parse_pattern,
+                     protect_suffix)
 from .errors import ConfigError, EngineError, PruneCancelled
 from .events import EventCallback, StageStarted, ignore_events
 from .models import load_model
@@ -61,12 +63,14 @@ def _axis(name: str, values: Any, check: Callable[[Any], Any]) -> tuple:
     return tuple(out)
 
 
-def _checked(axis: str, field: str, normalise: Callable[[Any], Any] = lambda v: v) -> Callable[[Any], Any]:
-    """A check of one axis value by PruneConfig's own rule for `field`, its error naming the axis."""
+def _checked(axis: str, field: str, normalise: Callable[[Any], Any] = lambda v: v,
+             **others: Any) -> Callable[[Any], Any]:
+    """A check of one axis value by PruneConfig's own rule for `field` (beside the settings `others`),
+    its error naming the axis."""
     def check(value: Any) -> Any:
         value = normalise(value)
         try:
-            PruneConfig(**{field: value})
+            PruneConfig(**others, **{field: value})
         except ConfigError as e:
             raise ConfigError(f"sweep {axis}: {e}") from None
         return value
@@ -104,6 +108,7 @@ class SweepConfig:
     patterns: tuple[str, ...] = ("unstructured",)
     nsamples: tuple[int, ...] | None = None
     layerwise: tuple[str, ...] = ("uniform",)
+    protect_channels: tuple[float, ...] = (0.0,)
     base: PruneConfig = field(default_factory=PruneConfig)
     eval: EvalConfig | None = field(default_factory=EvalConfig)
     model: str = "default"
@@ -121,6 +126,9 @@ class SweepConfig:
         if self.nsamples is not None:
             put("nsamples", _axis("nsamples", self.nsamples, _checked("nsamples", "nsamples")))
         put("layerwise", _axis("layerwise", self.layerwise, _checked("layerwise", "layerwise")))
+        # at sparsity 0 only the fraction's range is checked: the plan skips the sparsities it leaves no room for
+        protect = _checked("protect_channels", "protect_channels", fraction, sparsity=0.0)
+        put("protect_channels", tuple(sorted(_axis("protect_channels", self.protect_channels, protect))))
         if not isinstance(self.base, PruneConfig):
             raise ConfigError(f"sweep base must be a PruneConfig, got {type(self.base).__name__}")
         try:  # the model, evaluation and dtype, checked as every point's request checks them
@@ -140,7 +148,8 @@ class SweepConfig:
     def to_dict(self) -> dict[str, Any]:
         return {"methods": list(self.methods), "sparsities": list(self.sparsities), "patterns": list(self.patterns),
                 "nsamples": list(self.nsamples) if self.nsamples is not None else None,
-                "layerwise": list(self.layerwise), "base": self.base.to_dict(),
+                "layerwise": list(self.layerwise), "protect_channels": list(self.protect_channels),
+                "base": self.base.to_dict(),
                 "eval": self.eval.to_dict() if self.eval else None, "model": self.model, "dtype": self.dtype,
                 "name": self.name, "trust_remote_code": self.trust_remote_code}
 
@@ -165,29 +174,34 @@ def _with_n(text: str, nsamples: int, with_nsamples: bool, sep: str) -> str:
     return text + (f"{sep}{nsamples}" if with_nsamples else "")
 
 
-def _grid(cfg: SweepConfig) -> Iterator[tuple[int, str, float, str, str]]:
-    """(nsamples, pattern, sparsity, layerwise, method) in plan order; an N:M pattern at its own N/M only."""
+def _grid(cfg: SweepConfig) -> Iterator[tuple[int, str, float, str, str, float]]:
+    """(nsamples, pattern, sparsity, layerwise, method, protect_channels) in plan order; an N:M pattern
+    at its own N/M only."""
     for n, pattern in itertools.product(cfg.nsamples or (cfg.base.nsamples,), cfg.patterns):
         nm = parse_pattern(pattern)
         yield from ((n, pattern, *rest) for rest in itertools.product(
-            [nm[0] / nm[1]] if nm else cfg.sparsities, cfg.layerwise, cfg.methods))
+            [nm[0] / nm[1]] if nm else cfg.sparsities, cfg.layerwise, cfg.methods, cfg.protect_channels))
 
 
 def plan_sweep(cfg: SweepConfig) -> SweepPlan:
-    """The cartesian grid as RunRequests, in order: per calibration size, pattern, sparsity, layerwise, method.
+    """The cartesian grid as RunRequests, in order: per calibration size, pattern, sparsity, layerwise,
+    method, protected channels.
 
     N:M patterns fix the sparsity at N/M, so they ignore the sparsity axis (one point each). Invalid
-    combinations (the Wanda variant or OWL with N:M, ...) are skipped, each with PruneConfig's reason.
+    combinations (the Wanda variant, OWL or protected channels with N:M, protected channels with
+    SparseGPT, ...) are skipped, each with PruneConfig's reason.
     With `cfg.name` set, every request is named '<sweep>-<NN>-<point>'.
     """
     with_n = cfg.nsamples is not None and len(cfg.nsamples) > 1
     requests, labels, skipped, seen = [], [], [], set()
-    for n, pattern, s, lw, entry in _grid(cfg):
+    for n, pattern, s, lw, entry, protect in _grid(cfg):
         method, variant = parse_method(entry)
         try:
-            pc = replace(cfg.base, method=method, variant=variant, pattern=pattern, sparsity=s, nsamples=n, layerwise=lw)
+            pc = replace(cfg.base, method=method, variant=variant, pattern=pattern, sparsity=s, nsamples=n, layerwise=lw,
+                         protect_channels=protect)
         except ConfigError as e:
-            what = _with_n(method_label(("owl-" if lw == "owl" else "") + entry, pattern, s), n, with_n, " · n=")
+            what = _with_n(method_label(("owl-" if lw == "owl" else "") + entry + protect_suffix(protect), pattern, s),
+                           n, with_n, " · n=")
             if (what, str(e)) not in skipped:
                 skipped.append((what, str(e)))
             continue
@@ -200,42 +214,6 @@ def plan_sweep(cfg: SweepConfig) -> SweepPlan:
     if len(requests) > MAX_POINTS:
         raise ConfigError(f"sweep plans {len(requests)} runs; the limit is {MAX_POINTS}: give fewer values on an axis")
     return SweepPlan(cfg.name, requests, labels, skipped)
-
-
-# ---------------------------------------------------------------- estimates
-
-def _median(values: list[float]) -> float | None:
-    return sorted(values)[len(values) // 2] if values else None
-
-
-def estimate_work(plan: SweepPlan, past_runs: list[RunRecord] | None = None) -> dict[str, Any]:
-    """What a plan costs: runs, calibration and evaluation tokens, and seconds if earlier runs allow.
-
-    Seconds: each point's pruning from earlier complete runs of the same model and method (scaled by
-    calibration tokens) plus its evaluation from earlier runs evaluated the same way; None when some
-    point has no such earlier run.
-    """
-    calib = sum(r.prune.nsamples * r.prune.seqlen for r in plan.requests)
-    ev = plan.requests[0].eval if plan.requests else None
-    eval_tokens = ev.windows * ev.seqlen if ev is not None and ev.windows else None
-    out: dict[str, Any] = {"runs": len(plan), "skipped": len(plan.skipped), "calibration_tokens": calib,
-                           "eval_tokens_per_run": eval_tokens, "evaluations": len(plan) + 1 if ev else 0,
-                           "seconds": None, "estimated_points": 0}
-    past = [m for m in past_runs or [] if m.complete]
-    total, known = 0.0, 0
-    for r in plan.requests:
-        alike = [m for m in past if m.request.model == r.model]
-        rate = _median([m.timings["prune_s"] / (m.request.prune.nsamples * m.request.prune.seqlen)
-                        for m in alike if m.request.prune.method == r.prune.method and m.timings.get("prune_s")])
-        evals = _median([m.timings["eval_s"] for m in alike if m.timings.get("eval_s") and m.request.eval == r.eval])
-        if rate is None or (r.eval is not None and evals is None):
-            continue
-        total += rate * r.prune.nsamples * r.prune.seqlen + (evals if r.eval is not None else 0.0)
-        known += 1
-    out["estimated_points"] = known
-    if plan.requests and known == len(plan.requests):
-        out["seconds"] = round(total, 1)
-    return out
 
 
 # ---------------------------------------------------------------- manifests
@@ -262,7 +240,8 @@ def _points(plan: SweepPlan) -> list[dict[str, Any]]:
     """The manifest's entry of each planned point, before it runs."""
     return [{"index": i, "run": r.name, "label": label, "method": r.prune.method, "variant": r.prune.variant,
              "pattern": r.prune.pattern, "sparsity": r.prune.target_sparsity, "nsamples": r.prune.nsamples,
-             "layerwise": r.prune.layerwise, "status": "planned", "error": None, "ppl": None}
+             "layerwise": r.prune.layerwise, "protect_channels": r.prune.protect_channels, "status": "planned",
+             "error": None, "ppl": None}
             for i, (r, label) in enumerate(zip(plan.requests, plan.labels))]
 
 
@@ -396,7 +375,7 @@ def preflight(loaded: Any, plan: SweepPlan) -> None:
     first: dict[tuple, RunRequest] = {}
     for r in plan.requests:
         first.setdefault((r.prune.pattern, r.prune.method, r.prune.resolved_group, r.prune.calib, r.prune.nsamples,
-                          r.prune.seqlen, r.prune.seed), r)
+                          r.prune.seqlen, r.prune.seed, r.prune.protect_channels), r)
     for request in first.values():
         runner.prepare(request, loaded)
 
