@@ -18,6 +18,7 @@ st.set_page_config(page_title="Wanda pruning lab", page_icon=ui.favicon(), layou
 PAGES = ROOT / "pages"
 page = st.navigation([
     st.Page(PAGES / "prune.py", title="Prune", icon=":material/content_cut:", default=True),
+    st.Page(PAGES / "explain.py", title="Explain", icon=":material/school:"),
     st.Page(PAGES / "layers.py", title="Layers", icon=":material/layers:"),
     st.Page(PAGES / "sparsity.py", title="Sparsity", icon=":material/grid_on:"),
     st.Page(PAGES / "masks.py", title="Masks", icon=":material/texture:"),

@@ -87,4 +87,5 @@ def overview() -> None:
             st.caption(f"{ui.calib_caption(source.record)} · run {source.name}")
     if rec is not None:
         st.markdown(_why(rec, source))
-        st.caption("Explore every layer on the **Layers**, **Sparsity** and **Masks** pages.")
+        st.caption("Why, step by step and with a test you can run: the **Explain** page. Explore every layer on the "
+                   "**Layers**, **Sparsity** and **Masks** pages.")

@@ -118,6 +118,24 @@ def test_prune_embedded_model_and_visit_every_page(server):
             assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000, len(data)
             assert download.suggested_filename.endswith(".png")
             shoot(page, f"{len(PAGES) + 3}-runs-exported")
+
+            # Explain: the toy's slider redraws its figure (no model needed for step 1)
+            page.get_by_role("link", name="Explain").first.click()
+            page.get_by_role("heading", name="Explain: why Wanda beats magnitude").first.wait_for()
+            settle(page)
+            toy = page.locator("[data-testid='stPlotlyChart']").first
+            toy.wait_for()
+            before = toy.inner_text()
+            slider = page.locator("[data-testid='stSlider'] input[type='range']").first
+            assert slider.input_value() == "30" and "30× louder" in before
+            slider.focus()
+            slider.press("End")
+            page.get_by_text("100× louder").first.wait_for(timeout=30_000)
+            settle(page)
+            after = page.locator("[data-testid='stPlotlyChart']").first.inner_text()
+            assert after != before and "5,970" in after, after[:300]  # magnitude's error at 100x, drawn on its bar
+            assert page.locator("[data-testid='stException']").count() == 0
+            shoot(page, f"{len(PAGES) + 4}-explain")
         except Exception:
             try:
                 print("failed here:", shoot(page, "failure"))

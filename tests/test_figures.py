@@ -243,8 +243,71 @@ def test_figure_data_long_form_for_every_figure(records, rec, pruned):
 
 
 def test_figures_import_without_torch_or_streamlit():
-    code = "import sys, wanda_engine.figures; bad = {'torch', 'streamlit'} & set(sys.modules); assert not bad, bad"
+    code = ("import sys, wanda_engine.figures, wanda_engine.explain; bad = {'torch', 'streamlit'} & set(sys.modules); "
+            "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True)
+
+
+# ---------------------------------------------------------------- the Explain page's steps
+
+def _explain_run() -> RunRecord:
+    run = _run("explained", "wanda", 0.5, 14.2)
+    return dataclasses.replace(run, calibration=dataclasses.replace(run.calibration, label="austen:emma", nsamples=4,
+                                                                    seqlen=32))
+
+
+def test_explain_toy_figure_moves_with_the_outlier():
+    from wanda_engine import explain
+
+    quiet, loud = explain.toy(1), explain.toy(60)
+    figs = [F.explain_toy(t) for t in (quiet, loud)]
+    for fig, t in zip(figs, (quiet, loud)):
+        heat = [tr for tr in fig.data if tr.type == "heatmap"]
+        assert [np.asarray(h.z).astype(bool).tolist() for h in heat] == [t.masks["magnitude"].tolist(),
+                                                                       t.masks["wanda"].tolist()]
+        errors = next(tr for tr in fig.data if tr.type == "bar" and list(tr.x) == ["magnitude", "Wanda"])
+        assert list(errors.y) == [t.errors["magnitude"], t.errors["wanda"]]
+        assert fig.layout.font.size >= 18 and fig.layout.title.font.size >= 22  # projector size
+    assert "60× louder" in figs[1].layout.title.text
+    assert (quiet.masks["wanda"] != loud.masks["wanda"]).any()  # the slider moves Wanda's mask, and the figure
+    assert figs[0].to_plotly_json()["data"] != figs[1].to_plotly_json()["data"]
+
+
+def test_explain_figures_draw_exactly_the_evidence(records):
+    from wanda_engine import explain
+
+    run = _explain_run()
+    outliers, cuts, share = (explain.outliers(records, run), explain.outlier_cuts(records, run),
+                             explain.error_share(records, run))
+    fig = F.explain_outliers(outliers)
+    lines = {(tr.name, tr.yaxis): list(tr.y) for tr in fig.data}
+    assert lines[(records[0].name, "y")] == outliers.ratio[records[0].name]
+    assert lines[(records[0].name, "y2")] == outliers.share[records[0].name]
+    fig = F.explain_cuts(cuts)
+    assert {tr.name: list(tr.x) for tr in fig.data} == {"magnitude": cuts.pruned["magnitude"],
+                                                        "Wanda": cuts.pruned["wanda"]}
+    assert list(fig.data[0].y) == cuts.matrices
+    fig = F.explain_error_share(share)
+    curves = {tr.name: tr for tr in fig.data if tr.name in ("magnitude", "Wanda")}
+    assert np.allclose(curves["magnitude"].y, share.cumulative["magnitude"])
+    assert curves["Wanda"].y[-1] == pytest.approx(1.0)
+    marks = [tr for tr in fig.data if tr.mode == "markers+text"]
+    assert [m.y[0] for m in marks] == [share.top1pct["magnitude"], share.top1pct["wanda"]]
+    for fig in (F.explain_outliers(outliers), F.explain_cuts(cuts), F.explain_error_share(share)):
+        assert fig.layout.title.text and fig.layout.font.size >= 18 and len(F.figure_data(fig)) > 0
+
+
+def test_explain_protect_figure_has_the_references():
+    from wanda_engine import explain
+
+    ev = explain.Intervention([0.0, 0.001, 0.01], [300.0, 200.0, 60.0], ["plain", "p01", "p1"], 40.0, 20.0,
+                              "austen:prideprejudice, 2 windows × 64 tokens = 128 tokens", "s")
+    fig = F.explain_protect(ev)
+    assert list(fig.data[0].x) == ["0 (plain)", "0.1%", "1%"] and list(fig.data[0].y) == ev.ppl
+    assert {tr.name: tr.y[0] for tr in fig.data[1:]} == {"Wanda": 40.0, "dense": 20.0}
+    assert "128 tokens" in fig.layout.title.subtitle.text and fig.layout.yaxis.type == "log"
+    alone = F.explain_protect(dataclasses.replace(ev, protect=[0.0], ppl=[300.0], runs=["plain"], wanda=None))
+    assert len(alone.data) == 2  # plain magnitude and the dense line
 
 
 # ---------------------------------------------------------------- export

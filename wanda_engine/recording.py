@@ -1,4 +1,5 @@
-"""Turn one pruned matrix into a MatrixRecord: histograms, summaries, overlap, small arrays.
+"""Turn one pruned matrix into a MatrixRecord: histograms, summaries, overlap, each metric's proxy error by
+input channel, small arrays.
 
 Computed on the compute device from tensors already there; only small results move to the CPU.
 """
@@ -10,7 +11,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .records import KEPT, PRUNED_BOTH, PRUNED_ONLY_METHOD, PRUNED_ONLY_REFERENCE, MatrixRecord
+from .records import (ERROR_METRICS, KEPT, PRUNED_BOTH, PRUNED_ONLY_METHOD, PRUNED_ONLY_REFERENCE, MatrixRecord,
+                      top1pct_count)
 from .scoring import InputStats
 
 HIST_BINS = 60
@@ -81,7 +83,7 @@ def _channel_summary(norms: torch.Tensor) -> dict:
     total = float(energy.sum()) or 1.0
     k = min(TOP_CHANNELS, norms.numel())
     top = torch.topk(norms, k)
-    n_top1pct = max(1, math.ceil(0.01 * norms.numel()))
+    n_top1pct = top1pct_count(norms.numel())
     median = float(norms.median())
     return {
         "top_index": [int(i) for i in top.indices],
@@ -89,6 +91,32 @@ def _channel_summary(norms: torch.Tensor) -> dict:
         "top1pct_share": float(torch.topk(energy, n_top1pct).values.sum()) / total,
         "max_over_median": float(norms.max()) / median if median > 0 else float("inf"),
     }
+
+
+def _proxy_errors(original: torch.Tensor, mask: torch.Tensor, pruned: torch.Tensor | None, norms: torch.Tensor,
+                  method: str, masks_by_metric: dict[str, torch.Tensor]) -> tuple[float, dict, dict[str, np.ndarray]]:
+    """The run's relative proxy error Σ_ij ΔW_ij²·‖X_j‖² / Σ_ij W_ij²·‖X_j‖², and, for each of ERROR_METRICS,
+    its mask's proxy error split by input channel and the share of the top-1% channels' weights it prunes.
+
+    Σ_ij ΔW_ij²·‖X_j‖² = Σ_j ‖X_j‖²·‖ΔW_:j‖²: column norms, one pass per mask, then a dot product.
+    """
+    energy = norms.double() ** 2
+
+    def removed(change: torch.Tensor) -> torch.Tensor:
+        return torch.linalg.vector_norm(change, dim=0).double() ** 2
+
+    dense = (removed(original) @ energy).clamp_min(1e-30)
+    own = removed(original * mask if pruned is None else original - pruned)
+    top = torch.topk(norms, top1pct_count(norms.numel())).indices
+    by_metric, arrays = {}, {}
+    for metric in (m for m in ERROR_METRICS if m in masks_by_metric):
+        metric_mask = masks_by_metric[metric]
+        columns = own if metric == method else removed(original * metric_mask)
+        feeding_top = metric_mask[:, top]
+        by_metric[metric] = {"proxy_error": float((columns @ energy) / dense),
+                             "top1pct_pruned": int(torch.count_nonzero(feeding_top)) / feeding_top.numel()}
+        arrays[f"channel_error_{metric}"] = (columns * energy / dense).float().cpu().numpy()
+    return float((own @ energy) / dense), by_metric, arrays
 
 
 def _mask_crop(mask: torch.Tensor, reference: torch.Tensor, norms: torch.Tensor | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -128,14 +156,9 @@ def record_matrix(*, block: int, name: str, full_name: str, method: str, group: 
     row_hist = torch.histc(row_sp.cpu(), bins=ROW_HIST_BINS, min=0.0, max=1.0)
     norms = stats.channel_norms if stats is not None else None
 
-    proxy_error = None
+    proxy_error, by_metric, error_arrays = None, None, {}
     if norms is not None:
-        # Σ_ij ΔW_ij²·‖X_j‖² = Σ_j ‖X_j‖²·‖ΔW_:j‖²: column norms, one pass each, then a dot product
-        energy = norms.double() ** 2
-        change = original * mask if pruned is None else original - pruned
-        removed = torch.linalg.vector_norm(change, dim=0).double() ** 2
-        total = torch.linalg.vector_norm(original, dim=0).double() ** 2
-        proxy_error = float((removed @ energy) / (total @ energy).clamp_min(1e-30))
+        proxy_error, by_metric, error_arrays = _proxy_errors(original, mask, pruned, norms, method, masks_by_metric)
 
     ref_mask = masks_by_metric[reference]
     n_method, n_ref = int(row_counts.sum()), int(torch.count_nonzero(ref_mask))
@@ -154,6 +177,7 @@ def record_matrix(*, block: int, name: str, full_name: str, method: str, group: 
     arrays = {"density": _density_map(mask), "mask_crop": crop, "crop_rows": crop_rows, "crop_cols": crop_cols}
     if norms is not None:
         arrays["channel_norms"] = norms.float().cpu().numpy()
+    arrays.update(error_arrays)
 
     return MatrixRecord(
         block=block, name=name, full_name=full_name, shape=tuple(mask.shape), method=method, group=group,
@@ -165,5 +189,6 @@ def record_matrix(*, block: int, name: str, full_name: str, method: str, group: 
         hist={metric: _log_hist(scores_by_metric[metric], masks_by_metric[metric], cutoffs[metric]) for metric in scores_by_metric},
         overlap=overlap,
         channels=_channel_summary(norms) if norms is not None else None,
+        by_metric=by_metric,
         arrays=arrays,
     )

@@ -7,6 +7,7 @@ app never need torch.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+import math
 from typing import Any
 
 import numpy as np
@@ -16,7 +17,15 @@ import numpy as np
 KEPT, PRUNED_BOTH, PRUNED_ONLY_METHOD, PRUNED_ONLY_REFERENCE = 0, 1, 2, 3
 MASK_CODE_NAMES = {KEPT: "kept by both", PRUNED_BOTH: "pruned by both",
                    PRUNED_ONLY_METHOD: "pruned only by method", PRUNED_ONLY_REFERENCE: "pruned only by reference"}
-ARRAY_KINDS = ("density", "channel_norms", "row_sparsity", "mask_crop", "crop_rows", "crop_cols")
+# The metrics whose masks every record decomposes by input channel (ARRAY_KINDS "channel_error_<metric>").
+ERROR_METRICS = ("magnitude", "wanda")
+ARRAY_KINDS = ("density", "channel_norms", "row_sparsity", "mask_crop", "crop_rows", "crop_cols",
+               *(f"channel_error_{metric}" for metric in ERROR_METRICS))
+
+
+def top1pct_count(channels: int) -> int:
+    """How many input channels 'the top 1%' means for a matrix with `channels` inputs: at least one."""
+    return max(1, math.ceil(0.01 * channels))
 
 
 @dataclass
@@ -31,6 +40,12 @@ class MatrixRecord:
           "only_method", "only_reference"} (fractions of all weights, jaccard of pruned sets).
     channels: activation-norm summary of the input channels: {"top_index", "top_norm",
           "top1pct_share", "max_over_median"}.
+    by_metric: for each of ERROR_METRICS, its mask on these same weights (the run's own mask for the
+          run's method, else the reference mask chosen at the run's settings): {"proxy_error": that
+          mask's relative proxy error, "top1pct_pruned": the fraction of the weights feeding the
+          top1pct_count channels (by norm) it prunes}. None without activation statistics, and in
+          runs recorded before it existed. arrays["channel_error_<metric>"][j] is channel j's part of
+          that proxy error, ‖ΔW_:j‖²·‖X_j‖² / Σ W²‖X‖² (float32 [in]; it sums to the proxy error).
     arrays: small numpy arrays, keyed by ARRAY_KINDS; stored in the run's arrays.npz.
     """
 
@@ -46,6 +61,7 @@ class MatrixRecord:
     hist: dict[str, dict[str, Any]] = field(default_factory=dict)
     overlap: dict[str, Any] | None = None
     channels: dict[str, Any] | None = None
+    by_metric: dict[str, dict[str, float]] | None = None
     arrays: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
 
     @property

@@ -3,11 +3,13 @@
 Every figure says in its title what was measured (which matrix, method, comparison group; for
 perplexity the dataset, window length and token count). `figure_data` turns any of them back into
 a long-form table for CSV/JSON export. One module per subject: `matrix` (one pruned matrix), `run`
-(every matrix and block of one run), `perplexity`, `zeroshot`, `style` (shared look), `data`.
+(every matrix and block of one run), `perplexity`, `zeroshot`, `explain` (the Explain page's steps),
+`style` (shared look), `data`.
 """
 from __future__ import annotations
 
 from .data import figure_data
+from .explain import explain_cuts, explain_error_share, explain_outliers, explain_protect, explain_toy
 from .matrix import channel_norms, density_map, mask_crop, metric_histograms, row_sparsity
 from .perplexity import perplexity_bars, perplexity_vs_nsamples, perplexity_vs_sparsity
 from .run import block_progress, overlap_heatmap, owl_block_ratios, sparsity_heatmap
@@ -20,6 +22,11 @@ __all__ = [
     "block_progress",
     "channel_norms",
     "density_map",
+    "explain_cuts",
+    "explain_error_share",
+    "explain_outliers",
+    "explain_protect",
+    "explain_toy",
     "figure_data",
     "mask_crop",
     "metric_histograms",

@@ -1,0 +1,167 @@
+"""The Explain page's figures, one per step of the argument, at projector size (larger type than the other pages).
+
+Each takes the evidence `explain` computed from the records and draws it; magnitude and Wanda keep their
+colours from `style` throughout.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from ..explain import NAMES, ErrorShare, Intervention, OutlierCuts, Outliers, Toy, fraction_text, number
+from .style import BLUE, DARK_GREY, GREEN, GREY, LIGHT_GREY, METHOD_COLOURS, ORANGE, PURPLE, SKY, VERMILLION, YELLOW
+from .style import layout, log_ticks
+
+FONT, TITLE_FONT, SUBTITLE_FONT = 18, 24, 16
+MATRIX_COLOURS = (DARK_GREY, VERMILLION, GREEN, PURPLE, SKY, YELLOW, GREY)  # matrix types, never a method's colour
+
+
+def _big(fig: go.Figure, title: str, subtitle: str, **kwargs: Any) -> go.Figure:
+    """The shared layout, with type a class can read from the back of the room."""
+    layout(fig, title, subtitle, **kwargs)
+    fig.update_layout(font_size=FONT, title_font_size=TITLE_FONT, title_subtitle_font_size=SUBTITLE_FONT,
+                      margin_t=int(fig.layout.margin.t * 1.5), margin_l=90, legend_font_size=FONT)
+    fig.update_annotations(font_size=FONT)
+    # set on every axis, not only as the layout's font: a theme's template (Streamlit's) sets the axes' own fonts
+    fig.update_xaxes(tickfont_size=FONT - 2, title_font_size=FONT)
+    fig.update_yaxes(tickfont_size=FONT - 2, title_font_size=FONT)
+    return fig
+
+
+def _mask_heatmap(toy: Toy, metric: str) -> go.Heatmap:
+    colour = METHOD_COLOURS[metric]
+    return go.Heatmap(
+        z=toy.masks[metric].astype(int), zmin=0, zmax=1, showscale=False, xgap=3, ygap=3, name=NAMES[metric],
+        colorscale=[[0, LIGHT_GREY], [0.5, LIGHT_GREY], [0.5, colour], [1, colour]],
+        text=[[f"{w:.2f}" for w in row] for row in toy.weight], texttemplate="%{text}", textfont={"size": FONT},
+        customdata=np.where(toy.masks[metric], "pruned", "kept"),
+        hovertemplate=f"{NAMES[metric]}: row %{{y}}, channel %{{x}}<br>W = %{{text}}, %{{customdata}}<extra></extra>")
+
+
+def explain_toy(toy: Toy) -> go.Figure:
+    """The toy matrix twice, coloured where magnitude and Wanda prune, under its channel norms; the two errors."""
+    fig = make_subplots(rows=2, cols=3, column_widths=[0.4, 0.4, 0.2], row_heights=[0.25, 0.75],
+                        specs=[[{}, {}, {"rowspan": 2}], [{}, {}, None]], horizontal_spacing=0.05,
+                        vertical_spacing=0.04, subplot_titles=("magnitude prunes the smallest |W|",
+                                                               "Wanda prunes the smallest |W|·‖X_j‖",
+                                                               "output error Σ ΔW²·‖X_j‖²"))
+    channels = np.arange(toy.norms.size)
+    norm_colours = [VERMILLION if j == toy.outlier else SKY for j in channels]
+    for col, metric in ((1, "magnitude"), (2, "wanda")):
+        fig.add_trace(go.Bar(x=channels, y=toy.norms, marker_color=norm_colours, showlegend=False, name="‖X_j‖",
+                             text=[f"{n:g}" for n in toy.norms], textposition="outside", cliponaxis=False,
+                             hovertemplate="channel %{x}: ‖X_j‖ = %{y:g}<extra></extra>"), row=1, col=col)
+        fig.add_trace(_mask_heatmap(toy, metric), row=2, col=col)
+        fig.update_yaxes(title_text="‖X_j‖" if col == 1 else None, showticklabels=False, ticks="",
+                         range=[0, float(toy.norms.max()) * 1.35], row=1, col=col)
+        fig.update_xaxes(showticklabels=False, ticks="", row=1, col=col)
+        fig.update_xaxes(title_text="input channel j", tickvals=channels, row=2, col=col)
+        fig.update_yaxes(autorange="reversed", title_text="output row" if col == 1 else None, row=2, col=col,
+                         tickvals=np.arange(toy.weight.shape[0]))
+    errors = [toy.errors[m] for m in ("magnitude", "wanda")]
+    fig.add_trace(go.Bar(x=[NAMES["magnitude"], NAMES["wanda"]], y=errors, showlegend=False, name="Σ ΔW²‖X_j‖²",
+                         marker_color=[METHOD_COLOURS["magnitude"], METHOD_COLOURS["wanda"]],
+                         text=[number(e) for e in errors], textposition="outside",
+                         cliponaxis=False, hovertemplate="%{x}: Σ ΔW²·‖X_j‖² = %{y:.4g}<extra></extra>"), row=1, col=3)
+    fig.update_yaxes(type="log", row=1, col=3, **log_ticks(errors))
+    title = f"A toy layer: input channel {toy.outlier} is {toy.scale:g}× louder than the others"
+    sub = (f"{toy.weight.shape[0]}×{toy.weight.shape[1]} weights, {toy.sparsity:.0%} of each row pruned (coloured). "
+           "Error in the diagonal form Σ_ij ΔW_ij²·‖X_j‖²: input channels treated as uncorrelated")
+    return _big(fig, title, sub, height=640, bargap=0.25)
+
+
+def explain_outliers(evidence: Outliers) -> go.Figure:
+    """Per block, each matrix type's max/median input-channel norm and the top-1% channels' share of ‖X‖² energy."""
+    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.08, row_heights=[0.6, 0.4])
+    for i, name in enumerate(evidence.matrix_types):
+        colour = MATRIX_COLOURS[i % len(MATRIX_COLOURS)]
+        for row, values, hover in ((1, evidence.ratio[name], "max/median %{y:.3g}×"),
+                                   (2, evidence.share[name], "top-1%% energy %{y:.1%}")):
+            fig.add_trace(go.Scatter(x=evidence.blocks, y=values, mode="lines+markers", name=name, legendgroup=name,
+                                     showlegend=row == 1, line={"color": colour, "width": 3}, marker={"size": 8},
+                                     hovertemplate=f"block %{{x}} · {name}<br>{hover}<extra></extra>"), row=row, col=1)
+    ex = evidence.extreme
+    fig.add_annotation(x=ex.block, y=np.log10(ex.channels["max_over_median"]), xref="x", yref="y",
+                       text=f"channel {ex.channels['top_index'][0]}: {number(ex.channels['max_over_median'])}×",
+                       showarrow=True, arrowhead=2, ax=0, ay=-40)
+    fig.update_yaxes(type="log", title_text="max / median ‖X_j‖", row=1, col=1)
+    fig.update_yaxes(title_text="top-1% share", tickformat=".0%", rangemode="tozero", row=2, col=1)
+    fig.update_xaxes(title_text="block", dtick=max(1, len(evidence.blocks) // 15), row=2, col=1)
+    sub = ("Lines are matrix types (q, k and v read the same input). Top: the loudest input channel over the median "
+           "one. Bottom: the share of Σ‖X_j‖² carried by the top 1% of channels")
+    return _big(fig, "How lopsided each matrix's input channels are", sub, height=680,
+                legend={"orientation": "h", "y": -0.16, "x": 0.5, "xanchor": "center"})
+
+
+def explain_cuts(evidence: OutlierCuts) -> go.Figure:
+    """For the matrices with the strongest outliers, the share of the top-1% channels' weights each metric prunes."""
+    fig = go.Figure()
+    for metric in ("magnitude", "wanda"):
+        values = evidence.pruned[metric]
+        fig.add_trace(go.Bar(y=evidence.matrices, x=values, orientation="h", name=NAMES[metric],
+                             marker_color=METHOD_COLOURS[metric], text=[f"{v:.0%}" for v in values],
+                             textposition="outside", cliponaxis=False, textfont={"size": FONT},
+                             hovertemplate=f"{NAMES[metric]} · %{{y}}<br>%{{x:.1%}} of the weights feeding the top 1% "
+                                           "of channels pruned<extra></extra>"))
+    fig.add_vline(x=evidence.sparsity, line={"color": "black", "dash": "dash", "width": 2},
+                  annotation_text=f"{evidence.sparsity:.0%} pruned overall", annotation_position="top")
+    fig.update_yaxes(autorange="reversed", automargin=True)
+    fig.update_xaxes(title_text="fraction pruned of the weights that feed the top 1% of channels", tickformat=".0%",
+                     range=[0, 1.08])
+    sub = "The matrices with the largest max/median channel norm, strongest first; both masks on the same weights"
+    return _big(fig, "Which metric cuts the weights of the loudest channels", sub, barmode="group",
+                height=max(520, 150 + 70 * len(evidence.matrices)),
+                legend={"orientation": "h", "y": -0.14, "x": 0.5, "xanchor": "center"})
+
+
+def explain_error_share(evidence: ErrorShare) -> go.Figure:
+    """Cumulative share of each metric's proxy error against the fraction of channels, loudest first."""
+    fig = go.Figure()
+    fig.add_trace(go.Scatter(x=evidence.fraction, y=evidence.fraction, mode="lines", name="error spread evenly",
+                             line={"color": GREY, "dash": "dot", "width": 2}, hoverinfo="skip"))
+    for metric in ("magnitude", "wanda"):
+        colour = METHOD_COLOURS[metric]
+        fig.add_trace(go.Scatter(x=evidence.fraction, y=evidence.cumulative[metric], mode="lines", name=NAMES[metric],
+                                 line={"color": colour, "width": 4},
+                                 hovertemplate=f"{NAMES[metric]}: the top %{{x:.1%}} of channels carry %{{y:.1%}} "
+                                               "of its proxy error<extra></extra>"))
+        share = evidence.top1pct[metric]
+        fig.add_trace(go.Scatter(x=[0.01], y=[share], mode="markers+text", text=[fraction_text(share)],
+                                 textposition="top left" if metric == "magnitude" else "top right",
+                                 textfont={"size": FONT + 4, "color": colour}, marker={"size": 14, "color": colour},
+                                 showlegend=False, hoverinfo="skip"))
+    fig.add_vline(x=0.01, line={"color": "black", "dash": "dash", "width": 2})
+    # annotations on a log axis take log10 positions (add_vline's own annotation would not)
+    fig.add_annotation(x=-2, y=1.04, xref="x", yref="y", text="top 1% of channels", showarrow=False, xanchor="right")
+    fig.update_xaxes(type="log", title_text="fraction of input channels, largest activation norm first",
+                     tickvals=[0.001, 0.01, 0.1, 1], ticktext=["0.1%", "1%", "10%", "100%"])
+    fig.update_yaxes(title_text="share of the proxy error", tickformat=".0%", range=[0, 1.05])
+    sub = (f"Σ_ij ΔW_ij²·‖X_j‖² split by input channel j, summed over {evidence.matrices} matrices; each method's own "
+           "total is 100%")
+    return _big(fig, "Where each method's error comes from", sub, height=600,
+                legend={"orientation": "h", "y": -0.2, "x": 0.5, "xanchor": "center"})
+
+
+def explain_protect(evidence: Intervention) -> go.Figure:
+    """Perplexity of magnitude against the fraction of protected channels, with Wanda and dense as lines."""
+    fig = go.Figure()
+    x = ["0 (plain)" if p == 0 else f"{p * 100:g}%" for p in evidence.protect]
+    fig.add_trace(go.Scatter(x=x, y=evidence.ppl, mode="lines+markers+text", name="magnitude, top p protected",
+                             line={"color": ORANGE, "width": 4}, marker={"size": 14},
+                             text=[number(v) for v in evidence.ppl], textposition="top center",
+                             textfont={"size": FONT}, customdata=evidence.runs,
+                             hovertemplate="p = %{x}: perplexity %{y:.4g}<br>run %{customdata}<extra></extra>"))
+    for value, name, colour, dash in ((evidence.wanda, "Wanda", BLUE, "dash"), (evidence.dense, "dense", GREY, "dot")):
+        if value is not None:
+            fig.add_trace(go.Scatter(x=[x[0], x[-1]], y=[value, value], mode="lines+text", name=name,
+                                     line={"color": colour, "dash": dash, "width": 3},
+                                     text=["", f"{name} {number(value)}"], textposition="bottom left",
+                                     textfont={"size": FONT, "color": colour}, hoverinfo="skip"))
+    values = [v for v in (*evidence.ppl, evidence.wanda, evidence.dense) if v is not None]
+    fig.update_xaxes(type="category", title_text="p: the input channels protected, largest activation norm first")
+    fig.update_yaxes(type="log", title_text="perplexity (log scale)", **log_ticks(values))
+    sub = f"Magnitude pruning at the comparison's settings, never pruning the top p of channels; {evidence.evaluation}"
+    return _big(fig, "Test: protect the loudest channels from magnitude pruning", sub, height=600, showlegend=False)
