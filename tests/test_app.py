@@ -19,7 +19,7 @@ from wanda_engine.runner import execute_run  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 MAIN = REPO / "app" / "main.py"
-PAGES = ["prune", "layers", "sparsity", "masks", "perplexity", "sweep", "zeroshot", "runs"]
+PAGES = ["prune", "explain", "layers", "sparsity", "masks", "perplexity", "sweep", "zeroshot", "runs"]
 
 
 def new_app() -> AppTest:
