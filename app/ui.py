@@ -1,7 +1,6 @@
 """Shared Streamlit pieces: cached resources, the run selection, captions that say what a number measured."""
 from __future__ import annotations
 
-from pathlib import Path
 
 import plotly.graph_objects as go
 import streamlit as st
@@ -140,15 +139,12 @@ def eval_caption(record: RunRecord) -> str:
     ev = record.eval
     if ev is None:
         return "perplexity not measured (evaluation was skipped)"
-    return f"perplexity on {ev.dataset}, {ev.windows} windows × {ev.seqlen} tokens = {ev.tokens:,} tokens"
+    return f"perplexity on {ev.describe()}"
 
 
 def calib_caption(record: RunRecord) -> str:
     prune = record.request.prune
-    source = record.calibration.label or record.calibration.source or prune.calib
-    if "/" in source and Path(source).name:
-        source = Path(source).name
-    return f"calibrated on {prune.nsamples} × {prune.seqlen} tokens of {source}, seed {prune.seed}"
+    return f"calibrated on {prune.nsamples} × {prune.seqlen} tokens of {record.calibration.text_name(prune.calib)}, seed {prune.seed}"
 
 
 def measured_on(record: RunRecord) -> str:

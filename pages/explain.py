@@ -3,6 +3,8 @@ the comparison in front of the class (the page only draws what `wanda_engine.exp
 from __future__ import annotations
 
 import html
+from collections.abc import Callable
+from typing import Any
 
 import streamlit as st
 
@@ -50,31 +52,26 @@ def steps_from_records(pair: explain.Comparison) -> None:
     st.caption(f"Steps 2–4 read the records of run **{source.name}** ({record.label()}), where both metrics chose "
                f"their masks on the same weights: {ui.measured_on(record)}.")
     st.header("2. Do outliers exist in this model?")
-    evidence = explain.outliers(records, record)
-    if evidence is None:
-        st.info("This run recorded no activation statistics, so there are no channel norms to show.")
+    if not draw(explain.outliers(records, record), figures.explain_outliers, "explain_outliers",
+                "This run recorded no activation statistics, so there are no channel norms to show."):
         return
-    ui.chart(figures.explain_outliers(evidence), key="explain_outliers")
-    say(evidence.sentence)
-
     st.header("3. Does magnitude cut exactly those?")
-    cuts = explain.outlier_cuts(records, record)
-    if cuts is None:
-        st.warning(MISSING)
-    else:
-        ui.chart(figures.explain_cuts(cuts), key="explain_cuts")
-        say(cuts.sentence)
-
+    draw(explain.outlier_cuts(records, record), figures.explain_cuts, "explain_cuts", MISSING)
     st.header("4. Is that where the error comes from?")
-    share = explain.error_share(records, record)
-    if share is None:
-        st.warning(MISSING)
+    if not draw(explain.error_share(records, record), figures.explain_error_share, "explain_error_share", MISSING):
         st.button("Compare magnitude vs Wanda", icon=":material/compare_arrows:", key="x_recompare", on_click=submit,
                   args=("compare",), help="Runs both again with the Prune page's settings.")
         show_error()
-    else:
-        ui.chart(figures.explain_error_share(share), key="explain_error_share")
-        say(share.sentence)
+
+
+def draw(evidence: Any, figure: Callable[[Any], Any], key: str, missing: str) -> bool:
+    """A step's figure and sentence; what is missing instead, when the runs cannot show it."""
+    if evidence is None:
+        st.warning(missing)
+        return False
+    ui.chart(figure(evidence), key=key)
+    say(evidence.sentence)
+    return True
 
 
 def _queue_protect(pair: explain.Comparison) -> None:
@@ -99,12 +96,8 @@ def step_protect(pair: explain.Comparison) -> None:
     show_error()
     if pending:
         job_panel()
-    evidence = explain.intervention(magnitude, pair.wanda.record, protected)
-    if evidence is None:
-        st.info("The magnitude run has no perplexity (its evaluation was skipped): there is nothing to test against.")
-        return
-    ui.chart(figures.explain_protect(evidence), key="explain_protect")
-    say(evidence.sentence)
+    draw(explain.intervention(magnitude, pair.wanda.record, protected), figures.explain_protect, "explain_protect",
+         "The magnitude run has no perplexity (its evaluation was skipped): there is nothing to test against.")
 
 
 st.title("Explain: why Wanda beats magnitude")

@@ -177,6 +177,7 @@ def test_compare_preset_runs_both_and_every_page_shows_them(app_env):
 
 # --- bad input: one sentence, app still usable ---------------------------------------------------
 
+@pytest.mark.slow  # AppTest runs jobs in the worker process
 def test_impossible_nm_pattern_is_refused_at_once(app_env):
     at = use_tiny_model(new_app(), app_env.model)
     at.selectbox(key="f_pattern").set_value("custom").run()

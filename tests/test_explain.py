@@ -214,6 +214,7 @@ def test_explain_page_without_runs_shows_the_toy_and_offers_the_compare(app_env)
     assert any(b.label == "Compare magnitude vs Wanda" for b in at.button)
 
 
+@pytest.mark.slow  # AppTest runs jobs in the worker process
 def test_explain_page_after_a_compare_and_its_protection_test(app_env):
     from app import ui
     from test_app import charts, new_app, use_tiny_model, wait_jobs
@@ -255,6 +256,7 @@ def _strip_the_decomposition(run_dir) -> None:
     atomic_write_json(run_dir / "run.json", meta)
 
 
+@pytest.mark.slow  # AppTest runs jobs in the worker process
 def test_explain_page_on_runs_recorded_before_the_decomposition(app_env):
     from test_app import charts, new_app, use_tiny_model, wait_jobs
 

@@ -191,6 +191,7 @@ def test_cli_sweep_end_to_end_with_figures(env, capsys, tmp_path):
     assert not (store.root / ".sweeps" / "bad.json").exists()
 
 
+@pytest.mark.slow  # AppTest runs jobs in the worker process
 def test_sweep_page_queues_a_batch_and_draws_its_figure(app_env):
     at = use_tiny_model(new_app(), app_env.model)
     goto(at, "sweep")

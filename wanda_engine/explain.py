@@ -15,7 +15,6 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
-from pathlib import Path
 
 import numpy as np
 
@@ -67,18 +66,12 @@ def model_text(run: RunRecord) -> str:
 def calibration_text(run: RunRecord) -> str:
     """'16 × 256 calibration tokens of austen:emma'."""
     prune = run.request.prune
-    source = run.calibration.label or run.calibration.source or prune.calib
-    if "/" in source and Path(source).name:
-        source = Path(source).name
-    return f"{prune.nsamples} × {prune.seqlen} calibration tokens of {source}"
+    return f"{prune.nsamples} × {prune.seqlen} calibration tokens of {run.calibration.text_name(prune.calib)}"
 
 
 def evaluation_text(run: RunRecord) -> str:
     """'austen:prideprejudice, 10 windows × 512 tokens = 5,120 tokens'."""
-    ev = run.eval
-    if ev is None:
-        return "no perplexity measured"
-    return f"{ev.dataset}, {ev.windows} windows × {ev.seqlen} tokens = {ev.tokens:,} tokens"
+    return run.eval.describe() if run.eval is not None else "no perplexity measured"
 
 
 # --- step 1: the toy --------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Any
 
 from .config import RunRequest
@@ -103,6 +104,11 @@ class CalibrationInfo:
         return {"source": self.source, "nsamples": self.nsamples, "seqlen": self.seqlen, "seed": self.seed,
                 "label": self.label, "tokens_available": self.tokens_available, **self.extra}
 
+    def text_name(self, fallback: str = "?") -> str:
+        """What the windows were cut from, short: 'austen:emma', or a text file's name without its folders."""
+        source = self.label or self.source or fallback
+        return Path(source).name if "/" in source and Path(source).name else source
+
 
 @dataclass(frozen=True)
 class EvalInfo:
@@ -114,6 +120,10 @@ class EvalInfo:
     tokens: int
     tokens_per_s: float | None = None  # the pruned model's evaluation speed
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def describe(self) -> str:
+        """'austen:prideprejudice, 10 windows × 512 tokens = 5,120 tokens': what every perplexity says it measured."""
+        return f"{self.dataset}, {self.windows} windows × {self.seqlen} tokens = {self.tokens:,} tokens"
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> "EvalInfo":
