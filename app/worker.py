@@ -73,23 +73,23 @@ class WorkerProcess:
 
     def run(self, request: RunRequest, store: RunStore, on_event: Callable[[Event], None], cancel: Cancel) -> Outcome:
         self.start()
-        self._cancel.clear()
-        self._orders.put((request, str(Path(store.root))))
+        # this job's process and queues: `close` may drop the runner's references while the job relays
+        process, orders, messages, child_cancel = self._process, self._orders, self._messages, self._cancel
+        child_cancel.clear()
+        orders.put((request, str(Path(store.root))))
         while True:
+            if cancel.is_set():
+                child_cancel.set()
             try:
-                message = self._messages.get(timeout=self.POLL_S)
+                message = messages.get(timeout=self.POLL_S)
             except queue.Empty:
-                if cancel.is_set():
-                    self._cancel.set()
-                if not self._process.is_alive():
+                if not process.is_alive():
                     return Outcome(FAILED, error=f"the worker process stopped unexpectedly (exit code "
-                                                 f"{self._process.exitcode}; out of memory?); the next run starts a new one")
+                                                 f"{process.exitcode}; out of memory?); the next run starts a new one")
                 continue
             if isinstance(message, Outcome):
                 return message
             on_event(message)
-            if cancel.is_set():
-                self._cancel.set()
 
     def close(self) -> None:
         with self._lock:

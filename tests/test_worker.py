@@ -91,3 +91,22 @@ def test_a_killed_worker_fails_its_job_and_the_next_job_gets_a_new_one(runner, t
     assert runner.wait_idle(180)
     assert runner.job(again.id)["status"] == COMPLETE, runner.job(again.id)["error"]
     assert worker_pid(runner) != first_pid
+
+
+def test_zero_shot_tasks_run_inside_the_worker_process(runner, tiny_model_dir, tmp_path):
+    """lm-eval and `datasets` run in the worker (a daemon process, which may not start processes of its own)."""
+    pytest.importorskip("lm_eval")
+    from test_zeroshot import QUESTIONS, TASK, WORDS, write_task
+
+    from wanda_engine.config import ZeroShotConfig
+
+    rows = [{"question": q, "choices": [WORDS[i % len(WORDS)], WORDS[(i + 1) % len(WORDS)]], "label": 0}
+            for i, q in enumerate(QUESTIONS[:4])]
+    folder = write_task(tmp_path / "tasks", rows)
+    job = runner.submit(request(str(tiny_model_dir), zeroshot=ZeroShotConfig(tasks=(TASK,), task_dir=str(folder))),
+                        owner="s")
+    assert runner.wait_idle(300)
+    done = runner.job(job.id)
+    assert done["status"] == COMPLETE, done["error"]
+    zeroshot = RunStore().get(done["run_name"]).record.zeroshot
+    assert set(zeroshot["dense"]["results"]) == set(zeroshot["pruned"]["results"]) == {TASK}
