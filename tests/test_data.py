@@ -186,7 +186,12 @@ def test_windows_shape_dtype_and_content(tokenizer, long_text_file):
         "seqlen": 32,
         "seed": 0,
         "tokens_available": len(full),
+        "sha256": data.windows_checksum(windows),
+        "starts": info["starts"],
     }
+    # each window is the text's tokens from its recorded start
+    assert [full[s : s + 32] for s in info["starts"]] == windows.tolist()
+    assert data.windows_checksum(windows) != data.windows_checksum(windows.flip(0))
     joined = " ".join(map(str, full))
     for row in windows.tolist():  # every window is a contiguous slice of the tokenized text
         assert " ".join(map(str, row)) in joined

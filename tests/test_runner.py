@@ -76,3 +76,34 @@ def test_run_json_round_trips_through_the_record(loaded, tiny_model_dir, tmp_pat
     meta = json.loads((bare.path / "run.json").read_text())
     assert meta["ppl"] is None and meta["ppl_dense"] is None and meta["eval"] is None
     assert RunRecord.from_json(meta).to_json() == meta
+
+
+def test_a_run_keeps_its_calibration_windows_and_the_checksum_of_its_masks(loaded, tiny_model_dir, tmp_path):
+    import copy
+
+    import numpy as np
+    import torch
+
+    from wanda_engine.checks import mask_checksum
+    from wanda_engine.data import windows_checksum
+    from wanda_engine.layers import find_blocks, find_linears, weight_of
+    from wanda_engine.pipeline import prune_model
+
+    request = RunRequest(model=str(tiny_model_dir), prune=PruneConfig(**FAST), eval=None)
+    run = execute_run(request, run_dir=tmp_path / "run", loaded=loaded)
+    cal = run.record.calibration
+    windows = np.load(run.path / cal.file)
+    assert cal.file == "calibration.npy" and windows.shape == (4, 32) and windows.dtype == np.int64
+    assert cal.sha256 == windows_checksum(torch.from_numpy(windows)) and len(cal.starts) == 4
+    # the same windows prune the same masks: the recorded checksum is the model's
+    model = copy.deepcopy(loaded.model)
+    prune_model(model, torch.from_numpy(windows), request.prune, record=False)
+    assert mask_checksum(model) == run.record.mask_sha256
+    # a kept value changing leaves the checksum; one more zero changes it
+    weight = weight_of(next(iter(find_linears(find_blocks(model)[1][0]).values())))
+    kept = (weight != 0).nonzero()[0]
+    with torch.no_grad():
+        weight[tuple(kept)] *= 2
+        assert mask_checksum(model) == run.record.mask_sha256
+        weight[tuple(kept)] = 0
+    assert mask_checksum(model) != run.record.mask_sha256

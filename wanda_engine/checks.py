@@ -1,10 +1,12 @@
-"""Checks over a model's weights: finiteness, sparsity of the decoder blocks, a checksum of every parameter."""
+"""Checks over a model's weights: finiteness, sparsity of the decoder blocks, a checksum of the masks and one of
+every parameter."""
 from __future__ import annotations
 
 import contextlib
 import hashlib
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -31,6 +33,22 @@ def sparsity_of_blocks(model: nn.Module) -> tuple[float, list[dict[str, Any]]]:
                 zeros, total = zeros + z, total + w.numel()
                 layers.append({"name": f"{blocks_path}.{i}.{name}", "block": i, "matrix": name, "sparsity": z / w.numel()})
     return (zeros / total if total else 0.0), layers
+
+
+def mask_checksum(model: nn.Module) -> str:
+    """sha256 over where the decoder blocks' prunable weights are exactly zero, matrix by matrix in block order.
+
+    Two models with this checksum equal have the same masks (names, shapes and zero positions), whatever
+    their kept values: a re-created run, a repaired model or a bundle's reproduction compare it."""
+    blocks_path, blocks = find_blocks(model)
+    digest = hashlib.sha256()
+    for i, block in enumerate(blocks):
+        with _readable(block):
+            for name, layer in find_linears(block).items():
+                zeros = (weight_of(layer) == 0).cpu().numpy()
+                digest.update(f"{blocks_path}.{i}.{name}:{zeros.shape}".encode())
+                digest.update(np.packbits(zeros).tobytes())
+    return digest.hexdigest()
 
 
 def nonfinite_weights(model: nn.Module, block_label: str | None = None) -> list[str]:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import bz2
 import contextlib
 import functools
+import hashlib
 import io
 import logging
 import lzma
@@ -285,7 +286,8 @@ def calibration_windows(tokenizer: Any, source: str, nsamples: int, seqlen: int,
     info: dict[str, Any] = {"source": source, "nsamples": nsamples, "seqlen": seqlen, "seed": seed}
     if _is_npy(source.strip()):
         windows = _load_npy_windows(tokenizer, source, nsamples, seqlen)
-        info.update(label=f"tokens:{Path(source.strip()).name}", tokens_available=int(windows.numel()))
+        info.update(label=f"tokens:{Path(source.strip()).name}", tokens_available=int(windows.numel()),
+                    sha256=windows_checksum(windows))
         return windows, info
     ids, label = _tokens(tokenizer, source, "calib")
     total = int(ids.numel())
@@ -297,8 +299,13 @@ def calibration_windows(tokenizer: Any, source: str, nsamples: int, seqlen: int,
     rng = random.Random(seed)
     starts = [rng.randint(0, total - seqlen) for _ in range(nsamples)]
     windows = torch.stack([ids[i : i + seqlen] for i in starts]).clone()
-    info.update(label=label, tokens_available=total)
+    info.update(label=label, tokens_available=total, sha256=windows_checksum(windows), starts=starts)
     return windows, info
+
+
+def windows_checksum(windows: torch.Tensor) -> str:
+    """sha256 of token windows as the int64 array a pinned .npy holds: equal windows, equal checksum."""
+    return hashlib.sha256(np.ascontiguousarray(windows.detach().cpu().numpy().astype(np.int64)).tobytes()).hexdigest()
 
 
 def save_token_windows(path: str | os.PathLike, windows: torch.Tensor) -> None:

@@ -31,7 +31,7 @@ _TYPES: dict[str, tuple[type, ...]] = {  # run.json's top-level fields and the J
     "files": (dict,), "versions": (dict,), "device": (str,), "writer": (dict,), "zeroshot": (dict,),
     "error": (str,), "saved_model": (str,), "activations_on": (str,), "world_size": (int,),
     "sparsity": _NUMBER, "ppl": _NUMBER, "ppl_dense": _NUMBER, "ppl_dense_cached": (bool,),
-    "peak_device_mib": _NUMBER, "format": (int,),
+    "peak_device_mib": _NUMBER, "format": (int,), "mask_sha256": (str,),
 }
 
 
@@ -93,16 +93,27 @@ class CalibrationInfo:
     seqlen: int
     seed: int
     tokens_available: int | None = None  # tokens in the source text (or token file)
+    sha256: str | None = None  # of the windows as int64 token ids (data.windows_checksum)
+    starts: tuple[int, ...] | None = None  # each window's first token in the source text (a token file: None)
+    file: str | None = None  # the windows as an int64 .npy inside the run directory, e.g. 'calibration.npy'
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> "CalibrationInfo":
         known, extra = _split(cls, d)
+        if known.get("starts") is not None:
+            known["starts"] = tuple(int(s) for s in known["starts"])
         return cls(**{"source": "", "label": "", "nsamples": 0, "seqlen": 0, "seed": 0, **known}, extra=extra)
 
     def to_json(self) -> dict[str, Any]:
-        return {"source": self.source, "nsamples": self.nsamples, "seqlen": self.seqlen, "seed": self.seed,
-                "label": self.label, "tokens_available": self.tokens_available, **self.extra}
+        out = {"source": self.source, "nsamples": self.nsamples, "seqlen": self.seqlen, "seed": self.seed,
+               "label": self.label, "tokens_available": self.tokens_available}
+        for key in ("sha256", "file"):  # written once known: runs recorded before them lack them
+            if getattr(self, key) is not None:
+                out[key] = getattr(self, key)
+        if self.starts is not None:
+            out["starts"] = list(self.starts)
+        return {**out, **self.extra}
 
     def text_name(self, fallback: str = "?") -> str:
         """What the windows were cut from, short: 'austen:emma', or a text file's name without its folders."""
@@ -149,7 +160,7 @@ class LayerSparsity:
 
 
 # Written in this order; `None` values of these are left out (the run had not reached them, or never does).
-_OPTIONAL = ("ppl_dense", "ppl_dense_cached", "activations_on", "world_size", "peak_device_mib")
+_OPTIONAL = ("ppl_dense", "ppl_dense_cached", "activations_on", "world_size", "peak_device_mib", "mask_sha256")
 
 
 @dataclass(frozen=True)
@@ -181,6 +192,7 @@ class RunRecord:
     activations_on: str | None = None  # where the calibration activations were kept
     world_size: int | None = None  # torch.distributed ranks that shared the calibration windows
     peak_device_mib: float | None = None
+    mask_sha256: str | None = None  # checks.mask_checksum of the pruned model: equal masks, equal checksum
     format: int = FORMAT_VERSION
     extra: dict[str, Any] = field(default_factory=dict)
 

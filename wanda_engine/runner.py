@@ -26,11 +26,11 @@ import transformers
 
 from . import __version__
 from .config import EvalConfig, PruneConfig, RunRequest, ZeroShotConfig
-from .data import calibration_windows, eval_tokens
+from .data import calibration_windows, eval_tokens, save_token_windows
 from .errors import ConfigError, EngineError, OutOfMemory, PruneCancelled
 from .evaluate import Perplexity, check_windows, perplexity
 from .events import EventCallback, StageStarted, ignore_events
-from .checks import check_finite_weights, sparsity_of_blocks
+from .checks import check_finite_weights, mask_checksum, sparsity_of_blocks
 from .layers import context_length
 from .models import LoadedModel, load_model
 from .paths import cache_dir
@@ -43,6 +43,7 @@ from .tasks import TaskPlan, check_tasks, plans_stamp
 from .zeroshot import evaluate_zeroshot
 
 OOM_ERRORS = (torch.OutOfMemoryError, MemoryError)
+CALIBRATION_FILE = "calibration.npy"  # in the run directory: the calibration windows as int64 token ids
 
 
 def out_of_memory(error: BaseException, during: str) -> OutOfMemory:
@@ -326,8 +327,12 @@ def _prune(model: Any, prep: Prepared, clock: StageClock, path: Path) -> dict[st
         clock.timings.update({f"prune_{k}": v for k, v in result.timings.items()})
         sparsity, layers = sparsity_of_blocks(model)
         files = write_records(path, result.records)  # sizes and checksums: truncation is detected
+        # the windows themselves (a few kB): a bundle's command pins them, a repair re-creates the masks from them
+        save_token_windows(path / CALIBRATION_FILE, prep.windows)
     peak = result.peak_device_bytes
-    return {"activations_on": result.activations_on, "world_size": result.world_size,
+    calibration = CalibrationInfo.from_json({**prep.calibration, "file": CALIBRATION_FILE})
+    return {"activations_on": result.activations_on, "world_size": result.world_size, "calibration": calibration,
+            "mask_sha256": mask_checksum(model),
             "peak_device_mib": round(peak / 2**20, 1) if peak is not None else None, "sparsity": sparsity,
             "layers": tuple(LayerSparsity(**layer) for layer in layers),
             "blocks": tuple(result.blocks), "files": files}
