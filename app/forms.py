@@ -22,13 +22,15 @@ DEFAULTS: dict[str, Any] = {
     "model_kind": "default", "model_text": "", "method": "wanda", "sparsity": 0.5, "pattern": "unstructured",
     "custom_nm": "", "group": "default", "calib": "default", "nsamples": 16, "seqlen": 256, "seed": 0,
     "eval_dataset": "default", "eval_seqlen": 512, "eval_windows": 10, "run_name": "",
-    "layerwise": "uniform",
+    "layerwise": "uniform", "weight_update": "none",
     "zs_tasks": [], "zs_task_dir": "", "zs_limit": 0,  # zero-shot (lm-eval): off unless tasks are chosen
 }
 MODEL_KINDS = {"default": "Embedded default (SmolLM2-135M)", "hf": "Hugging Face id", "folder": "Local folder"}
 METHODS = {"magnitude": "Magnitude |W|", "wanda": "Wanda |W|·‖X‖₂", "wanda-variant": "Wanda variant (adaptive α)",
            "sparsegpt": "SparseGPT", "ria": "RIA (relative importance · ‖X‖₂^0.5)"}
 LAYERWISE = {"uniform": "Uniform (every block the same)", "owl": "OWL (fewer pruned where outliers are)"}
+WEIGHT_UPDATES = {"none": "None (the kept weights stay as they are)", "obs": "OBS reconstruction"}
+WEIGHT_UPDATE_HELP = "SparseGPT's update of the kept weights on this mask; the mask is unchanged."
 PATTERNS = {"unstructured": "Unstructured", "2:4": "2:4 (semi-structured)", "4:8": "4:8", "custom": "Custom N:M"}
 GROUPS = {"default": "Reference default", "row": "Per output row", "matrix": "Whole matrix"}
 CALIB_SOURCES = {"default": "Default text (Jane Austen, Emma)", "wikitext2": "WikiText-2 (train)", "c4": "C4 (train shard)",
@@ -123,7 +125,8 @@ def build_request(values: dict[str, Any], store: RunStore, upload: Upload | None
                         pattern=pattern, group=group, nsamples=int(v["nsamples"]), seqlen=int(v["seqlen"]),
                         seed=int(v["seed"]), calib=v["calib"], device="auto",
                         # the widget is disabled for N:M patterns (every block is N/M) but keeps its value
-                        layerwise="uniform" if nm else v.get("layerwise") or "uniform")
+                        layerwise="uniform" if nm else v.get("layerwise") or "uniform",
+                        weight_update=v.get("weight_update") or "none")
     if v["calib"] == "upload":  # saved once the settings are known to go together
         prune = replace(prune, calib=str(save_upload(upload, store)))
     ev = None if v["eval_dataset"] == "none" else EvalConfig(dataset=v["eval_dataset"], seqlen=int(v["eval_seqlen"]),

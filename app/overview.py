@@ -21,6 +21,13 @@ def outlier_record(run: Run) -> MatrixRecord | None:
     return best
 
 
+def note_without_statistics(run: Run) -> None:
+    """One sentence where the run holds no activation statistics (pruned from the weights alone)."""
+    if not run.record.request.prune.calibrate:
+        st.info("This magnitude run was pruned from the weights alone, without calibration, so it holds no activation "
+                "norms and no Wanda mask to compare with; the Wanda run of the comparison shows both.")
+
+
 def _evaluated_alike(a: RunRecord, b: RunRecord) -> bool:
     def setting(r: RunRecord) -> tuple | None:
         return (r.eval.dataset, r.eval.seqlen, r.eval.windows, r.eval.tokens) if r.eval else None

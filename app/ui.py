@@ -144,6 +144,8 @@ def eval_caption(record: RunRecord) -> str:
 
 def calib_caption(record: RunRecord) -> str:
     prune = record.request.prune
+    if not prune.calibrate:
+        return "pruned from the weights alone (no calibration)"
     return f"calibrated on {prune.nsamples} × {prune.seqlen} tokens of {record.calibration.text_name(prune.calib)}, seed {prune.seed}"
 
 

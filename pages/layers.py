@@ -4,7 +4,7 @@ from __future__ import annotations
 import streamlit as st
 
 from app import ui
-from app.overview import outlier_record
+from app.overview import note_without_statistics, outlier_record
 from wanda_engine import figures
 
 st.title("Layers")
@@ -14,6 +14,7 @@ st.markdown("For one weight matrix: how the Wanda score |W|·‖X_j‖₂ and th
 run = ui.require_current_run()
 if run is not None:
     ui.run_caption(run)
+    note_without_statistics(run)
     rec = ui.pick_matrix(run, "layers", default=outlier_record(run))
     if rec is not None:
         st.caption(f"`{rec.full_name}` · shape {rec.shape[0]}×{rec.shape[1]} (out × in) · {rec.method}, "

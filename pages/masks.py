@@ -4,7 +4,7 @@ from __future__ import annotations
 import streamlit as st
 
 from app import ui
-from app.overview import outlier_record
+from app.overview import note_without_statistics, outlier_record
 from wanda_engine import figures
 
 st.title("Masks")
@@ -15,6 +15,7 @@ st.markdown("Which weights the run pruned compared with the reference method on 
 run = ui.require_current_run()
 if run is not None:
     ui.run_caption(run)
+    note_without_statistics(run)
     ui.chart(figures.overlap_heatmap(run.records()), key="masks_overlap", rows=ui.num_blocks(run))
     st.subheader("One matrix")
     rec = ui.pick_matrix(run, "masks", default=outlier_record(run))

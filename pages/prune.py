@@ -47,6 +47,8 @@ with col_model:
     st.selectbox("Layer-wise sparsity", list(forms.LAYERWISE), format_func=forms.LAYERWISE.get, key="f_layerwise",
                  disabled=nm_pattern, help="OWL (Yin et al. 2024) prunes blocks with many outlier Wanda scores less "
                  "and the others more, keeping the average; it matters at high sparsity (70% and up).")
+    st.selectbox("Weight update", list(forms.WEIGHT_UPDATES), format_func=forms.WEIGHT_UPDATES.get,
+                 key="f_weight_update", help=forms.WEIGHT_UPDATE_HELP)
 with col_calib:
     st.subheader("Calibration")
     st.selectbox("Calibration text", list(forms.CALIB_SOURCES), format_func=forms.CALIB_SOURCES.get, key="f_calib",

@@ -12,7 +12,7 @@ import threading
 from pathlib import Path
 from typing import Any, Sequence
 
-from .config import EvalConfig, OffloadConfig, PruneConfig, RunRequest, ZeroShotConfig
+from .config import WEIGHT_UPDATES, EvalConfig, OffloadConfig, PruneConfig, RunRequest, ZeroShotConfig
 from .errors import ConfigError, EngineError, PruneCancelled
 from .events import BlockFinished, Event, MatrixPruned, StageStarted
 from .record import RunRecord
@@ -35,7 +35,7 @@ def _owl_args(g: argparse._ArgumentGroup) -> None:
     g.add_argument("--owl-lambda", type=float, default=d.owl_lambda, help="OWL: block sparsities spread over 2*lambda")
 
 
-def _calibration_args(p: argparse.ArgumentParser, nsamples: dict) -> None:
+def _calibration_args(p: argparse.ArgumentParser, nsamples: dict) -> argparse._ArgumentGroup:
     d = PruneConfig()
     g = p.add_argument_group("calibration")
     g.add_argument("--calib", default=d.calib, help="default | wikitext2 | c4 | FILE.txt | FILE.npy")
@@ -43,6 +43,7 @@ def _calibration_args(p: argparse.ArgumentParser, nsamples: dict) -> None:
     g.add_argument("--seqlen", type=int, default=d.seqlen, help="tokens per calibration window")
     g.add_argument("--seed", type=int, default=d.seed, help="which windows of the text are drawn")
     g.add_argument("--batch-size", type=int, default=d.batch_size, help="calibration windows per block forward")
+    return g
 
 
 def _evaluation_args(p: argparse.ArgumentParser) -> argparse._ArgumentGroup:
@@ -64,9 +65,16 @@ def _add_prune_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--protect-channels", type=float, default=d.protect_channels, metavar="P",
                    help="never prune the weights of this fraction of input channels, those with the highest "
                         "activation norms (e.g. 0.01); the rest is pruned harder to keep the sparsity")
+    g.add_argument("--weight-update", default=d.weight_update, choices=WEIGHT_UPDATES,
+                   help="obs: after the mask, reconstruct the kept weights with SparseGPT's OBS update on the "
+                        "block's Gram matrix (the Wanda paper's ablation); the mask is unchanged")
     g.add_argument("--layerwise", default=d.layerwise, help="uniform | owl (outlier-weighted block sparsities)")
     _owl_args(g)
-    _calibration_args(p, {"type": int, "default": d.nsamples, "help": "calibration windows"})
+    g = _calibration_args(p, {"type": int, "default": d.nsamples, "help": "calibration windows"})
+    g.add_argument(
+        "--no-calibration", action="store_true",
+        help="magnitude only: prune from the weights alone, skipping the calibration passes; records then hold no "
+             "activation statistics")
     g = _evaluation_args(p)
     g.add_argument("--tasks", default=None, help="zero-shot lm-eval tasks, comma-separated, or 'paper' for the "
                    "paper's seven (default: none); needs lm-eval installed")
@@ -95,6 +103,8 @@ def _add_sweep_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--layerwise", default=d.layerwise, help="comma-separated: uniform, owl")
     g.add_argument("--protect-channels", default="0", metavar="P,...",
                    help="comma-separated fractions of input channels to protect, e.g. 0,0.001,0.005,0.01,0.02")
+    g.add_argument("--weight-update", default="none", metavar="U,...",
+                   help="comma-separated: none, obs (SparseGPT's update of the kept weights on each selector's mask)")
     _owl_args(g)
     _calibration_args(p, {"default": str(d.nsamples), "help": "calibration windows; a list (8,32,128) adds an axis"})
     _evaluation_args(p)
@@ -148,7 +158,8 @@ class _Progress:
                 self.bar = tqdm(total=event.num_blocks, unit="block", desc="prune", file=sys.stderr)
             self.bar.set_postfix_str(f"block {event.block + 1}/{event.num_blocks} {event.matrix}", refresh=False)
         elif isinstance(event, BlockFinished) and self.bar is not None:
-            self.bar.set_postfix_str(f"sparsity {event.sparsity_so_far:.3f} block error {event.block_error:.4f}")
+            error = "" if event.block_error is None else f" block error {event.block_error:.4f}"
+            self.bar.set_postfix_str(f"sparsity {event.sparsity_so_far:.3f}{error}")
             self.bar.update(1)
 
     def close(self) -> None:
@@ -167,7 +178,8 @@ def _request(args: argparse.Namespace) -> RunRequest:
     pc = PruneConfig(method=args.method, sparsity=args.sparsity, pattern=args.pattern, group=args.group,
                      variant=args.variant, nsamples=args.nsamples, seqlen=args.seqlen, seed=args.seed,
                      calib=args.calib, batch_size=args.batch_size, device=args.device, layerwise=args.layerwise,
-                     owl_m=args.owl_m, owl_lambda=args.owl_lambda, protect_channels=args.protect_channels)
+                     owl_m=args.owl_m, owl_lambda=args.owl_lambda, protect_channels=args.protect_channels,
+                     weight_update=args.weight_update, calibrate=not args.no_calibration)
     zc = None
     if args.tasks:
         from .tasks import parse_tasks
@@ -247,6 +259,7 @@ def _sweep_config(args: argparse.Namespace) -> Any:
                        sparsities=parse_axis(args.sparsities, "sparsities", float),
                        patterns=parse_axis(args.patterns, "patterns"), layerwise=parse_axis(args.layerwise, "layerwise"),
                        protect_channels=parse_axis(args.protect_channels, "protect_channels", float),
+                       weight_update=parse_axis(args.weight_update, "weight_update"),
                        nsamples=nsamples, base=base, eval=_eval_config(args), model=args.model, dtype=args.dtype,
                        name=args.name, trust_remote_code=args.trust_remote_code)
 

@@ -12,6 +12,7 @@ from .errors import ConfigError
 
 METHODS = ("magnitude", "wanda", "sparsegpt", "ria")
 LAYERWISE = ("uniform", "owl")
+WEIGHT_UPDATES = ("none", "obs")
 GROUPS = ("row", "matrix")
 # The reference's choices: magnitude compares within the whole matrix, Wanda within each output row.
 # RIA (Zhang et al. 2024) compares within the whole matrix by default.
@@ -54,8 +55,8 @@ def parse_pattern(pattern: str) -> tuple[int, int] | None:
 
 
 def method_label(method_name: str, pattern: str, sparsity: float) -> str:
-    """'wanda 50%', 'owl-wanda 70%', 'magnitude+protect1% 50%', 'magnitude 2:4': how every run and
-    sweep point is labelled."""
+    """'wanda 50%', 'owl-wanda 70%', 'magnitude+protect1% 50%', 'wanda+obs 50%', 'magnitude 2:4': how every run
+    and sweep point is labelled."""
     return f"{method_name} {pattern if parse_pattern(pattern) else f'{sparsity:.0%}'}"
 
 
@@ -63,6 +64,11 @@ def protect_suffix(protect_channels: float) -> str:
     """The part of a method's name that says it protects channels: '+protect1%' for 0.01,
     '+protect0.1%' for 0.001; '' for 0."""
     return f"+protect{round(protect_channels * 100, 6):g}%" if protect_channels else ""
+
+
+def update_suffix(weight_update: str) -> str:
+    """The part of a method's name that says its kept weights were updated: '+obs'; '' for 'none'."""
+    return "" if weight_update == "none" else f"+{weight_update}"
 
 
 @dataclass(frozen=True)
@@ -92,6 +98,12 @@ class PruneConfig:
     # The weights of this fraction of input channels, the ceil(p·in) highest by ‖X_j‖₂ over the
     # calibration set, are never pruned; the rest of each group is pruned harder (selection.py).
     protect_channels: float = 0.0
+    # 'obs': after any selector's mask, the kept weights are reconstructed by SparseGPT's OBS update on the
+    # block's Gram matrix (the Wanda paper's ablation, reference lib/ablate.py); the mask stays the selector's.
+    weight_update: str = "none"
+    # False: magnitude's mask from the weights alone, no calibration or propagation passes (the records then
+    # hold no activation statistics); the masks are exactly a calibrated magnitude run's.
+    calibrate: bool = True
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -139,6 +151,28 @@ class PruneConfig:
         if self.device not in ("auto", "cpu", "cuda", "mps") and not str(self.device).startswith("cuda:"):
             raise ConfigError(f"device must be auto, cpu, cuda, cuda:N or mps, got {self.device!r}")
         self._check_protection()
+        if self.weight_update not in WEIGHT_UPDATES:
+            raise ConfigError(f"weight_update must be one of {', '.join(WEIGHT_UPDATES)}, got {self.weight_update!r}")
+        if self.weight_update == "obs" and self.method == "sparsegpt":
+            raise ConfigError("sparsegpt already updates the kept weights; weight_update 'obs' applies to the selectors")
+        if not isinstance(self.calibrate, bool):
+            raise ConfigError(f"calibrate must be true or false, got {self.calibrate!r}")
+        if not self.calibrate and self.needs_calibration:
+            raise ConfigError(f"calibrate false (pruning from the weights alone) does not apply here: "
+                              f"{self.needs_calibration}")
+
+    @property
+    def needs_calibration(self) -> str:
+        """Why these settings need activation statistics ('' when magnitude's mask from the weights is all)."""
+        if self.method != "magnitude":
+            return f"method {self.method!r} scores weights by their activations (only magnitude does not)"
+        if self.protect_channels:
+            return "protect_channels picks the channels by their activation norms"
+        if self.layerwise != "uniform":
+            return f"layerwise {self.layerwise!r} measures each block's outliers on the activations"
+        if self.weight_update != "none":
+            return f"weight_update {self.weight_update!r} solves on the block's Gram matrix of the activations"
+        return ""
 
     def _check_protection(self) -> None:
         p = self.protect_channels
@@ -181,20 +215,22 @@ class PruneConfig:
 
     @property
     def method_name(self) -> str:
-        """The method as runs are named after it: 'wanda', 'wanda-variant', 'owl-magnitude', 'magnitude+protect1%', ..."""
-        return self._plain_method_name + protect_suffix(self.protect_channels)
+        """The method as runs are named after it: 'wanda', 'wanda-variant', 'owl-magnitude', 'magnitude+protect1%',
+        'wanda+obs', ... (not whether it calibrated: that changes no mask)."""
+        return self._plain_method_name + protect_suffix(self.protect_channels) + update_suffix(self.weight_update)
 
     @property
     def label(self) -> str:
-        """THE method label: 'wanda 50%', 'owl-wanda 70%', 'magnitude+protect1% 50%', 'magnitude 2:4'."""
+        """THE method label: 'wanda 50%', 'owl-wanda 70%', 'magnitude+protect1% 50%', 'wanda+obs 50%', 'magnitude 2:4'."""
         return method_label(self.method_name, self.pattern, self.target_sparsity)
 
     @property
     def stem(self) -> str:
         """The label as a folder name's part: 'wanda-unstructured-0.50', 'owl-wanda-unstructured-0.70',
-        'magnitude-protect0.01-unstructured-0.50'."""
+        'magnitude-protect0.01-unstructured-0.50', 'wanda-obs-unstructured-0.50'."""
         protect = f"-protect{self.protect_channels:g}" if self.protect_channels else ""
-        return f"{self._plain_method_name}{protect}-{self.pattern.replace(':', 'of')}-{self.target_sparsity:.2f}"
+        update = update_suffix(self.weight_update).replace("+", "-")
+        return f"{self._plain_method_name}{protect}{update}-{self.pattern.replace(':', 'of')}-{self.target_sparsity:.2f}"
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

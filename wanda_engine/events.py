@@ -48,7 +48,8 @@ class BlockFinished(Event):
     block: int
     num_blocks: int
     sparsity: float  # achieved over this block's pruned matrices
-    block_error: float  # relative output error of the pruned block vs dense, on calibration data
+    block_error: float | None  # relative output error of the pruned block vs dense, on calibration data;
+    # None when pruned from the weights alone (calibrate=False): no activations to measure it on
     sparsity_so_far: float  # over all matrices pruned so far
 
 

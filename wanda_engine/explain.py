@@ -257,7 +257,8 @@ def _settings(run: RunRecord) -> tuple:
 
 
 def same_settings(a: RunRecord, b: RunRecord) -> bool:
-    """Runs that differ at most in their method, comparison group and protection."""
+    """Runs that differ at most in their method, comparison group and protection (and in whether a magnitude run
+    calibrated: its masks are the same either way, so the Compare's magnitude run from the weights pairs too)."""
     return _settings(a) == _settings(b)
 
 
@@ -267,6 +268,7 @@ def protected_runs(magnitude: RunRecord, candidates: Iterable[RunRecord]) -> lis
     for run in candidates:
         prune = run.request.prune
         if (run.complete and prune.method == "magnitude" and not prune.variant and prune.protect_channels > 0
+                and prune.weight_update == "none"
                 and prune.resolved_group == magnitude.request.prune.resolved_group and same_settings(run, magnitude)
                 and run.ppl is not None):
             if prune.protect_channels not in newest or run.created > newest[prune.protect_channels].created:
@@ -277,8 +279,9 @@ def protected_runs(magnitude: RunRecord, candidates: Iterable[RunRecord]) -> lis
 def protect_requests(magnitude: RunRequest, steps: Iterable[float] = PROTECT_STEPS) -> list[RunRequest]:
     """Magnitude at the comparison's settings, protecting each fraction of channels in turn (named anew, nothing
     saved, no zero-shot)."""
-    return [replace(magnitude, prune=replace(magnitude.prune, protect_channels=p), name=None, save_model=None,
-                    zeroshot=None) for p in steps]
+    # protection picks channels by their activation norms: calibrated even where the Compare's magnitude was not
+    return [replace(magnitude, prune=replace(magnitude.prune, protect_channels=p, calibrate=True), name=None,
+                    save_model=None, zeroshot=None) for p in steps]
 
 
 @dataclass(frozen=True)
@@ -356,7 +359,7 @@ def comparison(runs: Iterable[Run | None]) -> tuple[Comparison | None, str]:
     by_method = {}
     for run in runs:
         prune = run.record.request.prune if run is not None and run.record is not None else None
-        if prune is not None and not prune.protect_channels and not prune.variant:
+        if prune is not None and not prune.protect_channels and not prune.variant and prune.weight_update == "none":
             by_method.setdefault(prune.method, run)
     wanda, magnitude = by_method.get("wanda"), by_method.get("magnitude")
     if wanda is None or magnitude is None:

@@ -8,9 +8,11 @@
         emit events; stop here if cancelled
 
 A method is a scorer plus a selector (magnitude, wanda, ria, wanda variant) or a solver
-(sparsegpt); the loop itself knows nothing of architectures: it replays whatever arguments the
-model itself passed each block (masks, positions, rotary tables), recorded once per calibration batch
-by `capture`.
+(sparsegpt); weight_update='obs' follows any selector's mask with the solver's update of the kept weights
+(the block's Gram matrix is then accumulated too). calibrate=False (magnitude only) skips capture,
+calibration and propagation: each block's masks come from its weights alone. The loop itself knows
+nothing of architectures: it replays whatever arguments the model itself passed each block (masks,
+positions, rotary tables), recorded once per calibration batch by `capture`.
 
 OWL (layerwise='owl') adds one dense pass before the loop to measure each block's outlier ratio
 and turn it into that block's sparsity. Under torch.distributed every rank calibrates on its own
@@ -75,9 +77,12 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def _scores(config: PruneConfig, weight: torch.Tensor, stats: InputStats) -> dict[str, torch.Tensor]:
-    """The run's metric, plus magnitude and Wanda for the records' comparison (each computed once)."""
+def _scores(config: PruneConfig, weight: torch.Tensor, stats: InputStats | None) -> dict[str, torch.Tensor]:
+    """The run's metric, plus magnitude and Wanda for the records' comparison (each computed once);
+    magnitude alone without statistics."""
     magnitude = SCORERS["magnitude"](weight, stats)
+    if stats is None:
+        return {"magnitude": magnitude}
     # Wanda's score from the magnitudes already computed: |W_ij|·‖X_j‖ (the same values as wanda_score)
     scores = {"magnitude": magnitude, "wanda": magnitude * stats.channel_norms.to(weight.device).view(1, -1)}
     if config.method == "ria":
@@ -101,9 +106,27 @@ def _select_elsewhere(score: torch.Tensor, sparsity: float, group: str, nm: tupl
     return _SELECT_THREAD.submit(run)
 
 
-def _prune_layer(config: PruneConfig, layer: nn.Module, stats: InputStats, sparsity: float,
+def _selector_mask(config: PruneConfig, scores: dict[str, torch.Tensor], stats: InputStats | None, sparsity: float,
+                   cutoffs: dict[str, float]) -> torch.Tensor:
+    """The selector's mask (True = prune); its cut-off score goes into `cutoffs` where the selection gives one."""
+    protect = config.protect_channels
+    if config.variant and protect:
+        mask, _alpha = prune_adaptive_alpha_protected(scores["wanda"], stats.channel_norms, sparsity, protect)
+    elif config.variant:
+        mask, _alpha = prune_adaptive_alpha(scores["wanda"], sparsity)
+    elif protect:
+        mask, cutoffs[config.method] = select_protected(scores[config.method], stats.channel_norms, sparsity,
+                                                        config.resolved_group, protect)
+    else:
+        mask, cutoffs[config.method] = select(scores[config.method], sparsity, config.resolved_group, config.nm)
+    return mask
+
+
+def _prune_layer(config: PruneConfig, layer: nn.Module, stats: InputStats | None, sparsity: float,
                  block: int, name: str, full_name: str, record: bool) -> tuple[MatrixRecord | None, float]:
-    """Prune one layer in place to `sparsity`; return its record (if asked) and achieved sparsity."""
+    """Prune one layer in place to `sparsity`; return its record (if asked) and achieved sparsity.
+
+    `stats=None` (calibrate=False): magnitude from the weights alone, recorded without activation statistics."""
     weight = weight_of(layer)  # [out, in] view
     original = weight.float()
     nm, group = config.nm, config.resolved_group
@@ -115,21 +138,17 @@ def _prune_layer(config: PruneConfig, layer: nn.Module, stats: InputStats, spars
     others = {metric: _select_elsewhere(score, sparsity, group, nm, original.device)
               for metric, score in scores.items() if record and metric != config.method}
 
+    pruned = None  # a selector without weight update: the kept weights stay as they are
     if config.method == "sparsegpt":  # a solver: the kept weights are updated too
         pruned = sparsegpt_prune(original, stats.hessian(), sparsity, nm, config.blocksize, config.percdamp)
         mask = pruned == 0
-    else:  # a selector: the kept weights stay as they are
-        pruned = None
-        protect = config.protect_channels
-        if config.variant and protect:
-            mask, _alpha = prune_adaptive_alpha_protected(scores["wanda"], stats.channel_norms, sparsity, protect)
-        elif config.variant:
-            mask, _alpha = prune_adaptive_alpha(scores["wanda"], sparsity)
-        elif protect:
-            mask, cutoffs[config.method] = select_protected(scores[config.method], stats.channel_norms, sparsity,
-                                                            group, protect)
-        else:
-            mask, cutoffs[config.method] = select(scores[config.method], sparsity, group, nm)
+    else:
+        mask = _selector_mask(config, scores, stats, sparsity, cutoffs)
+        if config.weight_update == "obs":
+            # SparseGPT's update of the kept weights on this fixed mask (the Wanda paper's ablation). Weights
+            # that are zero already (quantised models hold some) stay zero: the run's zeros are the selector's.
+            pruned = sparsegpt_prune(original, stats.hessian(), sparsity, nm, config.blocksize, config.percdamp,
+                                     mask=mask | (original == 0))
 
     rec = None
     if record:  # before the weight changes: `original` may be the weight itself
@@ -308,6 +327,31 @@ def _propagate(block: nn.Module, index: int, chunks: list[Chunk], dense_outputs:
     return float(err[0]), float(err[1])
 
 
+def _prune_linears(run: _Pruning, linears: dict[str, nn.Module], index: int, target: float,
+                   stats: dict[str, InputStats] | None) -> tuple[float, int]:
+    """Score, select, record and apply every linear of block `index` (from the dense block's inputs' statistics,
+    or from the weights alone when `stats` is None); returns the block's zeros and weights."""
+    zeros, total = 0.0, 0
+    for name, layer in linears.items():
+        full_name = f"{run.blocks_path}.{index}.{name}"
+        rec, sp = _prune_layer(run.config, layer, stats[name] if stats is not None else None, target, index, name,
+                               full_name, run.record)
+        if rec is not None:
+            run.records.append(rec)
+        n = weight_of(layer).numel()
+        zeros, total = zeros + sp * n, total + n
+        run.on_event(MatrixPruned(run.elapsed(), index, run.num_blocks, name, sp))
+    return zeros, total
+
+
+def _finish_block(run: _Pruning, index: int, zeros: float, total: int, block_error: float | None, started: float,
+                  target: float, outlier_ratio: float | None) -> BlockRecord:
+    run.zeros, run.total = run.zeros + zeros, run.total + total
+    run.on_event(BlockFinished(run.elapsed(), index, run.num_blocks, zeros / total, block_error, run.zeros / run.total))
+    return BlockRecord(index, zeros / total, block_error, time.perf_counter() - started, target=target,
+                       outlier_ratio=outlier_ratio)
+
+
 def _prune_block(run: _Pruning, block: nn.Module, index: int, chunks: list[Chunk], target: float,
                  outlier_ratio: float | None) -> BlockRecord:
     """Calibrate, prune and propagate one block; `chunks` then hold the next block's inputs."""
@@ -321,31 +365,34 @@ def _prune_block(run: _Pruning, block: nn.Module, index: int, chunks: list[Chunk
         # 1. calibration pass through the dense block; keep its outputs to measure the block error.
         #    (Magnitude needs no statistics to prune, but its records compare it with Wanda's masks.)
         with run.timed("calibrate_s"):
-            stats, dense_outputs = _calibrate(block, index, chunks, run.device, run.config.method == "sparsegpt",
-                                              run.storage)
+            with_gram = run.config.method == "sparsegpt" or run.config.weight_update == "obs"
+            stats, dense_outputs = _calibrate(block, index, chunks, run.device, with_gram, run.storage)
         # 2. score, select, record, apply: every linear of the block from the dense block's inputs
         with run.timed("select_s"):
-            zeros = total = 0
-            for name, layer in linears.items():
-                full_name = f"{run.blocks_path}.{index}.{name}"
-                rec, sp = _prune_layer(run.config, layer, stats[name], target, index, name, full_name, run.record)
-                if rec is not None:
-                    run.records.append(rec)
-                n = weight_of(layer).numel()
-                zeros, total = zeros + sp * n, total + n
-                run.on_event(MatrixPruned(run.elapsed(), index, run.num_blocks, name, sp))
+            zeros, total = _prune_linears(run, linears, index, target, stats)
             del stats
         # 3. propagation pass through the pruned block: the next block sees pruned activations
         with run.timed("propagate_s"):
             err_num, err_den = _propagate(block, index, chunks, dense_outputs, run)
         del dense_outputs
-    run.zeros, run.total = run.zeros + zeros, run.total + total
     if not math.isfinite(err_num):
         raise NumericalError(f"block {index}: the pruned block's outputs contain NaN or Inf")
-    block_error = err_num / err_den if err_den else 0.0
-    run.on_event(BlockFinished(run.elapsed(), index, run.num_blocks, zeros / total, block_error, run.zeros / run.total))
-    return BlockRecord(index, zeros / total, block_error, time.perf_counter() - started, target=target,
-                       outlier_ratio=outlier_ratio)
+    return _finish_block(run, index, zeros, total, err_num / err_den if err_den else 0.0, started, target,
+                         outlier_ratio)
+
+
+def _prune_block_from_weights(run: _Pruning, block: nn.Module, index: int, target: float) -> BlockRecord:
+    """Magnitude's masks of one block from its weights alone (calibrate=False): no activations, so no
+    block error and no statistics in the records."""
+    started = time.perf_counter()
+    run.on_event(BlockStarted(run.elapsed(), index, run.num_blocks))
+    linears = find_linears(block)
+    with block_on_device(block, run.device, write_back=linears.values()):
+        if run.offloaded:
+            check_finite_weights(block, f"block {index}")
+        with run.timed("select_s"):
+            zeros, total = _prune_linears(run, linears, index, target, None)
+    return _finish_block(run, index, zeros, total, None, started, target, None)
 
 
 def _rank_share(windows: torch.Tensor, rank: int, world: int) -> torch.Tensor:
@@ -386,15 +433,20 @@ def prune_model(model: nn.Module, windows: torch.Tensor, config: PruneConfig,
             with run.timed("owl_s"):
                 ratios, targets = _owl_targets(model, blocks, windows, config, device, storage, cancel)
 
-        on_event(StageStarted(run.elapsed(), CAPTURE_STAGE.name, f"{len(windows)} windows x {windows.shape[1]} tokens"))
-        with run.timed("capture_s"):
-            chunks = capture_block_inputs(model, blocks, windows, config.batch_size, storage)
+        if config.calibrate:
+            on_event(StageStarted(run.elapsed(), CAPTURE_STAGE.name,
+                                  f"{len(windows)} windows x {windows.shape[1]} tokens"))
+            with run.timed("capture_s"):
+                chunks = capture_block_inputs(model, blocks, windows, config.batch_size, storage)
 
         block_records = []
         for i, block in enumerate(blocks):
             if cancel is not None and cancel.is_set():
                 raise PruneCancelled(f"pruning was cancelled after {i} of {len(blocks)} blocks")
-            block_records.append(_prune_block(run, block, i, chunks, targets[i], ratios[i]))
+            if config.calibrate:
+                block_records.append(_prune_block(run, block, i, chunks, targets[i], ratios[i]))
+            else:
+                block_records.append(_prune_block_from_weights(run, block, i, targets[i]))
 
     sparsity = run.zeros / run.total if run.total else 0.0
     on_event(PruneFinished(run.elapsed(), len(blocks), sparsity))

@@ -138,6 +138,17 @@ def _mask_crop(mask: torch.Tensor, reference: torch.Tensor, norms: torch.Tensor 
     return code.cpu().numpy(), np.arange(n_rows, dtype=np.int32), np.arange(c0, c0 + n_cols, dtype=np.int32)
 
 
+def _overlap(mask: torch.Tensor, ref_mask: torch.Tensor, reference: str, group: str) -> dict:
+    """The run's pruned set against the reference metric's: Jaccard, and the shares pruned by both or by one."""
+    numel = mask.numel()
+    n_method, n_ref = int(torch.count_nonzero(mask)), int(torch.count_nonzero(ref_mask))
+    both = int(torch.count_nonzero(mask & ref_mask))
+    only_m, only_r = n_method - both, n_ref - both
+    union = both + only_m + only_r
+    return {"reference": reference, "group": group, "jaccard": both / union if union else 1.0,
+            "both": both / numel, "only_method": only_m / numel, "only_reference": only_r / numel}
+
+
 def record_matrix(*, block: int, name: str, full_name: str, method: str, group: str,
                   original: torch.Tensor, mask: torch.Tensor, pruned: torch.Tensor | None,
                   stats: InputStats | None, masks_by_metric: dict[str, torch.Tensor],
@@ -147,7 +158,8 @@ def record_matrix(*, block: int, name: str, full_name: str, method: str, group: 
     entries zeroed, no update of the others); mask: True = pruned by the run.
 
     masks_by_metric / scores_by_metric: each metric's own score and mask at the run's settings
-    ('magnitude' always, 'wanda' when stats exist); `reference` names the metric to overlap with.
+    ('magnitude' always, 'wanda' when stats exist); `reference` names the metric to overlap with (no overlap and
+    no mask crop where its mask is absent: a magnitude run without statistics has no Wanda mask).
     cutoffs_by_metric: each mask's cut-off score where the selection gave it; computed otherwise.
     """
     numel = mask.numel()
@@ -160,28 +172,24 @@ def record_matrix(*, block: int, name: str, full_name: str, method: str, group: 
     if norms is not None:
         proxy_error, by_metric, error_arrays = _proxy_errors(original, mask, pruned, norms, method, masks_by_metric)
 
-    ref_mask = masks_by_metric[reference]
-    n_method, n_ref = int(row_counts.sum()), int(torch.count_nonzero(ref_mask))
-    both = int(torch.count_nonzero(mask & ref_mask))
-    only_m, only_r = n_method - both, n_ref - both
-    union = both + only_m + only_r
-    overlap = {"reference": reference, "group": group, "jaccard": both / union if union else 1.0,
-               "both": both / numel, "only_method": only_m / numel, "only_reference": only_r / numel}
+    ref_mask = masks_by_metric.get(reference)  # absent without statistics: Wanda's mask needs activations
+    overlap = _overlap(mask, ref_mask, reference, group) if ref_mask is not None else None
 
     cutoffs = dict(cutoffs_by_metric or {})
     for metric, score in scores_by_metric.items():
         if metric not in cutoffs or cutoffs[metric] != cutoffs[metric]:  # missing or nan
             cutoffs[metric] = _group_cutoff(score, masks_by_metric[metric], group)
 
-    crop, crop_rows, crop_cols = _mask_crop(mask, ref_mask, norms)
-    arrays = {"density": _density_map(mask), "mask_crop": crop, "crop_rows": crop_rows, "crop_cols": crop_cols}
+    arrays = {"density": _density_map(mask)}
+    if ref_mask is not None:
+        arrays["mask_crop"], arrays["crop_rows"], arrays["crop_cols"] = _mask_crop(mask, ref_mask, norms)
     if norms is not None:
         arrays["channel_norms"] = norms.float().cpu().numpy()
     arrays.update(error_arrays)
 
     return MatrixRecord(
         block=block, name=name, full_name=full_name, shape=tuple(mask.shape), method=method, group=group,
-        sparsity=n_method / numel,
+        sparsity=int(row_counts.sum()) / numel,
         row_sparsity={"min": float(row_sp.min()), "max": float(row_sp.max()), "mean": float(row_sp.mean()),
                       "std": float(row_sp.std()) if row_sp.numel() > 1 else 0.0,
                       "hist": [int(c) for c in row_hist]},

@@ -87,7 +87,7 @@ class MatrixRecord:
 class BlockRecord:
     block: int
     sparsity: float
-    block_error: float  # ‖y_pruned − y_dense‖² / ‖y_dense‖² over the calibration windows
+    block_error: float | None  # ‖y_pruned − y_dense‖² / ‖y_dense‖² over the calibration windows; None without them
     seconds: float
     target: float | None = None  # the sparsity asked of this block (OWL gives each block its own)
     outlier_ratio: float | None = None  # OWL's LOD: share of Wanda scores above M x their matrix's mean

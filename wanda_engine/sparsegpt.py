@@ -4,6 +4,11 @@ Optimal Brain Surgeon over columns, processed in blocks of `blocksize`, with the
 upper Cholesky factor. Matches the reference implementation's choices: damping percdamp·mean(diag H),
 dead inputs (H_jj = 0) zeroed, mask chosen per column block by w²/[H⁻¹]_jj² (unstructured:
 lowest fraction within the block; N:M: lowest N in each group of M columns).
+
+Given a mask instead (the Wanda paper's ablation, reference lib/ablate.py: a selector's mask, then this
+update of the kept weights), the solver prunes exactly that mask and changes nothing else in its arithmetic,
+except one thing: the kept weights of dead inputs stay as they are instead of being zeroed (the mask must not
+change; a dead input is uncoupled in H⁻¹, so its weights neither receive nor give an update).
 """
 from __future__ import annotations
 
@@ -11,15 +16,18 @@ import torch
 
 
 def sparsegpt_prune(weight: torch.Tensor, hessian: torch.Tensor, sparsity: float,
-                    nm: tuple[int, int] | None = None, blocksize: int = 128, percdamp: float = 0.01) -> torch.Tensor:
-    """weight: [out, in]; hessian: [in, in] fp32. Returns the pruned, updated weight (fp32, [out, in])."""
+                    nm: tuple[int, int] | None = None, blocksize: int = 128, percdamp: float = 0.01,
+                    mask: torch.Tensor | None = None) -> torch.Tensor:
+    """weight: [out, in]; hessian: [in, in] fp32; mask: bool [out, in], True = prune (then `sparsity` and `nm`
+    are not used). Returns the pruned, updated weight (fp32, [out, in])."""
     W = weight.detach().float().clone(memory_format=torch.contiguous_format)  # [out, in]
     H = hessian.detach().clone().float()  # [in, in]
     out_features, in_features = W.shape
 
     dead = torch.diag(H) == 0
     H[dead, dead] = 1
-    W[:, dead] = 0
+    if mask is None:
+        W[:, dead] = 0
 
     damp = percdamp * torch.mean(torch.diag(H))
     H.diagonal().add_(damp)
@@ -32,7 +40,9 @@ def sparsegpt_prune(weight: torch.Tensor, hessian: torch.Tensor, sparsity: float
         err_blk = torch.zeros_like(W_blk)
         d = torch.diag(Hinv_blk)  # [b]
 
-        if nm is None:
+        if mask is not None:
+            mask_blk = mask[:, start:end]
+        elif nm is None:
             saliency = W_blk**2 / d.view(1, -1) ** 2
             k = int(saliency.numel() * sparsity)
             mask_blk = torch.zeros_like(W_blk, dtype=torch.bool)
@@ -43,7 +53,7 @@ def sparsegpt_prune(weight: torch.Tensor, hessian: torch.Tensor, sparsity: float
 
         for i in range(end - start):
             w = W_blk[:, i]  # [out]
-            if nm is not None and i % nm[1] == 0:
+            if mask is None and nm is not None and i % nm[1] == 0:
                 cols = slice(i, i + nm[1])
                 sal = W_blk[:, cols] ** 2 / d[cols].view(1, -1) ** 2
                 idx = torch.topk(sal, nm[0], dim=1, largest=False).indices

@@ -1,5 +1,5 @@
 """Sweeps: a grid of runs (methods × sparsities × patterns, optionally × calibration sizes × layerwise
-allocation × protected channels) on one loaded model, each recorded as an ordinary run, plus a
+allocation × protected channels × weight update) on one loaded model, each recorded as an ordinary run, plus a
 manifest naming them.
 
 The CLI runs a sweep with `run_sweep`; the app plans it with `plan_sweep`, writes the manifest with
@@ -22,7 +22,7 @@ from typing import Any
 
 from . import figures, runner
 from .config import (METHODS, EvalConfig, PruneConfig, RunRequest, check_run_name, method_label, parse_pattern,
-                     protect_suffix)
+                     protect_suffix, update_suffix)
 from .errors import ConfigError, EngineError, PruneCancelled
 from .events import EventCallback, StageStarted, ignore_events
 from .models import load_model
@@ -109,6 +109,7 @@ class SweepConfig:
     nsamples: tuple[int, ...] | None = None
     layerwise: tuple[str, ...] = ("uniform",)
     protect_channels: tuple[float, ...] = (0.0,)
+    weight_update: tuple[str, ...] = ("none",)
     base: PruneConfig = field(default_factory=PruneConfig)
     eval: EvalConfig | None = field(default_factory=EvalConfig)
     model: str = "default"
@@ -129,6 +130,8 @@ class SweepConfig:
         # at sparsity 0 only the fraction's range is checked: the plan skips the sparsities it leaves no room for
         protect = _checked("protect_channels", "protect_channels", fraction, sparsity=0.0)
         put("protect_channels", tuple(sorted(_axis("protect_channels", self.protect_channels, protect))))
+        put("weight_update", _axis("weight_update", self.weight_update,
+                                   _checked("weight_update", "weight_update", lambda v: str(v).strip())))
         if not isinstance(self.base, PruneConfig):
             raise ConfigError(f"sweep base must be a PruneConfig, got {type(self.base).__name__}")
         try:  # the model, evaluation and dtype, checked as every point's request checks them
@@ -149,7 +152,7 @@ class SweepConfig:
         return {"methods": list(self.methods), "sparsities": list(self.sparsities), "patterns": list(self.patterns),
                 "nsamples": list(self.nsamples) if self.nsamples is not None else None,
                 "layerwise": list(self.layerwise), "protect_channels": list(self.protect_channels),
-                "base": self.base.to_dict(),
+                "weight_update": list(self.weight_update), "base": self.base.to_dict(),
                 "eval": self.eval.to_dict() if self.eval else None, "model": self.model, "dtype": self.dtype,
                 "name": self.name, "trust_remote_code": self.trust_remote_code}
 
@@ -174,34 +177,35 @@ def _with_n(text: str, nsamples: int, with_nsamples: bool, sep: str) -> str:
     return text + (f"{sep}{nsamples}" if with_nsamples else "")
 
 
-def _grid(cfg: SweepConfig) -> Iterator[tuple[int, str, float, str, str, float]]:
-    """(nsamples, pattern, sparsity, layerwise, method, protect_channels) in plan order; an N:M pattern
-    at its own N/M only."""
+def _grid(cfg: SweepConfig) -> Iterator[tuple[int, str, float, str, str, float, str]]:
+    """(nsamples, pattern, sparsity, layerwise, method, protect_channels, weight_update) in plan order; an N:M
+    pattern at its own N/M only."""
     for n, pattern in itertools.product(cfg.nsamples or (cfg.base.nsamples,), cfg.patterns):
         nm = parse_pattern(pattern)
         yield from ((n, pattern, *rest) for rest in itertools.product(
-            [nm[0] / nm[1]] if nm else cfg.sparsities, cfg.layerwise, cfg.methods, cfg.protect_channels))
+            [nm[0] / nm[1]] if nm else cfg.sparsities, cfg.layerwise, cfg.methods, cfg.protect_channels,
+            cfg.weight_update))
 
 
 def plan_sweep(cfg: SweepConfig) -> SweepPlan:
     """The cartesian grid as RunRequests, in order: per calibration size, pattern, sparsity, layerwise,
-    method, protected channels.
+    method, protected channels, weight update.
 
     N:M patterns fix the sparsity at N/M, so they ignore the sparsity axis (one point each). Invalid
     combinations (the Wanda variant, OWL or protected channels with N:M, protected channels with
-    SparseGPT, ...) are skipped, each with PruneConfig's reason.
+    SparseGPT, the OBS update with SparseGPT, ...) are skipped, each with PruneConfig's reason.
     With `cfg.name` set, every request is named '<sweep>-<NN>-<point>'.
     """
     with_n = cfg.nsamples is not None and len(cfg.nsamples) > 1
     requests, labels, skipped, seen = [], [], [], set()
-    for n, pattern, s, lw, entry, protect in _grid(cfg):
+    for n, pattern, s, lw, entry, protect, update in _grid(cfg):
         method, variant = parse_method(entry)
         try:
             pc = replace(cfg.base, method=method, variant=variant, pattern=pattern, sparsity=s, nsamples=n, layerwise=lw,
-                         protect_channels=protect)
+                         protect_channels=protect, weight_update=update)
         except ConfigError as e:
-            what = _with_n(method_label(("owl-" if lw == "owl" else "") + entry + protect_suffix(protect), pattern, s),
-                           n, with_n, " · n=")
+            named = ("owl-" if lw == "owl" else "") + entry + protect_suffix(protect) + update_suffix(update)
+            what = _with_n(method_label(named, pattern, s), n, with_n, " · n=")
             if (what, str(e)) not in skipped:
                 skipped.append((what, str(e)))
             continue
@@ -240,7 +244,8 @@ def _points(plan: SweepPlan) -> list[dict[str, Any]]:
     """The manifest's entry of each planned point, before it runs."""
     return [{"index": i, "run": r.name, "label": label, "method": r.prune.method, "variant": r.prune.variant,
              "pattern": r.prune.pattern, "sparsity": r.prune.target_sparsity, "nsamples": r.prune.nsamples,
-             "layerwise": r.prune.layerwise, "protect_channels": r.prune.protect_channels, "status": "planned",
+             "layerwise": r.prune.layerwise, "protect_channels": r.prune.protect_channels,
+             "weight_update": r.prune.weight_update, "status": "planned",
              "error": None, "ppl": None}
             for i, (r, label) in enumerate(zip(plan.requests, plan.labels))]
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .config import PruneConfig
 from .record import RunRecord
 from .sweep import SweepPlan
 
@@ -12,10 +13,18 @@ def _median(values: list[float]) -> float | None:
     return sorted(values)[len(values) // 2] if values else None
 
 
+def _cost_kind(prune: PruneConfig) -> str:
+    """Which earlier runs a point's pruning time is estimated from: its method's, except that the OBS update
+    costs like SparseGPT (the Gram matrix and the solve) and magnitude from the weights alone costs no passes."""
+    if prune.method == "sparsegpt" or prune.weight_update == "obs":
+        return "sparsegpt"
+    return prune.method if prune.calibrate else f"{prune.method} from the weights"
+
+
 def estimate_work(plan: SweepPlan, past_runs: list[RunRecord] | None = None) -> dict[str, Any]:
     """What a plan costs: runs, calibration and evaluation tokens, and seconds if earlier runs allow.
 
-    Seconds: each point's pruning from earlier complete runs of the same model and method (scaled by
+    Seconds: each point's pruning from earlier complete runs of the same model and cost kind (scaled by
     calibration tokens) plus its evaluation from earlier runs evaluated the same way; None when some
     point has no such earlier run.
     """
@@ -30,7 +39,7 @@ def estimate_work(plan: SweepPlan, past_runs: list[RunRecord] | None = None) -> 
     for r in plan.requests:
         alike = [m for m in past if m.request.model == r.model]
         rate = _median([m.timings["prune_s"] / (m.request.prune.nsamples * m.request.prune.seqlen)
-                        for m in alike if m.request.prune.method == r.prune.method and m.timings.get("prune_s")])
+                        for m in alike if _cost_kind(m.request.prune) == _cost_kind(r.prune) and m.timings.get("prune_s")])
         evals = _median([m.timings["eval_s"] for m in alike if m.timings.get("eval_s") and m.request.eval == r.eval])
         if rate is None or (r.eval is not None and evals is None):
             continue

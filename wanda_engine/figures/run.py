@@ -100,7 +100,10 @@ def block_progress(blocks: Sequence[BlockRecord | dict[str, Any]]) -> go.Figure:
     """Achieved sparsity and relative output error per block: a run's BlockRecords, or a running job's dicts."""
     idx = np.array([int(_get(b, "block")) for b in blocks], dtype=int)
     sp = np.array([float(_get(b, "sparsity")) for b in blocks], dtype=float)
-    err = np.array([float(_get(b, "block_error")) for b in blocks], dtype=float)
+    # None: pruned from the weights alone (calibrate=False), so no error was measured; drawn as a gap
+    err = np.array([np.nan if _get(b, "block_error") is None else float(_get(b, "block_error")) for b in blocks],
+                   dtype=float)
+    measured = err[np.isfinite(err)]
     fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.16,
                         subplot_titles=("achieved sparsity", "block output error ‖ŷ − y‖² / ‖y‖²"))
     fig.add_trace(go.Bar(x=idx, y=sp, name="sparsity", marker={"color": BLUE},
@@ -108,8 +111,10 @@ def block_progress(blocks: Sequence[BlockRecord | dict[str, Any]]) -> go.Figure:
     fig.add_trace(go.Scatter(x=idx, y=err, name="block error", mode="lines+markers",
                              line={"color": VERMILLION}, marker={"size": 7},
                              hovertemplate="block %{x}<br>relative error %{y:.4g}<extra></extra>"), row=2, col=1)
-    log_err = bool(len(err)) and bool((err > 0).all()) and err.max() / err.min() > 100
-    sub = (f"{len(blocks)} blocks pruned; mean sparsity {sp.mean():.2%}, mean error {err.mean():.3g}"
+    log_err = bool(len(measured)) and bool((measured > 0).all()) and measured.max() / measured.min() > 100
+    error_text = (f"mean error {measured.mean():.3g}" if len(measured)
+                  else "no output error: pruned from the weights alone, without calibration")
+    sub = (f"{len(blocks)} blocks pruned; mean sparsity {sp.mean():.2%}, {error_text}"
            + ("; error on a log scale" if log_err else "") if len(blocks) else "no block finished yet")
     layout(fig, "Per-block sparsity and output error, measured on the calibration data", sub, showlegend=False)
     fig.update_yaxes(title_text="sparsity", tickformat=".0%", rangemode="tozero", row=1, col=1)
