@@ -141,6 +141,9 @@ def test_mask_crop_shows_the_codes_and_the_channel_norms(rec):
     assert bars.yaxis == "y2"
     # The crop is centred on the channel with the largest activation norm.
     assert int(np.argmax(rec.arrays["channel_norms"])) in set(rec.arrays["crop_cols"].tolist())
+    # its label never widens the axis beyond the crop's own columns (print sizes make text relatively wide)
+    cols = rec.arrays["crop_cols"]
+    assert list(fig.layout.xaxis.range) == [cols[0] - 0.5, cols[-1] + 0.5]
 
 
 # ---------------------------------------------------------------- whole run
@@ -219,6 +222,25 @@ def test_perplexity_vs_sparsity_lines_per_method():
     assert fig.layout.yaxis.type == "log"
     assert "austen:emma" in _title(fig) and "left out" in _title(fig)
     assert len(F.perplexity_vs_sparsity([]).data) == 0
+
+
+def test_lines_take_their_methods_look_from_the_one_table():
+    """Colour, dash and marker per method from style.METHOD_STYLES, whatever figure draws the line; a second
+    line of the same method keeps its colour and changes dash and marker (greyscale print tells them apart)."""
+    from wanda_engine.figures.style import METHOD_STYLES
+
+    runs = [_run("a", "wanda", 0.5, 14.0), _run("b", "magnitude", 0.5, 50.0), _run("c", "wanda", 0.5, 16.0,
+                                                                                   pattern="2:4")]
+    lines = {t.name: t for t in F.perplexity_vs_sparsity(runs).data}
+    for name, method in (("wanda", "wanda"), ("magnitude", "magnitude")):
+        look = METHOD_STYLES[method]
+        assert (lines[name].line.color, lines[name].line.dash, lines[name].marker.symbol) == (
+            look.colour, look.dash, look.symbol)
+    nm = lines["wanda 2:4"]
+    assert nm.line.color == METHOD_STYLES["wanda"].colour
+    assert (nm.line.dash, nm.marker.symbol) != (METHOD_STYLES["wanda"].dash, METHOD_STYLES["wanda"].symbol)
+    bars = F.perplexity_bars(runs).data[0]
+    assert list(bars.marker.color)[1:] == [METHOD_STYLES[m].colour for m in ("wanda", "magnitude", "wanda")]
 
 
 # ---------------------------------------------------------------- data, config, import cost

@@ -12,8 +12,8 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from ..explain import NAMES, ErrorShare, Intervention, OutlierCuts, Outliers, Toy, fraction_text, number
-from .style import BLUE, DARK_GREY, GREEN, GREY, LIGHT_GREY, METHOD_COLOURS, ORANGE, PURPLE, SKY, VERMILLION, YELLOW
-from .style import layout, log_ticks
+from .style import DARK_GREY, DENSE_STYLE, GREEN, GREY, LIGHT_GREY, PURPLE, SKY, VERMILLION, YELLOW
+from .style import layout, log_ticks, method_colour, method_style
 
 FONT, TITLE_FONT, SUBTITLE_FONT = 18, 24, 16
 MATRIX_COLOURS = (DARK_GREY, VERMILLION, GREEN, PURPLE, SKY, YELLOW, GREY)  # matrix types, never a method's colour
@@ -32,7 +32,7 @@ def _big(fig: go.Figure, title: str, subtitle: str, **kwargs: Any) -> go.Figure:
 
 
 def _mask_heatmap(toy: Toy, metric: str) -> go.Heatmap:
-    colour = METHOD_COLOURS[metric]
+    colour = method_colour(metric)
     return go.Heatmap(
         z=toy.masks[metric].astype(int), zmin=0, zmax=1, showscale=False, xgap=3, ygap=3, name=NAMES[metric],
         colorscale=[[0, LIGHT_GREY], [0.5, LIGHT_GREY], [0.5, colour], [1, colour]],
@@ -46,30 +46,30 @@ def explain_toy(toy: Toy) -> go.Figure:
     fig = make_subplots(rows=2, cols=3, column_widths=[0.4, 0.4, 0.2], row_heights=[0.25, 0.75],
                         specs=[[{}, {}, {"rowspan": 2}], [{}, {}, None]], horizontal_spacing=0.05,
                         vertical_spacing=0.04, subplot_titles=("magnitude prunes the smallest |W|",
-                                                               "Wanda prunes the smallest |W|·‖X_j‖",
-                                                               "output error Σ ΔW²·‖X_j‖²"))
+                                                               "Wanda prunes the smallest |W|·‖Xⱼ‖",
+                                                               "output error Σ ΔW²·‖Xⱼ‖²"))
     channels = np.arange(toy.norms.size)
     norm_colours = [VERMILLION if j == toy.outlier else SKY for j in channels]
     for col, metric in ((1, "magnitude"), (2, "wanda")):
-        fig.add_trace(go.Bar(x=channels, y=toy.norms, marker_color=norm_colours, showlegend=False, name="‖X_j‖",
+        fig.add_trace(go.Bar(x=channels, y=toy.norms, marker_color=norm_colours, showlegend=False, name="‖Xⱼ‖",
                              text=[f"{n:g}" for n in toy.norms], textposition="outside", cliponaxis=False,
-                             hovertemplate="channel %{x}: ‖X_j‖ = %{y:g}<extra></extra>"), row=1, col=col)
+                             hovertemplate="channel %{x}: ‖Xⱼ‖ = %{y:g}<extra></extra>"), row=1, col=col)
         fig.add_trace(_mask_heatmap(toy, metric), row=2, col=col)
-        fig.update_yaxes(title_text="‖X_j‖" if col == 1 else None, showticklabels=False, ticks="",
+        fig.update_yaxes(title_text="‖Xⱼ‖" if col == 1 else None, showticklabels=False, ticks="",
                          range=[0, float(toy.norms.max()) * 1.35], row=1, col=col)
         fig.update_xaxes(showticklabels=False, ticks="", row=1, col=col)
         fig.update_xaxes(title_text="input channel j", tickvals=channels, row=2, col=col)
         fig.update_yaxes(autorange="reversed", title_text="output row" if col == 1 else None, row=2, col=col,
                          tickvals=np.arange(toy.weight.shape[0]))
     errors = [toy.errors[m] for m in ("magnitude", "wanda")]
-    fig.add_trace(go.Bar(x=[NAMES["magnitude"], NAMES["wanda"]], y=errors, showlegend=False, name="Σ ΔW²‖X_j‖²",
-                         marker_color=[METHOD_COLOURS["magnitude"], METHOD_COLOURS["wanda"]],
+    fig.add_trace(go.Bar(x=[NAMES["magnitude"], NAMES["wanda"]], y=errors, showlegend=False, name="Σ ΔW²‖Xⱼ‖²",
+                         marker_color=[method_colour("magnitude"), method_colour("wanda")],
                          text=[number(e) for e in errors], textposition="outside",
-                         cliponaxis=False, hovertemplate="%{x}: Σ ΔW²·‖X_j‖² = %{y:.4g}<extra></extra>"), row=1, col=3)
+                         cliponaxis=False, hovertemplate="%{x}: Σ ΔW²·‖Xⱼ‖² = %{y:.4g}<extra></extra>"), row=1, col=3)
     fig.update_yaxes(type="log", row=1, col=3, **log_ticks(errors))
     title = f"A toy layer: input channel {toy.outlier} is {toy.scale:g}× louder than the others"
     sub = (f"{toy.weight.shape[0]}×{toy.weight.shape[1]} weights, {toy.sparsity:.0%} of each row pruned (coloured). "
-           "Error in the diagonal form Σ_ij ΔW_ij²·‖X_j‖²: input channels treated as uncorrelated")
+           "Error in the diagonal form Σᵢⱼ ΔWᵢⱼ²·‖Xⱼ‖²: input channels treated as uncorrelated")
     return _big(fig, title, sub, height=640, bargap=0.25)
 
 
@@ -87,11 +87,11 @@ def explain_outliers(evidence: Outliers) -> go.Figure:
     fig.add_annotation(x=ex.block, y=np.log10(ex.channels["max_over_median"]), xref="x", yref="y",
                        text=f"channel {ex.channels['top_index'][0]}: {number(ex.channels['max_over_median'])}×",
                        showarrow=True, arrowhead=2, ax=0, ay=-40)
-    fig.update_yaxes(type="log", title_text="max / median ‖X_j‖", row=1, col=1)
+    fig.update_yaxes(type="log", title_text="max / median ‖Xⱼ‖", row=1, col=1)
     fig.update_yaxes(title_text="top-1% share", tickformat=".0%", rangemode="tozero", row=2, col=1)
     fig.update_xaxes(title_text="block", dtick=max(1, len(evidence.blocks) // 15), row=2, col=1)
     sub = ("Lines are matrix types (q, k and v read the same input). Top: the loudest input channel over the median "
-           "one. Bottom: the share of Σ‖X_j‖² carried by the top 1% of channels")
+           "one. Bottom: the share of Σ‖Xⱼ‖² carried by the top 1% of channels")
     return _big(fig, "How lopsided each matrix's input channels are", sub, height=680,
                 legend={"orientation": "h", "y": -0.16, "x": 0.5, "xanchor": "center"})
 
@@ -102,7 +102,7 @@ def explain_cuts(evidence: OutlierCuts) -> go.Figure:
     for metric in ("magnitude", "wanda"):
         values = evidence.pruned[metric]
         fig.add_trace(go.Bar(y=evidence.matrices, x=values, orientation="h", name=NAMES[metric],
-                             marker_color=METHOD_COLOURS[metric], text=[f"{v:.0%}" for v in values],
+                             marker_color=method_colour(metric), text=[f"{v:.0%}" for v in values],
                              textposition="outside", cliponaxis=False, textfont={"size": FONT},
                              hovertemplate=f"{NAMES[metric]} · %{{y}}<br>%{{x:.1%}} of the weights feeding the top 1% "
                                            "of channels pruned<extra></extra>"))
@@ -123,9 +123,10 @@ def explain_error_share(evidence: ErrorShare) -> go.Figure:
     fig.add_trace(go.Scatter(x=evidence.fraction, y=evidence.fraction, mode="lines", name="error spread evenly",
                              line={"color": GREY, "dash": "dot", "width": 2}, hoverinfo="skip"))
     for metric in ("magnitude", "wanda"):
-        colour = METHOD_COLOURS[metric]
+        look = method_style(metric)
+        colour = look.colour
         fig.add_trace(go.Scatter(x=evidence.fraction, y=evidence.cumulative[metric], mode="lines", name=NAMES[metric],
-                                 line={"color": colour, "width": 4},
+                                 line={"color": colour, "dash": look.dash, "width": 4},
                                  hovertemplate=f"{NAMES[metric]}: the top %{{x:.1%}} of channels carry %{{y:.1%}} "
                                                "of its proxy error<extra></extra>"))
         share = evidence.top1pct[metric]
@@ -139,7 +140,7 @@ def explain_error_share(evidence: ErrorShare) -> go.Figure:
     fig.update_xaxes(type="log", title_text="fraction of input channels, largest activation norm first",
                      tickvals=[0.001, 0.01, 0.1, 1], ticktext=["0.1%", "1%", "10%", "100%"])
     fig.update_yaxes(title_text="share of the proxy error", tickformat=".0%", range=[0, 1.05])
-    sub = (f"Σ_ij ΔW_ij²·‖X_j‖² split by input channel j, summed over {evidence.matrices} matrices; each method's own "
+    sub = (f"Σᵢⱼ ΔWᵢⱼ²·‖Xⱼ‖² split by input channel j, summed over {evidence.matrices} matrices; each method's own "
            "total is 100%")
     return _big(fig, "Where each method's error comes from", sub, height=600,
                 legend={"orientation": "h", "y": -0.2, "x": 0.5, "xanchor": "center"})
@@ -150,11 +151,13 @@ def explain_protect(evidence: Intervention) -> go.Figure:
     fig = go.Figure()
     x = ["0 (plain)" if p == 0 else f"{p * 100:g}%" for p in evidence.protect]
     fig.add_trace(go.Scatter(x=x, y=evidence.ppl, mode="lines+markers+text", name="magnitude, top p protected",
-                             line={"color": ORANGE, "width": 4}, marker={"size": 14},
+                             line={"color": method_colour("magnitude"), "width": 4},
+                             marker={"size": 14, "symbol": method_style("magnitude").symbol},
                              text=[number(v) for v in evidence.ppl], textposition="top center",
                              textfont={"size": FONT}, customdata=evidence.runs,
                              hovertemplate="p = %{x}: perplexity %{y:.4g}<br>run %{customdata}<extra></extra>"))
-    for value, name, colour, dash in ((evidence.wanda, "Wanda", BLUE, "dash"), (evidence.dense, "dense", GREY, "dot")):
+    for value, name, colour, dash in ((evidence.wanda, "Wanda", method_colour("wanda"), "dash"),
+                                      (evidence.dense, "dense", DENSE_STYLE.colour, "dot")):
         if value is not None:
             fig.add_trace(go.Scatter(x=[x[0], x[-1]], y=[value, value], mode="lines+text", name=name,
                                      line={"color": colour, "dash": dash, "width": 3},

@@ -9,9 +9,9 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from ..records import MASK_CODE_NAMES, PRUNED_ONLY_METHOD, PRUNED_ONLY_REFERENCE, MatrixRecord
-from .style import BLUE, GREY, MASK_COLOURS, METHOD_COLOURS, SKY, VERMILLION, layout, note
+from .style import BLUE, GREY, MASK_COLOURS, SKY, VERMILLION, layout, method_colour, note
 
-METRIC_LABELS = {"wanda": "Wanda |W|·‖X_j‖₂", "magnitude": "magnitude |W|", "ria": "RIA (relative importance)·‖X_j‖₂^a"}
+METRIC_LABELS = {"wanda": "Wanda |W|·‖Xⱼ‖₂", "magnitude": "magnitude |W|", "ria": "RIA (relative importance)·‖Xⱼ‖₂ᵃ"}
 
 
 def _shape_text(record: MatrixRecord) -> str:
@@ -62,14 +62,14 @@ def metric_histograms(record: MatrixRecord) -> go.Figure:
 
 
 def channel_norms(record: MatrixRecord, top: int = 16) -> go.Figure:
-    """Activation norm ‖X_j‖₂ of each input channel, the largest `top` highlighted: Wanda's outlier features."""
+    """Activation norm ‖Xⱼ‖₂ of each input channel, the largest `top` highlighted: Wanda's outlier features."""
     norms = record.arrays.get("channel_norms")
-    title = f"Input-channel activation norms ‖X_j‖₂ feeding {record.full_name}"
+    title = f"Input-channel activation norms ‖Xⱼ‖₂ feeding {record.full_name}"
     fig = go.Figure()
     if norms is None or np.size(norms) == 0:
         layout(fig, title, f"{record.method} run, {_shape_text(record)}")
         fig.update_xaxes(title_text="input channel j")
-        fig.update_yaxes(title_text="‖X_j‖₂")
+        fig.update_yaxes(title_text="‖Xⱼ‖₂")
         return note(fig, "no activation statistics")
     norms = np.asarray(norms, dtype=float)
     summary = record.channels or {}
@@ -90,21 +90,21 @@ def channel_norms(record: MatrixRecord, top: int = 16) -> go.Figure:
     colours[top_idx_arr] = VERMILLION
     idx = np.arange(norms.size)
     fig.add_trace(go.Bar(x=idx, y=norms, name="channel norm", marker={"color": colours, "line": {"width": 0}},
-                         hovertemplate="channel %{x}<br>‖X_j‖₂ = %{y:.4g}<extra></extra>"))
+                         hovertemplate="channel %{x}<br>‖Xⱼ‖₂ = %{y:.4g}<extra></extra>"))
     n_labels = min(5, k)
     fig.add_trace(go.Scatter(
         x=top_idx_arr, y=norms[top_idx_arr], mode="markers+text", name=f"top {k} channels",
         marker={"color": VERMILLION, "size": 7, "symbol": "diamond"},
         text=[str(i) if r < n_labels else "" for r, i in enumerate(top_idx)], textposition="top center",
         textfont={"size": 11, "color": VERMILLION},
-        hovertemplate="top channel %{x}<br>‖X_j‖₂ = %{y:.4g}<extra></extra>"))
+        hovertemplate="top channel %{x}<br>‖Xⱼ‖₂ = %{y:.4g}<extra></extra>"))
     ratio_txt = f"{ratio:.1f}×" if math.isfinite(ratio) else "∞"
     sub = (f"outlier features: the top 1% of {norms.size} channels carry {share:.1%} of the activation energy; "
            f"max/median = {ratio_txt} ({record.method} run)")
     layout(fig, title, sub, bargap=0, legend={"orientation": "h", "x": 0.5, "xanchor": "center", "y": -0.2})
     fig.update_layout(margin={"b": 90})
     fig.update_xaxes(title_text="input channel j")
-    fig.update_yaxes(title_text="‖X_j‖₂ over the calibration tokens", range=[0, float(norms.max()) * 1.12 or 1])
+    fig.update_yaxes(title_text="‖Xⱼ‖₂ over the calibration tokens", range=[0, float(norms.max()) * 1.12 or 1])
     return fig
 
 
@@ -177,8 +177,8 @@ def mask_crop(record: MatrixRecord) -> go.Figure:
     n = len(codes)
     # "pruned only by X" takes X's colour (as in the perplexity figures), whichever run is shown.
     colour = dict(MASK_COLOURS)
-    colour[PRUNED_ONLY_METHOD] = METHOD_COLOURS.get(record.method, VERMILLION)
-    colour[PRUNED_ONLY_REFERENCE] = METHOD_COLOURS.get(reference, BLUE)
+    colour[PRUNED_ONLY_METHOD] = method_colour(record.method)
+    colour[PRUNED_ONLY_REFERENCE] = method_colour(reference)
     if colour[PRUNED_ONLY_METHOD] == colour[PRUNED_ONLY_REFERENCE]:
         colour[PRUNED_ONLY_METHOD], colour[PRUNED_ONLY_REFERENCE] = VERMILLION, BLUE
     scale = []
@@ -201,17 +201,20 @@ def mask_crop(record: MatrixRecord) -> go.Figure:
         fig.add_shape(type="rect", x0=cols[peak] - 0.5, x1=cols[peak] + 0.5, y0=rows[0] - 0.5, y1=rows[-1] + 0.5,
                       xref="x", yref="y", line={"color": "black", "width": 1.5}, fillcolor="rgba(0,0,0,0)",
                       opacity=1, layer="above")
+        # anchored away from the nearer edge, so that the label does not widen the axis' autorange
         fig.add_annotation(x=float(cols[peak]), y=1.0, xref="x", yref="y domain", yanchor="bottom",
-                           text=f"largest ‖X_j‖₂ (channel {int(cols[peak])})", showarrow=False,
+                           xanchor="left" if peak < cols.size / 2 else "right",
+                           text=f"largest ‖Xⱼ‖₂ (channel {int(cols[peak])})", showarrow=False,
                            font={"size": 11})
-        fig.add_trace(go.Bar(x=cols, y=sel, name="‖X_j‖₂", marker={"color": colours, "line": {"width": 0}},
-                             showlegend=False, hovertemplate="input channel %{x}<br>‖X_j‖₂ = %{y:.4g}<extra></extra>"),
+        fig.add_trace(go.Bar(x=cols, y=sel, name="‖Xⱼ‖₂", marker={"color": colours, "line": {"width": 0}},
+                             showlegend=False, hovertemplate="input channel %{x}<br>‖Xⱼ‖₂ = %{y:.4g}<extra></extra>"),
                       row=2, col=1)
-        fig.update_yaxes(title_text="‖X_j‖₂", row=2, col=1)
+        fig.update_yaxes(title_text="‖Xⱼ‖₂", row=2, col=1)
     else:
         fig.add_annotation(text="no activation statistics", xref="x2 domain", yref="y2 domain", x=0.5, y=0.5,
                            showarrow=False, font={"color": GREY})
     fig.update_xaxes(title_text="input channel j", showgrid=False, row=2, col=1)
+    fig.update_xaxes(range=[float(cols[0]) - 0.5, float(cols[-1]) + 0.5])  # the crop's own columns, no more
     ov = record.overlap or {}
     sub = f"rows {int(rows[0])}–{int(rows[-1])}, input channels {int(cols[0])}–{int(cols[-1])}"
     if ov:

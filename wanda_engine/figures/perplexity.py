@@ -8,7 +8,7 @@ from typing import Any
 import plotly.graph_objects as go
 
 from ..record import RunRecord
-from .style import GREY, finite, layout, log_ticks, method_colour, note
+from .style import DENSE_STYLE, MethodStyle, finite, layout, log_ticks, method_colour, method_style, note
 
 
 def _eval_key(run: RunRecord) -> tuple | None:
@@ -72,7 +72,7 @@ def perplexity_bars(runs: Sequence[RunRecord], *, log_y: bool = False) -> go.Fig
     for run in usable:
         groups.setdefault(_eval_key(run), []).append(run)
     multi = len(groups) > 1
-    colours: dict[str, str] = {}
+    colours: dict[str, MethodStyle] = {}
     for key, members in groups.items():
         labels, values, hover, bar_colours = [], [], [], []
         dense = _dense(members)
@@ -80,7 +80,7 @@ def perplexity_bars(runs: Sequence[RunRecord], *, log_y: bool = False) -> go.Fig
             labels.append("dense")
             values.append(dense)
             hover.append("unpruned model")
-            bar_colours.append(GREY)
+            bar_colours.append(DENSE_STYLE.colour)
         for run in members:
             labels.append(_bar_label(run, labels))
             values.append(finite(run.ppl))
@@ -120,16 +120,18 @@ Point = tuple[float, float, str]  # (x, perplexity, run name)
 def _lines(fig: go.Figure, series: dict[str, list[Point]], x_hover: str, dense: float | None,
            dense_span: tuple[float, float]) -> None:
     """One line per series, sorted along x, and the dense model as a dashed line across `dense_span`."""
-    colours: dict[str, str] = {}
+    looks: dict[str, MethodStyle] = {}
     for label, pts in series.items():
         pts.sort()
+        look = method_style(label, looks)
         fig.add_trace(go.Scatter(
             x=[p[0] for p in pts], y=[p[1] for p in pts], customdata=[p[2] for p in pts], name=label,
-            mode="lines+markers", line={"color": method_colour(label, colours), "width": 2}, marker={"size": 8},
+            mode="lines+markers", line={"color": look.colour, "dash": look.dash, "width": 2},
+            marker={"size": 8, "symbol": look.symbol},
             hovertemplate=f"{label}<br>{x_hover}<br>perplexity %{{y:.3f}}<br>run %{{customdata}}<extra></extra>"))
     if dense is not None:
         fig.add_trace(go.Scatter(x=list(dense_span), y=[dense, dense], mode="lines", name=f"dense ({dense:.2f})",
-                                 line={"color": GREY, "dash": "dash", "width": 1.5},
+                                 line={"color": DENSE_STYLE.colour, "dash": DENSE_STYLE.dash, "width": 1.5},
                                  hovertemplate=f"dense model<br>perplexity {dense:.3f}<extra></extra>"))
 
 

@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import math
+import re
 import textwrap
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -22,8 +24,34 @@ TEMPLATE = "simple_white"
 BLUE, ORANGE, VERMILLION, SKY, GREEN, PURPLE, YELLOW = (
     "#0072B2", "#E69F00", "#D55E00", "#56B4E9", "#009E73", "#CC79A7", "#F0E442")
 GREY, LIGHT_GREY, DARK_GREY = "#8c8c8c", "#e6e6e6", "#4d4d4d"
-METHOD_COLOURS = {"wanda": BLUE, "wanda-variant": SKY, "magnitude": ORANGE, "sparsegpt": GREEN, "ria": PURPLE}
-_CYCLE = (VERMILLION, YELLOW, DARK_GREY, PURPLE)
+
+
+@dataclass(frozen=True)
+class MethodStyle:
+    """How one method is drawn in every figure: its colour, its line's dash, its marker and its bars' fill
+    pattern (lines and bars told apart in greyscale print without the colour)."""
+
+    colour: str
+    dash: str
+    symbol: str
+    pattern: str = ""
+
+
+# The one table of methods' looks. A label's base method decides: 'wanda 2:4', 'owl-wanda', 'wanda+obs',
+# 'magnitude+protect1% 50%' take wanda's or magnitude's entry.
+METHOD_STYLES: dict[str, MethodStyle] = {
+    "wanda": MethodStyle(BLUE, "solid", "circle", ""),
+    "magnitude": MethodStyle(ORANGE, "dash", "square", "/"),
+    "sparsegpt": MethodStyle(GREEN, "dot", "diamond", "."),
+    "ria": MethodStyle(PURPLE, "dashdot", "triangle-up", "x"),
+    "wanda-variant": MethodStyle(SKY, "longdash", "x", "\\"),
+}
+METHOD_COLOURS = {method: s.colour for method, s in METHOD_STYLES.items()}
+DENSE_STYLE = MethodStyle(GREY, "dash", "line-ew")
+_CYCLE = (VERMILLION, DARK_GREY, YELLOW)  # for methods not in the table: no method's colour
+# a second, third … series of the same base method in one figure: the base's colour, another dash, an open marker
+_VARIANT_LOOKS = (("longdashdot", "-open", "+"), ("dot", "-open", "-"), ("dash", "-dot", "|"),
+                  ("dashdot", "-open-dot", "x"))
 MASK_COLOURS = {KEPT: LIGHT_GREY, PRUNED_BOTH: DARK_GREY, PRUNED_ONLY_METHOD: VERMILLION, PRUNED_ONLY_REFERENCE: BLUE}
 
 
@@ -59,15 +87,38 @@ def note(fig: go.Figure, text: str) -> go.Figure:
     return fig
 
 
-def method_colour(key: str, seen: dict[str, str]) -> str:
-    """A stable colour per series label: the method's own colour first, then the spare cycle."""
-    if key not in seen:
-        own = METHOD_COLOURS.get(key.split(" ")[0])
-        if own is None or own in seen.values():
-            spare = [c for c in _CYCLE if c not in seen.values()] or list(_CYCLE)
-            own = spare[0]
-        seen[key] = own
-    return seen[key]
+def base_method(label: str) -> str:
+    """The method a series label is a variant of: 'owl-wanda 70%' → 'wanda', 'magnitude+protect1% 50%' →
+    'magnitude', 'wanda-variant 2:4' → 'wanda-variant', 'sparsegpt (n=32)' → 'sparsegpt'."""
+    return re.split(r"[\s+(]", label.strip(), maxsplit=1)[0].removeprefix("owl-")
+
+
+def method_style(label: str, seen: dict[str, MethodStyle] | None = None) -> MethodStyle:
+    """The look of the series `label`: its base method's colour, dash and marker (the table above).
+
+    `seen` (one dict per figure) tells series of the same base method apart: the first keeps the table's
+    look, later ones keep the colour and take another dash and an open marker. Unknown methods take the
+    spare colours in turn."""
+    seen = {} if seen is None else seen
+    if label in seen:
+        return seen[label]
+    base = base_method(label)
+    siblings = [look for other, look in seen.items() if base_method(other) == base]
+    own = METHOD_STYLES.get(base) or (siblings[0] if siblings else None)
+    if own is None:
+        used = {look.colour for look in seen.values()}
+        own = MethodStyle(next((c for c in _CYCLE if c not in used), _CYCLE[len(used) % len(_CYCLE)]),
+                          "solid", "circle")
+    if siblings:
+        dash, suffix, pattern = _VARIANT_LOOKS[(len(siblings) - 1) % len(_VARIANT_LOOKS)]
+        own = MethodStyle(own.colour, dash, own.symbol + suffix, pattern)
+    seen[label] = own
+    return own
+
+
+def method_colour(label: str, seen: dict[str, MethodStyle] | None = None) -> str:
+    """The colour of the series `label`: its base method's, in every figure (see `method_style`)."""
+    return method_style(label, seen).colour
 
 
 def log_ticks(values: Sequence[float]) -> dict[str, Any]:

@@ -3,13 +3,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import plotly.graph_objects as go
 
 from ..record import RunRecord
-from .perplexity import series_label
-from .style import DARK_GREY, GREY, LIGHT_GREY, finite, layout, method_colour, note
+from .style import DARK_GREY, DENSE_STYLE, LIGHT_GREY, MethodStyle, finite, layout, method_style, note
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -101,14 +101,14 @@ def zeroshot_bars(runs: Sequence[RunRecord], metric: str = "acc") -> go.Figure:
     tasks = _zs_tasks(usable, metric)
     x = tasks + (["mean"] if len(tasks) > 1 else [])
 
-    def bar(name: str, results: dict, colour: str, hover: str) -> None:
+    def bar(name: str, results: dict, look: MethodStyle, hover: str) -> None:
         ys = [finite((results.get(t) or {}).get(metric)) for t in tasks]
         errs = [finite((results.get(t) or {}).get(f"{metric}_stderr")) for t in tasks]
         if len(tasks) > 1:
             ys.append(_zs_mean(results, tasks, metric))
             errs.append(_zs_mean_stderr(results, tasks, metric))
         fig.add_trace(go.Bar(
-            x=x, y=ys, name=name, marker={"color": colour},
+            x=x, y=ys, name=name, marker={"color": look.colour, "pattern": {"shape": look.pattern, "fgcolor": "white"}},
             error_y={"type": "data", "array": errs, "visible": True,
                      "color": DARK_GREY, "thickness": 1},
             text=[f"{y:.1%}" if y is not None else "" for y in ys], textposition="outside", cliponaxis=False,
@@ -121,15 +121,16 @@ def zeroshot_bars(runs: Sequence[RunRecord], metric: str = "acc") -> go.Figure:
         if key not in dense_keys and _zs_results(run, "dense"):
             dense_keys.append(key)
             label = "dense" if not dense_keys[1:] else f"dense ({run.model.label or key[0]})"
-            bar(label, _zs_results(run, "dense"), GREY if len(dense_keys) == 1 else LIGHT_GREY, "unpruned model")
-    colours: dict[str, str] = {}
+            dense = DENSE_STYLE if len(dense_keys) == 1 else replace(DENSE_STYLE, colour=LIGHT_GREY)
+            bar(label, _zs_results(run, "dense"), dense, "unpruned model")
+    looks: dict[str, MethodStyle] = {}
     labels: list[str] = []
     for run in usable:
         lab = run.label()
         if lab in labels:
             lab = f"{lab} ({run.name})"
         labels.append(lab)
-        bar(lab, _zs_results(run, "pruned"), method_colour(series_label(run), colours), f"run {run.name}")
+        bar(lab, _zs_results(run, "pruned"), method_style(lab, looks), f"run {run.name}")
     layout(fig, f"Zero-shot {what} of the dense and pruned models", _zs_caption(usable, tasks),
             barmode="group", uniformtext={"minsize": 8, "mode": "hide"})
     fig.update_yaxes(title_text=f"{metric} ({what})", range=[0, 1.08], tickformat=".0%")
