@@ -9,6 +9,7 @@ from typing import Any
 import streamlit as st
 
 from app import ui
+from app.export_controls import export_controls
 from app.progress import job_panel
 from app.submit import ERROR, submit, submit_sweep
 from wanda_engine import explain, figures
@@ -33,7 +34,7 @@ def step_toy() -> None:
     scale = st.slider("Activation norm of input channel 2, times the other channels'", 1, 100, 30, key="x_outlier",
                       help="Every other input channel has norm 1. No model needed: this runs as you drag.")
     toy = explain.toy(scale)
-    ui.chart(figures.explain_toy(toy), key="explain_toy")
+    show(figures.explain_toy(toy), "explain_toy")
     say(toy.sentence)
 
 
@@ -69,9 +70,16 @@ def draw(evidence: Any, figure: Callable[[Any], Any], key: str, missing: str) ->
     if evidence is None:
         st.warning(missing)
         return False
-    ui.chart(figure(evidence), key=key)
+    show(figure(evidence), key)
     say(evidence.sentence)
     return True
+
+
+def show(fig: Any, key: str) -> None:
+    """A step's figure, and its export at print size (a slide for the lecture, a column for the paper)."""
+    ui.chart(fig, key=key)
+    with st.expander("Export this figure"):
+        export_controls(fig, key.replace("_", "-"), f"{key}_export")
 
 
 def _queue_protect(pair: explain.Comparison) -> None:

@@ -8,7 +8,7 @@ from app.overview import note_without_statistics, outlier_record
 from wanda_engine import figures
 
 st.title("Layers")
-st.markdown("For one weight matrix: how the Wanda score |W|·‖X_j‖₂ and the magnitude |W| split its weights into kept "
+st.markdown("For one weight matrix: how the Wanda score |W|·‖Xⱼ‖₂ and the magnitude |W| split its weights into kept "
             "and pruned, and the activation norms of the input channels that make the two disagree. It opens on the "
             "matrix with the most lopsided input channels (largest max/median norm).")
 run = ui.require_current_run()
@@ -19,7 +19,7 @@ if run is not None:
     if rec is not None:
         st.caption(f"`{rec.full_name}` · shape {rec.shape[0]}×{rec.shape[1]} (out × in) · {rec.method}, "
                    f"comparison group {rec.group} · achieved sparsity {rec.sparsity:.2%}"
-                   + (f" · proxy error Σ ΔW²‖X_j‖² / Σ W²‖X_j‖² = {rec.proxy_error:.4f}" if rec.proxy_error is not None else ""))
+                   + (f" · proxy error Σ ΔW²‖Xⱼ‖² / Σ W²‖Xⱼ‖² = {rec.proxy_error:.4f}" if rec.proxy_error is not None else ""))
         ui.chart(figures.metric_histograms(rec), key="layers_hist")
         ui.chart(figures.channel_norms(rec), key="layers_channels")
         st.caption(ui.calib_caption(run.record))
