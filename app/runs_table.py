@@ -7,25 +7,11 @@ from typing import Any
 import pandas as pd
 import plotly.graph_objects as go
 
-from wanda_engine import figures
+from wanda_engine.figures import catalog
 from wanda_engine.record import RunRecord
 from wanda_engine.records import MatrixRecord
 from wanda_engine.runs import Run
 
-FIGURES = {
-    "perplexity": "Perplexity: current vs compare run",
-    "ppl_vs_sparsity": "Perplexity versus sparsity (all runs of the model)",
-    "zeroshot": "Zero-shot accuracy: current vs compare run",
-    "blocks": "Sparsity and output error per block",
-    "sparsity_heatmap": "Sparsity of every matrix",
-    "overlap": "Mask overlap with the reference method, every matrix",
-    "histograms": "Score histograms of one matrix",
-    "channels": "Input-channel norms of one matrix",
-    "row_sparsity": "Row sparsity of one matrix",
-    "density": "Density map of one matrix",
-    "mask_crop": "Mask crop of one matrix",
-}
-MATRIX_FIGURES = ("histograms", "channels", "row_sparsity", "density", "mask_crop")
 COLUMNS = ["name", "status", "method", "target", "pattern", "group", "achieved", "perplexity", "dense ppl", "eval",
            "calibration", "model", "created", "time (s)", "error"]
 STATUS_MARK = {"complete": "✔ complete", "failed": "✘ failed", "cancelled": "■ cancelled", "running": "… running",
@@ -40,26 +26,11 @@ def model_runs(run: Run, complete: list[Run]) -> list[RunRecord]:
 
 def build_figure(which: str, run: Run, compare: Run | None, record: MatrixRecord | None,
                  complete: list[Run]) -> go.Figure:
-    """Figure `which` of FIGURES for `run` (and `compare`); `record`: the matrix, for MATRIX_FIGURES;
-    `complete`: every finished run, for the perplexity-versus-sparsity line of the run's model."""
-    shown = [r.record for r in (compare, run) if r is not None]
-    if which == "perplexity":
-        return figures.perplexity_bars(shown)
-    if which == "zeroshot":
-        return figures.zeroshot_bars(shown)
-    if which == "ppl_vs_sparsity":
-        return figures.perplexity_vs_sparsity(model_runs(run, complete))
-    if which == "blocks":
-        return figures.block_progress(run.record.blocks)
-    if which == "sparsity_heatmap":
-        return figures.sparsity_heatmap(run.records())
-    if which == "overlap":
-        return figures.overlap_heatmap(run.records())
-    if record is None:
-        raise ValueError(f"figure {which!r} needs a matrix")
-    return {"histograms": figures.metric_histograms, "channels": figures.channel_norms,
-            "row_sparsity": figures.row_sparsity, "density": figures.density_map,
-            "mask_crop": figures.mask_crop}[which](record)
+    """Figure `which` of the catalog's FIGURES for `run` (and `compare`); `record`: the matrix, for
+    MATRIX_FIGURES; `complete`: every finished run, for the perplexity-versus-sparsity line of the run's model."""
+    matrices = run.records() if which in ("sparsity_heatmap", "overlap") else ()
+    return catalog.build_figure(which, run.record, compare.record if compare is not None else None,
+                                matrices=matrices, matrix=record, model_runs=model_runs(run, complete))
 
 
 def _eval_text(record: RunRecord, done: bool) -> str:

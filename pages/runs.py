@@ -6,10 +6,13 @@ from dataclasses import replace
 import streamlit as st
 
 from app import ui
+from app.bundle_controls import export_all_controls
 from app.export_controls import export_controls
 from app.progress import watch
-from app.runs_table import FIGURES, MATRIX_FIGURES, build_figure, runs_table
+from app.runs_table import build_figure, model_runs, runs_table
+from wanda_engine.bundle import build_bundle
 from wanda_engine.errors import ConfigError, EngineError
+from wanda_engine.figures.catalog import FIGURES, MATRIX_FIGURES
 from wanda_engine.runs import Run
 
 st.title("Runs & export")
@@ -85,6 +88,17 @@ if run is not None:
     data = export_controls(fig, f"{run.name}-{which}" + (f"-b{record.block}-{record.name}" if record else ""), "export")
     with st.expander("The data behind this figure"):
         st.dataframe(data, hide_index=True, width="stretch")
+
+    # --- export all: every figure, the tables, the windows and the reproducibility card in one .zip ---
+    st.subheader("Export all")
+    compare = ui.compare_run()
+    bundled = [run] + ([compare] if compare is not None and compare.complete and compare.name != run.name else [])
+    st.caption(("The current and the compare run, side by side and each on its own" if len(bundled) > 1 else
+                "The current run (pick a compare run in the sidebar to bundle a comparison)")
+               + ": every figure at print size, the data behind each, the perplexity table as LaTeX / Markdown / "
+               "CSV, the calibration windows and REPRODUCE.md, whose commands re-create the masks bit for bit.")
+    export_all_controls("-vs-".join(r.name for r in bundled), "export_all", lambda **kw: build_bundle(
+        bundled, model_runs=model_runs(run, ui.complete_runs()), **kw))
 
     # --- saving the pruned model: runs keep records, not weights; re-run with a folder to save into ---
     st.subheader("Save the pruned model")

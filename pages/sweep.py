@@ -5,11 +5,14 @@ from __future__ import annotations
 import streamlit as st
 
 from app import forms, ui
+from app.bundle_controls import export_all_controls
 from app.export_controls import export_controls
 from app.jobs import MAX_QUEUE
 from app.progress import job_panel, watch
 from wanda_engine import sweep as sw
+from wanda_engine.bundle import SweepSource, build_bundle
 from wanda_engine.errors import ConfigError, EngineError
+from wanda_engine.figures.catalog import sweep_figures
 from wanda_engine.sweep_cost import estimate_work
 
 st.title("Sweep")
@@ -145,12 +148,18 @@ else:
                  column_config={"perplexity": st.column_config.NumberColumn(format="%.2f")})
     if any(p["status"] == "planned" for p in points) and not ui.job_runner().busy:
         st.caption("Points marked 'planned' have no run: they were removed from the queue, or the server restarted.")
-    finished = [r.record for r in sweep.complete_runs()]
+    complete = sweep.complete_runs()
+    finished = [r.record for r in complete]
     if finished:
-        for kind, fig in sw.sweep_figures(finished).items():
+        for kind, fig in sweep_figures(finished).items():
             ui.chart(fig, key=f"sweep_fig_{kind}")
             export_controls(fig, f"{sweep.name}-ppl-vs-{kind}", f"sw_exp_{kind}")
         if len({p['nsamples'] for p in points}) < 2:
             st.caption("Give several calibration sizes to draw perplexity versus calibration samples as well.")
+        st.markdown("**Export all** — the sweep's figures at print size, the grid as a LaTeX / Markdown / CSV "
+                    "table, each run's calibration windows and REPRODUCE.md (the sweep command and one prune "
+                    f"command per run); {len(complete)} of {len(points)} runs are complete and bundled.")
+        source = SweepSource(sweep.name, sweep.manifest, tuple(complete))
+        export_all_controls(sweep.name, "sw_all", lambda **kw: build_bundle(sweep=source, **kw))
     else:
         st.info("No point of this sweep has finished yet.")

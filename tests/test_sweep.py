@@ -13,6 +13,7 @@ from wanda_engine import sweep as sw
 from wanda_engine.cli import main
 from wanda_engine.config import EvalConfig, PruneConfig
 from wanda_engine.errors import ConfigError, EngineError
+from wanda_engine.figures.catalog import sweep_figures
 from wanda_engine.record import RunRecord
 from wanda_engine.runs import RunStore
 from wanda_engine.sweep_cost import estimate_work
@@ -66,7 +67,7 @@ def test_two_by_two_sweep_records_runs_manifest_and_figure(env, monkeypatch):
     assert loaded.status == "complete" and [p["ppl"] for p in loaded.points()] == [p["ppl"] for p in result.points]
 
     records = [r.record for r in runs]
-    figs = sw.sweep_figures(records)
+    figs = sweep_figures(records)
     assert list(figs) == ["sparsity"]  # one calibration size: no calibration-size figure
     fig = figs["sparsity"]
     lines = {t.name: t for t in fig.data}

@@ -20,13 +20,12 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from . import figures, runner
+from . import runner
 from .config import (METHODS, EvalConfig, PruneConfig, RunRequest, check_run_name, method_label, parse_pattern,
                      protect_suffix, update_suffix)
 from .errors import ConfigError, EngineError, PruneCancelled
 from .events import EventCallback, StageStarted, ignore_events
 from .models import load_model
-from .record import RunRecord
 from .runs import Run, RunStore, atomic_write_json, load_run
 
 SWEEP_DIR = ".sweeps"
@@ -469,13 +468,3 @@ def run_sweep(cfg: SweepConfig, store: RunStore | None = None, loaded: Any = Non
         raise
     save()
     return SweepResult(cfg.name, path, points, plan.skipped, status)
-
-
-def sweep_figures(runs: list[RunRecord]) -> dict[str, Any]:
-    """The sweep's figures from its complete runs' records: 'sparsity' always, 'nsamples' when the runs
-    span more than one calibration size."""
-    out = {"sparsity": figures.perplexity_vs_sparsity(runs)}
-    if len({run.request.prune.nsamples for run in runs}) > 1:
-        out["nsamples"] = figures.perplexity_vs_nsamples(runs)
-    return out
-

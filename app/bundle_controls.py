@@ -1,0 +1,63 @@
+"""Export all: a print-size picker, formats and dpi, the button that builds the bundle (progress per figure),
+then the download of the .zip. The bundle itself is wanda_engine.bundle's; this only wires the widgets."""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import streamlit as st
+
+from app.export_controls import export_server
+from wanda_engine import export
+from wanda_engine.bundle import Bundle, FigureRendered
+from wanda_engine.errors import EngineError
+from wanda_engine.events import Event
+from wanda_engine.figures.paper import PRESETS
+from wanda_engine.runs import safe_file_stem
+
+DEFAULT_PRESET = "two-column"
+
+
+def export_all_controls(name: str, key: str, build: Callable[..., Bundle]) -> None:
+    """Preset, formats and dpi inputs, **Export all**, then **Download bundle**. `build(preset=, formats=, dpi=,
+    on_event=)` makes the bundle; `name` names the .zip; `key` prefixes the widgets' keys."""
+    c1, c2, c3 = st.columns([2, 2, 1])
+    presets = list(PRESETS)
+    preset = c1.selectbox("Print size", presets, index=presets.index(DEFAULT_PRESET), key=f"{key}_preset",
+                          format_func=lambda p: PRESETS[p].describe(),
+                          help="Figures laid out at this physical size, fonts in points: they drop into "
+                               "\\includegraphics[width=\\columnwidth] at 100%.")
+    formats = c2.multiselect("Formats", list(export.FORMATS), default=["pdf", "png"], key=f"{key}_formats",
+                             format_func=str.upper)
+    dpi = c3.number_input("PNG dpi", 72, 1200, 300, step=50, key=f"{key}_dpi")
+    spec = (name, preset, tuple(formats), int(dpi))
+    if st.button("Export all", key=f"{key}_all", icon=":material/folder_zip:", disabled=not formats,
+                 help="Every figure in this print size and these formats, the data behind each, the tables "
+                      "(LaTeX, Markdown, CSV), the calibration windows and REPRODUCE.md, in one .zip."):
+        bar = st.progress(0.0, text="Drawing the figures…")
+
+        def on_event(event: Event) -> None:
+            if isinstance(event, FigureRendered):
+                bar.progress(event.index / event.total, text=f"Figure {event.index} of {event.total}: {event.figure}")
+
+        try:
+            with st.spinner("Building the bundle…"):
+                try:
+                    export_server()  # a kept-open browser for every figure
+                except Exception:  # noqa: BLE001 - export_figure then starts a browser per figure
+                    pass
+                made = build(preset=preset, formats=formats, dpi=int(dpi), on_event=on_event)
+            st.session_state[f"_{key}_bundle"] = (spec, made.zip_bytes(), made.failed, len(made.rendered))
+        except EngineError as e:
+            st.error(str(e))
+        except Exception as e:  # noqa: BLE001 - Kaleido or its browser: show, don't crash the page
+            st.error(f"Export failed: {e}")
+        bar.empty()
+    done = st.session_state.get(f"_{key}_bundle")
+    if done is not None and done[0] == spec:
+        _, data, failed, rendered = done
+        if failed:
+            st.warning(f"{len(failed)} figure(s) failed to render and are left out (listed in REPRODUCE.md): "
+                       + "; ".join(f"{stem}: {why}" for stem, why in failed))
+        st.download_button(f"Download bundle ({rendered} figures, {len(data) / 1024:.0f} KB .zip)", data,
+                           file_name=f"{safe_file_stem(name)}-bundle.zip", mime="application/zip", on_click="ignore",
+                           key=f"{key}_zip", type="primary", icon=":material/download:")
