@@ -1,8 +1,9 @@
-"""What runs a job, wherever it runs: load the dense model the request asks for, name the run, run it.
+"""What runs a job, wherever it runs: load the dense model the request asks for, name the run, run it;
+or, for a repair, hand the repair the dense model already at hand and let it train.
 
 The app's worker process (`app.worker`) and the in-thread executor of the tests both go through
-`run_job`, so the steps are written once. This module loads torch and the models: the Streamlit
-server never imports it, only the worker process does.
+`run_job` and `run_repair_job`, so the steps are written once. This module loads torch and the
+models: the Streamlit server never imports it, only the worker process does.
 """
 from __future__ import annotations
 
@@ -11,14 +12,18 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-from app.worker import CANCELLED, COMPLETE, FAILED, Cancel, JobPrepared, Loader, Outcome
+from app.worker import CANCELLED, COMPLETE, FAILED, Cancel, JobPrepared, JobRequest, Loader, Outcome
 from wanda_engine.config import RunRequest
 from wanda_engine.errors import EngineError, PruneCancelled
 from wanda_engine.events import Event, StageStarted
 from wanda_engine.layers import find_blocks, find_linears
 from wanda_engine.models import load_model
+from wanda_engine.repair.config import RepairRequest
+from wanda_engine.repair.run import execute_repair
 from wanda_engine.runner import OOM_ERRORS, execute_run, out_of_memory, run_stem
-from wanda_engine.runs import RunStore
+from wanda_engine.runs import RunStore, load_run
+
+DenseLookup = Callable[[RunRequest], Any]  # a run's request -> the dense model it was pruned from, or None
 
 
 def matrices_per_block(loaded: Any) -> int:
@@ -27,6 +32,17 @@ def matrices_per_block(loaded: Any) -> int:
         return len(find_linears(find_blocks(loaded.model)[1][0]))
     except Exception:  # noqa: BLE001 - a stand-in model in tests, or an odd architecture
         return 0
+
+
+def _stopped(e: Exception, doing: str) -> Outcome:
+    """The Outcome of a job stopped by `e`: cancelled, one sentence, out of memory, or a bug named."""
+    if isinstance(e, PruneCancelled):
+        return Outcome(CANCELLED, error=str(e))
+    if isinstance(e, EngineError):
+        return Outcome(FAILED, error=str(e))
+    if isinstance(e, OOM_ERRORS):  # loading the dense model ran out of memory: say so, keep serving
+        return Outcome(FAILED, error=str(out_of_memory(e, doing)))
+    return Outcome(FAILED, error=f"{type(e).__name__}: {e}")
 
 
 def run_job(request: RunRequest, store: RunStore, load: Loader, execute: Callable[..., Any],
@@ -42,14 +58,26 @@ def run_job(request: RunRequest, store: RunStore, load: Loader, execute: Callabl
         on_event(JobPrepared(0.0, request.name, matrices_per_block(loaded)))
         run = execute(request, store=store, on_event=on_event, cancel=cancel, loaded=loaded)
         return Outcome(COMPLETE, run_name=run.name)
-    except PruneCancelled as e:
-        return Outcome(CANCELLED, error=str(e))
-    except EngineError as e:
-        return Outcome(FAILED, error=str(e))
-    except OOM_ERRORS as e:  # loading the dense model ran out of memory: say so, keep serving
-        return Outcome(FAILED, error=str(out_of_memory(e, "loading the model")))
-    except Exception as e:  # noqa: BLE001 - a bug; keep the worker alive and say what happened
-        return Outcome(FAILED, error=f"{type(e).__name__}: {e}")
+    except Exception as e:  # noqa: BLE001 - every error, a bug too, ends this job only: keep the worker alive
+        return _stopped(e, "loading the model")
+
+
+def dense_model_for(request: RepairRequest, lookup: DenseLookup) -> Any:
+    """The dense model the repaired run was pruned from, as `lookup` has it (None: not at hand, or a run the
+    store cannot read, which `execute_repair` then refuses in one sentence)."""
+    record = load_run(request.run).record
+    return lookup(record.request) if record is not None else None
+
+
+def run_repair_job(request: RepairRequest, lookup: DenseLookup, repair: Callable[..., Any],
+                   on_event: Callable[[Event], None], cancel: Cancel) -> Outcome:
+    """Repair a pruned run, starting from the dense model `lookup` has at hand; every error becomes an Outcome."""
+    try:
+        record = repair(request, on_event=on_event, cancel=cancel, loaded=dense_model_for(request, lookup))
+    except Exception as e:  # noqa: BLE001 - every error, a bug too, ends this job only: keep the worker alive
+        return _stopped(e, "repairing the model")
+    status = record.status if record.status in (COMPLETE, FAILED, CANCELLED) else COMPLETE
+    return Outcome(status, run_name=record.run, error=record.error, repair_name=record.name)
 
 
 class ModelCache:
@@ -59,9 +87,12 @@ class ModelCache:
         self._models: collections.OrderedDict[str, Any] = collections.OrderedDict()
         self._max = max_entries
 
+    @staticmethod
+    def _key(request: RunRequest) -> str:
+        return repr(request.model_spec())  # an offload budget is a dict: the spec's repr is its hashable identity
+
     def get(self, request: RunRequest) -> Any:
-        spec = request.model_spec()
-        key = repr(spec)  # an offload budget is a dict: the spec's repr is its hashable identity
+        spec, key = request.model_spec(), self._key(request)
         if key not in self._models:
             while len(self._models) >= self._max:
                 self._models.popitem(last=False)
@@ -70,14 +101,23 @@ class ModelCache:
         self._models.move_to_end(key)
         return self._models[key]
 
+    def cached(self, request: RunRequest) -> Any:
+        """The dense model of the request's spec if it is loaded already, else None (never loads: a repair
+        that starts from a saved pruned model needs no dense model)."""
+        return self._models.get(self._key(request))
+
 
 class InProcess:
-    """Runs each job on the calling thread (tests with stand-in loaders and runners)."""
+    """Runs each job on the calling thread (tests with stand-in loaders and runners). A repair is handed
+    the dense model `loader` gives for the repaired run's request."""
 
-    def __init__(self, loader: Loader, runner: Callable[..., Any] = execute_run):
-        self._loader, self._runner = loader, runner
+    def __init__(self, loader: Loader, runner: Callable[..., Any] = execute_run,
+                 repairer: Callable[..., Any] = execute_repair):
+        self._loader, self._runner, self._repairer = loader, runner, repairer
 
-    def run(self, request: RunRequest, store: Any, on_event: Callable[[Event], None], cancel: Cancel) -> Outcome:
+    def run(self, request: JobRequest, store: Any, on_event: Callable[[Event], None], cancel: Cancel) -> Outcome:
+        if isinstance(request, RepairRequest):
+            return run_repair_job(request, self._loader, self._repairer, on_event, cancel)
         return run_job(request, store, self._loader, self._runner, on_event, cancel)
 
     def close(self) -> None:
@@ -85,9 +125,13 @@ class InProcess:
 
 
 def serve(orders: Any, messages: Any, cancel: Any) -> None:
-    """The child process: run each order, stream its events, then its outcome; None stops it."""
+    """The child process: run each order (a prune or a repair, one at a time), stream its events, then its
+    outcome; None stops it."""
     models = ModelCache()
     while (order := orders.get()) is not None:
         request, store_root = order
-        outcome = run_job(request, RunStore(store_root), models.get, execute_run, messages.put, cancel)
+        if isinstance(request, RepairRequest):
+            outcome = run_repair_job(request, models.cached, execute_repair, messages.put, cancel)
+        else:
+            outcome = run_job(request, RunStore(store_root), models.get, execute_run, messages.put, cancel)
         messages.put(outcome)

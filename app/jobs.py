@@ -3,7 +3,9 @@
 Plain Python (no Streamlit): the app wraps one `JobRunner` in `st.cache_resource`, tests drive it
 directly. A thread takes the jobs off the queue one by one and hands each to an executor
 (`app.worker`): the app's runs in a child process that keeps the dense models loaded, and calls
-`execute_run(..., loaded=...)`, which deep-copies them: a cached model is never mutated.
+`execute_run(..., loaded=...)`, which deep-copies them: a cached model is never mutated. A repair
+(`RepairRequest`) queues and runs the same way, one job at a time: a repair and a prune never share
+the cores.
 """
 from __future__ import annotations
 
@@ -13,16 +15,19 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from app.worker import CANCELLED, COMPLETE, FAILED, JobPrepared, Outcome
-from wanda_engine.config import RunRequest
+from app.worker import CANCELLED, COMPLETE, FAILED, JobPrepared, JobRequest, Outcome
 from wanda_engine import stages
 from wanda_engine.errors import EngineError
 from wanda_engine.events import BlockFinished, BlockStarted, Event, MatrixPruned, PruneFinished, StageStarted
-from wanda_engine.runs import RunStore
+from wanda_engine.repair.config import RepairRequest
+from wanda_engine.repair.events import RepairEval, RepairStep
+from wanda_engine.runs import RunStore, load_run
 
 QUEUED, RUNNING = "queued", "running"
+PRUNE, REPAIR = "prune", "repair"  # a job's kind
 FINISHED = (COMPLETE, FAILED, CANCELLED)
 MAX_QUEUE = 64
 MAX_HISTORY = 50
@@ -32,11 +37,12 @@ _ids = itertools.count(1)
 
 @dataclass
 class Job:
-    """One queued or running request and everything the UI shows about it."""
+    """One queued or running request (a prune or a repair) and everything the UI shows about it."""
 
-    request: RunRequest
+    request: JobRequest
     owner: str = "?"  # the Streamlit session id that submitted it
     label: str = ""
+    model: str = ""  # what the request's model is: a repair's is its pruned run's
     batch: str | None = None  # jobs submitted together (a comparison, a sweep) share a batch id
     id: int = field(default_factory=lambda: next(_ids))
     status: str = QUEUED
@@ -54,13 +60,31 @@ class Job:
     blocks: list[dict[str, Any]] = field(default_factory=list)  # BlockFinished: block, sparsity, block_error
     prune_started: float | None = None
     stage_seconds: dict[str, float] = field(default_factory=dict)
-    run_name: str | None = None
+    run_name: str | None = None  # a repair's: the pruned run it repairs
     error: str | None = None
+    # a repair's progress, from RepairStep and RepairEval events
+    step: int = 0  # optimizer steps done
+    steps: int = 0
+    tokens_seen: int = 0
+    losses: list[tuple[int, float, float, float]] = field(default_factory=list)  # (step, loss, lr, elapsed_s)
+    evals: list[tuple[int, int, float]] = field(default_factory=list)  # (step, tokens_seen, ppl)
+    pace_from: tuple[float, int] | None = None  # (time, step) of the first step seen: seconds per step since
+    last_step_at: float | None = None
+    repair_name: str | None = None
     cancel: threading.Event = field(default_factory=threading.Event, repr=False)
 
     def __post_init__(self) -> None:
-        if not self.label:
-            self.label = self.request.prune.label
+        if isinstance(self.request, RepairRequest):
+            self.label = self.label or f"{self.request.config.label()} of {Path(self.request.run).name}"
+            self.run_name = Path(self.request.run).name
+            self.steps = self.request.config.steps
+        else:
+            self.label = self.label or self.request.prune.label
+            self.model = self.model or self.request.model
+
+    @property
+    def kind(self) -> str:
+        return REPAIR if isinstance(self.request, RepairRequest) else PRUNE
 
     @property
     def prune_fraction(self) -> float:
@@ -76,10 +100,11 @@ class Job:
         """A plain copy for the UI (taken under the runner's lock)."""
         d = {k: getattr(self, k) for k in (
             "id", "owner", "label", "batch", "status", "submitted", "started", "finished", "stage", "detail",
-            "block", "num_blocks", "matrix", "matrices_done", "matrices_per_block", "run_name", "error")}
+            "block", "num_blocks", "matrix", "matrices_done", "matrices_per_block", "run_name", "error",
+            "kind", "model", "step", "steps", "tokens_seen", "repair_name")}
         d["blocks"] = [dict(b) for b in self.blocks]
+        d["losses"], d["evals"] = list(self.losses), list(self.evals)
         d["stage_seconds"] = dict(self.stage_seconds)
-        d["model"] = self.request.model
         d["config"] = self.request.to_dict()
         d["prune_fraction"] = self.prune_fraction
         now = time.time()
@@ -110,18 +135,20 @@ class JobRunner:
         self._thread.start()
 
     # --- submitting and cancelling -------------------------------------------------------------
-    def submit(self, request: RunRequest, owner: str = "?", label: str = "", batch: str | None = None) -> Job:
+    def submit(self, request: JobRequest, owner: str = "?", label: str = "", batch: str | None = None) -> Job:
+        """Queue a prune (RunRequest) or a repair (RepairRequest) behind every job already waiting."""
         getattr(self._executor, "start", lambda: None)()  # a worker process starts importing while the job queues
+        model = _repaired_model(request) if isinstance(request, RepairRequest) else ""
         with self._lock:
             if len(self._queue) >= MAX_QUEUE:
                 raise EngineError(f"the queue already holds {MAX_QUEUE} runs; wait for some to finish or cancel them")
-            job = Job(request=request, owner=owner, label=label, batch=batch)
+            job = Job(request=request, owner=owner, label=label, batch=batch, model=model)
             self._queue.append(job)
             self._wake.notify_all()
             return job
 
     def cancel(self, job_id: int) -> bool:
-        """Cancel a queued job (removed at once) or the running one (stops at the next block or stage)."""
+        """Cancel a queued job (removed at once) or the running one (stops at the next block, step or stage)."""
         with self._lock:
             if self._current is not None and self._current.id == job_id:
                 self._current.cancel.set()
@@ -202,6 +229,8 @@ class JobRunner:
         """Seconds left and whether the estimate leaves the evaluation out (see stages.time_left)."""
         if job.status != RUNNING:
             return None, False
+        if job.kind == REPAIR:
+            return _repair_time_left(job)
         now = time.time()
         prune_key, eval_key = self._memory_keys(job)
         expected = stages.expected_seconds(self._stage_memory.get(prune_key, {}), self._stage_memory.get(eval_key, {}),
@@ -210,7 +239,7 @@ class JobRunner:
                                 job.prune_fraction, now - (job.prune_started or now))
 
     def _remember(self, job: Job) -> None:
-        if job.status == COMPLETE:
+        if job.status == COMPLETE and job.kind == PRUNE:
             prune_key, eval_key = self._memory_keys(job)
             self._stage_memory[prune_key] = dict(job.stage_seconds)
             if "eval" in job.stage_seconds:
@@ -274,6 +303,8 @@ class JobRunner:
                                    "block_error": event.block_error, "sparsity_so_far": event.sparsity_so_far})
             elif isinstance(event, PruneFinished):
                 job.num_blocks = event.num_blocks
+            elif isinstance(event, (RepairStep, RepairEval)):
+                _repair_progress(job, event)
 
     def _run(self, job: Job) -> None:
         try:
@@ -284,3 +315,35 @@ class JobRunner:
         with self._lock:
             job.status, job.error = outcome.status, outcome.error
             job.run_name = outcome.run_name or job.run_name
+            job.repair_name = outcome.repair_name or job.repair_name
+
+
+def _repaired_model(request: RepairRequest) -> str:
+    """The model a repair's run was pruned from, as its record names it ('' if the record cannot be read:
+    the repair itself then fails with one sentence)."""
+    record = load_run(request.run).record
+    return record.request.model if record is not None else ""
+
+
+def _repair_progress(job: Job, event: RepairStep | RepairEval) -> None:
+    """A repair's step or evaluation into its job (under the runner's lock)."""
+    if isinstance(event, RepairEval):
+        config = job.request.config
+        job.evals.append((event.step, event.step * config.batch_size * config.seqlen, event.ppl))
+        return
+    now = time.time()
+    job.step, job.steps, job.tokens_seen, job.last_step_at = event.step, event.steps, event.tokens_seen, now
+    job.losses.append((event.step, event.loss, event.lr, event.elapsed_s))
+    if job.pace_from is None:
+        job.pace_from = (now, event.step)
+
+
+def _repair_time_left(job: Job) -> tuple[float | None, bool]:
+    """Seconds left in a repair, from its seconds per step so far (evaluations between steps included),
+    and True: the final evaluation and the saving are not in it. None until two steps are done."""
+    if job.pace_from is None or job.last_step_at is None or job.step <= job.pace_from[1]:
+        return None, False
+    since, first = job.pace_from
+    per_step = (job.last_step_at - since) / (job.step - first)
+    left = per_step * (job.steps - job.step) - (time.time() - job.last_step_at)
+    return max(left, 0.0), True

@@ -25,6 +25,7 @@ page = st.navigation([
     st.Page(PAGES / "perplexity.py", title="Perplexity", icon=":material/trending_down:"),
     st.Page(PAGES / "zeroshot.py", title="Zero-shot", icon=":material/quiz:"),
     st.Page(PAGES / "sweep.py", title="Sweep", icon=":material/grid_view:"),
+    st.Page(PAGES / "repair.py", title="Repair", icon=":material/healing:"),
     st.Page(PAGES / "runs.py", title="Runs & export", icon=":material/folder_open:"),
 ])
 

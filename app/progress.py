@@ -6,7 +6,7 @@ from typing import Any
 import streamlit as st
 
 from app import ui
-from app.jobs import CANCELLED, COMPLETE, FAILED
+from app.jobs import CANCELLED, COMPLETE, FAILED, REPAIR
 from wanda_engine.stages import label as stage_label
 from wanda_engine import figures
 
@@ -50,6 +50,8 @@ def _finish_batches() -> bool:
 
 def _progress_text(job: dict[str, Any]) -> tuple[float, str]:
     stage = job["stage"]
+    if job["kind"] == REPAIR and job["step"]:
+        return job["step"] / job["steps"], f"step {job['step']}/{job['steps']} · loss {job['losses'][-1][1]:.3f}"
     if stage == "prune" and job["num_blocks"]:
         block = min(job["block"] + 1, job["num_blocks"])
         matrix = f" · {job['matrix']}" if job["matrix"] else ""
@@ -75,12 +77,18 @@ def _running(job: dict[str, Any], live_chart: bool = True) -> None:
     c1.metric("Elapsed", ui.fmt_seconds(job["elapsed_s"]))
     c2.metric("Time left (estimate)", "…" if eta is None else f"~{ui.fmt_seconds(eta)}" + (" + eval" if job["eta_partial"] else ""),
               help="Pruning extrapolated from the blocks done so far; other stages from the last run alike on this server.")
+    if job["kind"] == REPAIR and job["evals"]:
+        c3.metric("Last perplexity", f"{job['evals'][-1][2]:.2f}", help=f"after step {job['evals'][-1][0]}, on the "
+                  "pruned run's evaluation windows (see the Repair page)")
     if job["blocks"]:
         c3.metric("Sparsity so far", f"{job['blocks'][-1]['sparsity_so_far']:.1%}")
-        c4.metric("Last block's output error", f"{job['blocks'][-1]['block_error']:.4f}",
-                  help="‖y_pruned − y_dense‖² / ‖y_dense‖² of the block on the calibration windows")
+        error = job["blocks"][-1]["block_error"]
+        c4.metric("Last block's output error", "—" if error is None else f"{error:.4f}",
+                  help="‖y_pruned − y_dense‖² / ‖y_dense‖² of the block on the calibration windows"
+                       + ("; none here: pruned from the weights alone, without calibration" if error is None else ""))
     if job["cancel_requested"]:
-        st.caption("Cancelling: the run stops at the next block or stage boundary.")
+        st.caption("Cancelling: the " + ("repair stops after the current step." if job["kind"] == REPAIR
+                                        else "run stops at the next block or stage boundary."))
     else:
         c4.button("Cancel run", key=f"cancel_{job['id']}", icon=":material/stop:", on_click=ui.job_runner().cancel,
                   args=(job["id"],), help="Stops at the next block or stage; the run is kept, marked cancelled.")
@@ -105,8 +113,9 @@ def _recent(history: list[dict[str, Any]]) -> None:
     mine = [j for j in history if j["owner"] == ui.session_id()][:4]
     for job in mine:
         if job["status"] == COMPLETE:
-            st.success(f"Finished **{job['label']}** in {ui.fmt_seconds(job['elapsed_s'])} → run `{job['run_name']}`",
-                       icon=":material/check_circle:")
+            repair = f", repair `{job['repair_name']}`" if job["repair_name"] else ""
+            st.success(f"Finished **{job['label']}** in {ui.fmt_seconds(job['elapsed_s'])} → run `{job['run_name']}`"
+                       + repair, icon=":material/check_circle:")
         elif job["status"] == FAILED:
             st.error(f"{job['label']} failed: {job['error']}")
         elif job["status"] == CANCELLED:

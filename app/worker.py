@@ -6,9 +6,10 @@ that a pruning thread got about 4% of a core, and the same Compare took several 
 the CLI (issue 11). The child process has its own interpreter: it loads the models, runs
 `execute_run` and sends back the same typed events the CLI draws; the server only relays them.
 
-This module is what the server imports: the process, its queues and the messages, no torch (the
-server stays light and its first page fast); the job's own steps are in `app.execution`, which only
-the worker process imports. No Streamlit here.
+A job is a `RunRequest` (prune) or a `RepairRequest` (fine-tune a pruned run): both go through the
+same queue and the same child, one at a time. This module is what the server imports: the process,
+its queues and the messages, no torch (the server stays light and its first page fast); the job's
+own steps are in `app.execution`, which only the worker process imports. No Streamlit here.
 """
 from __future__ import annotations
 
@@ -22,11 +23,13 @@ from typing import Any
 
 from wanda_engine.config import RunRequest
 from wanda_engine.events import Event
+from wanda_engine.repair.config import RepairRequest
 from wanda_engine.runs import RunStore
 
 COMPLETE, FAILED, CANCELLED = "complete", "failed", "cancelled"
 Loader = Callable[[RunRequest], Any]  # request -> LoadedModel matching its model, dtype, offload, remote code
 Cancel = Any  # threading.Event or multiprocessing.Event: only is_set() is used
+JobRequest = RunRequest | RepairRequest
 
 
 @dataclass(frozen=True)
@@ -40,8 +43,9 @@ class JobPrepared(Event):
 @dataclass(frozen=True)
 class Outcome:
     status: str  # COMPLETE, FAILED or CANCELLED
-    run_name: str | None = None
+    run_name: str | None = None  # a repair's: the pruned run it repaired
     error: str | None = None
+    repair_name: str | None = None  # a repair's folder under <run>/repairs/
 
 
 def _child_main(orders: Any, messages: Any, cancel: Any) -> None:
@@ -71,7 +75,7 @@ class WorkerProcess:
                                                   name="wanda-worker", daemon=True)
                 self._process.start()
 
-    def run(self, request: RunRequest, store: RunStore, on_event: Callable[[Event], None], cancel: Cancel) -> Outcome:
+    def run(self, request: JobRequest, store: RunStore, on_event: Callable[[Event], None], cancel: Cancel) -> Outcome:
         self.start()
         # this job's process and queues: `close` may drop the runner's references while the job relays
         process, orders, messages, child_cancel = self._process, self._orders, self._messages, self._cancel

@@ -110,3 +110,24 @@ def test_zero_shot_tasks_run_inside_the_worker_process(runner, tiny_model_dir, t
     assert done["status"] == COMPLETE, done["error"]
     zeroshot = RunStore().get(done["run_name"]).record.zeroshot
     assert set(zeroshot["dense"]["results"]) == set(zeroshot["pruned"]["results"]) == {TASK}
+
+
+def test_a_repair_runs_in_the_worker_after_a_prune_and_relays_its_steps(runner, tiny_model_dir):
+    from wanda_engine.repair.config import RepairConfig, RepairRequest
+    from wanda_engine.repair.record import load_repairs
+
+    prune = runner.submit(request(str(tiny_model_dir)), owner="s")
+    assert runner.wait_idle(180)
+    run = RunStore().get(runner.job(prune.id)["run_name"])
+    repair = runner.submit(RepairRequest(run=str(run.path), config=RepairConfig(steps=2, batch_size=1, seqlen=32,
+                                                                              eval_every=1)), owner="s")
+    assert runner.wait_idle(180)
+    done = runner.job(repair.id)
+    assert done["status"] == COMPLETE, done["error"]
+    (record,) = load_repairs(run.path)
+    assert done["repair_name"] == record.name and done["run_name"] == run.name
+    # the repair's events crossed the process boundary: every step's loss, every evaluation
+    assert [tuple(x[:2]) for x in done["losses"]] == [tuple(x[:2]) for x in record.losses]
+    assert done["evals"] == [tuple(e) for e in record.evals] and done["step"] == done["steps"] == 2
+    assert {"repair-load", "repair-train", "repair-eval"} <= set(done["stage_seconds"])
+    assert record.sparsity_after == record.sparsity_before == run.record.sparsity

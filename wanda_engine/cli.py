@@ -12,6 +12,8 @@ import threading
 from pathlib import Path
 from typing import Any, Sequence
 
+from .cli_export import add_export_parser, run_export
+from .cli_repair import add_repair_parser, run_repair_command
 from .config import WEIGHT_UPDATES, EvalConfig, OffloadConfig, PruneConfig, RunRequest, ZeroShotConfig
 from .errors import ConfigError, EngineError, PruneCancelled
 from .events import BlockFinished, Event, MatrixPruned, StageStarted
@@ -124,6 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     _add_prune_args(sub.add_parser("prune", help="prune one model and write a run directory"))
     _add_sweep_args(sub.add_parser("sweep", help="prune a grid of settings on one loaded model, one run each"))
+    add_export_parser(sub)
+    add_repair_parser(sub)
     return parser
 
 
@@ -265,7 +269,8 @@ def _sweep_config(args: argparse.Namespace) -> Any:
 
 
 def _sweep(args: argparse.Namespace) -> int:
-    from .sweep import plan_sweep, run_sweep, sweep_figures
+    from .figures.catalog import sweep_figures
+    from .sweep import plan_sweep, run_sweep
 
     figure = Path(args.figure) if args.figure else None
     if figure is not None and figure.suffix.lower().lstrip(".") not in FIGURE_FORMATS:
@@ -322,6 +327,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _prune(args)
         if args.command == "sweep":
             return _sweep(args)
+        if args.command == "export":
+            return run_export(args)
+        if args.command == "repair":
+            return run_repair_command(args)
     except PruneCancelled as e:
         print(f"cancelled: {e}", file=sys.stderr)
         return 130

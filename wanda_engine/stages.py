@@ -33,9 +33,17 @@ STAGES = (  # in the order a run goes through them
     Stage("eval", "evaluating the pruned model", "eval_s"),
     Stage("zeroshot", "running the zero-shot tasks on the pruned model", "zeroshot_s"),
     Stage("save", "saving the pruned model", "save_s"),
+    # a repair's (repair/run.py), timed into repair.json's timings
+    Stage("repair-load", "loading the pruned model to repair", "load_s"),
+    Stage("repair-data", "preparing the training text", "data_s"),
+    Stage("repair-eval", "evaluating the model under repair", "eval_s"),
+    Stage("repair-train", "fine-tuning", "train_s"),
+    Stage("repair-merge", "merging the adapters under the mask", "merge_s"),
+    Stage("repair-save", "saving the repaired model", "save_s"),
 )
 BY_NAME = {s.name: s for s in STAGES}
 ORDER = tuple(s.name for s in STAGES)
+REPAIR_ORDER = tuple(name for name in ORDER if name.startswith("repair-"))  # a repair's, never a run's
 
 
 def label(name: str) -> str:
@@ -47,7 +55,7 @@ def label(name: str) -> str:
 def stage_order(request: Any, copies_model: bool = True) -> list[str]:
     """The stages `request` (a RunRequest) goes through, in order. `copies_model`: the run was handed a
     loaded model (the app's cache), which it copies before pruning."""
-    skipped = {"queued", "sweep-point"}
+    skipped = {"queued", "sweep-point", *REPAIR_ORDER}
     if request.eval is None:
         skipped |= {"eval-dense", "eval"}
     if request.zeroshot is None:

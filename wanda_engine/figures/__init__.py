@@ -12,6 +12,7 @@ from .data import figure_data
 from .explain import explain_cuts, explain_error_share, explain_outliers, explain_protect, explain_toy
 from .matrix import channel_norms, density_map, mask_crop, metric_histograms, row_sparsity
 from .perplexity import perplexity_bars, perplexity_vs_nsamples, perplexity_vs_sparsity
+from .repair import repair_bars, repair_loss, repair_progress, repair_summary
 from .run import block_progress, overlap_heatmap, owl_block_ratios, sparsity_heatmap
 from .style import PLOTLY_CONFIG
 from .zeroshot import ZEROSHOT_METRICS, zeroshot_bars, zeroshot_table
@@ -35,6 +36,10 @@ __all__ = [
     "perplexity_bars",
     "perplexity_vs_nsamples",
     "perplexity_vs_sparsity",
+    "repair_bars",
+    "repair_loss",
+    "repair_progress",
+    "repair_summary",
     "row_sparsity",
     "sparsity_heatmap",
     "zeroshot_bars",
