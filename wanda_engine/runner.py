@@ -319,7 +319,8 @@ def _zeroshot_dense(prep: Prepared, clock: StageClock) -> tuple[dict[str, Any], 
 
 def _prune(model: Any, prep: Prepared, clock: StageClock, path: Path) -> dict[str, Any]:
     pc = prep.request.prune
-    with clock.stage("prune", f"{pc.label} on {len(prep.windows)}x{pc.seqlen} tokens"):
+    on = f"on {len(prep.windows)}x{pc.seqlen} tokens" if pc.calibrate else "from the weights alone"
+    with clock.stage("prune", f"{pc.label} {on}"):
         offset = clock.elapsed()  # the pipeline counts from its own start; events from a run count from the run's
         result = prune_model(model, prep.windows, pc, cancel=clock.cancel, on_event=lambda e: clock.on_event(
             dataclasses.replace(e, elapsed_s=e.elapsed_s + offset)))
