@@ -59,5 +59,6 @@ def test_app_against_cli_benchmark_runs(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     (row,) = json.loads(out.read_text())
     assert row["app_compare_s"] > 0 and row["cli_pair_s"] > 0 and row["ratio"] > 0, row
+    assert 0 < row["wanda_cli_s"] < row["cli_pair_s"] and row["compare_over_wanda"] > row["ratio"], row
     assert row["app_runs_s"] > 0 and row["cli_runs_s"] > 0  # both sides wrote their two runs
     assert "| ratio |" in proc.stdout

@@ -1,13 +1,14 @@
 """The real app in a real browser: `streamlit run app/main.py` driven by Playwright and Debian's Chromium.
 
 Prunes the embedded default model at small settings, waits for the result, visits every page (a
-screenshot of each goes to artifacts/screenshots/), downloads an exported PNG, and checks that every
-request the page made stayed on this machine.
+screenshot of each goes to artifacts/screenshots/), downloads an exported PNG and the run's Export-all
+bundle, and checks that every request the page made stayed on this machine.
 """
 from __future__ import annotations
 
 import re
 import shutil
+import zipfile
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -19,8 +20,10 @@ REPO = Path(__file__).resolve().parents[1]
 SHOTS = REPO / "artifacts" / "screenshots"
 LOCAL_HOSTS = {"127.0.0.1", "localhost"}
 PAGES = [("Layers", "Layers"), ("Sparsity", "Sparsity"), ("Masks", "Masks"), ("Perplexity", "Perplexity"),
-         ("Sweep", "Sweep"), ("Zero-shot", "Zero-shot accuracy"), ("Runs & export", "Runs & export")]
-NO_CHART = {"Sweep", "Zero-shot", "Runs & export"}  # with one plain run: no sweep, no zero-shot results
+         ("Sweep", "Sweep"), ("Zero-shot", "Zero-shot accuracy"), ("Repair", "Repair"),
+         ("Runs & export", "Runs & export")]
+# with one plain run: no sweep, no zero-shot results, no repair yet
+NO_CHART = {"Sweep", "Zero-shot", "Repair", "Runs & export"}
 
 if not Path(CHROMIUM).is_file():
     pytest.skip(f"{CHROMIUM} is not installed", allow_module_level=True)
@@ -118,6 +121,22 @@ def test_prune_embedded_model_and_visit_every_page(server):
             assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000, len(data)
             assert download.suggested_filename.endswith(".png")
             shoot(page, f"{len(PAGES) + 3}-runs-exported")
+
+            # Export all: the run's bundle at the two-column preset, downloaded and unzipped
+            settle(page)
+            page.locator(".st-key-export_all_all").get_by_role("button", name="Export all").first.click()
+            zip_button = page.get_by_role("button", name=re.compile(r"Download bundle \(\d+ figures")).first
+            zip_button.wait_for(timeout=180_000)
+            with page.expect_download(timeout=60_000) as info:
+                zip_button.click()
+            bundle = info.value
+            assert bundle.suggested_filename.endswith("-bundle.zip"), bundle.suggested_filename
+            with zipfile.ZipFile(bundle.path()) as z:
+                names = z.namelist()
+                card = z.read(next(n for n in names if n.endswith("REPRODUCE.md"))).decode()
+            assert any(n.endswith(".pdf") for n in names) and any(n.endswith(".png") for n in names), names
+            assert any(n.endswith(".tex") for n in names) and any(n.endswith(".npy") for n in names), names
+            assert "python -m wanda_engine prune" in card and "--calib" in card
 
             # Explain: the toy's slider redraws its figure (no model needed for step 1)
             page.get_by_role("link", name="Explain").first.click()

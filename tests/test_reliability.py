@@ -195,7 +195,8 @@ def test_the_runner_writes_complete_last(tiny_model_dir, tmp_path, monkeypatch):
     monkeypatch.setattr(runs_module.os, "replace", replace)
     execute_run(tiny_request(str(tiny_model_dir)), run_dir=tmp_path / "run")
     assert [(dst, status) for _src, dst, status in writes] == [
-        ("run.json", "running"), ("records.json", None), ("arrays.npz", None), ("run.json", "complete")]
+        ("run.json", "running"), ("records.json", None), ("arrays.npz", None), ("calibration.npy", None),
+        ("run.json", "complete")]
     assert all(src.startswith(f".{dst}.") and src.endswith(".tmp") for src, dst, _ in writes)
 
 
