@@ -37,7 +37,7 @@ from .figures.data import figure_data
 from .figures.paper import print_preset, suggested_caption
 from .record import RunRecord
 from .reproduce import CardRun, card, sweep_command
-from .runs import Run, RunStore, load_run, safe_file_stem
+from .runs import Run, RunStore, atomic_write_bytes, load_run, safe_file_stem
 
 CARD = "REPRODUCE.md"
 DEFAULT_FORMATS = ("pdf", "png")
@@ -91,16 +91,7 @@ class Bundle:
         out = Path(out)
         out.parent.mkdir(parents=True, exist_ok=True)
         if out.suffix.lower() == ".zip":
-            fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
-            try:
-                with os.fdopen(fd, "wb") as f:
-                    f.write(self.zip_bytes())
-                    f.flush()
-                    os.fsync(f.fileno())
-                os.replace(tmp, out)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
+            atomic_write_bytes(out, self.zip_bytes())  # a temporary name, then renamed: never half a zip
             return out
         if out.exists() and (not out.is_dir() or any(out.iterdir())):
             raise ConfigError(f"export folder {str(out)!r} already exists and is not empty; name a new folder or a .zip")

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from .cli_export import add_export_parser, run_export
+from .cli_progress import EventBar
 from .cli_repair import add_repair_parser, run_repair_command
 from .config import WEIGHT_UPDATES, EvalConfig, OffloadConfig, PruneConfig, RunRequest, ZeroShotConfig
 from .errors import ConfigError, EngineError, PruneCancelled
@@ -141,34 +142,20 @@ def _cancel_on_sigint(cancel: threading.Event):
     return on_sigint
 
 
-class _Progress:
+class _Progress(EventBar):
     """A tqdm bar over blocks, fed by pipeline events."""
 
-    def __init__(self, quiet: bool):
-        self.quiet, self.bar = quiet, None
-
-    def __call__(self, event: Event) -> None:
-        if self.quiet:
-            return
-        from tqdm import tqdm
-
+    def show(self, event: Event) -> None:
         if isinstance(event, StageStarted):
-            if self.bar is not None:
-                self.bar.close()
-                self.bar = None
-            tqdm.write(f"[{event.elapsed_s:7.1f}s] {event.stage}: {event.detail}", file=sys.stderr)
+            self.close()
+            self.line(event, f"{event.stage}: {event.detail}")
         elif isinstance(event, MatrixPruned):
-            if self.bar is None:
-                self.bar = tqdm(total=event.num_blocks, unit="block", desc="prune", file=sys.stderr)
-            self.bar.set_postfix_str(f"block {event.block + 1}/{event.num_blocks} {event.matrix}", refresh=False)
+            bar = self.started(event.num_blocks, "block", "prune")
+            bar.set_postfix_str(f"block {event.block + 1}/{event.num_blocks} {event.matrix}", refresh=False)
         elif isinstance(event, BlockFinished) and self.bar is not None:
             error = "" if event.block_error is None else f" block error {event.block_error:.4f}"
             self.bar.set_postfix_str(f"sparsity {event.sparsity_so_far:.3f}{error}")
             self.bar.update(1)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
 
 
 def _eval_config(args: argparse.Namespace) -> EvalConfig | None:

@@ -13,6 +13,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from .cli_progress import EventBar
 from .events import Event, StageStarted
 from .repair.config import EVALUATE, REPAIR_METHODS, RepairConfig, RepairRequest
 from .repair.events import RepairEval, RepairStep
@@ -66,30 +67,18 @@ def _request(args: argparse.Namespace) -> RepairRequest:
     return RepairRequest(run=str(run.resolve()), config=config, name=args.name, save_model=args.save_model)
 
 
-class _Progress:
+class _Progress(EventBar):
     """A tqdm bar over steps on stderr, with stage and evaluation lines."""
 
-    def __init__(self, quiet: bool):
-        self.quiet, self.bar = quiet, None
-
-    def __call__(self, event: Event) -> None:
-        if self.quiet:
-            return
-        from tqdm import tqdm
-
+    def show(self, event: Event) -> None:
         if isinstance(event, StageStarted) and event.stage != "repair-train":
-            tqdm.write(f"[{event.elapsed_s:7.1f}s] {event.stage}: {event.detail}", file=sys.stderr)
+            self.line(event, f"{event.stage}: {event.detail}")
         elif isinstance(event, RepairEval):
-            tqdm.write(f"[{event.elapsed_s:7.1f}s] perplexity after {event.step} steps: {event.ppl:.3f}", file=sys.stderr)
+            self.line(event, f"perplexity after {event.step} steps: {event.ppl:.3f}")
         elif isinstance(event, RepairStep):
-            if self.bar is None:
-                self.bar = tqdm(total=event.steps, unit="step", desc="repair", file=sys.stderr)
-            self.bar.set_postfix_str(f"loss {event.loss:.4f} lr {event.lr:.2e} tokens {event.tokens_seen:,}", refresh=False)
-            self.bar.update(1)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
+            bar = self.started(event.steps, "step", "repair")
+            bar.set_postfix_str(f"loss {event.loss:.4f} lr {event.lr:.2e} tokens {event.tokens_seen:,}", refresh=False)
+            bar.update(1)
 
 
 def _summary(record: RepairRecord, path: Path) -> dict[str, Any]:

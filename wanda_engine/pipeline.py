@@ -352,16 +352,23 @@ def _finish_block(run: _Pruning, index: int, zeros: float, total: int, block_err
                        outlier_ratio=outlier_ratio)
 
 
+@contextlib.contextmanager
+def _block_held(run: _Pruning, block: nn.Module, index: int) -> Iterator[dict[str, nn.Module]]:
+    """Announce the block and hold only it on the compute device (read from accelerate's offload, if the model
+    has one); yields its prunable linears."""
+    run.on_event(BlockStarted(run.elapsed(), index, run.num_blocks))
+    linears = find_linears(block)
+    with block_on_device(block, run.device, write_back=linears.values()):
+        if run.offloaded:
+            check_finite_weights(block, f"block {index}")
+        yield linears
+
+
 def _prune_block(run: _Pruning, block: nn.Module, index: int, chunks: list[Chunk], target: float,
                  outlier_ratio: float | None) -> BlockRecord:
     """Calibrate, prune and propagate one block; `chunks` then hold the next block's inputs."""
     started = time.perf_counter()
-    run.on_event(BlockStarted(run.elapsed(), index, run.num_blocks))
-    linears = find_linears(block)
-    # only this block on the compute device (read from accelerate's offload, if the model has one)
-    with block_on_device(block, run.device, write_back=linears.values()):
-        if run.offloaded:
-            check_finite_weights(block, f"block {index}")
+    with _block_held(run, block, index) as linears:
         # 1. calibration pass through the dense block; keep its outputs to measure the block error.
         #    (Magnitude needs no statistics to prune, but its records compare it with Wanda's masks.)
         with run.timed("calibrate_s"):
@@ -385,11 +392,7 @@ def _prune_block_from_weights(run: _Pruning, block: nn.Module, index: int, targe
     """Magnitude's masks of one block from its weights alone (calibrate=False): no activations, so no
     block error and no statistics in the records."""
     started = time.perf_counter()
-    run.on_event(BlockStarted(run.elapsed(), index, run.num_blocks))
-    linears = find_linears(block)
-    with block_on_device(block, run.device, write_back=linears.values()):
-        if run.offloaded:
-            check_finite_weights(block, f"block {index}")
+    with _block_held(run, block, index) as linears:
         with run.timed("select_s"):
             zeros, total = _prune_linears(run, linears, index, target, None)
     return _finish_block(run, index, zeros, total, None, started, target, None)
