@@ -196,6 +196,12 @@ def test_suggested_caption_is_plain_text():
                                       "subtitle": {"text": "4\u00a0windows × 128 tokens"}}})
     assert suggested_caption(fig) == "Norms ‖Xⱼ‖₂ of block 0 & 1. 4 windows × 128 tokens."
     assert suggested_caption(go.Figure()) == ""
+    # what the title names, the caption names once
+    said_twice = go.Figure(layout={"title": {"text": "Perplexity on austen:prideprejudice",
+                                             "subtitle": {"text": "austen:prideprejudice, 4 windows × 256 tokens"}}})
+    assert suggested_caption(said_twice) == "Perplexity on austen:prideprejudice. 4 windows × 256 tokens."
+    kept = go.Figure(layout={"title": {"text": "Perplexity", "subtitle": {"text": "austen:emma, 4 windows"}}})
+    assert suggested_caption(kept) == "Perplexity. austen:emma, 4 windows."
 
 
 def test_a_method_keeps_its_look_in_every_figure(every_figure):

@@ -158,6 +158,10 @@ def suggested_caption(fig: Any) -> str:
     """The figure's title and subtitle as one plain-text caption (no HTML), for a LaTeX \\caption{}."""
     layout = _as_dict(fig).get("layout") or {}
     title, sub = _title_parts(layout)
+    if title and sub:  # a subtitle that opens by naming what the title already names says it once
+        first, _, rest = sub.partition(", ")
+        if rest and first in title:
+            sub = rest[0].upper() + rest[1:]
     parts = [p.rstrip(".") for p in (title, sub) if p]
     return (". ".join(parts) + ".") if parts else ""
 
