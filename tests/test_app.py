@@ -89,6 +89,7 @@ def test_every_page_renders_with_no_runs(app_env):
         assert at.title, page
 
 
+@pytest.mark.slow
 def test_compare_preset_runs_both_and_every_page_shows_them(app_env):
     at = use_tiny_model(new_app(), app_env.model)
     at.button(key="b_compare").click().run()
@@ -196,6 +197,7 @@ def test_impossible_nm_pattern_is_refused_at_once(app_env):
     assert any(t.value == "Prune a language model" for t in at.title)
 
 
+@pytest.mark.slow
 def test_unknown_hub_model_offline_fails_with_one_sentence(app_env):
     at = new_app()
     at.radio(key="f_model_kind").set_value("hf").run()

@@ -200,6 +200,7 @@ def test_a_sweep_bundle_reads_its_manifest_without_the_sweep_module(store, tmp_p
         bundles.read_sweep(RunStore(root), "other")
 
 
+@pytest.mark.slow
 def test_the_export_command_runs_without_torch(store, tmp_path):
     """On a laptop with a copied run store: no torch, no model code; kaleido stands in for speed here."""
     out = tmp_path / "b.zip"

@@ -113,6 +113,7 @@ def test_wikitext2_eval_path_with_the_shared_copy(capsys, tiny_model_dir, tmp_pa
     assert meta["eval"]["dataset"] == "wikitext2:test" and meta["eval"]["tokens"] == 64
 
 
+@pytest.mark.slow
 def test_module_entry_point_exit_status(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "wanda_engine", "prune", "--sparsity", "2"], cwd=REPO,
                           capture_output=True, text=True, timeout=120)

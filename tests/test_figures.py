@@ -339,6 +339,7 @@ def _chromium() -> bool:
         shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome"))
 
 
+@pytest.mark.slow
 def test_plotly_config_exports_svg(rec, monkeypatch):
     """The camera button on every chart of the app downloads an SVG of the configured size: ui.chart hands
     st.plotly_chart the config, and plotly.js renders its toImage options to that SVG."""
@@ -366,6 +367,7 @@ def test_export_rejects_unknown_format(rec):
         export_figure(F.row_sparsity(rec), "jpg")
 
 
+@pytest.mark.slow
 def test_export_png_svg_pdf_with_and_without_server(records, rec):
     if not _chromium():
         pytest.skip("no Chromium installed (/usr/bin/chromium)")

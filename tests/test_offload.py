@@ -122,6 +122,7 @@ def test_a_block_held_without_layers_to_write_back_leaves_its_offloaded_weights(
     assert all(torch.equal(before[n], after[n]) for n in before)
 
 
+@pytest.mark.slow
 def test_cli_prunes_an_offloaded_model_and_saves_it(capsys, tiny_model_dir, tmp_path):
     args = ["prune", "--model", str(tiny_model_dir), "--nsamples", "4", "--seqlen", "32", "--eval-windows", "2",
             "--quiet"]

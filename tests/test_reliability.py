@@ -309,6 +309,7 @@ def wait_until(predicate, timeout: float = 60, at=None) -> None:
     raise AssertionError("condition not met in time")
 
 
+@pytest.mark.slow
 def test_cancel_in_the_app_mid_prune_keeps_the_cached_model_and_the_next_run_works(app_env, monkeypatch):
     import wanda_engine.runner as runner_module
     from app import ui

@@ -179,6 +179,7 @@ def test_without_lm_eval_the_error_says_how_to_install(monkeypatch):
 
 # --- runs: CLI and app ----------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_cli_run_records_dense_and_pruned_zeroshot(capsys, tiny_model_dir, known_task, tmp_path, monkeypatch):
     from wanda_engine.cli import main
 
