@@ -126,6 +126,18 @@ def test_the_card_states_what_the_run_recorded(store):
     assert command in card
 
 
+def _fresh_cache(tmp_path: Path) -> Path:
+    """A cache with no cached results that shares the embedded model's fp32 copy (no second GGUF conversion)."""
+    from wanda_engine.paths import cache_dir
+
+    cache = tmp_path / "cache"
+    cache.mkdir(exist_ok=True)
+    for model in cache_dir().glob("*-fp32"):
+        if not (cache / model.name).exists():
+            (cache / model.name).symlink_to(model.resolve(), target_is_directory=True)
+    return cache
+
+
 def _reproduce_from_bundle(run_dir: Path, tmp_path: Path, in_process: bool, monkeypatch) -> dict:
     """Bundle the run, unzip it, run the card's command from the unzipped folder; the reproduction's run.json."""
     run = load_run(run_dir)
@@ -135,7 +147,7 @@ def _reproduce_from_bundle(run_dir: Path, tmp_path: Path, in_process: bool, monk
         z.extractall(folder)
     command = reproduce.prune_command(run.record, f"calibration/{run.name}.npy", out=f"reproduced/{run.name}")
     assert reproduce.shell_line(command) in (folder / "REPRODUCE.md").read_text()
-    monkeypatch.setenv("WANDA_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("WANDA_CACHE", str(_fresh_cache(tmp_path)))
     monkeypatch.setenv("WANDA_RUNS", str(tmp_path / "runs"))
     if in_process:
         monkeypatch.chdir(folder)
@@ -170,7 +182,7 @@ def test_the_embedded_models_masks_come_back_from_the_bundle(embedded, tmp_path,
     """The issue's check: the card's command, on the embedded model against the bundle's .npy."""
     from wanda_engine.runner import execute_run
 
-    monkeypatch.setenv("WANDA_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("WANDA_CACHE", str(_fresh_cache(tmp_path)))
     request = RunRequest(prune=PruneConfig(nsamples=4, seqlen=64, device="cpu"), eval=EvalConfig(seqlen=64, windows=2))
     run = execute_run(request, run_dir=tmp_path / "store" / "embedded-wanda", loaded=embedded)
     again = _reproduce_from_bundle(run.path, tmp_path, False, monkeypatch)
