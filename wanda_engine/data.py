@@ -216,7 +216,7 @@ def _tokenize(tokenizer: Any, text: str) -> torch.Tensor:
     return ids.reshape(-1).to(torch.long)
 
 
-def _tokens(tokenizer: Any, source: str, split: str) -> tuple[torch.Tensor, str]:
+def text_tokens(tokenizer: Any, source: str, split: str) -> tuple[torch.Tensor, str]:
     """(1-D token ids, label) of a split, cached by (tokenizer name, vocab size, source, split)."""
     stamp: tuple = ()
     if source.strip().lower() not in NAMED_SOURCES:
@@ -289,7 +289,7 @@ def calibration_windows(tokenizer: Any, source: str, nsamples: int, seqlen: int,
         info.update(label=f"tokens:{Path(source.strip()).name}", tokens_available=int(windows.numel()),
                     sha256=windows_checksum(windows))
         return windows, info
-    ids, label = _tokens(tokenizer, source, "calib")
+    ids, label = text_tokens(tokenizer, source, "calib")
     total = int(ids.numel())
     if total < nsamples * seqlen:
         raise DataError(
@@ -331,5 +331,5 @@ def eval_tokens(tokenizer: Any, source: str) -> tuple[torch.Tensor, str]:
         raise DataError(f"no evaluation source given; use {ACCEPTED}")
     if _is_npy(source.strip()):
         raise DataError(f"{Path(source.strip()).name!r} holds calibration token ids; evaluation needs a text source")
-    ids, label = _tokens(tokenizer, source, "eval")
+    ids, label = text_tokens(tokenizer, source, "eval")
     return ids.unsqueeze(0), label

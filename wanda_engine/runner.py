@@ -117,12 +117,12 @@ def _evaluate(model: Any, tokens: torch.Tensor, label: str, ev: EvalConfig, devi
         return perplexity(model, tokens, ev.seqlen, label, ev.windows, ev.batch_size, device, cancel)
 
 
-def _versions() -> dict[str, str]:
+def package_versions() -> dict[str, str]:
     return {"wanda_engine": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
             "python": platform.python_version()}
 
 
-def _now() -> str:
+def timestamp() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S")
 
 
@@ -234,7 +234,7 @@ def run_directory(path: Path, record: RunRecord, clock: StageClock,
     run = RunWriter(path, record)
     try:
         yield run
-        run.update(status="complete", finished=_now(), timings={**clock.timings, "total_s": round(clock.elapsed(), 3)})
+        run.update(status="complete", finished=timestamp(), timings={**clock.timings, "total_s": round(clock.elapsed(), 3)})
         atomic_write_json(path / "run.json", run.record.to_json())
     except BaseException as e:
         cancelled = isinstance(e, (PruneCancelled, KeyboardInterrupt))
@@ -264,9 +264,9 @@ def _run_path(request: RunRequest, store: RunStore | None, run_dir: str | Path |
 
 def _first_record(path: Path, prep: Prepared, clock: StageClock) -> RunRecord:
     loaded = prep.loaded
-    return RunRecord(name=path.name, status="running", created=_now(), request=prep.request,
+    return RunRecord(name=path.name, status="running", created=timestamp(), request=prep.request,
                      model=ModelInfo.from_json({"source": loaded.source, "label": loaded.label, **loaded.info}),
-                     calibration=CalibrationInfo.from_json(prep.calibration), versions=_versions(),
+                     calibration=CalibrationInfo.from_json(prep.calibration), versions=package_versions(),
                      device=str(prep.device), timings=dict(clock.timings), writer=writer_identity())
 
 

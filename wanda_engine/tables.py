@@ -14,7 +14,7 @@ from typing import Any
 
 import pandas as pd
 
-from .figures.zeroshot import _zs_mean, _zs_results, _zs_tasks
+from .figures.zeroshot import zeroshot_mean, zeroshot_results, zeroshot_tasks
 from .record import RunRecord
 
 LOWER, HIGHER = "lower", "higher"
@@ -153,20 +153,20 @@ def zeroshot_table(runs: Sequence[RunRecord], metric: str = "acc") -> Table:
     """The Wanda paper's table 2 layout: rows the dense model and each run, columns the tasks and their mean;
     values accuracy in percent (higher is better)."""
     scored = [r for r in runs if r.zeroshot]
-    tasks = _zs_tasks(scored, metric)
+    tasks = zeroshot_tasks(scored, metric)
     rows: dict[str, dict[str, float | None]] = {}
 
     def scores(results: dict) -> dict[str, float | None]:
         row = {t: _finite((results.get(t) or {}).get(metric)) for t in tasks}
         if len(tasks) > 1:
-            row["mean"] = _zs_mean(results, tasks, metric)
+            row["mean"] = zeroshot_mean(results, tasks, metric)
         return {k: (v * 100 if v is not None else None) for k, v in row.items()}
 
     if scored:
-        rows[DENSE] = scores(_zs_results(scored[0], "dense"))
+        rows[DENSE] = scores(zeroshot_results(scored[0], "dense"))
     for run in scored:
         label = run.label() if run.label() not in rows else f"{run.label()} ({run.name})"
-        rows[label] = scores(_zs_results(run, "pruned"))
+        rows[label] = scores(zeroshot_results(run, "pruned"))
     frame = pd.DataFrame.from_dict(rows, orient="index", dtype=float)
     frame.index.name = "method"
     caption = (f"Zero-shot {metric} in % (higher is better) of {calibration_protocol(scored or runs)}; "

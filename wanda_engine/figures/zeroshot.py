@@ -17,20 +17,20 @@ if TYPE_CHECKING:
 ZEROSHOT_METRICS = {"acc": "accuracy", "acc_norm": "length-normalised accuracy"}
 
 
-def _zs_results(run: RunRecord, which: str) -> dict:
+def zeroshot_results(run: RunRecord, which: str) -> dict:
     return (((run.zeroshot or {}).get(which) or {}).get("results")) or {}
 
 
-def _zs_tasks(runs: Sequence[RunRecord], metric: str) -> list[str]:
+def zeroshot_tasks(runs: Sequence[RunRecord], metric: str) -> list[str]:
     tasks: list[str] = []
     for run in runs:
-        for task, r in _zs_results(run, "pruned").items():
+        for task, r in zeroshot_results(run, "pruned").items():
             if finite(r.get(metric)) is not None and task not in tasks:
                 tasks.append(task)
     return tasks
 
 
-def _zs_mean(results: dict, tasks: Sequence[str], metric: str) -> float | None:
+def zeroshot_mean(results: dict, tasks: Sequence[str], metric: str) -> float | None:
     """The mean over `tasks` (the paper's summary column), only if every task has the metric."""
     values = [finite((results.get(t) or {}).get(metric)) for t in tasks]
     return sum(values) / len(values) if values and all(v is not None for v in values) else None  # type: ignore[arg-type]
@@ -52,7 +52,7 @@ def zeroshot_table(runs: Sequence[RunRecord]) -> pd.DataFrame:
     cols = ["run", "method", "task", "metric", "dense", "pruned", "delta", "pruned_stderr", "n"]
     rows: list[dict[str, Any]] = []
     for run in runs:
-        pruned, dense = _zs_results(run, "pruned"), _zs_results(run, "dense")
+        pruned, dense = zeroshot_results(run, "pruned"), zeroshot_results(run, "dense")
         for metric in ZEROSHOT_METRICS:
             tasks = [t for t, r in pruned.items() if finite(r.get(metric)) is not None]
             for task in tasks:
@@ -62,7 +62,7 @@ def zeroshot_table(runs: Sequence[RunRecord]) -> pd.DataFrame:
                              "pruned": p, "delta": p - dv if dv is not None else None,
                              "pruned_stderr": finite(r.get(f"{metric}_stderr")), "n": r.get("n")})
             if len(tasks) > 1:
-                p, dv = _zs_mean(pruned, tasks, metric), _zs_mean(dense, tasks, metric)
+                p, dv = zeroshot_mean(pruned, tasks, metric), zeroshot_mean(dense, tasks, metric)
                 rows.append({"run": run.name, "method": run.label(), "task": "mean", "metric": metric, "dense": dv,
                              "pruned": p, "delta": p - dv if p is not None and dv is not None else None,
                              "pruned_stderr": _zs_mean_stderr(pruned, tasks, metric), "n": None})
@@ -76,7 +76,7 @@ def _zs_caption(runs: Sequence[RunRecord], tasks: Sequence[str]) -> str:
     limits = sorted({str(((run.zeroshot or {}).get("config") or {}).get("limit")) for run in runs})
     ns: dict[str, list] = {}
     for run in runs:
-        for t, r in _zs_results(run, "pruned").items():
+        for t, r in zeroshot_results(run, "pruned").items():
             if t in tasks and r.get("n") not in ns.setdefault(t, []):
                 ns[t].append(r.get("n"))
     same_n = {n for t in tasks for n in ns.get(t, [])}
@@ -93,19 +93,19 @@ def zeroshot_bars(runs: Sequence[RunRecord], metric: str = "acc") -> go.Figure:
     """Grouped bars per task: the dense model and each run's pruned model (and their mean over tasks)."""
     fig = go.Figure()
     what = ZEROSHOT_METRICS.get(metric, metric)
-    usable = [run for run in runs if any(finite(r.get(metric)) is not None for r in _zs_results(run, "pruned").values())]
+    usable = [run for run in runs if any(finite(r.get(metric)) is not None for r in zeroshot_results(run, "pruned").values())]
     if not usable:
         layout(fig, f"Zero-shot {what}")
         fig.update_yaxes(title_text=metric, range=[0, 1], tickformat=".0%")
         return note(fig, "no runs with zero-shot results" + (f" for {metric}" if runs else ""))
-    tasks = _zs_tasks(usable, metric)
+    tasks = zeroshot_tasks(usable, metric)
     x = tasks + (["mean"] if len(tasks) > 1 else [])
 
     def bar(name: str, results: dict, look: MethodStyle, hover: str) -> None:
         ys = [finite((results.get(t) or {}).get(metric)) for t in tasks]
         errs = [finite((results.get(t) or {}).get(f"{metric}_stderr")) for t in tasks]
         if len(tasks) > 1:
-            ys.append(_zs_mean(results, tasks, metric))
+            ys.append(zeroshot_mean(results, tasks, metric))
             errs.append(_zs_mean_stderr(results, tasks, metric))
         fig.add_trace(go.Bar(
             x=x, y=ys, name=name, marker={"color": look.colour, "pattern": {"shape": look.pattern, "fgcolor": "white"}},
@@ -118,11 +118,11 @@ def zeroshot_bars(runs: Sequence[RunRecord], metric: str = "acc") -> go.Figure:
     dense_keys: list[tuple] = []
     for run in usable:
         key = (run.model.source or run.request.model, repr(sorted(((run.zeroshot or {}).get("config") or {}).items())))
-        if key not in dense_keys and _zs_results(run, "dense"):
+        if key not in dense_keys and zeroshot_results(run, "dense"):
             dense_keys.append(key)
             label = "dense" if not dense_keys[1:] else f"dense ({run.model.label or key[0]})"
             dense = DENSE_STYLE if len(dense_keys) == 1 else replace(DENSE_STYLE, colour=LIGHT_GREY)
-            bar(label, _zs_results(run, "dense"), dense, "unpruned model")
+            bar(label, zeroshot_results(run, "dense"), dense, "unpruned model")
     looks: dict[str, MethodStyle] = {}
     labels: list[str] = []
     for run in usable:
@@ -130,7 +130,7 @@ def zeroshot_bars(runs: Sequence[RunRecord], metric: str = "acc") -> go.Figure:
         if lab in labels:
             lab = f"{lab} ({run.name})"
         labels.append(lab)
-        bar(lab, _zs_results(run, "pruned"), method_style(lab, looks), f"run {run.name}")
+        bar(lab, zeroshot_results(run, "pruned"), method_style(lab, looks), f"run {run.name}")
     layout(fig, f"Zero-shot {what} of the dense and pruned models", _zs_caption(usable, tasks),
             barmode="group", uniformtext={"minsize": 8, "mode": "hide"})
     fig.update_yaxes(title_text=f"{metric} ({what})", range=[0, 1.08], tickformat=".0%")

@@ -6,7 +6,7 @@ from typing import Any
 
 import torch
 
-from ..data import _tokens, load_text
+from ..data import text_tokens, load_text
 from ..errors import ConfigError, DataError
 from ..record import RunRecord
 from .config import RepairConfig
@@ -44,7 +44,7 @@ def training_text(config: RepairConfig, record: RunRecord, tokenizer: Any) -> Tr
         if eval_text == text:
             raise ConfigError(f"repair train_text {label} is the run's evaluation text ({eval_label}); training on "
                               "it would measure memorisation, not repair: choose another text")
-    ids, _ = _tokens(tokenizer, source, "calib")  # the engine's per-process tokenization cache
+    ids, _ = text_tokens(tokenizer, source, "calib")  # the engine's per-process tokenization cache
     windows = training_windows(ids, config.seqlen)
     if len(windows) < config.batch_size:
         raise ConfigError(f"repair train_text {label} has {ids.numel():,} tokens, fewer than one batch of "

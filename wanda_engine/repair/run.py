@@ -27,7 +27,7 @@ from ..layers import context_length
 from ..models import LoadedModel
 from ..pipeline import resolve_device
 from ..record import EvalInfo, RunRecord
-from ..runner import OOM_ERRORS, StageClock, _now, _versions, out_of_memory
+from ..runner import OOM_ERRORS, StageClock, timestamp, package_versions, out_of_memory
 from ..runs import atomic_write_json, load_run
 from .config import RepairRequest
 from .data import TrainingText, training_text
@@ -135,10 +135,10 @@ def _repair_directory(path: Path, record: RepairRecord, clock: StageClock) -> It
     repair.write()
     try:
         yield repair
-        repair.update(status="complete", finished=_now())
+        repair.update(status="complete", finished=timestamp())
     except BaseException as e:
         cancelled = isinstance(e, (PruneCancelled, KeyboardInterrupt))
-        repair.update(status="cancelled" if cancelled else "failed", finished=_now(),
+        repair.update(status="cancelled" if cancelled else "failed", finished=timestamp(),
                       error=str(e) if isinstance(e, EngineError) else f"{type(e).__name__}: {e}")
         raise
     finally:
@@ -154,11 +154,11 @@ def _first_record(request: RepairRequest, prep: _Prepared) -> RepairRecord:
     config, model = request.config, prep.start.model
     sparsity, _ = sparsity_of_blocks(model)
     evaluated = EVALUATED[config.evaluate] if config.method == "lora" else EVALUATED["finetune"]
-    return RepairRecord(name=prep.path.name, status="running", created=_now(), run=prep.record.name,
+    return RepairRecord(name=prep.path.name, status="running", created=timestamp(), run=prep.record.name,
                         request=request, start=prep.start.how, evaluated=evaluated,
                         mask_sha256_before=mask_checksum(model), mask_verified=prep.start.mask_verified,
                         sparsity_before=sparsity, train={**prep.text.describe(config), "start": prep.start.detail},
-                        versions=_versions(), device=str(prep.device))
+                        versions=package_versions(), device=str(prep.device))
 
 
 def execute_repair(request: RepairRequest, on_event: EventCallback = ignore_events,
