@@ -1,5 +1,5 @@
 """Export all: a print-size picker, formats and dpi, the button that builds the bundle (progress per figure),
-then the download of the .zip. The bundle itself is wanda_engine.bundle's; this only wires the widgets."""
+then the download of the .zip. The bundle itself is wanda_engine.outputs.bundle's; this only wires the widgets."""
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -7,12 +7,12 @@ from collections.abc import Callable
 import streamlit as st
 
 from app.export_controls import export_server
-from wanda_engine import export
-from wanda_engine.bundle import Bundle, FigureRendered
-from wanda_engine.errors import EngineError
-from wanda_engine.events import Event
-from wanda_engine.figures.paper import PRESETS
-from wanda_engine.runs import safe_file_stem
+from wanda_engine.outputs import export
+from wanda_engine.outputs.bundle import Bundle, FigureRendered
+from wanda_engine.core.errors import EngineError
+from wanda_engine.core.events import Event
+from wanda_engine.outputs.figures.paper import PRESETS
+from wanda_engine.store.run_store import safe_file_stem
 
 DEFAULT_PRESET = "two-column"
 

@@ -12,16 +12,16 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-from app.worker import CANCELLED, COMPLETE, FAILED, Cancel, JobPrepared, JobRequest, Loader, Outcome
+from app.messages import CANCELLED, COMPLETE, FAILED, Cancel, JobPrepared, JobRequest, Loader, Outcome
 from wanda_engine.config import RunRequest
-from wanda_engine.errors import EngineError, PruneCancelled
-from wanda_engine.events import Event, StageStarted
-from wanda_engine.layers import find_blocks, find_linears
-from wanda_engine.models import load_model
+from wanda_engine.core.errors import EngineError, PruneCancelled
+from wanda_engine.core.events import Event, StageStarted
+from wanda_engine.inputs.layers import find_blocks, find_linears
+from wanda_engine.inputs.models import load_model
 from wanda_engine.repair.config import RepairRequest
 from wanda_engine.repair.run import execute_repair
-from wanda_engine.runner import OOM_ERRORS, execute_run, out_of_memory, run_stem
-from wanda_engine.runs import RunStore, load_run
+from wanda_engine.runner.execute import OOM_ERRORS, execute_run, out_of_memory, run_stem
+from wanda_engine.store.run_store import RunStore, load_run
 
 DenseLookup = Callable[[RunRequest], Any]  # a run's request -> the dense model it was pruned from, or None
 

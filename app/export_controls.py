@@ -8,10 +8,11 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from wanda_engine import export, figures
-from wanda_engine.errors import ConfigError
-from wanda_engine.figures.paper import PRESETS, PrintPreset, print_preset, suggested_caption
-from wanda_engine.runs import safe_file_stem
+from wanda_engine.outputs import export
+from wanda_engine.outputs import figures
+from wanda_engine.core.errors import ConfigError
+from wanda_engine.outputs.figures.paper import PRESETS, PrintPreset, print_preset, suggested_caption
+from wanda_engine.store.run_store import safe_file_stem
 
 CUSTOM, SCREEN = "custom", "screen (pixels)"
 SIZES = [*PRESETS, CUSTOM, SCREEN]

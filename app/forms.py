@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from wanda_engine.config import EvalConfig, PruneConfig, RunRequest, ZeroShotConfig, check_run_name, parse_pattern
-from wanda_engine.texts import decode_text
-from wanda_engine.errors import ConfigError, DataError
-from wanda_engine.runs import RunStore, atomic_write_bytes
+from wanda_engine.inputs.texts import decode_text
+from wanda_engine.core.errors import ConfigError, DataError
+from wanda_engine.store.run_store import RunStore, atomic_write_bytes
 
 # What the first-time visitor gets: the embedded model runs in about a minute on 2 CPU cores.
 DEFAULTS: dict[str, Any] = {

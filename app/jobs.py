@@ -18,13 +18,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from app.worker import CANCELLED, COMPLETE, FAILED, JobPrepared, JobRequest, Outcome
-from wanda_engine import stages
-from wanda_engine.errors import EngineError
-from wanda_engine.events import BlockFinished, BlockStarted, Event, MatrixPruned, PruneFinished, StageStarted
+from app.messages import CANCELLED, COMPLETE, FAILED, JobPrepared, JobRequest, Outcome
+from wanda_engine.core import stages
+from wanda_engine.core.errors import EngineError
+from wanda_engine.core.events import BlockFinished, BlockStarted, Event, MatrixPruned, PruneFinished, StageStarted
 from wanda_engine.repair.config import RepairRequest
 from wanda_engine.repair.events import RepairEval, RepairStep
-from wanda_engine.runs import RunStore, load_run
+from wanda_engine.store.run_store import RunStore, load_run
 
 QUEUED, RUNNING = "queued", "running"
 PRUNE, REPAIR = "prune", "repair"  # a job's kind

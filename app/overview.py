@@ -4,10 +4,10 @@ from __future__ import annotations
 import streamlit as st
 
 from app import ui
-from wanda_engine import figures
-from wanda_engine.record import RunRecord
-from wanda_engine.records import MatrixRecord
-from wanda_engine.runs import Run
+from wanda_engine.outputs import figures
+from wanda_engine.store.run_record import RunRecord
+from wanda_engine.store.matrix_records import MatrixRecord
+from wanda_engine.store.run_store import Run
 
 
 def outlier_record(run: Run) -> MatrixRecord | None:

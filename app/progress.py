@@ -7,8 +7,8 @@ import streamlit as st
 
 from app import ui
 from app.jobs import CANCELLED, COMPLETE, FAILED, REPAIR
-from wanda_engine.stages import label as stage_label
-from wanda_engine import figures
+from wanda_engine.core.stages import label as stage_label
+from wanda_engine.outputs import figures
 
 BATCHES = "_batches"  # batch id -> {"kind": "compare"|"sweep"|"single", "jobs": [ids]}, submitted by this session
 SEEN = "_seen_finished"  # id of the newest finished job this session has reloaded for

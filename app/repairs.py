@@ -9,10 +9,10 @@ from typing import Any
 
 from app.jobs import QUEUED, REPAIR, RUNNING, JobRunner
 from wanda_engine.config import RunRequest
-from wanda_engine.errors import ConfigError
-from wanda_engine.record import RunRecord
+from wanda_engine.core.errors import ConfigError
+from wanda_engine.store.run_record import RunRecord
 from wanda_engine.repair.config import RepairConfig, RepairRequest
-from wanda_engine.runs import Run
+from wanda_engine.store.run_store import Run
 
 REPAIRS = {  # the form's choice -> its plain words
     "finetune": "Sparse fine-tune (every kept weight trains, every pruned weight stays exactly zero)",

@@ -7,10 +7,10 @@ from typing import Any
 import pandas as pd
 import plotly.graph_objects as go
 
-from wanda_engine.figures import catalog
-from wanda_engine.record import RunRecord
-from wanda_engine.records import MatrixRecord
-from wanda_engine.runs import Run
+from wanda_engine.outputs.figures import catalog
+from wanda_engine.store.run_record import RunRecord
+from wanda_engine.store.matrix_records import MatrixRecord
+from wanda_engine.store.run_store import Run
 
 COLUMNS = ["name", "status", "method", "target", "pattern", "group", "achieved", "perplexity", "dense ppl", "eval",
            "calibration", "model", "created", "time (s)", "error"]

@@ -8,7 +8,7 @@ import streamlit as st
 from app import forms, ui
 from app.progress import watch
 from wanda_engine.config import RunRequest
-from wanda_engine.errors import EngineError
+from wanda_engine.core.errors import EngineError
 
 ERROR = "_submit_error"  # one sentence for the page to show after a refused submission
 

@@ -9,12 +9,12 @@ from streamlit.runtime.scriptrunner import get_script_run_ctx
 
 from app.jobs import JobRunner
 from app.worker import WorkerProcess
-from wanda_engine.errors import EngineError
-from wanda_engine.figures import PLOTLY_CONFIG
-from wanda_engine.figures.style import wrap
-from wanda_engine.record import RunRecord
-from wanda_engine.records import MatrixRecord
-from wanda_engine.runs import Run, RunStore, load_run
+from wanda_engine.core.errors import EngineError
+from wanda_engine.outputs.figures import PLOTLY_CONFIG
+from wanda_engine.outputs.figures.style import wrap
+from wanda_engine.store.run_record import RunRecord
+from wanda_engine.store.matrix_records import MatrixRecord
+from wanda_engine.store.run_store import Run, RunStore, load_run
 
 CURRENT, COMPARE, PENDING = "current_run", "compare_run", "_pending_selection"
 NONE = "(none)"

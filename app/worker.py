@@ -8,7 +8,7 @@ the CLI (issue 11). The child process has its own interpreter: it loads the mode
 
 A job is a `RunRequest` (prune) or a `RepairRequest` (fine-tune a pruned run): both go through the
 same queue and the same child, one at a time. This module is what the server imports: the process,
-its queues and the messages, no torch (the server stays light and its first page fast); the job's
+its queues (the messages are in `app.messages`), no torch (the server stays light and its first page fast); the job's
 own steps are in `app.execution`, which only the worker process imports. No Streamlit here.
 """
 from __future__ import annotations
@@ -17,36 +17,12 @@ import multiprocessing
 import queue
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from wanda_engine.config import RunRequest
-from wanda_engine.events import Event
-from wanda_engine.repair.config import RepairRequest
-from wanda_engine.runs import RunStore
-
-COMPLETE, FAILED, CANCELLED = "complete", "failed", "cancelled"
-Loader = Callable[[RunRequest], Any]  # request -> LoadedModel matching its model, dtype, offload, remote code
-Cancel = Any  # threading.Event or multiprocessing.Event: only is_set() is used
-JobRequest = RunRequest | RepairRequest
-
-
-@dataclass(frozen=True)
-class JobPrepared(Event):
-    """The dense model is loaded and the run named: what the progress views need before pruning starts."""
-
-    run_name: str
-    matrices_per_block: int
-
-
-@dataclass(frozen=True)
-class Outcome:
-    status: str  # COMPLETE, FAILED or CANCELLED
-    run_name: str | None = None  # a repair's: the pruned run it repaired
-    error: str | None = None
-    repair_name: str | None = None  # a repair's folder under <run>/repairs/
-
+from app.messages import FAILED, Cancel, JobRequest, Outcome
+from wanda_engine.core.events import Event
+from wanda_engine.store.run_store import RunStore
 
 def _child_main(orders: Any, messages: Any, cancel: Any) -> None:
     """The worker process's entry point."""

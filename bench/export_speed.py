@@ -5,7 +5,7 @@ sparsities).
 
     python bench/export_speed.py [--repeat 10] [--bundle-runs RUN_DIR ...] [--bundle-repeat 3]
 
-The Export-all section times the bundle of a comparison (wanda_engine.bundle), warm: of the runs given, or
+The Export-all section times the bundle of a comparison (wanda_engine.outputs.bundle), warm: of the runs given, or
 of two it first makes, untimed, on the embedded model (that part loads torch).
 
 Prints one Markdown table per section: the median and the slowest of `--repeat` exports after one warm-up.
@@ -23,14 +23,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from table import print_table  # noqa: E402  (bench/ is the script's own folder)
 
-from wanda_engine import export  # noqa: E402
-from wanda_engine.bundle import build_bundle  # noqa: E402
+from wanda_engine.outputs import export
+from wanda_engine.outputs.bundle import build_bundle  # noqa: E402
 from wanda_engine.config import EvalConfig, PruneConfig, RunRequest  # noqa: E402
-from wanda_engine import figures as F  # noqa: E402
-from wanda_engine.figures.paper import paper_figure, print_preset  # noqa: E402
-from wanda_engine.record import RunRecord  # noqa: E402
-from wanda_engine.records import MatrixRecord  # noqa: E402
-from wanda_engine.runs import Run, load_run  # noqa: E402
+from wanda_engine.outputs import figures as F
+from wanda_engine.outputs.figures.paper import paper_figure, print_preset  # noqa: E402
+from wanda_engine.store.run_record import RunRecord  # noqa: E402
+from wanda_engine.store.matrix_records import MatrixRecord  # noqa: E402
+from wanda_engine.store.run_store import Run, load_run  # noqa: E402
 
 MATRICES = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj", "mlp.gate_proj",
             "mlp.up_proj", "mlp.down_proj")
@@ -90,8 +90,8 @@ def comparison_runs(run_dirs: list[str]) -> list[Run]:
     tokens, 2 × 64 evaluation tokens: 30 blocks × 7 matrices of records, as any run of it has), made untimed."""
     if run_dirs:
         return [load_run(p) for p in run_dirs]
-    from wanda_engine.models import load_model
-    from wanda_engine.runner import execute_run
+    from wanda_engine.inputs.models import load_model
+    from wanda_engine.runner.execute import execute_run
 
     root, loaded = Path(tempfile.mkdtemp(prefix="bench-bundle-")), load_model("default")
     return [execute_run(RunRequest(prune=PruneConfig(method=m, nsamples=4, seqlen=64, device="cpu"),

@@ -34,12 +34,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from table import print_table  # noqa: E402  (bench/ is the script's own folder)
 
 from wanda_engine.config import OffloadConfig, PruneConfig  # noqa: E402
-from wanda_engine.evaluate import perplexity  # noqa: E402
-from wanda_engine.events import MatrixPruned  # noqa: E402
-from wanda_engine.layers import find_blocks, find_linears  # noqa: E402
-from wanda_engine.models import load_model, offload_kwargs  # noqa: E402
-from wanda_engine.offload import discard_pruned_copies, offload_summary  # noqa: E402
-from wanda_engine.pipeline import prune_model, resolve_device  # noqa: E402
+from wanda_engine.evaluation.perplexity import perplexity  # noqa: E402
+from wanda_engine.core.events import MatrixPruned  # noqa: E402
+from wanda_engine.inputs.layers import find_blocks, find_linears  # noqa: E402
+from wanda_engine.inputs.models import load_model, offload_kwargs  # noqa: E402
+from wanda_engine.inputs.offload import discard_pruned_copies, offload_summary  # noqa: E402
+from wanda_engine.pruning.pipeline import prune_model, resolve_device  # noqa: E402
 
 RANDOM_SHAPES = {  # model families by shape only: random weights, no download
     "llama-7b": dict(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32,
@@ -139,7 +139,7 @@ def resident_weight_bytes(model) -> int:
 
 def offloaded_forward_s(model, windows, batch_size, device, sync):
     """Time the dense forward with only one block at a time on the device (the pipeline's own capture and replay)."""
-    from wanda_engine.capture import capture_block_inputs, run_block
+    from wanda_engine.pruning.capture import capture_block_inputs, run_block
 
     def run() -> float:
         sync()

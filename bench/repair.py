@@ -26,14 +26,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from table import print_table  # noqa: E402  (bench/ is the script's own folder)
 
 from wanda_engine.config import EvalConfig, PruneConfig, RunRequest  # noqa: E402
-from wanda_engine.data import WIKITEXT2_TEST_ENV, eval_tokens  # noqa: E402
-from wanda_engine.errors import ConfigError  # noqa: E402
-from wanda_engine.evaluate import perplexity  # noqa: E402
-from wanda_engine.models import load_model  # noqa: E402
+from wanda_engine.inputs.data import WIKITEXT2_TEST_ENV, eval_tokens  # noqa: E402
+from wanda_engine.core.errors import ConfigError  # noqa: E402
+from wanda_engine.evaluation.perplexity import perplexity  # noqa: E402
+from wanda_engine.inputs.models import load_model  # noqa: E402
 from wanda_engine.repair.config import DEFAULT_LR, RepairConfig, RepairRequest  # noqa: E402
 from wanda_engine.repair.run import execute_repair  # noqa: E402
-from wanda_engine.runner import execute_run  # noqa: E402
-from wanda_engine.runs import load_run  # noqa: E402
+from wanda_engine.runner.execute import execute_run  # noqa: E402
+from wanda_engine.store.run_store import load_run  # noqa: E402
 
 SHARED_WIKITEXT2 = Path(__file__).resolve().parents[2] / "shared" / "data" / "wikitext2-raw-test.txt"
 

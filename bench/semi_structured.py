@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from table import print_table  # noqa: E402  (bench/ is the script's own folder)
 
-from wanda_engine.selection import select  # noqa: E402
+from wanda_engine.methods.selection import select  # noqa: E402
 
 SHAPES = {"q/k/v/o_proj": (4096, 4096), "gate/up_proj": (11008, 4096), "down_proj": (4096, 11008)}  # [out, in]
 

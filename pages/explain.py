@@ -1,5 +1,5 @@
 """Explain: why Wanda beats magnitude, argued in five steps, each a figure and one sentence computed from
-the comparison in front of the class (the page only draws what `wanda_engine.explain` computed)."""
+the comparison in front of the class (the page only draws what `wanda_engine.outputs.explain` computed)."""
 from __future__ import annotations
 
 import html
@@ -12,7 +12,8 @@ from app import ui
 from app.export_controls import export_controls
 from app.progress import job_panel
 from app.submit import ERROR, submit, submit_sweep
-from wanda_engine import explain, figures
+from wanda_engine.outputs import explain
+from wanda_engine.outputs import figures
 
 MISSING = ("These runs were recorded before the records held each metric's error per input channel, so steps 3 "
            "and 4 have nothing to draw: press **Compare magnitude vs Wanda** again to record them.")

@@ -5,7 +5,7 @@ import streamlit as st
 
 from app import ui
 from app.overview import note_without_statistics, outlier_record
-from wanda_engine import figures
+from wanda_engine.outputs import figures
 
 st.title("Layers")
 st.markdown("For one weight matrix: how the Wanda score |W|·‖Xⱼ‖₂ and the magnitude |W| split its weights into kept "

@@ -5,7 +5,7 @@ import streamlit as st
 
 from app import ui
 from app.overview import note_without_statistics, outlier_record
-from wanda_engine import figures
+from wanda_engine.outputs import figures
 
 st.title("Masks")
 st.markdown("Which weights the run pruned compared with the reference method on the *same* weights "

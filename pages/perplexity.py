@@ -5,7 +5,7 @@ import streamlit as st
 
 from app import ui
 from app.runs_table import model_runs
-from wanda_engine import figures
+from wanda_engine.outputs import figures
 
 st.title("Perplexity")
 st.markdown("Perplexity of the pruned models next to the dense model, measured on the same windows "

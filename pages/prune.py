@@ -8,7 +8,7 @@ from app.overview import overview
 from app.progress import job_panel
 from app.submit import ERROR, ensure_form_defaults, submit
 from wanda_engine.config import PAPER_TASKS
-from wanda_engine.tasks import local_task_names
+from wanda_engine.evaluation.tasks import local_task_names
 
 st.title("Prune a language model")
 st.markdown(

@@ -9,13 +9,13 @@ from app import repairs, ui
 from app.export_controls import export_controls
 from app.jobs import QUEUED
 from app.progress import watch
-from wanda_engine import figures
-from wanda_engine.errors import EngineError
-from wanda_engine.figures.repair import NO_REFERENCE, budget, dense_reference, takes_weight_update
+from wanda_engine.outputs import figures
+from wanda_engine.core.errors import EngineError
+from wanda_engine.outputs.figures.repair import NO_REFERENCE, budget, dense_reference, takes_weight_update
 from wanda_engine.repair.config import RepairRequest
 from wanda_engine.repair.estimate import estimate_seconds
 from wanda_engine.repair.record import load_repairs
-from wanda_engine.runs import Run
+from wanda_engine.store.run_store import Run
 
 ERROR, NOTICE, SEEN_CURRENT = "_repair_error", "_repair_notice", "_repair_seen_current"
 

@@ -10,10 +10,10 @@ from app.bundle_controls import export_all_controls
 from app.export_controls import export_controls
 from app.progress import watch
 from app.runs_table import build_figure, model_runs, runs_table
-from wanda_engine.bundle import build_bundle
-from wanda_engine.errors import ConfigError, EngineError
-from wanda_engine.figures.catalog import FIGURES, MATRIX_FIGURES
-from wanda_engine.runs import Run
+from wanda_engine.outputs.bundle import build_bundle
+from wanda_engine.core.errors import ConfigError, EngineError
+from wanda_engine.outputs.figures.catalog import FIGURES, MATRIX_FIGURES
+from wanda_engine.store.run_store import Run
 
 st.title("Runs & export")
 runner = ui.job_runner()

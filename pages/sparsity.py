@@ -4,7 +4,7 @@ from __future__ import annotations
 import streamlit as st
 
 from app import ui
-from wanda_engine import figures
+from wanda_engine.outputs import figures
 
 st.title("Sparsity")
 st.markdown("How evenly the pruning spread: the achieved sparsity of every matrix, then for one matrix the "

@@ -9,11 +9,11 @@ from app.bundle_controls import export_all_controls
 from app.export_controls import export_controls
 from app.jobs import MAX_QUEUE
 from app.progress import job_panel, watch
-from wanda_engine import sweep as sw
-from wanda_engine.bundle import SweepSource, build_bundle
-from wanda_engine.errors import ConfigError, EngineError
-from wanda_engine.figures.catalog import sweep_figures
-from wanda_engine.sweep_cost import estimate_work
+from wanda_engine.sweep import grid as sw
+from wanda_engine.outputs.bundle import SweepSource, build_bundle
+from wanda_engine.core.errors import ConfigError, EngineError
+from wanda_engine.outputs.figures.catalog import sweep_figures
+from wanda_engine.sweep.cost import estimate_work
 
 st.title("Sweep")
 st.markdown(

@@ -4,8 +4,8 @@ from __future__ import annotations
 import streamlit as st
 
 from app import ui
-from wanda_engine import figures
-from wanda_engine.runs import Run
+from wanda_engine.outputs import figures
+from wanda_engine.store.run_store import Run
 
 st.title("Zero-shot accuracy")
 st.markdown("Accuracy on multiple-choice tasks scored by EleutherAI's **lm-eval** harness, as in the Wanda paper "

@@ -45,5 +45,5 @@ fi
 cache=${WANDA_CACHE:-$HOME/.cache/wanda_engine}/smollm2-135m-instruct-fp32
 if [ ! -f "$cache/config.json" ] || ! ls "$cache"/*.safetensors >/dev/null 2>&1; then
   echo "setup: converting the embedded model to fp32 safetensors (once, about 25 s)"
-  OMP_WAIT_POLICY=PASSIVE .venv/bin/python -c "from wanda_engine.models import default_model_path; default_model_path()"
+  OMP_WAIT_POLICY=PASSIVE .venv/bin/python -c "from wanda_engine.inputs.models import default_model_path; default_model_path()"
 fi

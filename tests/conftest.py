@@ -50,14 +50,14 @@ def tiny_model(arch: str, vocab_size: int = TINY_VOCAB, seed: int = 0):
 @pytest.fixture(scope="session")
 def embedded():
     """The embedded default model (SmolLM2-135M-Instruct, fp32), loaded once per test session."""
-    from wanda_engine.models import load_model
+    from wanda_engine.inputs.models import load_model
 
     return load_model("default")
 
 
 @pytest.fixture(scope="session")
 def embedded_tokenizer_dir() -> Path:
-    from wanda_engine.models import default_model_path
+    from wanda_engine.inputs.models import default_model_path
 
     return default_model_path()
 

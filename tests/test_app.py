@@ -14,8 +14,8 @@ pytest.importorskip("streamlit")
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
 from wanda_engine.config import EvalConfig, PruneConfig, RunRequest  # noqa: E402
-from wanda_engine.events import BlockFinished  # noqa: E402
-from wanda_engine.runner import execute_run  # noqa: E402
+from wanda_engine.core.events import BlockFinished  # noqa: E402
+from wanda_engine.runner.execute import execute_run  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 MAIN = REPO / "app" / "main.py"
@@ -227,7 +227,7 @@ def test_bad_calibration_upload_is_refused(app_env, content, needle):
 
 def test_text_upload_is_saved_sanitised_under_uploads(app_env):
     from app import forms
-    from wanda_engine.runs import RunStore
+    from wanda_engine.store.run_store import RunStore
 
     store = RunStore()
     path = forms.save_upload(forms.Upload("../../etc/my notes?.txt", b"Some calibration text.\n" * 10), store)
@@ -241,7 +241,7 @@ def test_text_upload_is_saved_sanitised_under_uploads(app_env):
 
 def test_sparsity_list_parsing():
     from app import forms
-    from wanda_engine.errors import ConfigError
+    from wanda_engine.core.errors import ConfigError
 
     assert forms.parse_sparsities("0.5, 30%, 70") == [0.3, 0.5, 0.7]
     with pytest.raises(ConfigError):
@@ -258,9 +258,9 @@ def _tiny_request(method: str = "wanda", model: str = "tiny", **kw) -> RunReques
 def test_runner_cancel_leaves_cached_model_unchanged(runs_dir, tiny_model_dir, tmp_path, monkeypatch):
     from app.execution import InProcess
     from app.jobs import CANCELLED, COMPLETE, JobRunner
-    from wanda_engine.checks import parameter_checksum
-    from wanda_engine.models import load_model
-    from wanda_engine.runs import RunStore
+    from wanda_engine.pruning.checks import parameter_checksum
+    from wanda_engine.inputs.models import load_model
+    from wanda_engine.store.run_store import RunStore
 
     monkeypatch.setenv("WANDA_CACHE", str(tmp_path / "cache"))
     cached = load_model(str(tiny_model_dir))
@@ -296,7 +296,7 @@ def test_runner_cancel_leaves_cached_model_unchanged(runs_dir, tiny_model_dir, t
 def test_runner_queues_a_second_job_and_reports_progress():
     from app.execution import InProcess
     from app.jobs import CANCELLED, COMPLETE, QUEUED, RUNNING, JobRunner
-    from wanda_engine.events import BlockStarted, MatrixPruned, StageStarted
+    from wanda_engine.core.events import BlockStarted, MatrixPruned, StageStarted
 
     release = threading.Event()
     started = threading.Event()
@@ -340,7 +340,7 @@ def test_runner_queues_a_second_job_and_reports_progress():
 def test_runner_survives_a_failing_job():
     from app.execution import InProcess
     from app.jobs import COMPLETE, FAILED, JobRunner
-    from wanda_engine.errors import ModelLoadError
+    from wanda_engine.core.errors import ModelLoadError
 
     def loader(request):
         if request.model == "broken":
@@ -364,7 +364,7 @@ def test_busy_server_shows_whose_run_and_queues_another(app_env, monkeypatch):
     from app import ui
     from app.execution import InProcess
     from app.jobs import JobRunner
-    from wanda_engine.events import BlockStarted, MatrixPruned, StageStarted
+    from wanda_engine.core.events import BlockStarted, MatrixPruned, StageStarted
 
     release, started = threading.Event(), threading.Event()
 
@@ -405,7 +405,7 @@ def test_busy_server_shows_whose_run_and_queues_another(app_env, monkeypatch):
 def test_runner_estimates_time_left_from_its_own_pace():
     from app.execution import InProcess
     from app.jobs import JobRunner
-    from wanda_engine.events import BlockStarted, MatrixPruned, StageStarted
+    from wanda_engine.core.events import BlockStarted, MatrixPruned, StageStarted
 
     release, halfway = threading.Event(), threading.Event()
 
@@ -442,7 +442,7 @@ def test_the_server_renders_the_prune_page_without_torch():
     import subprocess
     import sys
 
-    code = ("import sys; import app.ui, app.progress, app.forms, app.overview, wanda_engine.tasks; "
+    code = ("import sys; import app.ui, app.progress, app.forms, app.overview, wanda_engine.evaluation.tasks; "
             "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]

@@ -19,10 +19,10 @@ import pandas as pd
 import pytest
 
 from conftest import REPO
-from wanda_engine import bundle as bundles
+from wanda_engine.outputs import bundle as bundles
 from wanda_engine.config import EvalConfig, PruneConfig, RunRequest
-from wanda_engine.figures import catalog, figure_data
-from wanda_engine.runs import RunStore, load_run
+from wanda_engine.outputs.figures import catalog, figure_data
+from wanda_engine.store.run_store import RunStore, load_run
 
 SAFE_NAME = re.compile(r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$")
 
@@ -34,7 +34,7 @@ def fake_render(fig, fmt: str) -> bytes:
 
 def tiny_runs(root: Path, model: Path, methods=("wanda", "magnitude")) -> list[Path]:
     """Complete runs of the tiny model in store `root`, one per method, named after it."""
-    from wanda_engine.runner import execute_run
+    from wanda_engine.runner.execute import execute_run
 
     for method in methods:
         request = RunRequest(model=str(model), prune=PruneConfig(method=method, nsamples=4, seqlen=32, device="cpu"),
@@ -208,7 +208,7 @@ def test_the_export_command_runs_without_torch(store, tmp_path):
         "import sys, argparse\n"
         "from wanda_engine import export\n"
         "export.export_figure = lambda fig, fmt, **kw: fmt.encode()\n"
-        "from wanda_engine.cli_export import add_export_parser, run_export\n"
+        "from wanda_engine.cli.export import add_export_parser, run_export\n"
         "p = argparse.ArgumentParser(); sub = p.add_subparsers(dest='command'); add_export_parser(sub)\n"
         f"rc = run_export(p.parse_args(['export', {str(store / 'wanda')!r}, 'magnitude', '--runs', {str(store)!r},"
         f" '--formats', 'pdf,svg', '--preset', 'one-column', '--out', {str(out)!r}]))\n"
@@ -228,7 +228,7 @@ def test_the_export_command_runs_without_torch(store, tmp_path):
 @pytest.mark.slow
 def test_a_real_bundle_renders_at_the_print_size(store, tmp_path):
     """Kaleido and Chromium for real: every figure of a comparison as PDF and PNG at two-column width."""
-    from wanda_engine.figures.paper import print_preset
+    from wanda_engine.outputs.figures.paper import print_preset
 
     built = bundles.build_bundle(runs_of(store, "wanda", "magnitude"), preset="two-column", formats=("pdf", "png"),
                                  dpi=150)
@@ -248,7 +248,7 @@ def test_export_all_on_the_runs_page_offers_the_bundle_as_a_zip(app_env, store, 
     from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
     from test_app import goto, new_app, no_exceptions
 
-    from wanda_engine import export
+    from wanda_engine.outputs import export
 
     shutil.copytree(store / "wanda", app_env.runs / "wanda")
     monkeypatch.setattr(export, "export_figure", lambda fig, fmt, **kw: fake_render(fig, fmt))
@@ -283,7 +283,7 @@ def test_export_all_on_the_sweep_page_offers_the_sweeps_bundle(app_env, store, m
     pytest.importorskip("streamlit")
     from test_app import goto, new_app, no_exceptions
 
-    from wanda_engine import export
+    from wanda_engine.outputs import export
 
     write_sweep(app_env.runs, store)
     monkeypatch.setattr(export, "export_figure", lambda fig, fmt, **kw: fake_render(fig, fmt))
@@ -303,8 +303,8 @@ def test_export_all_on_the_sweep_page_offers_the_sweeps_bundle(app_env, store, m
 def test_the_export_command_names_every_preset_and_refuses_a_bad_one_before_rendering(store, tmp_path):
     import argparse
 
-    from wanda_engine.cli_export import add_export_parser, run_export
-    from wanda_engine.figures.paper import PRESETS, UNITS
+    from wanda_engine.cli.export import add_export_parser, run_export
+    from wanda_engine.outputs.figures.paper import PRESETS, UNITS
 
     parser = argparse.ArgumentParser()
     export_parser = add_export_parser(parser.add_subparsers(dest="command"))

@@ -12,7 +12,7 @@ import pytest
 import torch
 from conftest import REPO, SHARED_WIKITEXT2
 
-from wanda_engine.cli import main
+from wanda_engine.cli.main import main
 
 FAST = ["--nsamples", "4", "--seqlen", "32", "--eval-windows", "2", "--quiet"]
 
@@ -126,10 +126,10 @@ def test_cancel_before_evaluation_marks_the_run_cancelled(tiny_model_dir, tmp_pa
     import threading
 
     from wanda_engine.config import EvalConfig, PruneConfig, RunRequest
-    from wanda_engine.errors import PruneCancelled
-    from wanda_engine.events import PruneFinished
-    from wanda_engine.runner import execute_run
-    from wanda_engine.runs import load_run
+    from wanda_engine.core.errors import PruneCancelled
+    from wanda_engine.core.events import PruneFinished
+    from wanda_engine.runner.execute import execute_run
+    from wanda_engine.store.run_store import load_run
 
     cancel = threading.Event()
 
@@ -145,7 +145,7 @@ def test_cancel_before_evaluation_marks_the_run_cancelled(tiny_model_dir, tmp_pa
 
 
 def test_rename_keeps_the_recorded_name(tmp_path):
-    from wanda_engine.runs import RunStore, atomic_write_json
+    from wanda_engine.store.run_store import RunStore, atomic_write_json
 
     store = RunStore(tmp_path)
     atomic_write_json(tmp_path / "a" / "run.json", {"name": "a", "status": "complete"})

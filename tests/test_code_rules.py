@@ -1,5 +1,5 @@
-"""The project's code rules, checked on the source: no import circle, short functions and modules, no
-undefined name or unused import (pyflakes)."""
+"""The project's code rules, checked on the source: no import circle (engine, app, pages), the engine's packages
+importing only the layers below them, short functions and modules, no undefined name or unused import (pyflakes)."""
 from __future__ import annotations
 
 import ast
@@ -9,19 +9,25 @@ from pathlib import Path
 from pyflakes.api import checkPath
 from pyflakes.reporter import Reporter
 
-ENGINE = Path(__file__).resolve().parents[1] / "wanda_engine"
+ROOT = Path(__file__).resolve().parents[1]
+ENGINE = ROOT / "wanda_engine"
 PACKAGE = "wanda_engine"
+# The engine's packages from the bottom up: a module may import its own package and those listed before it
+# (each package's docstring says the same). `config` is a module at the top level of the engine.
+LAYERS = ("core", "methods", "config", "store", "inputs", "pruning", "evaluation", "runner", "sweep", "repair",
+          "outputs", "cli", "__main__")
 MAX_FUNCTION_LINES = 80
 MAX_MODULE_LINES = 500
 
 
 def _module_name(path: Path) -> str:
-    parts = path.relative_to(ENGINE.parent).with_suffix("").parts
+    parts = path.relative_to(ROOT).with_suffix("").parts
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-def _imported_modules(path: Path, modules: set[str]) -> set[str]:
-    """Every wanda_engine module `path` imports, at its top or inside a function (relative imports resolved)."""
+def _imported_modules(path: Path, modules: set[str], prefixes: tuple[str, ...] = (PACKAGE,)) -> set[str]:
+    """Every project module (under `prefixes`) `path` imports, at its top or inside a function (relative imports
+    resolved)."""
     name = _module_name(path)
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     found = set()
@@ -38,17 +44,18 @@ def _imported_modules(path: Path, modules: set[str]) -> set[str]:
         else:
             continue
         for target in targets:
-            while target and target not in modules:  # `import wanda_engine.figures.run` -> the deepest module
+            while target and target not in modules:  # `import wanda_engine.outputs.figures.run` -> the deepest module
                 target = target.rpartition(".")[0]
-            if target.startswith(PACKAGE) and target != name:
+            if target.startswith(prefixes) and target != name:
                 found.add(target)
     return found
 
 
-def import_graph() -> dict[str, set[str]]:
-    paths = sorted(ENGINE.rglob("*.py"))
+def import_graph(folders: tuple[str, ...] = (PACKAGE,)) -> dict[str, set[str]]:
+    """Module -> the project modules it imports, over the packages in `folders`."""
+    paths = sorted(p for folder in folders for p in (ROOT / folder).rglob("*.py"))
     modules = {_module_name(p) for p in paths}
-    return {_module_name(p): _imported_modules(p, modules) - {PACKAGE} for p in paths}
+    return {_module_name(p): _imported_modules(p, modules, folders) - set(folders) for p in paths}
 
 
 def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
@@ -78,13 +85,33 @@ def test_the_cycle_finder_finds_a_circle_and_accepts_a_tree():
 
 def test_the_import_graph_sees_function_level_and_relative_imports():
     graph = import_graph()
-    assert "wanda_engine.pipeline" in graph and "wanda_engine.errors" in graph["wanda_engine.pipeline"]
+    assert "wanda_engine.pruning.pipeline" in graph and "wanda_engine.core.errors" in graph["wanda_engine.pruning.pipeline"]
     assert all(not deps or all(d.startswith(PACKAGE) for d in deps) for deps in graph.values())
 
 
 def test_no_import_circle_inside_the_engine():
     cycle = find_cycle(import_graph())
     assert cycle is None, "import circle: " + " -> ".join(cycle)
+
+
+def test_no_import_circle_in_the_app_and_its_pages():
+    cycle = find_cycle(import_graph(("app", "pages", PACKAGE)))
+    assert cycle is None, "import circle: " + " -> ".join(cycle)
+
+
+def _layer(module: str) -> str:
+    return module.split(".")[1]
+
+
+def test_every_engine_package_is_in_the_layer_list():
+    assert {_layer(m) for m in import_graph() if m != PACKAGE} == set(LAYERS)
+
+
+def test_engine_packages_import_only_the_layers_below_them():
+    rank = {name: i for i, name in enumerate(LAYERS)}
+    upward = [f"{m} -> {d}" for m, deps in import_graph().items() if m != PACKAGE
+              for d in deps if rank[_layer(d)] > rank[_layer(m)]]
+    assert not upward, "imports that point up the layers: " + "; ".join(sorted(upward))
 
 
 def _long_functions(path: Path) -> list[str]:

@@ -6,7 +6,7 @@ import pytest
 import json
 
 from wanda_engine.config import EvalConfig, ModelSpec, OffloadConfig, PruneConfig, RunRequest, ZeroShotConfig, parse_pattern
-from wanda_engine.errors import ConfigError
+from wanda_engine.core.errors import ConfigError
 
 
 @pytest.mark.parametrize("kwargs,field", [

@@ -1,4 +1,4 @@
-"""Tests of wanda_engine.data: sources, calibration windows, pinned token files, evaluation tokens."""
+"""Tests of wanda_engine.inputs.data: sources, calibration windows, pinned token files, evaluation tokens."""
 from __future__ import annotations
 
 import random
@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from wanda_engine import data, texts
-from wanda_engine.errors import DataError
+from wanda_engine.inputs import data
+from wanda_engine.inputs import texts
+from wanda_engine.core.errors import DataError
 
 SHARED_WIKITEXT2 = Path(__file__).parents[1].parent / "shared/data/wikitext2-raw-test.txt"
 AUSTEN_PRESENT = any((d / "Rdata.rdx").is_file() and (d / "Rdata.rdb").is_file() for d in data.AUSTEN_DIRS)

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import pytest
 
-from wanda_engine.checks import parameter_checksum
+from wanda_engine.pruning.checks import parameter_checksum
 from wanda_engine.config import EvalConfig, PruneConfig, RunRequest
-from wanda_engine.runner import execute_run
+from wanda_engine.runner.execute import execute_run
 
 pytestmark = pytest.mark.slow  # the embedded model end to end
 
@@ -51,7 +51,7 @@ def test_outlier_channels_explain_the_difference(runs):
     """Where Wanda and magnitude disagree, magnitude prunes weights of high-norm input channels that Wanda keeps."""
     import numpy as np
 
-    from wanda_engine.records import PRUNED_ONLY_METHOD, PRUNED_ONLY_REFERENCE
+    from wanda_engine.store.matrix_records import PRUNED_ONLY_METHOD, PRUNED_ONLY_REFERENCE
 
     records = runs["wanda"].records()
     assert len(records) == 210

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import torch
 
-from wanda_engine import explain
+from wanda_engine.outputs import explain
 from wanda_engine.config import EvalConfig, PruneConfig, RunRequest
-from wanda_engine.record import RunRecord
-from wanda_engine.records import MatrixRecord, top1pct_count
+from wanda_engine.store.run_record import RunRecord
+from wanda_engine.store.matrix_records import MatrixRecord, top1pct_count
 
 
 # --- step 1: the toy -------------------------------------------------------------------------------
@@ -52,7 +52,7 @@ def tiny_runs():
     """A tiny LLaMA pruned by Wanda and by magnitude per row (same weights, same windows), with the dense copy."""
     from conftest import tiny_model
 
-    from wanda_engine.pipeline import prune_model
+    from wanda_engine.pruning.pipeline import prune_model
 
     torch.manual_seed(1)
     windows = torch.randint(0, 512, (4, 32))
@@ -85,7 +85,7 @@ def test_per_channel_error_sums_to_the_recorded_proxy_error(tiny_runs):
 
 def test_per_channel_error_and_top1pct_pruned_from_the_weights(tiny_runs):
     """Recomputed in float64 from the dense and the pruned weights: the run's own mask is where the weight became 0."""
-    from wanda_engine.layers import find_blocks, find_linears, weight_of
+    from wanda_engine.inputs.layers import find_blocks, find_linears, weight_of
 
     dense_blocks, pruned_blocks = find_blocks(tiny_runs["dense"])[1], find_blocks(tiny_runs["wanda"][0])[1]
     for rec in tiny_runs["wanda"][1]:
@@ -246,7 +246,7 @@ def _strip_the_decomposition(run_dir) -> None:
     """Rewrite a run's records as a run recorded before `by_metric` and the channel_error arrays existed."""
     import json
 
-    from wanda_engine.runs import atomic_write_json, load_run, write_records
+    from wanda_engine.store.run_store import atomic_write_json, load_run, write_records
 
     old = [MatrixRecord.from_dict({k: v for k, v in r.to_dict().items() if k != "by_metric"},
                                   {k: a for k, a in r.arrays.items() if not k.startswith("channel_error")})

@@ -13,10 +13,10 @@ import plotly.graph_objects as go
 import pytest
 import torch
 
-from wanda_engine import figures as F
+from wanda_engine.outputs import figures as F
 from wanda_engine.config import PruneConfig
-from wanda_engine.record import RunRecord
-from wanda_engine.records import BlockRecord, MatrixRecord
+from wanda_engine.store.run_record import RunRecord
+from wanda_engine.store.matrix_records import BlockRecord, MatrixRecord
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -25,7 +25,7 @@ REPO = Path(__file__).resolve().parents[1]
 def pruned():
     from conftest import tiny_model
 
-    from wanda_engine.pipeline import prune_model
+    from wanda_engine.pruning.pipeline import prune_model
 
     model = tiny_model("llama")
     torch.manual_seed(1)
@@ -227,7 +227,7 @@ def test_perplexity_vs_sparsity_lines_per_method():
 def test_lines_take_their_methods_look_from_the_one_table():
     """Colour, dash and marker per method from style.METHOD_STYLES, whatever figure draws the line; a second
     line of the same method keeps its colour and changes dash and marker (greyscale print tells them apart)."""
-    from wanda_engine.figures.style import METHOD_STYLES
+    from wanda_engine.outputs.figures.style import METHOD_STYLES
 
     runs = [_run("a", "wanda", 0.5, 14.0), _run("b", "magnitude", 0.5, 50.0), _run("c", "wanda", 0.5, 16.0,
                                                                                    pattern="2:4")]
@@ -265,7 +265,7 @@ def test_figure_data_long_form_for_every_figure(records, rec, pruned):
 
 
 def test_figures_import_without_torch_or_streamlit():
-    code = ("import sys, wanda_engine.figures, wanda_engine.explain; bad = {'torch', 'streamlit'} & set(sys.modules); "
+    code = ("import sys, wanda_engine.outputs.figures, wanda_engine.outputs.explain; bad = {'torch', 'streamlit'} & set(sys.modules); "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True)
 
@@ -279,7 +279,7 @@ def _explain_run() -> RunRecord:
 
 
 def test_explain_toy_figure_moves_with_the_outlier():
-    from wanda_engine import explain
+    from wanda_engine.outputs import explain
 
     quiet, loud = explain.toy(1), explain.toy(60)
     figs = [F.explain_toy(t) for t in (quiet, loud)]
@@ -296,7 +296,7 @@ def test_explain_toy_figure_moves_with_the_outlier():
 
 
 def test_explain_figures_draw_exactly_the_evidence(records):
-    from wanda_engine import explain
+    from wanda_engine.outputs import explain
 
     run = _explain_run()
     outliers, cuts, share = (explain.outliers(records, run), explain.outlier_cuts(records, run),
@@ -320,7 +320,7 @@ def test_explain_figures_draw_exactly_the_evidence(records):
 
 
 def test_explain_protect_figure_has_the_references():
-    from wanda_engine import explain
+    from wanda_engine.outputs import explain
 
     ev = explain.Intervention([0.0, 0.001, 0.01], [300.0, 200.0, 60.0], ["plain", "p01", "p1"], 40.0, 20.0,
                               "austen:prideprejudice, 2 windows × 64 tokens = 128 tokens", "s")
@@ -346,7 +346,7 @@ def test_plotly_config_exports_svg(rec, monkeypatch):
     import streamlit as st
 
     from app import ui
-    from wanda_engine.export import export_figure
+    from wanda_engine.outputs.export import export_figure
 
     handed = {}
     monkeypatch.setattr(st, "plotly_chart", lambda fig, config=None, key=None: handed.update(fig=fig, config=config))
@@ -361,7 +361,7 @@ def test_plotly_config_exports_svg(rec, monkeypatch):
 
 
 def test_export_rejects_unknown_format(rec):
-    from wanda_engine.export import export_figure
+    from wanda_engine.outputs.export import export_figure
 
     with pytest.raises(ValueError, match="png, svg, pdf"):
         export_figure(F.row_sparsity(rec), "jpg")
@@ -371,7 +371,7 @@ def test_export_rejects_unknown_format(rec):
 def test_export_png_svg_pdf_with_and_without_server(records, rec):
     if not _chromium():
         pytest.skip("no Chromium installed (/usr/bin/chromium)")
-    from wanda_engine import export as E
+    from wanda_engine.outputs import export as E
 
     fig = F.sparsity_heatmap(records)
     before = fig.to_plotly_json()

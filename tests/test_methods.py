@@ -7,9 +7,9 @@ from conftest import tiny_model
 from test_pipeline import per_sample_norms, pruned_masks, windows
 
 from wanda_engine.config import PruneConfig
-from wanda_engine.errors import ConfigError
-from wanda_engine.layers import find_blocks, find_linears, weight_of
-from wanda_engine.pipeline import owl_sparsities, prune_model
+from wanda_engine.core.errors import ConfigError
+from wanda_engine.inputs.layers import find_blocks, find_linears, weight_of
+from wanda_engine.pruning.pipeline import owl_sparsities, prune_model
 
 
 def plain_ria(w: torch.Tensor, norms: torch.Tensor, a: float = 0.5) -> torch.Tensor:
@@ -94,7 +94,7 @@ def test_bad_method_settings_are_refused(bad):
 
 
 def test_owl_figure_shows_the_recorded_ratios_and_targets():
-    from wanda_engine import figures
+    from wanda_engine.outputs import figures
 
     cfg = PruneConfig(method="wanda", sparsity=0.6, layerwise="owl", nsamples=6, seqlen=24)
     result = prune_model(tiny_model("llama"), windows(), cfg)
@@ -130,7 +130,7 @@ def test_wanda_2of4_matches_a_per_sample_per_group_loop():
 
 @pytest.mark.parametrize("group,nm", [("row", None), ("matrix", None), ("nm", (2, 4))])
 def test_selection_cutoff_is_the_largest_pruned_score(group, nm):
-    from wanda_engine.selection import select
+    from wanda_engine.methods.selection import select
 
     score = torch.rand(24, 32, generator=torch.Generator().manual_seed(3))
     mask, cutoff = select(score, 0.5, group, nm)
@@ -145,7 +145,7 @@ def test_metric_histogram_matches_numpy_with_zero_scores():
     """The one-bincount histogram against numpy's, per split, with exact zeros counted apart."""
     import numpy as np
 
-    from wanda_engine.recording import HIST_BINS, _log_hist
+    from wanda_engine.pruning.recording import HIST_BINS, _log_hist
 
     g = torch.Generator().manual_seed(5)
     score = torch.rand(40, 64, generator=g) ** 3
@@ -167,7 +167,7 @@ def test_metric_histogram_matches_numpy_with_zero_scores():
 @pytest.mark.parametrize("shape", [(1536, 576), (192, 576), (100, 70), (30, 200)])
 def test_density_tiles_are_the_pruned_fraction_per_tile(shape):
     """Equal tiles are summed over a view, others pooled; both against a plain per-tile loop."""
-    from wanda_engine.recording import _density_map
+    from wanda_engine.pruning.recording import _density_map
 
     mask = torch.rand(*shape, generator=torch.Generator().manual_seed(1)) < 0.3
     got = _density_map(mask)

@@ -11,22 +11,22 @@ import torch
 from conftest import tiny_model
 from safetensors.torch import load_file
 
-from wanda_engine.checks import sparsity_of_blocks
-from wanda_engine.cli import main
+from wanda_engine.pruning.checks import sparsity_of_blocks
+from wanda_engine.cli.main import main
 from wanda_engine.config import OffloadConfig, PruneConfig, parse_size
-from wanda_engine.errors import ConfigError
-from wanda_engine.layers import find_blocks, find_linears, weight_of
-from wanda_engine.models import load_model
-from wanda_engine.offload import block_on_device, has_offloaded_weights, is_dispatched
-from wanda_engine.pipeline import prune_model
+from wanda_engine.core.errors import ConfigError
+from wanda_engine.inputs.layers import find_blocks, find_linears, weight_of
+from wanda_engine.inputs.models import load_model
+from wanda_engine.inputs.offload import block_on_device, has_offloaded_weights, is_dispatched
+from wanda_engine.pruning.pipeline import prune_model
 
 @pytest.fixture(autouse=True)
 def keep_malloc_as_it_is(monkeypatch):
     """Loading with offload fixes glibc's mmap threshold for the whole process; not in the test process."""
-    import wanda_engine.models
+    import wanda_engine.inputs.models
 
     calls = []
-    monkeypatch.setattr(wanda_engine.models, "return_freed_memory_promptly", lambda: calls.append(1))
+    monkeypatch.setattr(wanda_engine.inputs.models, "return_freed_memory_promptly", lambda: calls.append(1))
     return calls
 
 

@@ -8,11 +8,11 @@ import torch
 from conftest import TINY_CONFIGS, TINY_VOCAB, tiny_model
 
 from wanda_engine.config import PruneConfig
-from wanda_engine.errors import ConfigError, ModelLoadError, PruneCancelled
-from wanda_engine.events import BlockFinished, BlockStarted, MatrixPruned, PruneFinished, StageStarted
-from wanda_engine.layers import find_blocks, find_linears, weight_of
-from wanda_engine.pipeline import prune_model
-from wanda_engine.stages import BY_NAME
+from wanda_engine.core.errors import ConfigError, ModelLoadError, PruneCancelled
+from wanda_engine.core.events import BlockFinished, BlockStarted, MatrixPruned, PruneFinished, StageStarted
+from wanda_engine.inputs.layers import find_blocks, find_linears, weight_of
+from wanda_engine.pruning.pipeline import prune_model
+from wanda_engine.core.stages import BY_NAME
 
 ARCHS = list(TINY_CONFIGS)
 

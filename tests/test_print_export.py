@@ -12,14 +12,14 @@ import plotly.graph_objects as go
 import pytest
 import torch
 
-from wanda_engine import explain
-from wanda_engine import figures as F
+from wanda_engine.outputs import explain
+from wanda_engine.outputs import figures as F
 from wanda_engine.config import PruneConfig
-from wanda_engine.errors import ConfigError
-from wanda_engine.figures import paper
-from wanda_engine.figures.paper import PRESETS, PrintPreset, paper_figure, print_preset, suggested_caption
-from wanda_engine.figures.style import METHOD_STYLES, base_method, method_style
-from wanda_engine.record import RunRecord
+from wanda_engine.core.errors import ConfigError
+from wanda_engine.outputs.figures import paper
+from wanda_engine.outputs.figures.paper import PRESETS, PrintPreset, paper_figure, print_preset, suggested_caption
+from wanda_engine.outputs.figures.style import METHOD_STYLES, base_method, method_style
+from wanda_engine.store.run_record import RunRecord
 
 
 def _run(name: str, method: str, sparsity: float, ppl: float, *, nsamples: int = 16, protect: float = 0.0,
@@ -42,7 +42,7 @@ def _run(name: str, method: str, sparsity: float, ppl: float, *, nsamples: int =
 def pruned():
     from conftest import tiny_model
 
-    from wanda_engine.pipeline import prune_model
+    from wanda_engine.pruning.pipeline import prune_model
 
     torch.manual_seed(1)
     windows = torch.randint(0, 512, (4, 32))
@@ -237,7 +237,7 @@ def _chromium() -> bool:
 def server():
     if not _chromium():
         pytest.skip("no Chromium installed (/usr/bin/chromium)")
-    from wanda_engine import export as E
+    from wanda_engine.outputs import export as E
 
     E.start_export_server()
     yield E
@@ -309,7 +309,7 @@ def test_kaleido_custom_centimetres_and_the_title_kept(every_figure, server):
 
 
 def test_export_with_a_preset_checks_its_inputs(every_figure):
-    from wanda_engine import export as E
+    from wanda_engine.outputs import export as E
 
     with pytest.raises(ConfigError, match="dpi"):
         E.export_figure(every_figure["sweep"], "png", preset="one-column", dpi=10)

@@ -14,13 +14,13 @@ from hypothesis import strategies as st
 from test_methods import plain_ria
 from test_pipeline import pruned_masks, windows
 
-from wanda_engine import sweep as sw
-from wanda_engine.cli import _request, _sweep_config, build_parser, main
+from wanda_engine.sweep import grid as sw
+from wanda_engine.cli.main import _request, _sweep_config, build_parser, main
 from wanda_engine.config import PruneConfig, RunRequest
-from wanda_engine.errors import ConfigError
-from wanda_engine.layers import find_blocks, find_linears, weight_of
-from wanda_engine.pipeline import prune_model
-from wanda_engine.selection import (prune_adaptive_alpha, prune_adaptive_alpha_protected, protected_channels,
+from wanda_engine.core.errors import ConfigError
+from wanda_engine.inputs.layers import find_blocks, find_linears, weight_of
+from wanda_engine.pruning.pipeline import prune_model
+from wanda_engine.methods.selection import (prune_adaptive_alpha, prune_adaptive_alpha_protected, protected_channels,
                                     protected_count, select, select_protected)
 
 FAST = dict(nsamples=6, seqlen=24, batch_size=4)
@@ -275,7 +275,7 @@ def test_cli_prune_with_protection_writes_it_to_run_json(capsys, tiny_model_dir,
     assert meta["config"]["protect_channels"] == 0.05 and meta["sparsity"] == pytest.approx(0.5, abs=1e-6)
     from safetensors.torch import load_file
 
-    from wanda_engine.runs import load_run
+    from wanda_engine.store.run_store import load_run
 
     weights, run = load_file(saved / "model.safetensors"), load_run(out_dir)
     assert run.record.label() == "magnitude+protect5% 50%"

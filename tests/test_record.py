@@ -8,7 +8,7 @@ import pytest
 
 from conftest import REPO
 from wanda_engine.config import EvalConfig, PruneConfig, RunRequest
-from wanda_engine.record import RunRecord, RunRecordError
+from wanda_engine.store.run_record import RunRecord, RunRecordError
 
 
 def test_a_minimal_run_json_loads_with_defaults():
@@ -49,5 +49,5 @@ def test_the_label_is_the_configs_own_with_the_owl_prefix():
 
 
 def test_the_record_and_the_run_store_import_without_torch():
-    code = "import sys, wanda_engine.record, wanda_engine.runs, wanda_engine.stages; assert 'torch' not in sys.modules"
+    code = "import sys, wanda_engine.store.run_record, wanda_engine.store.run_store, wanda_engine.core.stages; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True)

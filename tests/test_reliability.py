@@ -29,10 +29,10 @@ import torch
 from conftest import REPO, tiny_model
 
 from wanda_engine.config import EvalConfig, PruneConfig, RunRequest
-from wanda_engine.errors import EngineError, NumericalError, OutOfMemory
-from wanda_engine.events import BlockStarted
-from wanda_engine.runner import execute_run
-from wanda_engine.runs import RunStore, load_run
+from wanda_engine.core.errors import EngineError, NumericalError, OutOfMemory
+from wanda_engine.core.events import BlockStarted
+from wanda_engine.runner.execute import execute_run
+from wanda_engine.store.run_store import RunStore, load_run
 
 FAST = ["--nsamples", "4", "--seqlen", "32", "--quiet"]
 
@@ -76,8 +76,8 @@ def store_with_earlier_run(finished_runs: Path, tmp_path: Path) -> tuple[Path, d
 CHILD = r'''
 import os, signal, sys, time
 sys.path.insert(0, os.environ["REPO"])
-import wanda_engine.runner as runner
-from wanda_engine.events import BlockStarted
+import wanda_engine.runner.execute as runner
+from wanda_engine.core.events import BlockStarted
 
 pause_at, pause_s = os.environ.get("PAUSE_AT", ""), float(os.environ.get("PAUSE_S", "0"))
 real_prune = runner.prune_model
@@ -106,7 +106,7 @@ if kill_file:  # SIGKILL this process while it writes `kill_file`: written to it
         return real_fsync(fd)
     os.fsync = fsync
 
-from wanda_engine.cli import main
+from wanda_engine.cli.main import main
 sys.exit(main(sys.argv[1:]))
 '''
 
@@ -182,7 +182,7 @@ def test_sigkill_mid_prune_leaves_the_store_readable_and_the_run_interrupted(fin
 def test_the_runner_writes_complete_last(tiny_model_dir, tmp_path, monkeypatch):
     """The write order the kill tests below rely on: the folder appears with run.json 'running', then the
     records, and the 'complete' run.json last; every file goes to a temporary name first, then is renamed."""
-    import wanda_engine.runs as runs_module
+    import wanda_engine.store.run_store as runs_module
 
     writes: list[tuple[str, str, str | None]] = []
     real_replace = os.replace
@@ -205,8 +205,8 @@ import os, signal, sys
 sys.path.insert(0, os.environ["REPO"])
 from pathlib import Path
 import numpy as np
-from wanda_engine.records import MatrixRecord
-from wanda_engine.runs import atomic_write_json, create_run_dir, write_records, writer_identity
+from wanda_engine.store.matrix_records import MatrixRecord
+from wanda_engine.store.run_store import atomic_write_json, create_run_dir, write_records, writer_identity
 
 kill_file, kill_nth = sys.argv[2], int(sys.argv[3])
 real_fsync, seen = os.fsync, [0]
@@ -311,12 +311,12 @@ def wait_until(predicate, timeout: float = 60, at=None) -> None:
 
 @pytest.mark.slow
 def test_cancel_in_the_app_mid_prune_keeps_the_cached_model_and_the_next_run_works(app_env, monkeypatch):
-    import wanda_engine.runner as runner_module
+    import wanda_engine.runner.execute as runner_module
     from app import ui
     from app.execution import InProcess, ModelCache
     from app.jobs import CANCELLED, COMPLETE, JobRunner
-    from wanda_engine.checks import parameter_checksum
-    from wanda_engine.models import load_model
+    from wanda_engine.pruning.checks import parameter_checksum
+    from wanda_engine.inputs.models import load_model
 
     real_prune = runner_module.prune_model
 
@@ -447,7 +447,7 @@ def test_sessions_submitting_at_once_each_queue_exactly_once_and_run_one_at_a_ti
 
 def _oom_in_block(loaded, block: int, error: BaseException) -> None:
     """Make decoder block `block` fail to allocate on its calibration forward pass."""
-    from wanda_engine.layers import find_blocks
+    from wanda_engine.inputs.layers import find_blocks
 
     def forward(*args, **kwargs):
         raise error
@@ -456,8 +456,8 @@ def _oom_in_block(loaded, block: int, error: BaseException) -> None:
 
 
 def test_oom_during_calibration_fails_the_run_with_advice(tiny_model_dir, tmp_path, monkeypatch):
-    from wanda_engine.checks import parameter_checksum
-    from wanda_engine.models import load_model
+    from wanda_engine.pruning.checks import parameter_checksum
+    from wanda_engine.inputs.models import load_model
 
     monkeypatch.setenv("WANDA_CACHE", str(tmp_path / "cache"))
     loaded = load_model(str(tiny_model_dir))
@@ -475,7 +475,7 @@ def test_oom_during_calibration_fails_the_run_with_advice(tiny_model_dir, tmp_pa
 
 
 def test_oom_during_evaluation_fails_the_run_with_advice(tiny_model_dir, tmp_path, monkeypatch):
-    import wanda_engine.runner as runner_module
+    import wanda_engine.runner.execute as runner_module
 
     monkeypatch.setenv("WANDA_CACHE", str(tmp_path / "cache"))
     real, calls = runner_module.perplexity, []
@@ -494,8 +494,8 @@ def test_oom_during_evaluation_fails_the_run_with_advice(tiny_model_dir, tmp_pat
 
 
 def test_oom_in_the_cli_is_one_line(tiny_model_dir, tmp_path, monkeypatch, capsys):
-    import wanda_engine.runner as runner_module
-    from wanda_engine.cli import main
+    import wanda_engine.runner.execute as runner_module
+    from wanda_engine.cli.main import main
 
     def prune_model(*args, **kwargs):
         raise torch.OutOfMemoryError("CUDA out of memory")
@@ -508,10 +508,10 @@ def test_oom_in_the_cli_is_one_line(tiny_model_dir, tmp_path, monkeypatch, capsy
 
 
 def test_the_app_keeps_serving_after_out_of_memory(runs_dir, tiny_model_dir, tmp_path, monkeypatch):
-    import wanda_engine.runner as runner_module
+    import wanda_engine.runner.execute as runner_module
     from app.execution import InProcess
     from app.jobs import COMPLETE, FAILED, JobRunner
-    from wanda_engine.models import load_model
+    from wanda_engine.inputs.models import load_model
 
     monkeypatch.setenv("WANDA_CACHE", str(tmp_path / "cache"))
     cached = load_model(str(tiny_model_dir))
@@ -678,7 +678,7 @@ def bad_inputs(tmp_path_factory, tiny_model_dir):
 
 @pytest.mark.parametrize("case", BAD_MODEL_CASES)
 def test_corrupt_input_gets_one_clear_line_and_writes_nothing(case, bad_inputs, tiny_model_dir, tmp_path, capsys):
-    from wanda_engine.cli import main
+    from wanda_engine.cli.main import main
 
     args, expected = bad_inputs[case]
     base = {"--model": str(tiny_model_dir)}
@@ -695,7 +695,7 @@ def test_corrupt_input_gets_one_clear_line_and_writes_nothing(case, bad_inputs, 
 def test_bad_model_cases_are_all_listed(bad_inputs, tiny_model_dir, tmp_path):
     """Every bad input built above is run by the CLI test (listed for it), and each is refused by the
     engine itself, in `prepare`, before a run directory exists."""
-    from wanda_engine.runner import prepare
+    from wanda_engine.runner.execute import prepare
 
     assert sorted(bad_inputs) == sorted(BAD_MODEL_CASES)
     for case, (args, expected) in bad_inputs.items():
@@ -708,7 +708,7 @@ def test_bad_model_cases_are_all_listed(bad_inputs, tiny_model_dir, tmp_path):
 
 
 # --- NaN / Inf: reported per layer, never propagated into masks or perplexities ---------------------------
-# Contract (wanda_engine/pipeline.py and evaluate.py, owned by the lead): prune_model raises NumericalError
+# Contract (wanda_engine/pruning/pipeline.py and evaluate.py, owned by the lead): prune_model raises NumericalError
 # naming the block index and the layer when a layer's weights or its calibration input statistics are not
 # finite; perplexity raises NumericalError when the loss is not finite.
 
@@ -718,7 +718,7 @@ def _windows(n: int = 4, seqlen: int = 16) -> torch.Tensor:
 
 @pytest.mark.parametrize("method", ["wanda", "magnitude"])
 def test_nan_weight_stops_pruning_at_its_layer(method):
-    from wanda_engine.pipeline import prune_model
+    from wanda_engine.pruning.pipeline import prune_model
 
     model = tiny_model("llama")
     with torch.no_grad():
@@ -729,7 +729,7 @@ def test_nan_weight_stops_pruning_at_its_layer(method):
 
 def test_inf_activations_are_reported_with_their_layer():
     """A finite model whose activations overflow: block 1's MLP input norm scaled to 1e30 squares to Inf."""
-    from wanda_engine.pipeline import prune_model
+    from wanda_engine.pruning.pipeline import prune_model
 
     model = tiny_model("llama")
     with torch.no_grad():
@@ -739,7 +739,7 @@ def test_inf_activations_are_reported_with_their_layer():
 
 
 def test_nonfinite_perplexity_is_an_error_not_a_number():
-    from wanda_engine.evaluate import perplexity
+    from wanda_engine.evaluation.perplexity import perplexity
 
     model = tiny_model("llama")
     with torch.no_grad():
@@ -749,7 +749,7 @@ def test_nonfinite_perplexity_is_an_error_not_a_number():
 
 
 def test_a_run_on_nan_weights_is_refused_before_anything_is_written(tiny_model_dir, tmp_path):
-    from wanda_engine.models import load_model
+    from wanda_engine.inputs.models import load_model
 
     loaded = load_model(str(tiny_model_dir))
     with torch.no_grad():

@@ -16,12 +16,12 @@ import pytest
 import torch
 from conftest import REPO, TINY_VOCAB, tiny_model
 
-from wanda_engine.checks import mask_checksum, sparsity_of_blocks
+from wanda_engine.pruning.checks import mask_checksum, sparsity_of_blocks
 from wanda_engine.config import EvalConfig, PruneConfig, RunRequest
-from wanda_engine.errors import ConfigError, EngineError, PruneCancelled
-from wanda_engine.events import StageStarted
-from wanda_engine.layers import find_blocks, find_linears
-from wanda_engine.models import load_model
+from wanda_engine.core.errors import ConfigError, EngineError, PruneCancelled
+from wanda_engine.core.events import StageStarted
+from wanda_engine.inputs.layers import find_blocks, find_linears
+from wanda_engine.inputs.models import load_model
 from wanda_engine.repair.config import RepairConfig, RepairRequest
 from wanda_engine.repair.estimate import estimate_seconds, evaluations
 from wanda_engine.repair.events import RepairEval, RepairStep
@@ -29,9 +29,9 @@ from wanda_engine.repair.lora import add_adapters, adapted_layers, dense_merge, 
 from wanda_engine.repair.record import RepairRecord, load_repairs, repairs_dir
 from wanda_engine.repair.run import execute_repair
 from wanda_engine.repair.train import batches, block_parameters, lr_factor, pruned_masks, train, training_windows
-from wanda_engine.runner import execute_run
-from wanda_engine.runs import load_run
-from wanda_engine.stages import BY_NAME
+from wanda_engine.runner.execute import execute_run
+from wanda_engine.store.run_store import load_run
+from wanda_engine.core.stages import BY_NAME
 
 # every test on real runs shares one module fixture (two tiny runs, ~20 s on 2 cores): `make test`, not the fast lane
 SLOW = pytest.mark.slow
@@ -338,7 +338,7 @@ def test_estimate_follows_the_budget_and_an_earlier_repair(runs, tmp_path):
 
 
 def test_the_repair_command_answers_help_without_importing_torch():
-    code = ("import argparse, sys; from wanda_engine.cli_repair import add_repair_parser; "
+    code = ("import argparse, sys; from wanda_engine.cli.repair import add_repair_parser; "
             "p = argparse.ArgumentParser(); add_repair_parser(p.add_subparsers()); "
             "print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
@@ -349,7 +349,7 @@ def test_the_repair_command_answers_help_without_importing_torch():
 def test_the_repair_command_prints_progress_and_a_json_summary(runs, tmp_path, capsys):
     import argparse
 
-    from wanda_engine.cli_repair import add_repair_parser, run_repair_command
+    from wanda_engine.cli.repair import add_repair_parser, run_repair_command
 
     run_dir = copy_run(runs, "saved", tmp_path)
     parser = argparse.ArgumentParser()

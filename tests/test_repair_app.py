@@ -12,10 +12,10 @@ from types import SimpleNamespace
 import pytest
 
 from wanda_engine.config import EvalConfig, PruneConfig, RunRequest
-from wanda_engine.errors import PruneCancelled
-from wanda_engine.figures import figure_data, repair_bars, repair_loss, repair_summary
-from wanda_engine.figures.repair import NO_REFERENCE, NOT_MEASURED
-from wanda_engine.record import CalibrationInfo, EvalInfo, ModelInfo, RunRecord
+from wanda_engine.core.errors import PruneCancelled
+from wanda_engine.outputs.figures import figure_data, repair_bars, repair_loss, repair_summary
+from wanda_engine.outputs.figures.repair import NO_REFERENCE, NOT_MEASURED
+from wanda_engine.store.run_record import CalibrationInfo, EvalInfo, ModelInfo, RunRecord
 from wanda_engine.repair.config import RepairConfig, RepairRequest
 from wanda_engine.repair.events import RepairEval, RepairStep
 from wanda_engine.repair.record import EVALUATED, RepairRecord
@@ -247,7 +247,7 @@ def test_cancel_of_a_running_repair_marks_it_cancelled_and_the_next_job_runs(tmp
 
 def test_a_failing_repair_is_one_sentence_and_the_runner_keeps_serving(tmp_path):
     from app.jobs import COMPLETE, FAILED
-    from wanda_engine.errors import ConfigError
+    from wanda_engine.core.errors import ConfigError
 
     def refuse(request, **kw):
         raise ConfigError("repair steps must be a positive integer, got 0")
@@ -330,9 +330,9 @@ def test_the_page_draws_the_stores_repairs_and_refuses_bad_input(app_env):
 @pytest.fixture
 def tiny_pruned_run(app_env):
     """A Wanda 50% run of the tiny model in the test's store, and the dense model it was pruned from."""
-    from wanda_engine.models import load_model
-    from wanda_engine.runner import execute_run
-    from wanda_engine.runs import RunStore
+    from wanda_engine.inputs.models import load_model
+    from wanda_engine.runner.execute import execute_run
+    from wanda_engine.store.run_store import RunStore
 
     dense = load_model(str(app_env.model))
     run = execute_run(RunRequest(model=str(app_env.model), prune=PruneConfig(nsamples=4, seqlen=32),
@@ -361,7 +361,7 @@ def test_the_page_runs_a_short_repair_live_and_then_shows_the_bars(app_env, tiny
     from app import ui
     from app.execution import InProcess
     from app.jobs import JobRunner
-    from wanda_engine.checks import parameter_checksum
+    from wanda_engine.pruning.checks import parameter_checksum
     from wanda_engine.repair.record import load_repairs
 
     reached, go = threading.Event(), threading.Event()
@@ -445,7 +445,7 @@ def test_the_repair_page_and_its_jobs_keep_the_server_free_of_torch():
     import sys
     from pathlib import Path
 
-    code = ("import sys; import app.jobs, app.repairs, wanda_engine.figures.repair, wanda_engine.repair.estimate, "
+    code = ("import sys; import app.jobs, app.repairs, wanda_engine.outputs.figures.repair, wanda_engine.repair.estimate, "
             "wanda_engine.repair.record, wanda_engine.repair.events; "
             "print(sorted(m for m in ('torch', 'transformers', 'peft') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1], capture_output=True,
@@ -464,7 +464,7 @@ def test_an_unmerged_adapter_is_never_said_to_keep_the_sparsity():
 
 def test_the_obs_bar_comes_from_the_run_pruned_alike_with_the_weight_update(tmp_path):
     from app import repairs
-    from wanda_engine.runs import Run
+    from wanda_engine.store.run_store import Run
 
     run = pruned_record("pruned")
     obs = pruned_record("obs", ppl=33.0, weight_update="obs")

@@ -15,11 +15,12 @@ import pytest
 
 from conftest import REPO
 from test_bundle import fake_render, make_store
-from wanda_engine import bundle as bundles
-from wanda_engine import cli, reproduce
+from wanda_engine.outputs import bundle as bundles
+from wanda_engine.cli import main as cli
+from wanda_engine.store import reproduce
 from wanda_engine.config import ConfigError, EvalConfig, OffloadConfig, PruneConfig, RunRequest, ZeroShotConfig
-from wanda_engine.record import RunRecord
-from wanda_engine.runs import load_run
+from wanda_engine.store.run_record import RunRecord
+from wanda_engine.store.run_store import load_run
 
 CALIB = "calibration/run.npy"
 REQUESTS = {
@@ -128,7 +129,7 @@ def test_the_card_states_what_the_run_recorded(store):
 
 def _fresh_cache(tmp_path: Path) -> Path:
     """A cache with no cached results that shares the embedded model's fp32 copy (no second GGUF conversion)."""
-    from wanda_engine.paths import cache_dir
+    from wanda_engine.core.paths import cache_dir
 
     cache = tmp_path / "cache"
     cache.mkdir(exist_ok=True)
@@ -180,7 +181,7 @@ def test_the_cards_command_in_a_new_process_gives_the_same_masks(store, tmp_path
 @pytest.mark.slow
 def test_the_embedded_models_masks_come_back_from_the_bundle(embedded, tmp_path, monkeypatch):
     """The issue's check: the card's command, on the embedded model against the bundle's .npy."""
-    from wanda_engine.runner import execute_run
+    from wanda_engine.runner.execute import execute_run
 
     monkeypatch.setenv("WANDA_CACHE", str(_fresh_cache(tmp_path)))
     request = RunRequest(prune=PruneConfig(nsamples=4, seqlen=64, device="cpu"), eval=EvalConfig(seqlen=64, windows=2))

@@ -14,7 +14,7 @@ from test_app import errors, goto, new_app, no_exceptions  # noqa: E402
 
 from app.runs_table import runs_table  # noqa: E402
 from wanda_engine.config import EvalConfig, PruneConfig, RunRequest  # noqa: E402
-from wanda_engine.runs import RunStore  # noqa: E402
+from wanda_engine.store.run_store import RunStore  # noqa: E402
 
 
 def write_run(root: Path, name: str, created: str, ppl: float, **prune) -> None:

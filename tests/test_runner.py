@@ -7,20 +7,20 @@ import json
 import pytest
 
 from wanda_engine.config import EvalConfig, OffloadConfig, PruneConfig, RunRequest
-from wanda_engine.errors import EngineError
-from wanda_engine.events import StageStarted
-from wanda_engine.record import RunRecord
-from wanda_engine.runner import execute_run, prepare
-from wanda_engine.runs import RunStore
-from wanda_engine.stages import BY_NAME
-from wanda_engine import sweep as sw
+from wanda_engine.core.errors import EngineError
+from wanda_engine.core.events import StageStarted
+from wanda_engine.store.run_record import RunRecord
+from wanda_engine.runner.execute import execute_run, prepare
+from wanda_engine.store.run_store import RunStore
+from wanda_engine.core.stages import BY_NAME
+from wanda_engine.sweep import grid as sw
 
 FAST = dict(nsamples=4, seqlen=32, device="cpu")
 
 
 @pytest.fixture(scope="module")
 def loaded(tiny_model_dir):
-    from wanda_engine.models import load_model
+    from wanda_engine.inputs.models import load_model
 
     return load_model(str(tiny_model_dir))
 
@@ -84,10 +84,10 @@ def test_a_run_keeps_its_calibration_windows_and_the_checksum_of_its_masks(loade
     import numpy as np
     import torch
 
-    from wanda_engine.checks import mask_checksum
-    from wanda_engine.data import windows_checksum
-    from wanda_engine.layers import find_blocks, find_linears, weight_of
-    from wanda_engine.pipeline import prune_model
+    from wanda_engine.pruning.checks import mask_checksum
+    from wanda_engine.inputs.data import windows_checksum
+    from wanda_engine.inputs.layers import find_blocks, find_linears, weight_of
+    from wanda_engine.pruning.pipeline import prune_model
 
     request = RunRequest(model=str(tiny_model_dir), prune=PruneConfig(**FAST), eval=None)
     run = execute_run(request, run_dir=tmp_path / "run", loaded=loaded)

@@ -12,8 +12,8 @@ import pytest
 import torch
 from conftest import REPO
 
-from wanda_engine.errors import ConfigError, DataError, EngineError, ModelLoadError
-from wanda_engine.models import load_model
+from wanda_engine.core.errors import ConfigError, DataError, EngineError, ModelLoadError
+from wanda_engine.inputs.models import load_model
 
 
 # --- code from model repositories -------------------------------------------------------------------
@@ -22,9 +22,9 @@ def test_remote_code_is_off_by_default_everywhere():
     import inspect
 
     from app import forms
-    from wanda_engine.cli import build_parser
+    from wanda_engine.cli.main import build_parser
     from wanda_engine.config import RunRequest
-    from wanda_engine.runs import RunStore
+    from wanda_engine.store.run_store import RunStore
 
     assert inspect.signature(load_model).parameters["trust_remote_code"].default is False
     assert RunRequest().trust_remote_code is False
@@ -67,7 +67,7 @@ def test_code_in_a_model_folder_never_runs(model_type, tiny_model_dir, tmp_path)
 
 
 def test_the_cli_warns_when_remote_code_is_turned_on(tmp_path, capsys):
-    from wanda_engine.cli import main
+    from wanda_engine.cli.main import main
 
     rc = main(["prune", "--model", str(tmp_path / "no-such-model"), "--trust-remote-code", "--quiet"])
     err = capsys.readouterr().err
@@ -161,7 +161,7 @@ def test_the_server_binds_to_loopback_and_sends_no_usage_statistics():
                                   "a/../../../b.txt", "\x00evil.txt", "...txt", "", "~/.bashrc", "notes.txt.exe"])
 def test_an_upload_is_stored_under_the_data_folder_whatever_its_name(name, tmp_path):
     from app import forms
-    from wanda_engine.runs import RunStore
+    from wanda_engine.store.run_store import RunStore
 
     store = RunStore(tmp_path / "runs")
     path = forms.save_upload(forms.Upload(name, b"Calibration text, plain and simple.\n" * 5), store)
@@ -175,7 +175,7 @@ def test_an_upload_is_stored_under_the_data_folder_whatever_its_name(name, tmp_p
 ])
 def test_an_upload_must_be_text(data, words, tmp_path):
     from app import forms
-    from wanda_engine.runs import RunStore
+    from wanda_engine.store.run_store import RunStore
 
     with pytest.raises(DataError, match=words):
         forms.save_upload(forms.Upload("x.txt", data), RunStore(tmp_path / "runs"))
@@ -184,7 +184,7 @@ def test_an_upload_must_be_text(data, words, tmp_path):
 
 def test_an_upload_over_the_size_cap_is_refused(tmp_path):
     from app import forms
-    from wanda_engine.runs import RunStore
+    from wanda_engine.store.run_store import RunStore
 
     with pytest.raises(DataError, match="the limit is 50 MB"):
         forms.save_upload(forms.Upload("big.txt", b"a" * (forms.MAX_UPLOAD_BYTES + 1)), RunStore(tmp_path / "runs"))
@@ -193,7 +193,7 @@ def test_an_upload_over_the_size_cap_is_refused(tmp_path):
 
 def test_an_upload_folder_that_leads_outside_is_refused(tmp_path):
     from app import forms
-    from wanda_engine.runs import RunStore
+    from wanda_engine.store.run_store import RunStore
 
     outside = tmp_path / "outside"
     outside.mkdir()
@@ -212,7 +212,7 @@ BAD_NAMES = ["../../etc/x", "..", ".", "/etc/x", "a/b", "a\\b", ".hidden", "", "
 def test_run_names_with_path_parts_are_refused_everywhere(name, tmp_path):
     from wanda_engine.config import RunRequest
     from wanda_engine.config import check_run_name
-    from wanda_engine.runs import RunStore, atomic_write_json
+    from wanda_engine.store.run_store import RunStore, atomic_write_json
 
     store = RunStore(tmp_path / "runs")
     atomic_write_json(store.root / "good" / "run.json", {"name": "good", "status": "complete"})
@@ -232,7 +232,7 @@ def test_run_names_with_path_parts_are_refused_everywhere(name, tmp_path):
 @pytest.mark.parametrize("name", ["../../etc/x", "/etc/x", "a/b", ".hidden", "run name"])
 def test_the_prune_form_refuses_a_run_name_with_path_parts(name, tmp_path):
     from app import forms
-    from wanda_engine.runs import RunStore
+    from wanda_engine.store.run_store import RunStore
 
     with pytest.raises(ConfigError, match="is not allowed"):
         forms.build_request({"run_name": name}, RunStore(tmp_path / "runs"))
@@ -241,7 +241,7 @@ def test_the_prune_form_refuses_a_run_name_with_path_parts(name, tmp_path):
 @pytest.mark.parametrize("name", ["run-1", "a.b_c", "20260101-120000-default-wanda-unstructured-0.50"])
 def test_plain_run_names_are_accepted(name, tmp_path):
     from wanda_engine.config import check_run_name
-    from wanda_engine.runs import RunStore
+    from wanda_engine.store.run_store import RunStore
 
     assert check_run_name(name) == name
     assert RunStore(tmp_path).path_for(name) == tmp_path.resolve() / name
@@ -250,7 +250,7 @@ def test_plain_run_names_are_accepted(name, tmp_path):
 @pytest.mark.parametrize("text", ["../../etc/x-blocks", "/abs/path", "run\x00name-histograms-b0-self_attn.q_proj",
                                   "..", "a b/c\\d"])
 def test_export_file_names_are_sanitised(text):
-    from wanda_engine.runs import safe_file_stem
+    from wanda_engine.store.run_store import safe_file_stem
 
     stem = safe_file_stem(text)
     assert re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", stem), stem
@@ -259,8 +259,8 @@ def test_export_file_names_are_sanitised(text):
 
 @pytest.mark.parametrize("folder", ["/etc/x", "../outside", "a/../../b", "", "   ", "linked/deeper", "linked"])
 def test_a_saved_model_goes_only_into_the_stores_saved_models_folder(folder, tmp_path):
-    from wanda_engine.errors import ConfigError
-    from wanda_engine.runs import RunStore
+    from wanda_engine.core.errors import ConfigError
+    from wanda_engine.store.run_store import RunStore
 
     store = RunStore(tmp_path / "runs")
     store.saved_models_dir.mkdir(parents=True)
@@ -271,7 +271,7 @@ def test_a_saved_model_goes_only_into_the_stores_saved_models_folder(folder, tmp
 
 
 def test_a_saved_model_folder_name_resolves_inside_the_store(tmp_path):
-    from wanda_engine.runs import RunStore
+    from wanda_engine.store.run_store import RunStore
 
     store = RunStore(tmp_path / "runs")
     inside = store.saved_models_dir.resolve()

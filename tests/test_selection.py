@@ -9,8 +9,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from wanda_engine.scoring import InputStats, magnitude_score, wanda_score
-from wanda_engine.selection import prune_adaptive_alpha, select
+from wanda_engine.methods.scoring import InputStats, magnitude_score, wanda_score
+from wanda_engine.methods.selection import prune_adaptive_alpha, select
 
 
 def select_mask(score: torch.Tensor, sparsity: float, group: str, nm=None) -> torch.Tensor:

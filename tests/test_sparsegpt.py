@@ -4,9 +4,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from wanda_engine.scoring import InputStats, wanda_score
-from wanda_engine.selection import select
-from wanda_engine.sparsegpt import sparsegpt_prune
+from wanda_engine.methods.scoring import InputStats, wanda_score
+from wanda_engine.methods.selection import select
+from wanda_engine.methods.sparsegpt import sparsegpt_prune
 
 
 def correlated_inputs(tokens: int, width: int, seed: int) -> torch.Tensor:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from wanda_engine.config import EvalConfig, PruneConfig, RunRequest, ZeroShotConfig
-from wanda_engine.stages import BY_NAME, ORDER, STAGES, expected_seconds, label, stage_order, time_left
+from wanda_engine.core.stages import BY_NAME, ORDER, STAGES, expected_seconds, label, stage_order, time_left
 
 
 def test_every_stage_has_a_label_and_the_dense_copy_its_own_stage():

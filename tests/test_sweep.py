@@ -8,15 +8,15 @@ from dataclasses import replace
 import pytest
 from test_app import charts, goto, new_app, no_exceptions, use_tiny_model, wait_jobs
 
-from wanda_engine import figures as F
-from wanda_engine import sweep as sw
-from wanda_engine.cli import main
+from wanda_engine.outputs import figures as F
+from wanda_engine.sweep import grid as sw
+from wanda_engine.cli.main import main
 from wanda_engine.config import EvalConfig, PruneConfig
-from wanda_engine.errors import ConfigError, EngineError
-from wanda_engine.figures.catalog import sweep_figures
-from wanda_engine.record import RunRecord
-from wanda_engine.runs import RunStore
-from wanda_engine.sweep_cost import estimate_work
+from wanda_engine.core.errors import ConfigError, EngineError
+from wanda_engine.outputs.figures.catalog import sweep_figures
+from wanda_engine.store.run_record import RunRecord
+from wanda_engine.store.run_store import RunStore
+from wanda_engine.sweep.cost import estimate_work
 
 FAST_BASE = PruneConfig(nsamples=4, seqlen=32, device="cpu")
 FAST_EVAL = EvalConfig(seqlen=32, windows=2)
@@ -30,7 +30,7 @@ def env(runs_dir, tiny_model_dir, tmp_path, monkeypatch):
 
 @pytest.fixture(scope="module")
 def tiny_loaded(tiny_model_dir):
-    from wanda_engine.models import load_model
+    from wanda_engine.inputs.models import load_model
 
     return load_model(str(tiny_model_dir))
 
@@ -42,7 +42,7 @@ def _cfg(model, **kw) -> sw.SweepConfig:
 
 def test_two_by_two_sweep_records_runs_manifest_and_figure(env, monkeypatch):
     store, model = env
-    import wanda_engine.runner as runner
+    import wanda_engine.runner.execute as runner
 
     loads = []
     real_load = sw.load_model
@@ -118,7 +118,7 @@ def test_bad_sweep_config_names_the_field(kw, field):
 
 def test_a_failed_point_is_recorded_and_the_sweep_goes_on_until_cancelled(env, tiny_loaded, monkeypatch):
     store, model = env
-    import wanda_engine.runner as runner
+    import wanda_engine.runner.execute as runner
 
     real = runner.execute_run
     cancel = threading.Event()

@@ -12,9 +12,9 @@ import subprocess
 import pandas as pd
 import pytest
 
-from wanda_engine import tables
+from wanda_engine.outputs import tables
 from wanda_engine.config import EvalConfig, PruneConfig, RunRequest, ZeroShotConfig
-from wanda_engine.record import RunRecord
+from wanda_engine.store.run_record import RunRecord
 
 
 def record(name: str, ppl: float | None, *, zeroshot: dict | None = None, nsamples: int = 16, seed: int = 0,

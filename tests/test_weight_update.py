@@ -14,16 +14,16 @@ from test_pipeline import per_sample_norms, pruned_masks, windows
 from test_protect import one_sentence
 from test_sparsegpt import correlated_inputs
 
-from wanda_engine import sweep as sw
-from wanda_engine.cli import _request, _sweep_config, build_parser
+from wanda_engine.sweep import grid as sw
+from wanda_engine.cli.main import _request, _sweep_config, build_parser
 from wanda_engine.config import PruneConfig, RunRequest
-from wanda_engine.errors import ConfigError
-from wanda_engine.layers import find_blocks, find_linears, weight_of
-from wanda_engine.pipeline import prune_model
-from wanda_engine.record import RunRecord
-from wanda_engine.scoring import InputStats
-from wanda_engine.sparsegpt import sparsegpt_prune
-from wanda_engine.sweep_cost import estimate_work
+from wanda_engine.core.errors import ConfigError
+from wanda_engine.inputs.layers import find_blocks, find_linears, weight_of
+from wanda_engine.pruning.pipeline import prune_model
+from wanda_engine.store.run_record import RunRecord
+from wanda_engine.methods.scoring import InputStats
+from wanda_engine.methods.sparsegpt import sparsegpt_prune
+from wanda_engine.sweep.cost import estimate_work
 
 FAST = dict(nsamples=6, seqlen=24, batch_size=4)
 
@@ -254,7 +254,7 @@ def test_the_sweep_estimate_costs_the_update_like_sparsegpt():
 
 def test_the_prune_form_offers_the_update():
     from app import forms
-    from wanda_engine.runs import RunStore
+    from wanda_engine.store.run_store import RunStore
 
     assert set(forms.WEIGHT_UPDATES) == {"none", "obs"} and "mask is unchanged" in forms.WEIGHT_UPDATE_HELP
     request = forms.build_request({**forms.DEFAULTS, "weight_update": "obs"}, RunStore("/nonexistent-store"))

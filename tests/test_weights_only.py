@@ -12,14 +12,15 @@ from conftest import tiny_model
 from test_pipeline import windows
 from test_protect import one_sentence
 
-from wanda_engine import explain, figures
-from wanda_engine.cli import _request, build_parser, main
+from wanda_engine.outputs import explain
+from wanda_engine.outputs import figures
+from wanda_engine.cli.main import _request, build_parser, main
 from wanda_engine.config import EvalConfig, PruneConfig, RunRequest
-from wanda_engine.errors import ConfigError
-from wanda_engine.events import BlockFinished, BlockStarted, MatrixPruned, PruneFinished, StageStarted
-from wanda_engine.pipeline import prune_model
-from wanda_engine.runner import execute_run
-from wanda_engine.runs import RunStore
+from wanda_engine.core.errors import ConfigError
+from wanda_engine.core.events import BlockFinished, BlockStarted, MatrixPruned, PruneFinished, StageStarted
+from wanda_engine.pruning.pipeline import prune_model
+from wanda_engine.runner.execute import execute_run
+from wanda_engine.store.run_store import RunStore
 
 FAST = dict(nsamples=6, seqlen=24, batch_size=4)
 
@@ -117,7 +118,7 @@ def test_the_cli_flag(capsys, tiny_model_dir, tmp_path):
 @pytest.mark.slow  # two runs with evaluation through the runner (about 6 s)
 @pytest.mark.parametrize("pattern", ["unstructured", "2:4"])
 def test_a_run_from_the_weights_scores_the_calibrated_runs_perplexity(tiny_model_dir, tmp_path, pattern):
-    from wanda_engine.models import load_model
+    from wanda_engine.inputs.models import load_model
 
     loaded = load_model(str(tiny_model_dir))
     request = RunRequest(model=str(tiny_model_dir), prune=PruneConfig(method="magnitude", pattern=pattern, nsamples=4,

@@ -11,7 +11,7 @@ import pytest
 from app.jobs import CANCELLED, COMPLETE, FAILED, JobRunner
 from app.worker import WorkerProcess
 from wanda_engine.config import EvalConfig, PruneConfig, RunRequest
-from wanda_engine.runs import RunStore
+from wanda_engine.store.run_store import RunStore
 
 pytestmark = pytest.mark.slow  # each test starts a Python process that imports torch
 

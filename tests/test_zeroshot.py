@@ -15,9 +15,9 @@ import torch
 pytest.importorskip("lm_eval")
 
 from wanda_engine.config import PAPER_TASKS, PruneConfig, ZeroShotConfig  # noqa: E402
-from wanda_engine.errors import ConfigError, DataError  # noqa: E402
-from wanda_engine.tasks import check_tasks, parse_tasks  # noqa: E402
-from wanda_engine.zeroshot import evaluate_zeroshot  # noqa: E402
+from wanda_engine.core.errors import ConfigError, DataError  # noqa: E402
+from wanda_engine.evaluation.tasks import check_tasks, parse_tasks  # noqa: E402
+from wanda_engine.evaluation.zeroshot import evaluate_zeroshot  # noqa: E402
 
 TASK = "tiny_mc"
 YAML = """task: {name}
@@ -67,7 +67,7 @@ def choice_logliks(model, tokenizer, question: str, choices: list[str]) -> list[
 
 @pytest.fixture(scope="module")
 def tiny(tiny_model_dir):
-    from wanda_engine.models import load_model
+    from wanda_engine.inputs.models import load_model
 
     return load_model(str(tiny_model_dir))
 
@@ -181,7 +181,7 @@ def test_without_lm_eval_the_error_says_how_to_install(monkeypatch):
 
 @pytest.mark.slow
 def test_cli_run_records_dense_and_pruned_zeroshot(capsys, tiny_model_dir, known_task, tmp_path, monkeypatch):
-    from wanda_engine.cli import main
+    from wanda_engine.cli.main import main
 
     monkeypatch.setenv("WANDA_CACHE", str(tmp_path / "cache"))
     folder = known_task[0]
@@ -217,7 +217,7 @@ def test_cli_run_records_dense_and_pruned_zeroshot(capsys, tiny_model_dir, known
 
 def test_prune_form_turns_zeroshot_on_only_when_tasks_are_chosen(known_task, tmp_path):
     from app import forms
-    from wanda_engine.runs import RunStore
+    from wanda_engine.store.run_store import RunStore
 
     store = RunStore(tmp_path / "runs")
     assert forms.build_request({}, store).zeroshot is None
@@ -233,7 +233,7 @@ def test_prune_form_turns_zeroshot_on_only_when_tasks_are_chosen(known_task, tmp
 def zeroshot_runs(runs_dir, tiny_model_dir, known_task, tmp_path, monkeypatch):
     """Two finished runs (magnitude, then wanda) with zero-shot results, in a fresh run store."""
     from wanda_engine.config import RunRequest
-    from wanda_engine.runner import execute_run
+    from wanda_engine.runner.execute import execute_run
 
     monkeypatch.setenv("WANDA_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
@@ -248,7 +248,7 @@ def test_zeroshot_page_shows_table_and_bars_for_both_runs(zeroshot_runs):
     import streamlit as st
     from streamlit.testing.v1 import AppTest
 
-    from wanda_engine import figures
+    from wanda_engine.outputs import figures
 
     st.cache_resource.clear()
     at = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "app" / "main.py"), default_timeout=60).run()
@@ -267,7 +267,7 @@ def test_zeroshot_page_shows_table_and_bars_for_both_runs(zeroshot_runs):
     assert not at.exception
 
     # the table and the Runs page's export use the same pure functions
-    from wanda_engine.runs import RunStore
+    from wanda_engine.store.run_store import RunStore
 
     table = figures.zeroshot_table([r.record for r in RunStore(zeroshot_runs).list()])
     assert set(table["metric"]) == {"acc", "acc_norm"} and len(table) == 4

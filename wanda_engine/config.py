@@ -8,7 +8,7 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from .errors import ConfigError
+from .core.errors import ConfigError
 
 METHODS = ("magnitude", "wanda", "sparsegpt", "ria")
 LAYERWISE = ("uniform", "owl")

@@ -15,8 +15,8 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 from conftest import TINY_VOCAB, tiny_model  # noqa: E402
 
 from wanda_engine.config import PruneConfig  # noqa: E402
-from wanda_engine.layers import find_blocks, find_linears, weight_of  # noqa: E402
-from wanda_engine.pipeline import prune_model  # noqa: E402
+from wanda_engine.inputs.layers import find_blocks, find_linears, weight_of  # noqa: E402
+from wanda_engine.pruning.pipeline import prune_model  # noqa: E402
 
 
 def main(out: str, specs: list[str]) -> None:

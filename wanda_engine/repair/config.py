@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ..config import check_run_name
-from ..errors import ConfigError
+from ..core.errors import ConfigError
 
 REPAIR_METHODS = ("finetune", "lora")
 SCHEDULES = ("cosine", "linear", "constant")

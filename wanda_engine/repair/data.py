@@ -6,9 +6,9 @@ from typing import Any
 
 import torch
 
-from ..data import text_tokens, load_text
-from ..errors import ConfigError, DataError
-from ..record import RunRecord
+from ..inputs.data import text_tokens, load_text
+from ..core.errors import ConfigError, DataError
+from ..store.run_record import RunRecord
 from .config import RepairConfig
 from .train import training_windows
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from ..record import RunRecord
+from ..store.run_record import RunRecord
 from .config import RepairRequest
 from .record import RepairRecord
 

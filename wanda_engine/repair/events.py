@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..events import Event
+from ..core.events import Event
 
 
 @dataclass(frozen=True)

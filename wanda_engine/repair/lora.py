@@ -16,8 +16,8 @@ from peft import LoraConfig, get_peft_model
 from peft.tuners.lora import LoraLayer
 from torch import nn
 
-from ..errors import ConfigError
-from ..layers import Conv1D, find_blocks, find_linears
+from ..core.errors import ConfigError
+from ..inputs.layers import Conv1D, find_blocks, find_linears
 from .config import RepairConfig
 
 ADAPTER = "default"  # peft's name for the one adapter

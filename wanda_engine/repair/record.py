@@ -11,8 +11,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from ..errors import EngineError
-from ..record import STATUSES, EvalInfo, RunRecordError
+from ..core.errors import EngineError
+from ..store.run_record import STATUSES, EvalInfo, RunRecordError
 from .config import RepairRequest
 
 REPAIRS_DIR = "repairs"  # inside the pruned run's directory

@@ -18,17 +18,17 @@ from typing import Any
 
 import torch
 
-from ..checks import mask_checksum, sparsity_of_blocks
-from ..data import eval_tokens
-from ..errors import ConfigError, EngineError, PruneCancelled
-from ..evaluate import check_windows, perplexity
-from ..events import EventCallback, StageStarted, ignore_events
-from ..layers import context_length
-from ..models import LoadedModel
-from ..pipeline import resolve_device
-from ..record import EvalInfo, RunRecord
-from ..runner import OOM_ERRORS, StageClock, timestamp, package_versions, out_of_memory
-from ..runs import atomic_write_json, load_run
+from ..pruning.checks import mask_checksum, sparsity_of_blocks
+from ..inputs.data import eval_tokens
+from ..core.errors import ConfigError, EngineError, PruneCancelled
+from ..evaluation.perplexity import check_windows, perplexity
+from ..core.events import EventCallback, StageStarted, ignore_events
+from ..inputs.layers import context_length
+from ..inputs.models import LoadedModel
+from ..pruning.pipeline import resolve_device
+from ..store.run_record import EvalInfo, RunRecord
+from ..runner.execute import OOM_ERRORS, StageClock, timestamp, package_versions, out_of_memory
+from ..store.run_store import atomic_write_json, load_run
 from .config import RepairRequest
 from .data import TrainingText, training_text
 from .events import RepairEval, RepairStep

@@ -13,13 +13,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..checks import mask_checksum
-from ..data import calibration_windows, windows_checksum
-from ..errors import EngineError
-from ..models import LoadedModel, load_model
-from ..pipeline import prune_model
-from ..record import RunRecord
-from ..runner import check_model_matches
+from ..pruning.checks import mask_checksum
+from ..inputs.data import calibration_windows, windows_checksum
+from ..core.errors import EngineError
+from ..inputs.models import LoadedModel, load_model
+from ..pruning.pipeline import prune_model
+from ..store.run_record import RunRecord
+from ..runner.execute import check_model_matches
 from .record import STARTS
 
 SAVED, RECREATED, DENSE = STARTS

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..errors import NumericalError, PruneCancelled
-from ..layers import find_blocks, find_linears
+from ..core.errors import NumericalError, PruneCancelled
+from ..inputs.layers import find_blocks, find_linears
 from .config import RepairConfig
 from .events import RepairStep
 

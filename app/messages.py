@@ -1,0 +1,33 @@
+"""What the server and the worker process say to each other about a job: the request, a progress event of the
+app's own (JobPrepared), and the job's outcome. Torch-free and imported by both sides; imports neither.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from wanda_engine.config import RunRequest
+from wanda_engine.core.events import Event
+from wanda_engine.repair.config import RepairRequest
+
+COMPLETE, FAILED, CANCELLED = "complete", "failed", "cancelled"
+Loader = Callable[[RunRequest], Any]  # request -> LoadedModel matching its model, dtype, offload, remote code
+Cancel = Any  # threading.Event or multiprocessing.Event: only is_set() is used
+JobRequest = RunRequest | RepairRequest
+
+
+@dataclass(frozen=True)
+class JobPrepared(Event):
+    """The dense model is loaded and the run named: what the progress views need before pruning starts."""
+
+    run_name: str
+    matrices_per_block: int
+
+
+@dataclass(frozen=True)
+class Outcome:
+    status: str  # COMPLETE, FAILED or CANCELLED
+    run_name: str | None = None  # a repair's: the pruned run it repaired
+    error: str | None = None
+    repair_name: str | None = None  # a repair's folder under <run>/repairs/

@@ -1,0 +1,87 @@
+"""python -m wanda_engine export RUN_DIR [RUN_DIR ...] | --sweep NAME --out DIR|FILE.zip: Export all from the
+command line, for a run, a comparison or a sweep (wanda_engine.outputs.bundle).
+
+It reads run directories only and imports no torch or model code, so it runs on a laptop from a copied
+run store. Progress goes to stderr, one JSON line to stdout; a figure that failed to render is named, the
+rest of the bundle is written, and the exit status is 1.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from ..core.errors import ConfigError
+from ..core.events import Event
+from ..store.run_store import Run, RunStore, load_run
+
+# cli.build_parser adds this command: the bundle, its figures and pandas are imported when it runs, so that
+# `--help` and `prune` do not wait for them.
+
+
+def add_export_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Add the `export` command to the CLI's subparsers; returns its parser."""
+    p = subparsers.add_parser("export", help="figures, tables and a reproducibility card of runs or a sweep, "
+                                             "as one folder or .zip")
+    p.add_argument("run_dirs", nargs="*", metavar="RUN_DIR", help="run directories (or run names in --runs)")
+    p.add_argument("--sweep", default=None, metavar="NAME", help="export this sweep of the run store instead")
+    p.add_argument("--runs", default=None, metavar="DIR", help="run store (default: $WANDA_RUNS or ./runs)")
+    p.add_argument("--preset", default="two-column",
+                   help="one-column | two-column | slide | poster | custom (with --width and/or --height)")
+    p.add_argument("--width", type=float, default=None, help="figure width, in --unit (a custom size)")
+    p.add_argument("--height", type=float, default=None, help="figure height, in --unit (a custom size)")
+    p.add_argument("--unit", default="in", help="in | cm: the unit of --width and --height")
+    p.add_argument("--formats", default="pdf,png", help="comma-separated: pdf, png, svg")
+    p.add_argument("--dpi", type=int, default=300, help="PNG resolution (dots per inch at the print size)")
+    p.add_argument("--out", required=True, metavar="DIR|FILE.zip", help="a new folder, or a .zip file")
+    p.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    return p
+
+
+def _runs(args: argparse.Namespace, store: RunStore) -> list[Run]:
+    out = []
+    for given in args.run_dirs:
+        path = Path(given)
+        if not path.is_dir():
+            path = store.path_for(given)  # a run's name in the store
+        if not (path / "run.json").is_file():
+            raise ConfigError(f"{given!r} is not a run directory (no run.json there, nor a run of that name in {store.root})")
+        out.append(load_run(path))
+    return out
+
+
+def _progress(quiet: bool):
+    from ..outputs.bundle import FigureRendered
+
+    def on_event(event: Event) -> None:
+        if quiet or not isinstance(event, FigureRendered):
+            return
+        state = "ok" if event.ok else f"FAILED ({event.error})"
+        print(f"[{event.elapsed_s:6.1f}s] figure {event.index}/{event.total} {event.figure}: {state}", file=sys.stderr)
+    return on_event
+
+
+def run_export(args: argparse.Namespace) -> int:
+    """Build and write the bundle `args` describe; 0 when every figure rendered, 1 when some failed."""
+    from ..outputs.bundle import build_bundle, read_sweep
+    from ..outputs.figures.paper import print_preset
+
+    if bool(args.run_dirs) == bool(args.sweep):
+        raise ConfigError("export needs either run directories or --sweep NAME (not both)")
+    preset = print_preset(args.preset, args.width, args.height, args.unit)
+    store = RunStore(args.runs)
+    sweep = read_sweep(store, args.sweep) if args.sweep else None
+    bundle = build_bundle(_runs(args, store) if sweep is None else (), sweep=sweep, preset=preset,
+                          formats=[f.strip() for f in args.formats.split(",") if f.strip()], dpi=args.dpi,
+                          on_event=_progress(args.quiet))
+    path = bundle.write(args.out)
+    print(json.dumps({"bundle": str(path), "files": len(bundle.files), "figures": len(bundle.rendered),
+                      "failed": [{"figure": f, "error": e} for f, e in bundle.failed],
+                      "seconds": round(bundle.seconds, 2)}))
+    if bundle.failed:
+        print(f"error: {len(bundle.failed)} figure(s) failed to render; the rest is in {path} (see REPRODUCE.md)",
+              file=sys.stderr)
+        return 1
+    return 0

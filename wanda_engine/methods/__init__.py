@@ -1,0 +1,6 @@
+"""The pruning methods and their math: scores per weight (magnitude, Wanda, RIA), mask selectors (per row, per
+matrix, N:M, Wanda's adaptive alpha, protected channels) and SparseGPT's solver.
+
+Pure tensor functions of a weight and its input statistics; imports only `core`. The pipeline (`pruning`)
+calls them; nothing here knows about blocks, models or runs.
+"""

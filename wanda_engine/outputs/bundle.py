@@ -1,0 +1,271 @@
+"""Export all: one bundle for a run, a comparison of runs or a sweep, for the paper and its reviewers.
+
+A bundle holds every figure of the catalog (figures.catalog) in a print preset and the chosen formats
+(`figures/`), the data behind each (`data/*.csv`), the tables as LaTeX, Markdown and CSV (`tables/`), each
+run's calibration windows (`calibration/*.npy`) and run.json (`runs/`), and `REPRODUCE.md`, the card whose
+commands re-run each run from the unzipped folder on the very same windows. Torch-free: it reads run
+directories only, so it runs on a laptop from a copied run store.
+
+A figure that fails to render is named (in the result and the card) and the rest is kept; the zip is
+written to a temporary file and renamed, so no half-written bundle is ever there to download.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import os
+import shutil
+import tempfile
+import threading
+import time
+import zipfile
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import export
+from . import tables
+from ..config import check_run_name
+from ..core.errors import ConfigError, EngineError
+from ..core.events import Event, EventCallback, ignore_events
+from .figures.catalog import FigureSpec, catalog
+from .figures.data import figure_data
+from .figures.paper import print_preset, suggested_caption
+from ..store.run_record import RunRecord
+from ..store.reproduce import CardRun, card, sweep_command
+from ..store.run_store import Run, RunStore, atomic_write_bytes, load_run, safe_file_stem
+
+CARD = "REPRODUCE.md"
+DEFAULT_FORMATS = ("pdf", "png")
+SWEEP_DIR = ".sweeps"  # sweep.SWEEP_DIR; sweep.py imports the runner (torch), so it is not imported here
+
+
+class ExportCancelled(EngineError):
+    """The bundle was cancelled between figures; nothing was written."""
+
+
+@dataclass(frozen=True)
+class FigureRendered(Event):
+    """One figure of a bundle drawn and rendered in every format (ok), or failed (error names why)."""
+
+    figure: str  # its file stem inside figures/
+    index: int  # 1-based
+    total: int
+    ok: bool
+    error: str = ""
+
+
+@dataclass(frozen=True)
+class SweepSource:
+    """A sweep as a bundle needs it: its manifest and its complete runs."""
+
+    name: str
+    manifest: Mapping[str, Any]
+    runs: tuple[Run, ...]
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """A built bundle: `files` (path inside the bundle -> bytes, in order), the figures that failed
+    ((stem, why)), the seconds it took and the figures rendered. `zip_bytes` and `write` turn it into a download or files."""
+
+    files: dict[str, bytes]
+    failed: tuple[tuple[str, str], ...] = ()
+    seconds: float = 0.0
+    rendered: tuple[str, ...] = ()  # the stems of the figures rendered
+
+    def zip_bytes(self) -> bytes:
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=6) as z:
+            for name, data in self.files.items():
+                z.writestr(name, data)
+        return buffer.getvalue()
+
+    def write(self, out: str | Path) -> Path:
+        """Write to `out`: a .zip (a temporary file renamed into place) or a new folder (built beside it,
+        renamed into place). ConfigError if the folder exists and is not empty."""
+        out = Path(out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if out.suffix.lower() == ".zip":
+            atomic_write_bytes(out, self.zip_bytes())  # a temporary name, then renamed: never half a zip
+            return out
+        if out.exists() and (not out.is_dir() or any(out.iterdir())):
+            raise ConfigError(f"export folder {str(out)!r} already exists and is not empty; name a new folder or a .zip")
+        tmp_dir = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".new"))
+        try:
+            for name, data in self.files.items():
+                (tmp_dir / name).parent.mkdir(parents=True, exist_ok=True)
+                (tmp_dir / name).write_bytes(data)
+            if out.exists():
+                out.rmdir()
+            os.rename(tmp_dir, out)
+        finally:
+            shutil.rmtree(tmp_dir, ignore_errors=True)
+        return out
+
+
+def read_sweep(store: RunStore, name: str) -> SweepSource:
+    """The sweep `name` of `store` from its manifest, with its complete runs; EngineError if unreadable."""
+    path = store.root / SWEEP_DIR / f"{check_run_name(name)}.json"
+    try:
+        manifest = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise EngineError(f"no sweep named {name!r} in {store.root}") from None
+    except (ValueError, OSError) as e:
+        raise EngineError(f"sweep {name!r} has an unreadable manifest ({e})") from None
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("points"), list):
+        raise EngineError(f"sweep {name!r} has an unreadable manifest (no list of points)")
+    runs = []
+    for point in manifest["points"]:
+        try:
+            path = store.path_for(point["run"])
+        except (ConfigError, KeyError, TypeError):
+            continue
+        if path.is_dir() and (run := load_run(path)).complete:
+            runs.append(run)
+    return SweepSource(name, manifest, tuple(runs))
+
+
+def _windows(run: Run) -> tuple[bytes | None, str]:
+    """The run's calibration.npy and a note when it is missing or its checksum disagrees with run.json."""
+    c = run.record.calibration
+    path = run.path / c.file if c.file else None
+    if path is None or not path.is_file():
+        return None, "this run kept no calibration windows (recorded before runs kept them)"
+    data = path.read_bytes()
+    try:
+        windows = np.load(io.BytesIO(data), allow_pickle=False)
+    except (ValueError, OSError, EOFError) as e:
+        return None, f"this run's calibration.npy is unreadable ({e}); the command re-draws the windows from the text"
+    digest = hashlib.sha256(np.ascontiguousarray(windows.astype(np.int64)).tobytes()).hexdigest()
+    if c.sha256 and digest != c.sha256:
+        return data, f"calibration.npy's sha256 {digest} differs from the {c.sha256} run.json recorded"
+    return data, ""
+
+
+def _unique(stem: str, taken: set[str]) -> str:
+    base, n = safe_file_stem(stem), 1
+    name = base
+    while name in taken:
+        n += 1
+        name = f"{base}-{n}"
+    taken.add(name)
+    return name
+
+
+Render = Callable[[Any, str], bytes]
+
+
+def _drawn(spec: FigureSpec) -> tuple[Any, bytes, str]:
+    """One figure drawn, the data behind it as CSV, and its suggested caption."""
+    fig = spec.build()
+    return fig, figure_data(fig).to_csv(index=False).encode(), suggested_caption(fig)
+
+
+def _render_figures(specs: Sequence[FigureSpec], formats: Sequence[str], render: Render, files: dict[str, bytes],
+                    on_event: EventCallback, cancel: threading.Event | None,
+                    start: float) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """Draw and render each figure into `files`; returns (its files, what it shows) of those rendered and
+    (stem, why) of those that failed. ExportCancelled between figures when `cancel` is set."""
+    listed, failed, taken = [], [], set()
+    for i, spec in enumerate(specs, 1):
+        if cancel is not None and cancel.is_set():
+            raise ExportCancelled("the export was cancelled; no bundle was written")
+        stem = _unique(spec.stem, taken)
+        try:
+            fig, data, caption = _drawn(spec)
+            images = {f"figures/{stem}.{fmt}": render(fig, fmt) for fmt in formats}
+        except Exception as e:  # noqa: BLE001 - a figure that fails is named and the rest kept
+            failed.append((stem, f"{type(e).__name__}: {e}".splitlines()[0]))
+            on_event(FigureRendered(time.monotonic() - start, stem, i, len(specs), False, failed[-1][1]))
+            continue
+        files.update(images)
+        files[f"data/{stem}.csv"] = data
+        listed.append((", ".join(f"`{name}`" for name in images) + f" (data: `data/{stem}.csv`)",
+                       f"{spec.title}. Suggested caption: {caption or spec.title}"))
+        on_event(FigureRendered(time.monotonic() - start, stem, i, len(specs), True))
+    return listed, failed
+
+
+def _tables(records: Sequence[RunRecord], sweep: SweepSource | None) -> list[tables.Table]:
+    out = []
+    if any(r.ppl is not None for r in records):
+        out.append(tables.sweep_table(records, sweep.name) if sweep else tables.perplexity_table(records))
+    if any(r.zeroshot for r in records):
+        out.append(tables.zeroshot_table(records))
+    return out
+
+
+def _table_files(made: Sequence[tables.Table]) -> dict[str, bytes]:
+    files = {}
+    for table in made:
+        stem = safe_file_stem(table.label.removeprefix("tab:"))
+        files[f"tables/{stem}.tex"] = tables.to_latex(table).encode()
+        files[f"tables/{stem}.md"] = tables.to_markdown(table).encode()
+        files[f"tables/{stem}.csv"] = tables.to_csv(table).encode()
+    return files
+
+
+def _run_files(runs: Sequence[Run]) -> tuple[dict[str, bytes], list[CardRun]]:
+    """Each run's run.json and calibration windows, and its entry on the card."""
+    files, entries, taken = {}, [], set()
+    for run in runs:
+        stem = _unique(run.name, taken)  # runs of two stores may share a name
+        files[f"runs/{stem}/run.json"] = (run.path / "run.json").read_bytes()
+        windows, note = _windows(run)
+        calib = f"calibration/{stem}.npy" if windows is not None else None
+        if windows is not None:
+            files[calib] = windows
+        entries.append(CardRun(run.record, calib, note))
+    return files, entries
+
+
+def _checked_runs(runs: Sequence[Run]) -> list[Run]:
+    if not runs:
+        raise ConfigError("nothing to export: give at least one complete run (or a sweep with one)")
+    for run in runs:
+        if not run.complete:
+            raise ConfigError(f"run {run.name!r} is {run.status}, not complete; only complete runs are exported")
+    return list(runs)
+
+
+def build_bundle(runs: Sequence[Run] = (), *, sweep: SweepSource | None = None, preset: Any = "two-column",
+                 formats: Sequence[str] = DEFAULT_FORMATS, dpi: int = 300, model_runs: Sequence[RunRecord] = (),
+                 on_event: EventCallback = ignore_events, cancel: threading.Event | None = None,
+                 render: Render | None = None) -> Bundle:
+    """The bundle of `runs` (one run, or a comparison) or of `sweep` (its complete runs): figures in `preset`
+    (a name of figures.paper.PRESETS or a PrintPreset) and `formats` at `dpi`, their data, the tables, the
+    windows, the run.json files and REPRODUCE.md. Emits FigureRendered per figure; ExportCancelled when
+    `cancel` is set between figures. `render(fig, fmt) -> bytes` replaces kaleido (default: export_figure)."""
+    start = time.monotonic()
+    runs = _checked_runs(sweep.runs if sweep is not None else runs)
+    formats = [str(f).lower().lstrip(".") for f in formats]
+    bad = [f for f in formats if f not in export.FORMATS]
+    if bad or not formats:
+        raise ConfigError(f"export formats must be some of {', '.join(export.FORMATS)}, got {','.join(formats)!r}")
+    if render is None:
+        preset = print_preset(preset) if isinstance(preset, str) else preset  # a bad name fails before any render
+        with contextlib.suppress(Exception):  # one kept-open browser for every figure; else one each
+            export.start_export_server()
+        render = lambda fig, fmt: export.export_figure(fig, fmt, preset=preset, dpi=dpi)  # noqa: E731
+    records = [r.record for r in runs]
+    specs = catalog(records, {r.name: r.records() for r in runs} if sweep is None else {}, sweep=sweep is not None,
+                    model_runs=model_runs)
+    files: dict[str, bytes] = {}
+    listed, failed = _render_figures(specs, formats, render, files, on_event, cancel, start)
+    made = _tables(records, sweep)
+    files.update(_table_files(made))
+    run_files, entries = _run_files(runs)
+    files.update(run_files)
+    title = f"Sweep {sweep.name}" if sweep else (runs[0].name if len(runs) == 1 else f"Comparison of {len(runs)} runs")
+    pinned = entries[0].calib_path if sweep and len({r.request.prune.nsamples for r in records}) == 1 else None
+    command = sweep_command(sweep.manifest.get("config") or {}, pinned, name=f"{sweep.name[:30]}-repro") if sweep else None
+    files = {CARD: card(title, entries, figures=listed, failed=failed,
+                        tables=[n for n in files if n.startswith("tables/")], sweep=command).encode(), **files}
+    rendered = tuple(dict.fromkeys(Path(n).stem for n in files if n.startswith("figures/")))
+    return Bundle(files, tuple(failed), time.monotonic() - start, rendered)

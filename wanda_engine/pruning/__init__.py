@@ -1,0 +1,6 @@
+"""The one layer-by-layer loop (`pipeline.prune_model`): capture block 0's inputs, then per block calibrate ->
+score -> select -> record -> propagate, emitting events. Also what each pruned matrix leaves behind
+(`recording`), the checks over weights and joining torch.distributed.
+
+Imports `core`, `methods`, `config`, `store` (the record types) and `inputs` (model anatomy, offload).
+"""

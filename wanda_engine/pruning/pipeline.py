@@ -1,0 +1,459 @@
+"""The one layer-by-layer loop that serves every method.
+
+    capture block 0's inputs, and the keyword arguments the model passes every block
+    for each block:
+        calibration pass over the dense block, hooks feeding InputStats of each linear
+        per linear: score -> select mask (or SparseGPT solve) -> record -> apply
+        propagation pass through the pruned block -> the next block's inputs
+        emit events; stop here if cancelled
+
+A method is a scorer plus a selector (magnitude, wanda, ria, wanda variant) or a solver
+(sparsegpt); weight_update='obs' follows any selector's mask with the solver's update of the kept weights
+(the block's Gram matrix is then accumulated too). calibrate=False (magnitude only) skips capture,
+calibration and propagation: each block's masks come from its weights alone. The loop itself knows
+nothing of architectures: it replays whatever arguments the model itself passed each block (masks,
+positions, rotary tables), recorded once per calibration batch by `capture`.
+
+OWL (layerwise='owl') adds one dense pass before the loop to measure each block's outlier ratio
+and turn it into that block's sparsity. Under torch.distributed every rank calibrates on its own
+share of the windows and the statistics are summed over ranks, so every rank selects the same masks.
+A model whose weights accelerate offloaded (to host memory or disk) runs the same loop:
+`offload.block_on_device` holds one block on the compute device at a time and writes its pruned weights back.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from .capture import Chunk, activation_storage, capture_block_inputs, run_block
+from .checks import check_finite_weights
+from ..config import PruneConfig
+from ..core.errors import ConfigError, NumericalError, PruneCancelled
+from ..core.events import BlockFinished, BlockStarted, EventCallback, MatrixPruned, PruneFinished, StageStarted, ignore_events
+from ..inputs.layers import find_blocks, find_linears, weight_of
+from ..inputs.offload import block_on_device, has_offloaded_weights
+from ..store.matrix_records import BlockRecord, MatrixRecord
+from .recording import record_matrix
+from ..methods.scoring import SCORERS, InputStats
+from ..methods.selection import (Selection, prune_adaptive_alpha, prune_adaptive_alpha_protected, protection_shortfall, select,
+                        select_protected)
+from ..methods.sparsegpt import sparsegpt_prune
+from ..core.stages import BY_NAME
+
+# The stages the pipeline announces itself (the runner announces 'prune' around it).
+OWL_STAGE, CAPTURE_STAGE = BY_NAME["owl"], BY_NAME["capture"]
+
+
+@dataclass
+class PruneResult:
+    config: PruneConfig
+    records: list[MatrixRecord]
+    blocks: list[BlockRecord]
+    sparsity: float  # over the pruned matrices
+    seconds: float
+    timings: dict[str, float] = field(default_factory=dict)  # capture_s, calibrate_s, select_s, propagate_s
+    device: str = "cpu"
+    activations_on: str = "cpu"  # where the calibration activations were kept between blocks
+    block_targets: list[float] = field(default_factory=list)  # each block's sparsity (OWL: non-uniform)
+    world_size: int = 1  # torch.distributed ranks that shared the calibration windows
+    peak_device_bytes: int | None = None  # CUDA only: torch.cuda.max_memory_allocated during pruning
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device {name!r} was asked for but CUDA is not available")
+    return torch.device(name)
+
+
+def _scores(config: PruneConfig, weight: torch.Tensor, stats: InputStats | None) -> dict[str, torch.Tensor]:
+    """The run's metric, plus magnitude and Wanda for the records' comparison (each computed once);
+    magnitude alone without statistics."""
+    magnitude = SCORERS["magnitude"](weight, stats)
+    if stats is None:
+        return {"magnitude": magnitude}
+    # Wanda's score from the magnitudes already computed: |W_ij|·‖X_j‖ (the same values as wanda_score)
+    scores = {"magnitude": magnitude, "wanda": magnitude * stats.channel_norms.to(weight.device).view(1, -1)}
+    if config.method == "ria":
+        scores["ria"] = SCORERS["ria"](weight, stats, config.ria_power)
+    return scores
+
+
+_SELECT_THREAD = ThreadPoolExecutor(max_workers=1, thread_name_prefix="wanda-select")
+
+
+def _select_elsewhere(score: torch.Tensor, sparsity: float, group: str, nm: tuple[int, int] | None,
+                      device: torch.device) -> Future:
+    """`select` on the helper thread for CPU tensors (inference mode is per thread); inline on GPUs."""
+    def run() -> Selection:
+        with torch.inference_mode():
+            return select(score, sparsity, group, nm)
+    if device.type != "cpu":
+        done: Future = Future()
+        done.set_result(run())
+        return done
+    return _SELECT_THREAD.submit(run)
+
+
+def _selector_mask(config: PruneConfig, scores: dict[str, torch.Tensor], stats: InputStats | None, sparsity: float,
+                   cutoffs: dict[str, float]) -> torch.Tensor:
+    """The selector's mask (True = prune); its cut-off score goes into `cutoffs` where the selection gives one."""
+    protect = config.protect_channels
+    if config.variant and protect:
+        mask, _alpha = prune_adaptive_alpha_protected(scores["wanda"], stats.channel_norms, sparsity, protect)
+    elif config.variant:
+        mask, _alpha = prune_adaptive_alpha(scores["wanda"], sparsity)
+    elif protect:
+        mask, cutoffs[config.method] = select_protected(scores[config.method], stats.channel_norms, sparsity,
+                                                        config.resolved_group, protect)
+    else:
+        mask, cutoffs[config.method] = select(scores[config.method], sparsity, config.resolved_group, config.nm)
+    return mask
+
+
+def _prune_layer(config: PruneConfig, layer: nn.Module, stats: InputStats | None, sparsity: float,
+                 block: int, name: str, full_name: str, record: bool) -> tuple[MatrixRecord | None, float]:
+    """Prune one layer in place to `sparsity`; return its record (if asked) and achieved sparsity.
+
+    `stats=None` (calibrate=False): magnitude from the weights alone, recorded without activation statistics."""
+    weight = weight_of(layer)  # [out, in] view
+    original = weight.float()
+    nm, group = config.nm, config.resolved_group
+    scores = _scores(config, original, stats)
+    cutoffs: dict[str, float] = {}
+    # The records' masks of the other metrics are selected on a second CPU thread while this one
+    # selects (or solves) the run's own: torch.topk runs on one core. They are never protected: the
+    # records compare a protected run with what the other metric alone prunes.
+    others = {metric: _select_elsewhere(score, sparsity, group, nm, original.device)
+              for metric, score in scores.items() if record and metric != config.method}
+
+    pruned = None  # a selector without weight update: the kept weights stay as they are
+    if config.method == "sparsegpt":  # a solver: the kept weights are updated too
+        pruned = sparsegpt_prune(original, stats.hessian(), sparsity, nm, config.blocksize, config.percdamp)
+        mask = pruned == 0
+    else:
+        mask = _selector_mask(config, scores, stats, sparsity, cutoffs)
+        if config.weight_update == "obs":
+            # SparseGPT's update of the kept weights on this fixed mask (the Wanda paper's ablation). Weights
+            # that are zero already (quantised models hold some) stay zero: the run's zeros are the selector's.
+            pruned = sparsegpt_prune(original, stats.hessian(), sparsity, nm, config.blocksize, config.percdamp,
+                                     mask=mask | (original == 0))
+
+    rec = None
+    if record:  # before the weight changes: `original` may be the weight itself
+        # Each metric's own mask at the run's settings; the run's mask stands for its own metric.
+        masks = {config.method: mask} if config.method in scores else {}
+        for metric, pending in others.items():
+            masks[metric], cutoffs[metric] = pending.result()
+        reference = "wanda" if config.method == "magnitude" else "magnitude"
+        rec = record_matrix(block=block, name=name, full_name=full_name, method=config.method, group=group,
+                            original=original, mask=mask, pruned=pruned, stats=stats, masks_by_metric=masks,
+                            scores_by_metric=scores, reference=reference, cutoffs_by_metric=cutoffs)
+    if pruned is None:
+        weight.mul_(mask.logical_not())  # in place; a multiply is several times faster than masked_fill on CPU
+    else:
+        weight.copy_(pruned.to(weight.dtype))
+    return rec, int(torch.count_nonzero(mask)) / mask.numel()
+
+
+def outlier_ratio(block_scores: list[torch.Tensor], m: float) -> float:
+    """OWL's layerwise outlier distribution (LOD) of one block: the share of the Wanda scores of
+    all its matrices together that exceed m x their mean (OWL reference: `check_outlier_mean` on
+    the concatenated scores of the block)."""
+    total = sum(score.numel() for score in block_scores)
+    if not total:
+        return 0.0
+    threshold = m * sum(float(score.sum(dtype=torch.float64)) for score in block_scores) / total
+    return sum(int(torch.count_nonzero(score > threshold)) for score in block_scores) / total
+
+
+def owl_sparsities(ratios: list[float], target: float, lam: float) -> list[float]:
+    """OWL's mapping from outlier ratios to block sparsities (reference `prune_wanda_outlier`):
+    scale the ratios linearly onto [0, 2·lam], shift them so that their mean is the target's
+    keep ratio 1 - target; a block with more outliers keeps more weights. Mean sparsity = target."""
+    lo, hi = min(ratios), max(ratios)
+    spread = [(r - lo) / (hi - lo) * 2 * lam if hi > lo else 0.0 for r in ratios]
+    mean = sum(spread) / len(spread)
+    return [1 - (x - mean + 1 - target) for x in spread]
+
+
+def check_prunable(model: nn.Module, config: PruneConfig) -> None:
+    """Raise before any weight changes if the model cannot be pruned with `config`."""
+    blocks_path, blocks = find_blocks(model)
+    layers = {f"{blocks_path}.{i}.{n}": l for i, b in enumerate(blocks) for n, l in find_linears(b).items()}
+    if not layers:
+        raise ConfigError("the model's decoder blocks hold no linear layers to prune")
+    if config.nm is not None:
+        m = config.nm[1]
+        bad = sorted({weight_of(l).shape[1] for l in layers.values() if weight_of(l).shape[1] % m})
+        if bad:
+            raise ConfigError(f"pattern {config.pattern}: M={m} does not divide the input width {bad[0]} of some layers")
+    if config.method == "sparsegpt" and config.resolved_group == "matrix":
+        raise ConfigError("sparsegpt chooses its mask per column block; group 'matrix' does not apply")
+    if config.protect_channels:
+        # OWL may set a block up to 2·lambda above the target
+        highest = config.target_sparsity + (2 * config.owl_lambda if config.layerwise == "owl" else 0.0)
+        group = "row" if config.variant else config.resolved_group
+        for shape in sorted({tuple(weight_of(l).shape) for l in layers.values()}):
+            why = protection_shortfall(shape, highest, config.protect_channels, group)
+            if why is not None:
+                raise ConfigError(why)
+
+
+def _distributed() -> tuple[int, int]:
+    """(rank, world size) of torch.distributed, or (0, 1) when it is not initialised."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _calibrate(block: nn.Module, index: int, chunks: list[Chunk], device: torch.device, with_gram: bool,
+               keep: torch.device | None) -> tuple[dict[str, InputStats], list[torch.Tensor]]:
+    """Run the dense block over every chunk with hooks feeding each linear's InputStats.
+
+    Returns the statistics (summed over torch.distributed ranks) and, if `keep`, the dense outputs there.
+    """
+    linears = find_linears(block)
+    stats = {name: InputStats(weight_of(layer).shape[1], device, with_gram) for name, layer in linears.items()}
+    # Layers fed the very same tensor (q/k/v, gate/up) share one InputStats: Σx² (and SparseGPT's
+    # Gram matrix) is computed once per input instead of once per layer.
+    fed: dict[tuple, tuple[torch.Tensor, InputStats]] = {}  # this chunk's inputs -> the stats they went to
+
+    def hook(name: str):
+        def add(module: nn.Module, inputs: tuple, output: Any) -> None:
+            x = inputs[0]
+            key = (x.data_ptr(), tuple(x.shape), x.stride(), x.dtype)
+            if key in fed:
+                if stats[name] is not fed[key][1]:
+                    stats[name] = fed[key][1]  # first chunk: share from now on
+                return
+            stats[name].add(x)
+            fed[key] = (x, stats[name])  # holding x keeps its memory from being reused within the chunk
+        return add
+
+    handles = [layer.register_forward_hook(hook(name)) for name, layer in linears.items()]
+    outputs = []
+    try:
+        for chunk in chunks:
+            fed.clear()
+            out = run_block(block, index, chunk, device)
+            outputs.append(out.to(keep) if keep is not None else out)
+        fed.clear()
+    finally:
+        for h in handles:
+            h.remove()
+    if _distributed()[1] > 1:
+        for st in {id(st): st for st in stats.values()}.values():  # each shared InputStats once
+            st.all_reduce()
+    for name, st in stats.items():
+        if not st.is_finite():
+            raise NumericalError(f"block {index} {name}: calibration activations contain NaN or Inf "
+                                 "(the inputs of this block overflowed or the model is broken)")
+    return stats, outputs
+
+
+def _owl_targets(model: nn.Module, blocks: nn.ModuleList, windows: torch.Tensor, config: PruneConfig,
+                 device: torch.device, storage: torch.device, cancel: threading.Event | None) -> tuple[list[float], list[float]]:
+    """One dense pass over all blocks: each block's outlier ratio, and OWL's block sparsities from them."""
+    chunks = capture_block_inputs(model, blocks, windows, config.batch_size, storage)
+    ratios = []
+    for i, block in enumerate(blocks):
+        if cancel is not None and cancel.is_set():
+            raise PruneCancelled(f"pruning was cancelled while measuring outliers, after {i} of {len(blocks)} blocks")
+        with block_on_device(block, device):
+            linears = find_linears(block)
+            stats, outputs = _calibrate(block, i, chunks, device, False, storage)
+            ratios.append(outlier_ratio([SCORERS["wanda"](weight_of(linears[n]).float(), st) for n, st in stats.items()],
+                                        config.owl_m))
+        for chunk, out in zip(chunks, outputs):
+            chunk.hidden = out
+    return ratios, owl_sparsities(ratios, config.target_sparsity, config.owl_lambda)
+
+
+@dataclass
+class _Pruning:
+    """What every block of one pruning shares: its settings, where tensors live, the clock and the tallies."""
+
+    config: PruneConfig
+    device: torch.device
+    storage: torch.device  # where the calibration activations stay between blocks
+    blocks_path: str
+    num_blocks: int
+    on_event: EventCallback
+    record: bool
+    world: int
+    offloaded: bool  # accelerate offloaded some weights: each block's are checked as it loads
+    started: float = field(default_factory=time.perf_counter)
+    timings: dict[str, float] = field(
+        default_factory=lambda: {"capture_s": 0.0, "calibrate_s": 0.0, "select_s": 0.0, "propagate_s": 0.0})
+    records: list[MatrixRecord] = field(default_factory=list)
+    zeros: float = 0.0  # over the matrices pruned so far
+    total: int = 0
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.started
+
+    @contextlib.contextmanager
+    def timed(self, key: str) -> Iterator[None]:
+        t = time.perf_counter()
+        yield
+        self.timings[key] = self.timings.get(key, 0.0) + time.perf_counter() - t
+
+
+def _propagate(block: nn.Module, index: int, chunks: list[Chunk], dense_outputs: list[torch.Tensor],
+               run: _Pruning) -> tuple[float, float]:
+    """Run the pruned block over every chunk: its outputs become the next block's inputs.
+
+    Returns ‖pruned − dense‖² and ‖dense‖² over the calibration windows of every rank."""
+    err = torch.zeros(2, dtype=torch.float64)
+    for chunk, dense in zip(chunks, dense_outputs):
+        out = run_block(block, index, chunk, run.device)
+        dense = dense.to(run.device)
+        err += torch.stack([torch.sub(out, dense).float().pow_(2).sum(), dense.float().pow(2).sum()]).double().cpu()
+        chunk.hidden = out.to(run.storage)
+    if run.world > 1:
+        dist.all_reduce(err)
+    return float(err[0]), float(err[1])
+
+
+def _prune_linears(run: _Pruning, linears: dict[str, nn.Module], index: int, target: float,
+                   stats: dict[str, InputStats] | None) -> tuple[float, int]:
+    """Score, select, record and apply every linear of block `index` (from the dense block's inputs' statistics,
+    or from the weights alone when `stats` is None); returns the block's zeros and weights."""
+    zeros, total = 0.0, 0
+    for name, layer in linears.items():
+        full_name = f"{run.blocks_path}.{index}.{name}"
+        rec, sp = _prune_layer(run.config, layer, stats[name] if stats is not None else None, target, index, name,
+                               full_name, run.record)
+        if rec is not None:
+            run.records.append(rec)
+        n = weight_of(layer).numel()
+        zeros, total = zeros + sp * n, total + n
+        run.on_event(MatrixPruned(run.elapsed(), index, run.num_blocks, name, sp))
+    return zeros, total
+
+
+def _finish_block(run: _Pruning, index: int, zeros: float, total: int, block_error: float | None, started: float,
+                  target: float, outlier_ratio: float | None) -> BlockRecord:
+    run.zeros, run.total = run.zeros + zeros, run.total + total
+    run.on_event(BlockFinished(run.elapsed(), index, run.num_blocks, zeros / total, block_error, run.zeros / run.total))
+    return BlockRecord(index, zeros / total, block_error, time.perf_counter() - started, target=target,
+                       outlier_ratio=outlier_ratio)
+
+
+@contextlib.contextmanager
+def _block_held(run: _Pruning, block: nn.Module, index: int) -> Iterator[dict[str, nn.Module]]:
+    """Announce the block and hold only it on the compute device (read from accelerate's offload, if the model
+    has one); yields its prunable linears."""
+    run.on_event(BlockStarted(run.elapsed(), index, run.num_blocks))
+    linears = find_linears(block)
+    with block_on_device(block, run.device, write_back=linears.values()):
+        if run.offloaded:
+            check_finite_weights(block, f"block {index}")
+        yield linears
+
+
+def _prune_block(run: _Pruning, block: nn.Module, index: int, chunks: list[Chunk], target: float,
+                 outlier_ratio: float | None) -> BlockRecord:
+    """Calibrate, prune and propagate one block; `chunks` then hold the next block's inputs."""
+    started = time.perf_counter()
+    with _block_held(run, block, index) as linears:
+        # 1. calibration pass through the dense block; keep its outputs to measure the block error.
+        #    (Magnitude needs no statistics to prune, but its records compare it with Wanda's masks.)
+        with run.timed("calibrate_s"):
+            with_gram = run.config.method == "sparsegpt" or run.config.weight_update == "obs"
+            stats, dense_outputs = _calibrate(block, index, chunks, run.device, with_gram, run.storage)
+        # 2. score, select, record, apply: every linear of the block from the dense block's inputs
+        with run.timed("select_s"):
+            zeros, total = _prune_linears(run, linears, index, target, stats)
+            del stats
+        # 3. propagation pass through the pruned block: the next block sees pruned activations
+        with run.timed("propagate_s"):
+            err_num, err_den = _propagate(block, index, chunks, dense_outputs, run)
+        del dense_outputs
+    if not math.isfinite(err_num):
+        raise NumericalError(f"block {index}: the pruned block's outputs contain NaN or Inf")
+    return _finish_block(run, index, zeros, total, err_num / err_den if err_den else 0.0, started, target,
+                         outlier_ratio)
+
+
+def _prune_block_from_weights(run: _Pruning, block: nn.Module, index: int, target: float) -> BlockRecord:
+    """Magnitude's masks of one block from its weights alone (calibrate=False): no activations, so no
+    block error and no statistics in the records."""
+    started = time.perf_counter()
+    with _block_held(run, block, index) as linears:
+        with run.timed("select_s"):
+            zeros, total = _prune_linears(run, linears, index, target, None)
+    return _finish_block(run, index, zeros, total, None, started, target, None)
+
+
+def _rank_share(windows: torch.Tensor, rank: int, world: int) -> torch.Tensor:
+    """This rank's contiguous share of the calibration windows."""
+    if world == 1:
+        return windows
+    if len(windows) < world:
+        raise ConfigError(f"nsamples {len(windows)} is smaller than the {world} ranks sharing the calibration")
+    return windows.tensor_split(world)[rank]
+
+
+def prune_model(model: nn.Module, windows: torch.Tensor, config: PruneConfig,
+                on_event: EventCallback = ignore_events, cancel: threading.Event | None = None,
+                record: bool = True) -> PruneResult:
+    """Prune `model` in place, block by block, calibrating on `windows` [nsamples, seqlen].
+
+    Under torch.distributed every rank passes the same `windows` and calibrates on its contiguous
+    share of them; the result (masks, records) is the same on every rank.
+    """
+    started = time.perf_counter()
+    device = resolve_device(config.device)
+    check_prunable(model, config)
+    check_finite_weights(model)  # NaN/Inf named per block and layer, before they reach any activation
+    blocks_path, blocks = find_blocks(model)
+    rank, world = _distributed()
+    windows = _rank_share(windows, rank, world)
+    storage = activation_storage(model, windows, device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    run = _Pruning(config, device, storage, blocks_path, len(blocks), on_event, record, world,
+                   offloaded=has_offloaded_weights(model), started=started)
+
+    with torch.inference_mode():
+        targets, ratios = [config.target_sparsity] * len(blocks), [None] * len(blocks)
+        if config.layerwise == "owl":
+            on_event(StageStarted(run.elapsed(), OWL_STAGE.name,
+                                  f"outlier ratios of {len(blocks)} blocks (M={config.owl_m:g})"))
+            with run.timed("owl_s"):
+                ratios, targets = _owl_targets(model, blocks, windows, config, device, storage, cancel)
+
+        if config.calibrate:
+            on_event(StageStarted(run.elapsed(), CAPTURE_STAGE.name,
+                                  f"{len(windows)} windows x {windows.shape[1]} tokens"))
+            with run.timed("capture_s"):
+                chunks = capture_block_inputs(model, blocks, windows, config.batch_size, storage)
+
+        block_records = []
+        for i, block in enumerate(blocks):
+            if cancel is not None and cancel.is_set():
+                raise PruneCancelled(f"pruning was cancelled after {i} of {len(blocks)} blocks")
+            if config.calibrate:
+                block_records.append(_prune_block(run, block, i, chunks, targets[i], ratios[i]))
+            else:
+                block_records.append(_prune_block_from_weights(run, block, i, targets[i]))
+
+    sparsity = run.zeros / run.total if run.total else 0.0
+    on_event(PruneFinished(run.elapsed(), len(blocks), sparsity))
+    return PruneResult(config=config, records=run.records, blocks=block_records, sparsity=sparsity,
+                       seconds=run.elapsed(), timings={k: round(v, 4) for k, v in run.timings.items()},
+                       device=str(device), activations_on=str(storage), block_targets=targets, world_size=world,
+                       peak_device_bytes=torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None)

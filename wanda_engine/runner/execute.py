@@ -1,0 +1,380 @@
+"""One whole run: prepare (tasks, model, checks, data) -> run directory -> dense results -> prune ->
+evaluate -> save.
+
+The CLI, the sweep and the app all call `execute_run`; none repeats any of these steps. `prepare`
+does everything that can fail on bad input, before anything is written; `run_directory` takes the
+run from 'running' to 'complete', 'failed' or 'cancelled'; `StageClock.stage` announces and times
+each stage and names it in an out-of-memory error.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import gc
+import json
+import platform
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import transformers
+
+from .. import __version__
+from ..config import EvalConfig, PruneConfig, RunRequest, ZeroShotConfig
+from ..inputs.data import calibration_windows, eval_tokens, save_token_windows
+from ..core.errors import ConfigError, EngineError, OutOfMemory, PruneCancelled
+from ..evaluation.perplexity import Perplexity, check_windows, perplexity
+from ..core.events import EventCallback, StageStarted, ignore_events
+from ..pruning.checks import check_finite_weights, mask_checksum, sparsity_of_blocks
+from ..inputs.layers import context_length
+from ..inputs.models import LoadedModel, load_model
+from ..core.paths import cache_dir
+from ..inputs.offload import discard_pruned_copies, is_dispatched, model_on_device
+from ..pruning.pipeline import check_prunable, prune_model, resolve_device
+from ..store.run_record import CalibrationInfo, EvalInfo, LayerSparsity, ModelInfo, RunRecord
+from ..store.run_store import Run, RunStore, atomic_write_json, create_run_dir, load_run, write_records, writer_identity
+from ..core.stages import BY_NAME
+from ..evaluation.tasks import TaskPlan, check_tasks, plans_stamp
+from ..evaluation.zeroshot import evaluate_zeroshot
+
+OOM_ERRORS = (torch.OutOfMemoryError, MemoryError)
+CALIBRATION_FILE = "calibration.npy"  # in the run directory: the calibration windows as int64 token ids
+
+
+def out_of_memory(error: BaseException, during: str) -> OutOfMemory:
+    """An allocation failure as one sentence with what to try instead; frees what the allocator caches."""
+    gc.collect()
+    if torch.cuda.is_available():
+        try:
+            torch.cuda.empty_cache()
+        except Exception:  # noqa: BLE001 - a broken CUDA context must not hide the real error
+            pass
+    where = "GPU" if isinstance(error, torch.OutOfMemoryError) else "host"
+    first = str(error).strip().splitlines()[0][:160] if str(error).strip() else type(error).__name__
+    return OutOfMemory(
+        f"out of {where} memory while {during} ({first}); try fewer or shorter calibration windows "
+        "(--nsamples, --seqlen), a smaller --batch-size, fewer or shorter evaluation windows, "
+        "a smaller --dtype (bfloat16), another device (--device cpu or cuda), or a smaller model"
+    )
+
+
+def run_stem(model_name: str, pc: PruneConfig) -> str:
+    """The readable part of a default run name, e.g. 'default-wanda-unstructured-0.50'."""
+    return f"{model_name}-{pc.stem}"
+
+
+def model_fingerprint(loaded: LoadedModel) -> str:
+    """Identifies the weights for the dense-perplexity cache without hashing gigabytes."""
+    src = Path(loaded.source)
+    stamp = ""
+    if src.exists():
+        files = sorted(p for p in (src.iterdir() if src.is_dir() else [src]) if p.is_file())
+        stamp = ",".join(f"{p.name}:{p.stat().st_size}:{int(p.stat().st_mtime)}" for p in files)
+    return f"{loaded.source}|{loaded.label}|{loaded.info.get('params')}|{loaded.info.get('dtype')}|{stamp}"
+
+
+def _cached(file: str, key: str, compute: Callable[[], dict[str, Any]]) -> tuple[dict[str, Any], bool]:
+    """A dense-model result from the JSON cache `file` in cache_dir(), or computed and stored there."""
+    path = cache_dir() / file
+    try:
+        cache = json.loads(path.read_text()) if path.exists() else {}
+    except (ValueError, OSError):
+        cache = {}
+    if key in cache:
+        return cache[key], True
+    cache[key] = compute()
+    try:
+        atomic_write_json(path, cache)
+    except OSError:
+        pass  # a read-only cache only costs a recomputation next time
+    return cache[key], False
+
+
+def dense_perplexity(loaded: LoadedModel, tokens: torch.Tensor, label: str, ev: EvalConfig,
+                     device: torch.device, cancel: threading.Event | None = None) -> tuple[Perplexity, bool]:
+    """The unpruned model's perplexity on the same windows, cached per model and evaluation settings."""
+    key = f"{model_fingerprint(loaded)}|{label}|{tokens.numel()}|{ev.seqlen}|{ev.windows}"
+    result, cached = _cached("dense_perplexity.json", key,
+                             lambda: _evaluate(loaded.model, tokens, label, ev, device, cancel).to_dict())
+    return Perplexity(**result), cached
+
+
+def dense_zeroshot(loaded: LoadedModel, zc: ZeroShotConfig, plans: list[TaskPlan],
+                   device: torch.device) -> tuple[dict[str, Any], bool]:
+    """The unpruned model's zero-shot results, cached per model, task settings, harness and local task files."""
+    key = f"{model_fingerprint(loaded)}|{json.dumps(zc.to_dict(), sort_keys=True)}|{plans_stamp(plans)}"
+    return _cached("dense_zeroshot.json", key, lambda: evaluate_zeroshot(loaded.model, loaded.tokenizer, zc, device, plans))
+
+
+def _evaluate(model: Any, tokens: torch.Tensor, label: str, ev: EvalConfig, device: torch.device,
+              cancel: threading.Event | None = None) -> Perplexity:
+    with model_on_device(model, device):
+        return perplexity(model, tokens, ev.seqlen, label, ev.windows, ev.batch_size, device, cancel)
+
+
+def package_versions() -> dict[str, str]:
+    return {"wanda_engine": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
+            "python": platform.python_version()}
+
+
+def timestamp() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S")
+
+
+class StageClock:
+    """A run's stages as they happen: each is announced, stops the run if a cancel was asked for,
+    is timed into `timings`, and names itself when memory runs out during it."""
+
+    def __init__(self, on_event: EventCallback = ignore_events, cancel: threading.Event | None = None):
+        self.on_event, self.cancel = on_event, cancel
+        self.timings: dict[str, float] = {}
+        self._start = time.perf_counter()
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self._start
+
+    @contextmanager
+    def stage(self, name: str, detail: str = "") -> Iterator[None]:
+        stage = BY_NAME[name]
+        if self.cancel is not None and self.cancel.is_set():
+            raise PruneCancelled(f"cancelled before the {name!r} stage")
+        self.on_event(StageStarted(self.elapsed(), name, detail))
+        t = time.perf_counter()
+        try:
+            yield
+        except OOM_ERRORS as e:
+            e.__traceback__ = None  # let the frames holding the run's tensors go
+            raise out_of_memory(e, stage.label) from None
+        if stage.timing:
+            self.timings[stage.timing] = round(time.perf_counter() - t, 3)
+
+
+@dataclass
+class Prepared:
+    """A request checked against its model and data: everything a run needs before it writes anything."""
+
+    request: RunRequest
+    loaded: LoadedModel
+    owns_model: bool  # loaded by `prepare`: pruned in place; a model handed in is copied first
+    device: torch.device
+    windows: torch.Tensor  # calibration token ids [nsamples, seqlen]
+    calibration: dict[str, Any]  # what data.calibration_windows says about them
+    eval_data: tuple[torch.Tensor, str] | None  # evaluation token ids [1, T] and their label
+    zeroshot_plans: list[TaskPlan]
+
+
+def check_model_matches(loaded: LoadedModel, request: RunRequest) -> None:
+    """EngineError unless `loaded` was loaded the way `request` asks (source, dtype, remote code, offload)."""
+    have, want = getattr(loaded, "spec", None), request.model_spec()
+    if have is None:
+        raise EngineError("the loaded model does not record how it was loaded; load it with models.load_model")
+    name = have.mismatch(want)
+    if name is not None:
+        raise EngineError(f"the loaded model does not match the request: its {name} is {getattr(have, name)!r}, "
+                          f"the request's {getattr(want, name)!r}; load the model the request describes")
+
+
+def _check_context(limit: int | None, seqlen: int, what: str) -> None:
+    if limit is not None and seqlen > limit:
+        raise ConfigError(f"{what} {seqlen} is longer than the model's context of {limit} tokens")
+
+
+def prepare(request: RunRequest, loaded: LoadedModel | None = None, clock: StageClock | None = None) -> Prepared:
+    """Everything that can fail on bad input, before anything is written or pruned: the zero-shot tasks,
+    the model (loaded here unless handed in, when it must match the request), its weights, the
+    calibration and evaluation data, and the model's context length."""
+    clock = clock or StageClock()
+    pc, ev, zc = request.prune, request.eval, request.zeroshot
+    if loaded is not None:
+        check_model_matches(loaded, request)
+    plans: list[TaskPlan] = []
+    if zc is not None:  # first: unknown tasks, missing files or hub data offline fail before the model loads
+        with clock.stage("zeroshot-tasks", ", ".join(zc.tasks)):
+            plans = check_tasks(zc)
+    owns_model = loaded is None
+    with clock.stage("load", request.model):
+        if loaded is None:
+            loaded = load_model(request.model, dtype=request.dtype, trust_remote_code=request.trust_remote_code,
+                                offload=request.offload)
+        check_prunable(loaded.model, pc)
+        check_finite_weights(loaded.model)  # NaN/Inf weights: refused, named per layer, before anything is written
+    with clock.stage("calibration-data", pc.calib):
+        windows, calibration = calibration_windows(loaded.tokenizer, pc.calib, pc.nsamples, pc.seqlen, pc.seed)
+        limit = context_length(loaded.model)
+        _check_context(limit, pc.seqlen, "seqlen")
+        eval_data = None
+        if ev is not None:
+            eval_data = eval_tokens(loaded.tokenizer, ev.dataset)
+            _check_context(limit, ev.seqlen, "eval seqlen")
+            check_windows(eval_data[0], ev.seqlen, ev.windows, eval_data[1])
+    return Prepared(request, loaded, owns_model, resolve_device(pc.device), windows, calibration, eval_data, plans)
+
+
+class RunWriter:
+    """The record of a run under way; `run_directory` writes it as run.json when the run ends."""
+
+    def __init__(self, path: Path, record: RunRecord):
+        self.path, self.record = path, record
+
+    def update(self, **changes: Any) -> None:
+        self.record = dataclasses.replace(self.record, **changes)
+
+
+@contextmanager
+def run_directory(path: Path, record: RunRecord, clock: StageClock,
+                  cleanup: Callable[[], None] | None = None) -> Iterator[RunWriter]:
+    """The run directory from its creation (atomically, status 'running') to 'complete', or to 'failed'
+    or 'cancelled' with the error that stopped it (which propagates); `cleanup` runs either way."""
+    create_run_dir(path, record.to_json())
+    run = RunWriter(path, record)
+    try:
+        yield run
+        run.update(status="complete", finished=timestamp(), timings={**clock.timings, "total_s": round(clock.elapsed(), 3)})
+        atomic_write_json(path / "run.json", run.record.to_json())
+    except BaseException as e:
+        cancelled = isinstance(e, (PruneCancelled, KeyboardInterrupt))
+        run.update(status="cancelled" if cancelled else "failed",
+                   error=str(e) if isinstance(e, EngineError) else f"{type(e).__name__}: {e}",
+                   timings={**clock.timings, "total_s": round(clock.elapsed(), 3)})
+        try:  # best effort: the original error matters more than a failed status write
+            atomic_write_json(path / "run.json", run.record.to_json())
+        except OSError:
+            pass
+        raise
+    finally:
+        if cleanup is not None:
+            cleanup()
+
+
+def _run_path(request: RunRequest, store: RunStore | None, run_dir: str | Path | None) -> Path:
+    if run_dir is None:
+        store = store or RunStore()
+        run_dir = store.path_for(request.name) if request.name else store.root / store.new_name(
+            run_stem(Path(request.model).name, request.prune))
+    run_dir = Path(run_dir)
+    if (run_dir / "run.json").exists():
+        raise EngineError(f"run directory {run_dir} already holds a run; choose another name")
+    return run_dir
+
+
+def _first_record(path: Path, prep: Prepared, clock: StageClock) -> RunRecord:
+    loaded = prep.loaded
+    return RunRecord(name=path.name, status="running", created=timestamp(), request=prep.request,
+                     model=ModelInfo.from_json({"source": loaded.source, "label": loaded.label, **loaded.info}),
+                     calibration=CalibrationInfo.from_json(prep.calibration), versions=package_versions(),
+                     device=str(prep.device), timings=dict(clock.timings), writer=writer_identity())
+
+
+def execute_run(request: RunRequest, store: RunStore | None = None, run_dir: str | Path | None = None,
+                on_event: EventCallback = ignore_events, cancel: threading.Event | None = None,
+                loaded: LoadedModel | None = None) -> Run:
+    """Run `request`, writing its run directory as it goes; returns the finished Run.
+
+    `loaded`: an already loaded model (the app's cache), which must match the request's model spec;
+    it is deep-copied, never mutated. Bad input raises before anything is written; once the run
+    directory exists, an error or a cancellation marks it 'failed' or 'cancelled' and propagates.
+    """
+    path = _run_path(request, store, run_dir)
+    clock = StageClock(on_event, cancel)
+    prep = prepare(request, loaded, clock)
+    # the pruned weights written next to an offload folder die with the model that was pruned in place
+    cleanup = (lambda: discard_pruned_copies(prep.loaded.model)) if prep.owns_model else None
+    with run_directory(path, _first_record(path, prep, clock), clock, cleanup) as run:
+        model = prep.loaded.model
+        if not prep.owns_model:
+            with clock.stage("copy", prep.loaded.label):
+                model = copy.deepcopy(model)
+        run.update(**_evaluate_dense(prep, clock))
+        zeroshot_dense = _zeroshot_dense(prep, clock)  # before pruning: `model` may be the dense model itself
+        run.update(**_prune(model, prep, clock, path))
+        run.update(**_evaluate_pruned(model, prep, clock))
+        if zeroshot_dense is not None:
+            run.update(zeroshot=_zeroshot_pruned(model, prep, clock, *zeroshot_dense))
+        if request.save_model:
+            run.update(saved_model=_save(model, prep, clock))
+    return load_run(path)
+
+
+def _evaluate_dense(prep: Prepared, clock: StageClock) -> dict[str, Any]:
+    if prep.eval_data is None:
+        return {}
+    tokens, label = prep.eval_data
+    with clock.stage("eval-dense", label):
+        dense, cached = dense_perplexity(prep.loaded, tokens, label, prep.request.eval, prep.device, clock.cancel)
+    return {"ppl_dense": dense.ppl, "ppl_dense_cached": cached}
+
+
+def _zeroshot_dense(prep: Prepared, clock: StageClock) -> tuple[dict[str, Any], bool] | None:
+    zc = prep.request.zeroshot
+    if zc is None:
+        return None
+    with clock.stage("zeroshot-dense", ", ".join(zc.tasks)):
+        return dense_zeroshot(prep.loaded, zc, prep.zeroshot_plans, prep.device)
+
+
+def _prune(model: Any, prep: Prepared, clock: StageClock, path: Path) -> dict[str, Any]:
+    pc = prep.request.prune
+    on = f"on {len(prep.windows)}x{pc.seqlen} tokens" if pc.calibrate else "from the weights alone"
+    with clock.stage("prune", f"{pc.label} {on}"):
+        offset = clock.elapsed()  # the pipeline counts from its own start; events from a run count from the run's
+        result = prune_model(model, prep.windows, pc, cancel=clock.cancel, on_event=lambda e: clock.on_event(
+            dataclasses.replace(e, elapsed_s=e.elapsed_s + offset)))
+        clock.timings["prune_s"] = round(result.seconds, 3)
+        clock.timings.update({f"prune_{k}": v for k, v in result.timings.items()})
+        sparsity, layers = sparsity_of_blocks(model)
+        files = write_records(path, result.records)  # sizes and checksums: truncation is detected
+        # the windows themselves (a few kB): a bundle's command pins them, a repair re-creates the masks from them
+        save_token_windows(path / CALIBRATION_FILE, prep.windows)
+    peak = result.peak_device_bytes
+    calibration = CalibrationInfo.from_json({**prep.calibration, "file": CALIBRATION_FILE})
+    return {"activations_on": result.activations_on, "world_size": result.world_size, "calibration": calibration,
+            "mask_sha256": mask_checksum(model),
+            "peak_device_mib": round(peak / 2**20, 1) if peak is not None else None, "sparsity": sparsity,
+            "layers": tuple(LayerSparsity(**layer) for layer in layers),
+            "blocks": tuple(result.blocks), "files": files}
+
+
+def _evaluate_pruned(model: Any, prep: Prepared, clock: StageClock) -> dict[str, Any]:
+    if prep.eval_data is None:
+        return {}
+    tokens, label = prep.eval_data
+    with clock.stage("eval", label):
+        pruned = _evaluate(model, tokens, label, prep.request.eval, prep.device, clock.cancel)
+    return {"ppl": pruned.ppl, "eval": EvalInfo(dataset=pruned.dataset, seqlen=pruned.seqlen, windows=pruned.windows,
+                                               tokens=pruned.tokens, tokens_per_s=round(pruned.tokens_per_s, 1))}
+
+
+def _zeroshot_pruned(model: Any, prep: Prepared, clock: StageClock, dense: dict[str, Any],
+                     dense_cached: bool) -> dict[str, Any]:
+    zc = prep.request.zeroshot
+    with clock.stage("zeroshot", ", ".join(zc.tasks)):
+        pruned = evaluate_zeroshot(model, prep.loaded.tokenizer, zc, prep.device, prep.zeroshot_plans)
+    return {"dense": dense, "pruned": pruned, "config": zc.to_dict(), "harness": pruned["harness"],
+            "dense_cached": dense_cached}
+
+
+def _save(model: Any, prep: Prepared, clock: StageClock) -> str:
+    folder = prep.request.save_model
+    with clock.stage("save", folder):
+        # an offloaded model is gathered shard by shard in host memory: keep the shards small
+        model.save_pretrained(folder, safe_serialization=True, **({"max_shard_size": "1GB"} if is_dispatched(model) else {}))
+        prep.loaded.tokenizer.save_pretrained(folder)
+    return str(folder)
+
+
+def prune_on_rank(request: RunRequest) -> None:
+    """A torch.distributed rank other than 0: load, calibrate on this rank's share, prune, write nothing.
+
+    Rank 0 runs `execute_run`; its `prune_model` meets this one at every all-reduce.
+    """
+    loaded = load_model(request.model, dtype=request.dtype, trust_remote_code=request.trust_remote_code,
+                        offload=request.offload)
+    check_prunable(loaded.model, request.prune)
+    windows, _ = calibration_windows(loaded.tokenizer, request.prune.calib, request.prune.nsamples,
+                                     request.prune.seqlen, request.prune.seed)
+    prune_model(loaded.model, windows, request.prune)

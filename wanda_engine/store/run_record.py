@@ -1,0 +1,253 @@
+"""A run's run.json as one typed, immutable record: what the runner writes and every reader takes.
+
+Torch-free (the app's pages and figures import it). `RunRecord.from_json` checks a run.json dict
+and raises RunRecordError with one sentence when it cannot describe a run; `to_json` writes
+run.json's layout, keys in the order the runner has always written them. Keys this version does
+not know are kept in `extra` and written back unchanged.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from ..config import RunRequest
+from ..core.errors import EngineError
+from .matrix_records import BlockRecord
+
+FORMAT_VERSION = 1
+STATUSES = ("running", "complete", "failed", "cancelled")
+
+
+class RunRecordError(EngineError):
+    """A run.json that cannot describe a run; the message says which field and why."""
+
+
+_NUMBER = (int, float)
+_TYPES: dict[str, tuple[type, ...]] = {  # run.json's top-level fields and the JSON types each may hold
+    "status": (str,), "name": (str,), "created": (str,), "finished": (str,), "config": (dict,), "model": (dict,),
+    "calibration": (dict,), "blocks": (list,), "layers": (list,), "timings": (dict,), "eval": (dict,),
+    "files": (dict,), "versions": (dict,), "device": (str,), "writer": (dict,), "zeroshot": (dict,),
+    "error": (str,), "saved_model": (str,), "activations_on": (str,), "world_size": (int,),
+    "sparsity": _NUMBER, "ppl": _NUMBER, "ppl_dense": _NUMBER, "ppl_dense_cached": (bool,),
+    "peak_device_mib": _NUMBER, "format": (int,), "mask_sha256": (str,),
+}
+
+
+def _problem(meta: Mapping[str, Any]) -> str | None:
+    for key, types in _TYPES.items():
+        value = meta.get(key)
+        if value is not None and (not isinstance(value, types) or (types == _NUMBER and isinstance(value, bool))):
+            return f"run.json field {key!r} has the wrong type ({type(value).__name__})"
+    if meta.get("status", "running") not in STATUSES:
+        return f"run.json has an unknown status {meta.get('status')!r}"
+    return None
+
+
+def _split(cls: type, d: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """d's keys that are fields of `cls`, and the rest."""
+    names = {f.name for f in fields(cls)} - {"extra"}
+    return {k: v for k, v in d.items() if k in names}, {k: v for k, v in d.items() if k not in names}
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """The loaded model, as models.load_model describes it."""
+
+    source: str  # what the user asked for
+    label: str  # what it is, for display
+    architecture: str | None = None  # the transformers class, e.g. 'LlamaForCausalLM'
+    model_type: str | None = None
+    blocks_path: str | None = None  # e.g. 'model.layers'
+    num_blocks: int | None = None
+    params: int | None = None
+    prunable_params: int | None = None
+    dtype: str | None = None
+    max_context: int | None = None
+    load_s: float | None = None
+    device_map: dict[str, int] | None = None  # offloaded models: modules on each device
+    max_memory: dict[str, str] | None = None  # offloaded models: the budgets
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> "ModelInfo":
+        known, extra = _split(cls, d)
+        return cls(**{"source": "", "label": "", **known}, extra=extra)
+
+    def to_json(self) -> dict[str, Any]:
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "extra"}
+        for key in ("device_map", "max_memory"):  # written only for offloaded models
+            if out[key] is None:
+                del out[key]
+        return {**out, **self.extra}
+
+
+@dataclass(frozen=True)
+class CalibrationInfo:
+    """The calibration windows, as data.calibration_windows describes them."""
+
+    source: str
+    label: str
+    nsamples: int
+    seqlen: int
+    seed: int
+    tokens_available: int | None = None  # tokens in the source text (or token file)
+    sha256: str | None = None  # of the windows as int64 token ids (data.windows_checksum)
+    starts: tuple[int, ...] | None = None  # each window's first token in the source text (a token file: None)
+    file: str | None = None  # the windows as an int64 .npy inside the run directory, e.g. 'calibration.npy'
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> "CalibrationInfo":
+        known, extra = _split(cls, d)
+        if known.get("starts") is not None:
+            known["starts"] = tuple(int(s) for s in known["starts"])
+        return cls(**{"source": "", "label": "", "nsamples": 0, "seqlen": 0, "seed": 0, **known}, extra=extra)
+
+    def to_json(self) -> dict[str, Any]:
+        out = {"source": self.source, "nsamples": self.nsamples, "seqlen": self.seqlen, "seed": self.seed,
+               "label": self.label, "tokens_available": self.tokens_available}
+        for key in ("sha256", "file"):  # written once known: runs recorded before them lack them
+            if getattr(self, key) is not None:
+                out[key] = getattr(self, key)
+        if self.starts is not None:
+            out["starts"] = list(self.starts)
+        return {**out, **self.extra}
+
+    def text_name(self, fallback: str = "?") -> str:
+        """What the windows were cut from, short: 'austen:emma', or a text file's name without its folders."""
+        source = self.label or self.source or fallback
+        return Path(source).name if "/" in source and Path(source).name else source
+
+
+@dataclass(frozen=True)
+class EvalInfo:
+    """What the perplexities were measured on (dense and pruned alike)."""
+
+    dataset: str  # label of the evaluated text, e.g. 'austen:prideprejudice'
+    seqlen: int
+    windows: int
+    tokens: int
+    tokens_per_s: float | None = None  # the pruned model's evaluation speed
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def describe(self) -> str:
+        """'austen:prideprejudice, 10 windows × 512 tokens = 5,120 tokens': what every perplexity says it measured."""
+        return f"{self.dataset}, {self.windows} windows × {self.seqlen} tokens = {self.tokens:,} tokens"
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> "EvalInfo":
+        known, extra = _split(cls, d)
+        return cls(**{"dataset": "", "seqlen": 0, "windows": 0, "tokens": 0, **known}, extra=extra)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"dataset": self.dataset, "seqlen": self.seqlen, "windows": self.windows, "tokens": self.tokens,
+                "tokens_per_s": self.tokens_per_s, **self.extra}
+
+
+@dataclass(frozen=True)
+class LayerSparsity:
+    """One pruned matrix's achieved sparsity."""
+
+    name: str  # inside the model, e.g. 'model.layers.0.self_attn.q_proj'
+    block: int
+    matrix: str  # inside the block, e.g. 'self_attn.q_proj'
+    sparsity: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "block": self.block, "matrix": self.matrix, "sparsity": self.sparsity}
+
+
+# Written in this order; `None` values of these are left out (the run had not reached them, or never does).
+_OPTIONAL = ("ppl_dense", "ppl_dense_cached", "activations_on", "world_size", "peak_device_mib", "mask_sha256")
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """One run, as run.json holds it. A run still running has only the fields known when it started."""
+
+    name: str
+    status: str  # as written: 'running', 'complete', 'failed' or 'cancelled'
+    created: str
+    request: RunRequest  # run.json's "config"
+    model: ModelInfo
+    calibration: CalibrationInfo
+    finished: str | None = None
+    eval: EvalInfo | None = None
+    ppl: float | None = None
+    ppl_dense: float | None = None
+    ppl_dense_cached: bool | None = None
+    sparsity: float | None = None  # zeros over the decoder blocks' prunable weights
+    layers: tuple[LayerSparsity, ...] = ()
+    blocks: tuple[BlockRecord, ...] = ()
+    timings: dict[str, float] = field(default_factory=dict)
+    zeroshot: dict[str, Any] | None = None  # {'dense', 'pruned', 'config', 'harness', 'dense_cached'}
+    files: dict[str, Any] | None = None  # records files: sizes and sha256, written when pruning ends
+    versions: dict[str, str] = field(default_factory=dict)
+    device: str = ""
+    writer: dict[str, Any] | None = None  # the writing process: pid, host, start
+    error: str | None = None
+    saved_model: str | None = None
+    activations_on: str | None = None  # where the calibration activations were kept
+    world_size: int | None = None  # torch.distributed ranks that shared the calibration windows
+    peak_device_mib: float | None = None
+    mask_sha256: str | None = None  # checks.mask_checksum of the pruned model: equal masks, equal checksum
+    format: int = FORMAT_VERSION
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def label(self) -> str:
+        """The method label, e.g. 'owl-wanda 70%': the same everywhere a run is named."""
+        return self.request.prune.label
+
+    @property
+    def complete(self) -> bool:
+        return self.status == "complete"
+
+    @classmethod
+    def from_json(cls, d: Any) -> "RunRecord":
+        """The record of a run.json dict; RunRecordError (one sentence) when it cannot describe a run."""
+        if not isinstance(d, dict):
+            raise RunRecordError("run.json is not an object")
+        problem = _problem(d)
+        if problem is not None:
+            raise RunRecordError(problem)
+        try:
+            request = RunRequest.from_dict(d.get("config") or {})
+            blocks = tuple(BlockRecord(**b) for b in d.get("blocks") or [])
+            layers = tuple(LayerSparsity(**layer) for layer in d.get("layers") or [])
+        except (EngineError, TypeError) as e:
+            raise RunRecordError(f"run.json does not describe a run's settings or results ({e})") from None
+        known, extra = _split(cls, d)
+        known.pop("config", None)
+        return cls(**{**known, "name": d.get("name", ""), "status": d.get("status", "running"),
+                      "created": d.get("created", ""), "request": request,
+                      "model": ModelInfo.from_json(d.get("model") or {}),
+                      "calibration": CalibrationInfo.from_json(d.get("calibration") or {}),
+                      "eval": EvalInfo.from_json(d["eval"]) if d.get("eval") else None,
+                      "blocks": blocks, "layers": layers, "timings": dict(d.get("timings") or {}),
+                      "versions": dict(d.get("versions") or {}), "device": d.get("device") or ""}, extra=extra)
+
+    def to_json(self) -> dict[str, Any]:
+        """run.json's dict, in the order the runner writes its keys."""
+        out: dict[str, Any] = {"format": self.format, "status": self.status, "name": self.name, "created": self.created,
+                               "config": self.request.to_dict(), "versions": self.versions, "device": self.device,
+                               "timings": self.timings, "model": self.model.to_json(),
+                               "calibration": self.calibration.to_json(), "writer": self.writer}
+        for key in _OPTIONAL:
+            if getattr(self, key) is not None:
+                out[key] = getattr(self, key)
+        if self.sparsity is not None:
+            out.update(sparsity=self.sparsity, layers=[layer.to_json() for layer in self.layers],
+                       blocks=[b.to_dict() for b in self.blocks])
+        if self.files is not None:
+            out["files"] = self.files
+        if self.complete or self.ppl is not None:
+            out["ppl"] = self.ppl
+        if self.complete or self.eval is not None:
+            out["ppl_dense"] = self.ppl_dense
+            out["eval"] = self.eval.to_json() if self.eval else None
+        for key in ("zeroshot", "saved_model", "finished", "error"):
+            if getattr(self, key) is not None:
+                out[key] = getattr(self, key)
+        return {**out, **self.extra}
