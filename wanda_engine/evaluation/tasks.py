@@ -177,7 +177,12 @@ def _builtin_full() -> dict[str, tuple[str, str | None]]:
 
 
 def load_task_yaml(path: str | Path, resolve_functions: bool = False) -> dict[str, Any]:
-    from lm_eval.tasks._yaml_loader import load_yaml  # the harness's own loader: `include:` and `!function`
+    """A task's YAML as the harness reads it (`include:` merged, `!function` tags kept or resolved).
+
+    lm-eval 0.4.13 (pinned) has no public loader for one task's config: its TaskManager only builds whole Task
+    objects, which fetch their datasets (offline: a failure, not a plan). So this is the one private import of
+    the harness, here and nowhere else: the loader its own TaskManager uses."""
+    from lm_eval.tasks._yaml_loader import load_yaml
 
     return load_yaml(path, resolve_func=resolve_functions)
 

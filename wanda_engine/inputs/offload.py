@@ -20,35 +20,48 @@ import os
 import shutil
 import tempfile
 import uuid
+import weakref
 from collections.abc import Collection, Iterator
 from typing import Any
 
 import torch
-from accelerate.utils import OffloadedWeightsLoader, PrefixedDataset, set_module_tensor_to_device
-from accelerate.utils.modeling import named_module_tensors
+from accelerate.hooks import AlignDevicesHook
+from accelerate.utils import OffloadedWeightsLoader, PrefixedDataset, align_module_device, has_offloaded_params
 from safetensors.torch import save_file
 from torch import nn
 
+# The folder holding the pruned weights written for each disk-offloaded weights map, by the map's id (one fresh
+# folder per map: copies of a model never share files). Kept here rather than as an attribute on accelerate's
+# loader, which is a Mapping and so cannot key a WeakKeyDictionary; an entry goes when its map is collected.
+_PRUNED_FOLDERS: dict[int, str] = {}
 
-def _align_hooks(module: nn.Module) -> list[Any]:
-    """The accelerate hooks on `module` itself that place it (AlignDevicesHook), SequentialHook chains opened."""
+
+def _pruned_folder(store: OffloadedWeightsLoader) -> str:
+    folder = _PRUNED_FOLDERS.get(id(store))
+    if folder is None:
+        base = store.save_folder or tempfile.mkdtemp(prefix="wanda-offload-")
+        folder = os.path.join(base, f"pruned-{uuid.uuid4().hex[:12]}")
+        os.makedirs(folder, exist_ok=True)
+        _PRUNED_FOLDERS[id(store)] = folder
+        weakref.finalize(store, _PRUNED_FOLDERS.pop, id(store), None)
+    return folder
+
+
+def _placing_hook(module: nn.Module) -> AlignDevicesHook | None:
+    """The hook accelerate placed on `module` to decide where it computes (and, if offloaded, to load its weights).
+
+    accelerate has no public accessor for it; `_hf_hook` is the attribute its `add_hook_to_module` sets."""
     hook = getattr(module, "_hf_hook", None)
-    chain = getattr(hook, "hooks", None) or ([hook] if hook is not None else [])
-    return [h for h in chain if hasattr(h, "execution_device") and hasattr(h, "offload")]
+    return hook if isinstance(hook, AlignDevicesHook) else None
 
 
-def _offload_hook(module: nn.Module) -> Any | None:
-    """The module's hook that offloads its tensors (they are 'meta' between forwards), else None."""
-    return next((h for h in _align_hooks(module) if h.offload and getattr(h, "weights_map", None) is not None), None)
-
-
-def _hooks(module: nn.Module) -> list[Any]:
+def _hooks(module: nn.Module) -> list[AlignDevicesHook]:
     """Every placing hook on `module` or inside it."""
-    return [hook for m in module.modules() for hook in _align_hooks(m)]
+    return [hook for m in module.modules() if (hook := _placing_hook(m)) is not None]
 
 
 def has_offloaded_weights(module: nn.Module) -> bool:
-    return any(_offload_hook(m) is not None for m in module.modules())
+    return any(has_offloaded_params(m) for m in module.modules())
 
 
 def is_dispatched(model: nn.Module) -> bool:
@@ -73,17 +86,11 @@ def model_on_device(model: nn.Module, device: torch.device) -> Iterator[None]:
 
 def execution_device(module: nn.Module) -> torch.device:
     """Where `module` computes: its hook's execution device if accelerate placed it, else its weights' device."""
-    placed = [h.execution_device for h in _align_hooks(module) if h.execution_device is not None]
-    if placed:
-        return torch.device(placed[0])
+    hook = _placing_hook(module)
+    if hook is not None and hook.execution_device is not None:
+        return torch.device(hook.execution_device)
     tensor = next(module.parameters(), None)
     return tensor.device if tensor is not None else torch.device("cpu")
-
-
-def _module_tensor_names(module: nn.Module, hook: Any) -> list[str]:
-    """The tensor names the hook loads and offloads (accelerate's own rule, `named_module_tensors`)."""
-    return [name for name, _ in named_module_tensors(module, include_buffers=hook.offload_buffers,
-                                                     recurse=hook.place_submodules, remove_non_persistent=True)]
 
 
 def _write_back(weights_map: Any, name: str, value: torch.Tensor) -> None:
@@ -95,14 +102,9 @@ def _write_back(weights_map: Any, name: str, value: torch.Tensor) -> None:
         if key in store.state_dict:
             store.state_dict[key].copy_(value)
             return
-        folder = getattr(store, "_wanda_pruned_folder", None)
-        if folder is None:  # one fresh folder per weights map: copies of a model never share files
-            base = store.save_folder or tempfile.mkdtemp(prefix="wanda-offload-")
-            folder = os.path.join(base, f"pruned-{uuid.uuid4().hex[:12]}")
-            os.makedirs(folder, exist_ok=True)
-            store._wanda_pruned_folder = folder
-        path = os.path.join(folder, f"{key}.safetensors")
+        path = os.path.join(_pruned_folder(store), f"{key}.safetensors")
         save_file({key: value.detach().to("cpu").contiguous()}, path)
+        # the index entry in the form transformers writes for weights read from safetensors files
         store.index[key] = {"safetensors_file": path, "weight_name": key, "dtype": str(value.dtype).replace("torch.", "")}
         return
     store[key].copy_(value)  # a plain mapping of host tensors (accelerate's cpu_offload)
@@ -112,53 +114,52 @@ def _write_back(weights_map: Any, name: str, value: torch.Tensor) -> None:
 def block_on_device(block: nn.Module, device: torch.device, write_back: Collection[nn.Module] = ()) -> Iterator[None]:
     """Hold every tensor of `block` on `device` for the duration.
 
-    Offloaded modules are materialised from their weights maps, with offloading paused; the weights
-    of the layers in `write_back` (the pruned ones) go back to the weights maps on a normal exit
-    (an error leaves the offloaded copy as it was). Other modules move with `.to()` and back.
+    Offloaded modules are materialised from their weights maps (accelerate's `align_module_device`), with
+    offloading paused so that the block's forward passes keep them there; the weights of the layers in
+    `write_back` (the pruned ones) go back to the weights maps on a normal exit (an error leaves the offloaded
+    copy as it was). Other modules move with `.to()` and back.
     """
     written_back = {id(layer) for layer in write_back}
-    offloaded = [(m, hook, _module_tensor_names(m, hook)) for m in block.modules() if (hook := _offload_hook(m)) is not None]
+    offloaded = [m for m in block.modules() if has_offloaded_params(m)]
     hooks = _hooks(block)
     saved = [(hook, hook.offload, hook.execution_device) for hook in hooks]
-    for module, hook, names in offloaded:
-        for name in names:
-            set_module_tensor_to_device(module, name, device, value=hook.weights_map[name], clear_cache=False)
-    for hook in hooks:  # inputs go where the weights now are; forward passes keep the weights there
-        hook.offload, hook.execution_device = False, device
-    # the tensors accelerate did not offload (all of them in a plain block) move and come back
-    resident = [t for t in list(block.parameters()) + list(block.buffers()) if t.device != device]
-    homes = [t.device for t in resident]
-    for t in resident:
-        t.data = t.data.to(device)
     finished = False
-    try:
-        yield
-        finished = True
-    finally:
-        for hook, offload, where in saved:
-            hook.offload, hook.execution_device = offload, where
-        for t, home in zip(resident, homes):
-            t.data = t.data.to(home)
-        for module, hook, names in offloaded:
-            for name in names:
-                if finished and id(module) in written_back and name == "weight":
-                    _write_back(hook.weights_map, name, getattr(module, name).data)
-                set_module_tensor_to_device(module, name, "meta", clear_cache=False)
+    with contextlib.ExitStack() as aligned:
+        for module in offloaded:  # on leaving (last): offloaded again, the modules' tensors 'meta'
+            aligned.enter_context(align_module_device(module, device))
+        # accelerate offers no public switch to pause offloading between forwards: its hooks' own fields
+        for hook in hooks:  # inputs go where the weights now are; forward passes keep the weights there
+            hook.offload, hook.execution_device = False, device
+        # the tensors accelerate did not offload (all of them in a plain block) move and come back
+        resident = [t for t in list(block.parameters()) + list(block.buffers()) if t.device != device]
+        homes = [t.device for t in resident]
+        for t in resident:
+            t.data = t.data.to(device)
+        try:
+            yield
+            finished = True
+        finally:
+            for hook, offload, where in saved:
+                hook.offload, hook.execution_device = offload, where
+            for t, home in zip(resident, homes):
+                t.data = t.data.to(home)
+            if finished:
+                for module in offloaded:
+                    if id(module) in written_back:
+                        _write_back(_placing_hook(module).weights_map, "weight", module.weight.data)
 
 
 def discard_pruned_copies(model: nn.Module) -> None:
     """Delete the files `block_on_device` wrote for `model`'s disk-offloaded weights (the model then
     reads stale paths: call this only when it is no longer used)."""
-    seen = set()
     for module in model.modules():
-        hook = _offload_hook(module)
-        store = getattr(hook, "weights_map", None)
+        if not has_offloaded_params(module):
+            continue
+        store = _placing_hook(module).weights_map
         store = store.dataset if isinstance(store, PrefixedDataset) else store
-        folder = getattr(store, "_wanda_pruned_folder", None)
-        if folder and folder not in seen:
-            seen.add(folder)
+        folder = _PRUNED_FOLDERS.pop(id(store), None) if isinstance(store, OffloadedWeightsLoader) else None
+        if folder:
             shutil.rmtree(folder, ignore_errors=True)
-            store._wanda_pruned_folder = None
 
 
 def return_freed_memory_promptly() -> None:
