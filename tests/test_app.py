@@ -258,7 +258,7 @@ def _tiny_request(method: str = "wanda", model: str = "tiny", **kw) -> RunReques
 def test_runner_cancel_leaves_cached_model_unchanged(runs_dir, tiny_model_dir, tmp_path, monkeypatch):
     from app.execution import InProcess
     from app.jobs import CANCELLED, COMPLETE, JobRunner
-    from wanda_engine.pruning.checks import parameter_checksum
+    from helpers.checks import parameter_checksum
     from wanda_engine.inputs.models import load_model
     from wanda_engine.store.run_store import RunStore
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from wanda_engine.pruning.checks import parameter_checksum
+from helpers.checks import parameter_checksum
 from wanda_engine.config import EvalConfig, PruneConfig, RunRequest
 from wanda_engine.runner.execute import execute_run
 

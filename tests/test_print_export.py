@@ -293,7 +293,10 @@ def test_kaleido_print_sizes(every_figure, server, fig_name, preset, dpi):
     svg = server.export_figure(fig, "svg", preset=p)
     head = svg[:svg.index(b">") + 1].decode()
     assert f'width="{p.width_in:g}in"' in head and f'height="{p.height_in:g}in"' in head
-    assert f'viewBox="0 0 {p.width_px:g} ' in head or "viewBox" in head
+    view_box = re.search(r'viewBox="([^"]+)"', head)
+    assert view_box, head
+    x0, y0, width, height = (float(v) for v in view_box.group(1).split())
+    assert (x0, y0) == (0, 0) and (width, height) == (pytest.approx(p.width_px, abs=0.5), pytest.approx(p.height_px, abs=0.5))
 
 
 @pytest.mark.slow

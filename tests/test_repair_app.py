@@ -361,7 +361,7 @@ def test_the_page_runs_a_short_repair_live_and_then_shows_the_bars(app_env, tiny
     from app import ui
     from app.execution import InProcess
     from app.jobs import JobRunner
-    from wanda_engine.pruning.checks import parameter_checksum
+    from helpers.checks import parameter_checksum
     from wanda_engine.repair.record import load_repairs
 
     reached, go = threading.Event(), threading.Event()

@@ -49,7 +49,6 @@ AUSTEN_DIRS = (
     Path("/usr/local/lib/R/site-library/janeaustenr/data"),
     Path("/usr/lib/R/library/janeaustenr/data"),
 )
-AUSTEN_BOOKS = ("emma", "prideprejudice", "sensesensibility", "mansfieldpark", "persuasion", "northangerabbey")
 AUSTEN_SPLIT = {"calib": "emma", "eval": "prideprejudice"}
 
 WIKITEXT2_TEST_ENV = "WANDA_WIKITEXT2_TEST"

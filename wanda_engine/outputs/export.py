@@ -167,10 +167,6 @@ def stop_export_server() -> None:
             server.close()
 
 
-def export_server_running() -> bool:
-    return _server is not None
-
-
 def _oneshot(fig_dict: dict, opts: dict) -> bytes:
     """Start a browser for one export, on a fresh event loop in its own thread (the caller may have a loop)."""
     import kaleido

@@ -84,12 +84,3 @@ def check_finite_weights(model: nn.Module, block_label: str | None = None) -> No
     if bad:
         more = f"; and {len(bad) - 1} more tensor(s)" if len(bad) > 1 else ""
         raise NumericalError(f"the model's weights are not finite: {bad[0]}{more}")
-
-
-def parameter_checksum(model: nn.Module) -> str:
-    """A checksum over every parameter's bytes: proves a cached model was not mutated."""
-    h = hashlib.sha256()
-    for name, p in sorted(model.state_dict().items()):
-        h.update(name.encode())
-        h.update(p.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes() if p.numel() else b"")
-    return h.hexdigest()

@@ -34,7 +34,6 @@ FIGURES = {
 }
 MATRIX_FIGURES = ("histograms", "channels", "row_sparsity", "density", "mask_crop")
 RUN_FIGURES = ("blocks", "sparsity_heatmap", "overlap", "owl_ratios")  # one run's own, whatever it is compared with
-COMPARISON_FIGURES = ("perplexity", "ppl_vs_sparsity", "zeroshot")  # the runs side by side
 SWEEP_FIGURES = {"sweep_sparsity": "Perplexity versus sparsity (the sweep's runs)",
                  "sweep_nsamples": "Perplexity versus calibration samples (the sweep's runs)"}
 _MATRIX_DRAW: dict[str, Callable[[MatrixRecord], go.Figure]] = {
