@@ -475,10 +475,10 @@ def test_oom_during_calibration_fails_the_run_with_advice(tiny_model_dir, tmp_pa
 
 
 def test_oom_during_evaluation_fails_the_run_with_advice(tiny_model_dir, tmp_path, monkeypatch):
-    import wanda_engine.runner.execute as runner_module
+    import wanda_engine.evaluation.perplexity as perplexity_module  # the dense and the pruned model's, alike
 
     monkeypatch.setenv("WANDA_CACHE", str(tmp_path / "cache"))
-    real, calls = runner_module.perplexity, []
+    real, calls = perplexity_module.perplexity, []
 
     def perplexity(*args, **kwargs):
         calls.append(1)
@@ -486,7 +486,7 @@ def test_oom_during_evaluation_fails_the_run_with_advice(tiny_model_dir, tmp_pat
             raise MemoryError()
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(runner_module, "perplexity", perplexity)
+    monkeypatch.setattr(perplexity_module, "perplexity", perplexity)
     with pytest.raises(OutOfMemory, match="out of host memory while evaluating the pruned model"):
         execute_run(tiny_request(str(tiny_model_dir), eval_windows=1), run_dir=tmp_path / "run")
     run = load_run(tmp_path / "run")
