@@ -2,7 +2,8 @@
 
 Everything that can fail on bad input (the run, the config, the training text, the model's start) fails before
 anything is written. Then <run>/repairs/<name>/repair.json goes from 'running' to 'complete', 'failed' or
-'cancelled'; the pruned run's run.json and saved model are only ever read.
+'cancelled' through the runs' one lifecycle (`runner.lifecycle.record_lifecycle`), written at its start, at each
+evaluation and at its end; the pruned run's run.json and saved model are only ever read.
 """
 from __future__ import annotations
 
@@ -148,7 +149,7 @@ def execute_repair(request: RepairRequest, on_event: EventCallback = ignore_even
         except OOM_ERRORS as e:
             e.__traceback__ = None  # let the frames holding the model and the optimizer's state go
             raise out_of_memory(e, "repairing the model") from None
-        finally:
+        finally:  # before the lifecycle's last write, however the repair ends
             repair.update(peak_rss_mib=_peak_rss_mib())
     return repair.record
 
