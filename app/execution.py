@@ -20,7 +20,8 @@ from wanda_engine.inputs.layers import find_blocks, find_linears
 from wanda_engine.inputs.models import load_model
 from wanda_engine.repair.config import RepairRequest
 from wanda_engine.repair.run import execute_repair
-from wanda_engine.runner.execute import OOM_ERRORS, execute_run, out_of_memory, run_stem
+from wanda_engine.runner.execute import execute_run, run_stem
+from wanda_engine.runner.lifecycle import OOM_ERRORS, out_of_memory
 from wanda_engine.store.run_store import RunStore, load_run
 
 DenseLookup = Callable[[RunRequest], Any]  # a run's request -> the dense model it was pruned from, or None

@@ -39,7 +39,8 @@ from wanda_engine.core.events import MatrixPruned  # noqa: E402
 from wanda_engine.inputs.layers import find_blocks, find_linears  # noqa: E402
 from wanda_engine.inputs.models import load_model, offload_kwargs  # noqa: E402
 from wanda_engine.inputs.offload import discard_pruned_copies, offload_summary  # noqa: E402
-from wanda_engine.pruning.pipeline import prune_model, resolve_device  # noqa: E402
+from wanda_engine.inputs.device import resolve_device  # noqa: E402
+from wanda_engine.pruning.pipeline import prune_model  # noqa: E402
 
 RANDOM_SHAPES = {  # model families by shape only: random weights, no download
     "llama-7b": dict(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32,

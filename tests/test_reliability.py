@@ -315,7 +315,7 @@ def test_cancel_in_the_app_mid_prune_keeps_the_cached_model_and_the_next_run_wor
     from app import ui
     from app.execution import InProcess, ModelCache
     from app.jobs import CANCELLED, COMPLETE, JobRunner
-    from wanda_engine.pruning.checks import parameter_checksum
+    from helpers.checks import parameter_checksum
     from wanda_engine.inputs.models import load_model
 
     real_prune = runner_module.prune_model
@@ -456,7 +456,7 @@ def _oom_in_block(loaded, block: int, error: BaseException) -> None:
 
 
 def test_oom_during_calibration_fails_the_run_with_advice(tiny_model_dir, tmp_path, monkeypatch):
-    from wanda_engine.pruning.checks import parameter_checksum
+    from helpers.checks import parameter_checksum
     from wanda_engine.inputs.models import load_model
 
     monkeypatch.setenv("WANDA_CACHE", str(tmp_path / "cache"))
@@ -475,10 +475,10 @@ def test_oom_during_calibration_fails_the_run_with_advice(tiny_model_dir, tmp_pa
 
 
 def test_oom_during_evaluation_fails_the_run_with_advice(tiny_model_dir, tmp_path, monkeypatch):
-    import wanda_engine.runner.execute as runner_module
+    import wanda_engine.evaluation.perplexity as perplexity_module  # the dense and the pruned model's, alike
 
     monkeypatch.setenv("WANDA_CACHE", str(tmp_path / "cache"))
-    real, calls = runner_module.perplexity, []
+    real, calls = perplexity_module.perplexity, []
 
     def perplexity(*args, **kwargs):
         calls.append(1)
@@ -486,7 +486,7 @@ def test_oom_during_evaluation_fails_the_run_with_advice(tiny_model_dir, tmp_pat
             raise MemoryError()
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(runner_module, "perplexity", perplexity)
+    monkeypatch.setattr(perplexity_module, "perplexity", perplexity)
     with pytest.raises(OutOfMemory, match="out of host memory while evaluating the pruned model"):
         execute_run(tiny_request(str(tiny_model_dir), eval_windows=1), run_dir=tmp_path / "run")
     run = load_run(tmp_path / "run")

@@ -223,6 +223,43 @@ def test_cancel_mid_run_leaves_the_run_and_its_saved_model_untouched(runs, tmp_p
     assert tree_digest(runs / "saved-model") == before_model
 
 
+@SLOW
+@pytest.mark.parametrize("stop", ["failed", "cancelled"])
+def test_a_run_and_a_repair_stop_alike_through_the_one_lifecycle(stop, runs, tiny_model_dir, tmp_path, monkeypatch):
+    """Stopped mid-way, a run and a repair both raise, and their records say 'failed' with the error or
+    'cancelled', with the stages' timings; only a repair's says when it stopped (`finished`)."""
+    import wanda_engine.repair.run as repair_module
+    import wanda_engine.runner.execute as runner_module
+
+    monkeypatch.setenv("WANDA_CACHE", str(tmp_path / "cache"))
+    cancel, expected = threading.Event(), PruneCancelled
+
+    def on_event(event):  # cancels each as its work begins
+        if stop == "cancelled" and isinstance(event, StageStarted) and event.stage in ("prune", "repair-train"):
+            cancel.set()
+
+    if stop == "failed":
+        def broken(*args, **kwargs):
+            raise EngineError("the work broke")
+
+        monkeypatch.setattr(runner_module, "prune_model", broken)
+        monkeypatch.setattr(repair_module, "train", broken)
+        expected = EngineError
+    request = RunRequest(model=str(tiny_model_dir), prune=PruneConfig(nsamples=4, seqlen=32), eval=None)
+    with pytest.raises(expected) as run_stopped:
+        execute_run(request, run_dir=tmp_path / "run", on_event=on_event, cancel=cancel)
+    cancel.clear()
+    run_dir = copy_run(runs, "saved", tmp_path)
+    with pytest.raises(expected) as repair_stopped:
+        execute_repair(RepairRequest(run=str(run_dir), config=fast(method="finetune")), on_event, cancel)
+    run_json = json.loads((tmp_path / "run" / "run.json").read_text())
+    [repair_json] = [json.loads(p.read_text()) for p in repairs_dir(run_dir).glob("*/repair.json")]
+    for record, error in ((run_json, run_stopped.value), (repair_json, repair_stopped.value)):
+        assert record["status"] == stop and record["error"] == str(error) and "total_s" in record["timings"]
+    assert "finished" not in run_json and repair_json["finished"]
+    assert repair_json["peak_rss_mib"] > 0 and "eval_s" in repair_json["timings"]  # the repair's own, kept
+
+
 @pytest.mark.parametrize("field,value", [("steps", 0), ("lora_rank", 0), ("batch_size", -1), ("lr", 0.0),
                                          ("method", "prune"), ("evaluate", "both")])
 def test_a_bad_config_is_one_sentence_naming_the_field(field, value):

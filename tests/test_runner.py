@@ -107,3 +107,51 @@ def test_a_run_keeps_its_calibration_windows_and_the_checksum_of_its_masks(loade
         assert mask_checksum(model) == run.record.mask_sha256
         weight[tuple(kept)] = 0
     assert mask_checksum(model) != run.record.mask_sha256
+
+
+def _count_checks(monkeypatch) -> dict[str, int]:
+    import wanda_engine.pruning.pipeline as pipeline
+
+    calls = {"check_prunable": 0, "check_finite_weights": 0}
+    for name in calls:
+        def counted(*args, _real=getattr(pipeline, name), _name=name, **kwargs):
+            calls[_name] += 1
+            return _real(*args, **kwargs)
+        monkeypatch.setattr(pipeline, name, counted)
+    return calls
+
+
+@pytest.mark.parametrize("handed_in", [True, False], ids=["loaded model copied", "model loaded by the run"])
+def test_a_run_checks_its_model_once(handed_in, loaded, tiny_model_dir, tmp_path, monkeypatch):
+    """`prepare` checks before the run directory exists; `prune_model` takes its proof instead of checking again
+    (also when it prunes the deep copy of a model handed in)."""
+    calls = _count_checks(monkeypatch)
+    request = RunRequest(model=str(tiny_model_dir), prune=PruneConfig(**FAST), eval=None)
+    run = execute_run(request, run_dir=tmp_path / "run", loaded=loaded if handed_in else None)
+    assert run.complete and calls == {"check_prunable": 1, "check_finite_weights": 1}
+
+
+def test_prune_model_called_directly_still_refuses_bad_input(loaded, monkeypatch):
+    import copy
+
+    import torch
+
+    from wanda_engine.core.errors import ConfigError, NumericalError
+    from wanda_engine.pruning.checks import sparsity_of_blocks
+    from wanda_engine.pruning.pipeline import check_for_pruning, prune_model
+
+    windows = torch.randint(0, 500, (4, 32), generator=torch.Generator().manual_seed(0))
+    model = copy.deepcopy(loaded.model)
+    with pytest.raises(ConfigError, match="group 'matrix' does not apply"):
+        prune_model(model, windows, PruneConfig(method="sparsegpt", group="matrix", **FAST))
+    # a proof made for other settings is not taken for these: the model is checked again
+    proof = check_for_pruning(model, PruneConfig(method="sparsegpt", **FAST))
+    with pytest.raises(ConfigError, match="group 'matrix' does not apply"):
+        prune_model(model, windows, PruneConfig(method="sparsegpt", group="matrix", **FAST), checked=proof)
+    calls = _count_checks(monkeypatch)
+    with torch.no_grad():
+        model.model.layers[1].mlp.up_proj.weight[0, 3] = float("inf")
+    with pytest.raises(NumericalError, match=r"block 1 mlp\.up_proj: weight contains 1 Inf"):
+        prune_model(model, windows, PruneConfig(**FAST))
+    assert calls == {"check_prunable": 1, "check_finite_weights": 1}
+    assert sparsity_of_blocks(model)[0] < 0.01  # refused before any weight changed

@@ -1,4 +1,6 @@
-"""Perplexity over non-overlapping windows (the reference's protocol) and the sparsity check."""
+"""Perplexity over non-overlapping windows (the reference's protocol): of a model as it is (`perplexity`) or with a
+run's evaluation settings on its compute device (`perplexity_on_device`), and whether a text holds the windows
+asked for (`check_windows`)."""
 from __future__ import annotations
 
 import math
@@ -10,8 +12,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..core.errors import ConfigError, DataError, NumericalError, PruneCancelled
-from ..inputs.layers import context_length
+from ..config import EvalConfig
+from ..core.errors import DataError, NumericalError, PruneCancelled
+from ..inputs.layers import check_context
+from ..inputs.offload import model_on_device
 
 
 @dataclass(frozen=True)
@@ -50,9 +54,7 @@ def perplexity(model: nn.Module, tokens: torch.Tensor, seqlen: int, dataset: str
 
     tokens: [1, T]. Like the reference, each window is scored independently (no context carried over).
     """
-    limit = context_length(model)
-    if limit is not None and seqlen > limit:
-        raise ConfigError(f"eval seqlen {seqlen} is longer than the model's context of {limit} tokens")
+    check_context(model, seqlen, "eval seqlen")
     n = check_windows(tokens, seqlen, windows, dataset)
     device = torch.device(device) if device is not None else next(model.parameters()).device
     batches = tokens.view(-1)[: n * seqlen].view(n, seqlen).split(batch_size)  # [n, seqlen]
@@ -72,3 +74,11 @@ def perplexity(model: nn.Module, tokens: torch.Tensor, seqlen: int, dataset: str
                                      f"{count} tokens; its weights or activations overflowed")
     return Perplexity(ppl=math.exp(nll_sum / count), dataset=dataset, seqlen=seqlen, windows=n,
                       tokens=n * seqlen, seconds=round(time.perf_counter() - t0, 3))
+
+
+def perplexity_on_device(model: nn.Module, tokens: torch.Tensor, label: str, ev: EvalConfig, device: torch.device,
+                         cancel: threading.Event | None = None) -> Perplexity:
+    """`perplexity` with a run's evaluation settings, the model on `device` for the duration (a model accelerate
+    dispatched stays where it was placed): the dense and the pruned model are measured alike."""
+    with model_on_device(model, device):
+        return perplexity(model, tokens, ev.seqlen, label, ev.windows, ev.batch_size, device, cancel)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..core.errors import ModelLoadError
+from ..core.errors import ConfigError, ModelLoadError
 
 try:  # GPT-2's transposed linear: weight is [in, out]
     from transformers.pytorch_utils import Conv1D
@@ -58,3 +58,11 @@ def context_length(model: nn.Module) -> int | None:
         if isinstance(value, int) and value > 0:
             return value
     return None
+
+
+def check_context(model: nn.Module, seqlen: int, what: str) -> None:
+    """ConfigError if windows of `seqlen` tokens (`what`: 'seqlen', 'eval seqlen', 'repair seqlen') are longer than
+    the model's context."""
+    limit = context_length(model)
+    if limit is not None and seqlen > limit:
+        raise ConfigError(f"{what} {seqlen} is longer than the model's context of {limit} tokens")

@@ -1,15 +1,17 @@
 """Checks over a model's weights: finiteness, sparsity of the decoder blocks, a checksum of the masks and one of
-every parameter."""
+every parameter; and the proof that a model passed the pruning's checks (`CheckedForPruning`)."""
 from __future__ import annotations
 
 import contextlib
 import hashlib
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
+from ..config import PruneConfig
 from ..core.errors import ModelLoadError, NumericalError
 from ..inputs.layers import find_blocks, find_linears, weight_of
 from ..inputs.offload import block_on_device, has_offloaded_weights
@@ -84,3 +86,28 @@ def check_finite_weights(model: nn.Module, block_label: str | None = None) -> No
     if bad:
         more = f"; and {len(bad) - 1} more tensor(s)" if len(bad) > 1 else ""
         raise NumericalError(f"the model's weights are not finite: {bad[0]}{more}")
+
+
+@dataclass(frozen=True)
+class CheckedForPruning:
+    """Proof, made by `pipeline.check_for_pruning` only, that a model passed `check_prunable` with `config` and
+    `check_finite_weights`: `prune_model` accepts it instead of checking again.
+
+    The runner checks in `prepare`, before its run directory exists, and may then prune a deep copy of the model
+    it checked: the proof holds for the model checked or an unchanged copy, recognised by its `layout` (every
+    prunable matrix's name and shape). Given no proof, or one that does not fit, `prune_model` checks itself:
+    a direct caller gets the same ConfigError or NumericalError before any weight changes."""
+
+    config: PruneConfig
+    layout: tuple[tuple[str, tuple[int, ...]], ...]
+
+    def fits(self, model: nn.Module, config: PruneConfig) -> bool:
+        return config == self.config and model_layout(model) == self.layout
+
+
+def model_layout(model: nn.Module) -> tuple[tuple[str, tuple[int, ...]], ...]:
+    """Every prunable matrix's full name and [out, in] shape, block by block."""
+    blocks_path, blocks = find_blocks(model)
+    return tuple((f"{blocks_path}.{i}.{name}", tuple(weight_of(layer).shape))
+                 for i, block in enumerate(blocks) for name, layer in find_linears(block).items())
+

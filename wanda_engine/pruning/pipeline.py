@@ -36,10 +36,11 @@ import torch.distributed as dist
 from torch import nn
 
 from .capture import Chunk, activation_storage, capture_block_inputs, run_block
-from .checks import check_finite_weights
+from .checks import CheckedForPruning, check_finite_weights, model_layout
 from ..config import PruneConfig
 from ..core.errors import ConfigError, NumericalError, PruneCancelled
 from ..core.events import BlockFinished, BlockStarted, EventCallback, MatrixPruned, PruneFinished, StageStarted, ignore_events
+from ..inputs.device import resolve_device
 from ..inputs.layers import find_blocks, find_linears, weight_of
 from ..inputs.offload import block_on_device, has_offloaded_weights
 from ..store.matrix_records import BlockRecord, MatrixRecord
@@ -67,14 +68,6 @@ class PruneResult:
     block_targets: list[float] = field(default_factory=list)  # each block's sparsity (OWL: non-uniform)
     world_size: int = 1  # torch.distributed ranks that shared the calibration windows
     peak_device_bytes: int | None = None  # CUDA only: torch.cuda.max_memory_allocated during pruning
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"device {name!r} was asked for but CUDA is not available")
-    return torch.device(name)
 
 
 def _scores(config: PruneConfig, weight: torch.Tensor, stats: InputStats | None) -> dict[str, torch.Tensor]:
@@ -209,6 +202,13 @@ def check_prunable(model: nn.Module, config: PruneConfig) -> None:
             why = protection_shortfall(shape, highest, config.protect_channels, group)
             if why is not None:
                 raise ConfigError(why)
+
+
+def check_for_pruning(model: nn.Module, config: PruneConfig) -> CheckedForPruning:
+    """Every check `prune_model` needs before any weight changes; raises ConfigError or NumericalError."""
+    check_prunable(model, config)
+    check_finite_weights(model)  # NaN/Inf named per block and layer, before they reach any activation
+    return CheckedForPruning(config, model_layout(model))
 
 
 def _distributed() -> tuple[int, int]:
@@ -409,16 +409,17 @@ def _rank_share(windows: torch.Tensor, rank: int, world: int) -> torch.Tensor:
 
 def prune_model(model: nn.Module, windows: torch.Tensor, config: PruneConfig,
                 on_event: EventCallback = ignore_events, cancel: threading.Event | None = None,
-                record: bool = True) -> PruneResult:
+                record: bool = True, checked: CheckedForPruning | None = None) -> PruneResult:
     """Prune `model` in place, block by block, calibrating on `windows` [nsamples, seqlen].
 
-    Under torch.distributed every rank passes the same `windows` and calibrates on its contiguous
-    share of them; the result (masks, records) is the same on every rank.
+    `checked`: `check_for_pruning`'s proof for this model (or an unchanged copy) and `config`, so that it is not
+    checked twice; without it the model is checked here. Under torch.distributed every rank passes the same
+    `windows` and calibrates on its contiguous share of them; the result (masks, records) is the same on every rank.
     """
     started = time.perf_counter()
     device = resolve_device(config.device)
-    check_prunable(model, config)
-    check_finite_weights(model)  # NaN/Inf named per block and layer, before they reach any activation
+    if checked is None or not checked.fits(model, config):
+        check_for_pruning(model, config)
     blocks_path, blocks = find_blocks(model)
     rank, world = _distributed()
     windows = _rank_share(windows, rank, world)

@@ -2,32 +2,33 @@
 
 Everything that can fail on bad input (the run, the config, the training text, the model's start) fails before
 anything is written. Then <run>/repairs/<name>/repair.json goes from 'running' to 'complete', 'failed' or
-'cancelled'; the pruned run's run.json and saved model are only ever read.
+'cancelled' through the runs' one lifecycle (`runner.lifecycle.record_lifecycle`), written at its start, at each
+evaluation and at its end; the pruned run's run.json and saved model are only ever read.
 """
 from __future__ import annotations
 
-import dataclasses
 import resource
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from ..pruning.checks import mask_checksum, sparsity_of_blocks
-from ..inputs.data import eval_tokens
-from ..core.errors import ConfigError, EngineError, PruneCancelled
-from ..evaluation.perplexity import check_windows, perplexity
+from ..core.errors import ConfigError, EngineError
 from ..core.events import EventCallback, StageStarted, ignore_events
-from ..inputs.layers import context_length
+from ..evaluation.perplexity import check_windows, perplexity
+from ..inputs.data import eval_tokens
+from ..inputs.device import resolve_device
+from ..inputs.layers import check_context
 from ..inputs.models import LoadedModel
-from ..pruning.pipeline import resolve_device
+from ..pruning.checks import mask_checksum, sparsity_of_blocks
+from ..runner.lifecycle import (OOM_ERRORS, RecordKind, RecordWriter, StageClock, out_of_memory, package_versions,
+                                record_lifecycle, timestamp)
 from ..store.run_record import EvalInfo, RunRecord
-from ..runner.execute import OOM_ERRORS, StageClock, timestamp, package_versions, out_of_memory
 from ..store.run_store import atomic_write_json, load_run
 from .config import RepairRequest
 from .data import TrainingText, training_text
@@ -36,6 +37,19 @@ from .lora import add_adapters, adapted_layers, dense_merge, masked_merge, merge
 from .record import EVALUATED, RECORD_FILE, RepairRecord, repairs_dir
 from .start import Start, start_model
 from .train import block_parameters, pruned_masks, train
+
+
+def _create_repair_folder(path: Path, first: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir()  # two repairs choosing one name: one wins, the other is told
+    except FileExistsError:
+        raise EngineError(f"repair {path.name!r} was just started by another process; choose another name") from None
+    atomic_write_json(path / RECORD_FILE, first)
+
+
+# a repair's `finished` says when it stopped, however it stopped
+REPAIR_RECORD = RecordKind(RECORD_FILE, _create_repair_folder, finished_when_stopped=True)
 
 
 def pruned_run(request: RepairRequest) -> tuple[Path, RunRecord]:
@@ -95,9 +109,7 @@ def _prepare(request: RepairRequest, clock: StageClock, loaded: LoadedModel | No
     with clock.stage("repair-load", "the dense model" if config.dense else f"run {record.name}"):
         start = start_model(run_dir, record, config.dense, config.device, loaded, clock.cancel)
     with clock.stage("repair-data", config.train_text):
-        limit = context_length(start.model)
-        if limit is not None and config.seqlen > limit:
-            raise ConfigError(f"repair seqlen {config.seqlen} is longer than the model's context of {limit} tokens")
+        check_context(start.model, config.seqlen, "repair seqlen")
         text = training_text(config, record, start.tokenizer)
         ev = record.request.eval
         tokens, label = eval_tokens(start.tokenizer, ev.dataset)
@@ -107,47 +119,8 @@ def _prepare(request: RepairRequest, clock: StageClock, loaded: LoadedModel | No
     return _Prepared(path, record, start, text, (tokens, label), device)
 
 
-class _Repair:
-    """The record of a repair under way, written to repair.json at its start, at each evaluation and at its end."""
-
-    def __init__(self, path: Path, record: RepairRecord):
-        self.path, self.record = path, record
-
-    def update(self, **changes: Any) -> None:
-        self.record = dataclasses.replace(self.record, **changes)
-
-    def write(self) -> None:
-        atomic_write_json(self.path / RECORD_FILE, self.record.to_json())
-
-
 def _peak_rss_mib() -> float:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # Linux reports KiB
-
-
-@contextmanager
-def _repair_directory(path: Path, record: RepairRecord, clock: StageClock) -> Iterator[_Repair]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        path.mkdir()  # two repairs choosing one name: one wins, the other is told
-    except FileExistsError:
-        raise EngineError(f"repair {path.name!r} was just started by another process; choose another name") from None
-    repair = _Repair(path, record)
-    repair.write()
-    try:
-        yield repair
-        repair.update(status="complete", finished=timestamp())
-    except BaseException as e:
-        cancelled = isinstance(e, (PruneCancelled, KeyboardInterrupt))
-        repair.update(status="cancelled" if cancelled else "failed", finished=timestamp(),
-                      error=str(e) if isinstance(e, EngineError) else f"{type(e).__name__}: {e}")
-        raise
-    finally:
-        repair.update(timings={**repair.record.timings, **clock.timings, "total_s": round(clock.elapsed(), 3)},
-                      peak_rss_mib=_peak_rss_mib())
-        try:  # best effort on the way out of an error: the original error matters more
-            repair.write()
-        except OSError:
-            pass
 
 
 def _first_record(request: RepairRequest, prep: _Prepared) -> RepairRecord:
@@ -170,19 +143,22 @@ def execute_repair(request: RepairRequest, on_event: EventCallback = ignore_even
     deep-copied, never mutated. Cancel is honoured between steps: the repair reads 'cancelled'."""
     clock = StageClock(on_event, cancel)
     prep = _prepare(request, clock, loaded)
-    with _repair_directory(prep.path, _first_record(request, prep), clock) as repair:
+    with record_lifecycle(REPAIR_RECORD, prep.path, _first_record(request, prep), clock) as repair:
         try:
             _Session(request, prep, clock, repair).run()
         except OOM_ERRORS as e:
             e.__traceback__ = None  # let the frames holding the model and the optimizer's state go
             raise out_of_memory(e, "repairing the model") from None
+        finally:  # before the lifecycle's last write, however the repair ends
+            repair.update(peak_rss_mib=_peak_rss_mib())
     return repair.record
 
 
 class _Session:
     """The training and the evaluations of one prepared repair, feeding its record as they happen."""
 
-    def __init__(self, request: RepairRequest, prep: _Prepared, clock: StageClock, repair: _Repair):
+    def __init__(self, request: RepairRequest, prep: _Prepared, clock: StageClock,
+                 repair: RecordWriter[RepairRecord]):
         self.request, self.config, self.prep, self.clock, self.repair = request, request.config, prep, clock, repair
         self.eval_s = 0.0
 

@@ -2,156 +2,48 @@
 evaluate -> save.
 
 The CLI, the sweep and the app all call `execute_run`; none repeats any of these steps. `prepare`
-does everything that can fail on bad input, before anything is written; `run_directory` takes the
-run from 'running' to 'complete', 'failed' or 'cancelled'; `StageClock.stage` announces and times
-each stage and names it in an out-of-memory error.
+does everything that can fail on bad input, before anything is written; `lifecycle.record_lifecycle`
+takes the run directory from 'running' to 'complete', 'failed' or 'cancelled'; `StageClock.stage`
+announces and times each stage and names it in an out-of-memory error; the dense model's results come
+from `dense`'s caches.
 """
 from __future__ import annotations
 
 import copy
 import dataclasses
-import gc
-import json
-import platform
 import threading
-import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-import transformers
 
-from .. import __version__
-from ..config import EvalConfig, PruneConfig, RunRequest, ZeroShotConfig
-from ..inputs.data import calibration_windows, eval_tokens, save_token_windows
-from ..core.errors import ConfigError, EngineError, OutOfMemory, PruneCancelled
-from ..evaluation.perplexity import Perplexity, check_windows, perplexity
-from ..core.events import EventCallback, StageStarted, ignore_events
-from ..pruning.checks import check_finite_weights, mask_checksum, sparsity_of_blocks
-from ..inputs.layers import context_length
-from ..inputs.models import LoadedModel, load_model
-from ..core.paths import cache_dir
-from ..inputs.offload import discard_pruned_copies, is_dispatched, model_on_device
-from ..pruning.pipeline import check_prunable, prune_model, resolve_device
-from ..store.run_record import CalibrationInfo, EvalInfo, LayerSparsity, ModelInfo, RunRecord
-from ..store.run_store import Run, RunStore, atomic_write_json, create_run_dir, load_run, write_records, writer_identity
-from ..core.stages import BY_NAME
-from ..evaluation.tasks import TaskPlan, check_tasks, plans_stamp
+from ..config import PruneConfig, RunRequest
+from ..core.errors import EngineError
+from ..core.events import EventCallback, ignore_events
+from ..evaluation.perplexity import check_windows, perplexity_on_device
+from ..evaluation.tasks import TaskPlan, check_tasks
 from ..evaluation.zeroshot import evaluate_zeroshot
+from ..inputs.data import calibration_windows, eval_tokens, save_token_windows
+from ..inputs.device import resolve_device
+from ..inputs.layers import check_context
+from ..inputs.models import LoadedModel, load_model
+from ..inputs.offload import discard_pruned_copies, is_dispatched
+from ..pruning.checks import CheckedForPruning, mask_checksum, sparsity_of_blocks
+from ..pruning.pipeline import check_for_pruning, prune_model
+from ..store.run_record import CalibrationInfo, EvalInfo, LayerSparsity, ModelInfo, RunRecord
+from ..store.run_store import Run, RunStore, create_run_dir, load_run, write_records, writer_identity
+from .dense import dense_perplexity, dense_zeroshot
+from .lifecycle import RecordKind, StageClock, package_versions, record_lifecycle, timestamp
 
-OOM_ERRORS = (torch.OutOfMemoryError, MemoryError)
 CALIBRATION_FILE = "calibration.npy"  # in the run directory: the calibration windows as int64 token ids
-
-
-def out_of_memory(error: BaseException, during: str) -> OutOfMemory:
-    """An allocation failure as one sentence with what to try instead; frees what the allocator caches."""
-    gc.collect()
-    if torch.cuda.is_available():
-        try:
-            torch.cuda.empty_cache()
-        except Exception:  # noqa: BLE001 - a broken CUDA context must not hide the real error
-            pass
-    where = "GPU" if isinstance(error, torch.OutOfMemoryError) else "host"
-    first = str(error).strip().splitlines()[0][:160] if str(error).strip() else type(error).__name__
-    return OutOfMemory(
-        f"out of {where} memory while {during} ({first}); try fewer or shorter calibration windows "
-        "(--nsamples, --seqlen), a smaller --batch-size, fewer or shorter evaluation windows, "
-        "a smaller --dtype (bfloat16), another device (--device cpu or cuda), or a smaller model"
-    )
+# run.json in a folder created atomically with it; a run's `finished` says when it completed, so never on failure
+RUN_RECORD = RecordKind("run.json", create_run_dir, finished_when_stopped=False)
 
 
 def run_stem(model_name: str, pc: PruneConfig) -> str:
     """The readable part of a default run name, e.g. 'default-wanda-unstructured-0.50'."""
     return f"{model_name}-{pc.stem}"
-
-
-def model_fingerprint(loaded: LoadedModel) -> str:
-    """Identifies the weights for the dense-perplexity cache without hashing gigabytes."""
-    src = Path(loaded.source)
-    stamp = ""
-    if src.exists():
-        files = sorted(p for p in (src.iterdir() if src.is_dir() else [src]) if p.is_file())
-        stamp = ",".join(f"{p.name}:{p.stat().st_size}:{int(p.stat().st_mtime)}" for p in files)
-    return f"{loaded.source}|{loaded.label}|{loaded.info.get('params')}|{loaded.info.get('dtype')}|{stamp}"
-
-
-def _cached(file: str, key: str, compute: Callable[[], dict[str, Any]]) -> tuple[dict[str, Any], bool]:
-    """A dense-model result from the JSON cache `file` in cache_dir(), or computed and stored there."""
-    path = cache_dir() / file
-    try:
-        cache = json.loads(path.read_text()) if path.exists() else {}
-    except (ValueError, OSError):
-        cache = {}
-    if key in cache:
-        return cache[key], True
-    cache[key] = compute()
-    try:
-        atomic_write_json(path, cache)
-    except OSError:
-        pass  # a read-only cache only costs a recomputation next time
-    return cache[key], False
-
-
-def dense_perplexity(loaded: LoadedModel, tokens: torch.Tensor, label: str, ev: EvalConfig,
-                     device: torch.device, cancel: threading.Event | None = None) -> tuple[Perplexity, bool]:
-    """The unpruned model's perplexity on the same windows, cached per model and evaluation settings."""
-    key = f"{model_fingerprint(loaded)}|{label}|{tokens.numel()}|{ev.seqlen}|{ev.windows}"
-    result, cached = _cached("dense_perplexity.json", key,
-                             lambda: _evaluate(loaded.model, tokens, label, ev, device, cancel).to_dict())
-    return Perplexity(**result), cached
-
-
-def dense_zeroshot(loaded: LoadedModel, zc: ZeroShotConfig, plans: list[TaskPlan],
-                   device: torch.device) -> tuple[dict[str, Any], bool]:
-    """The unpruned model's zero-shot results, cached per model, task settings, harness and local task files."""
-    key = f"{model_fingerprint(loaded)}|{json.dumps(zc.to_dict(), sort_keys=True)}|{plans_stamp(plans)}"
-    return _cached("dense_zeroshot.json", key, lambda: evaluate_zeroshot(loaded.model, loaded.tokenizer, zc, device, plans))
-
-
-def _evaluate(model: Any, tokens: torch.Tensor, label: str, ev: EvalConfig, device: torch.device,
-              cancel: threading.Event | None = None) -> Perplexity:
-    with model_on_device(model, device):
-        return perplexity(model, tokens, ev.seqlen, label, ev.windows, ev.batch_size, device, cancel)
-
-
-def package_versions() -> dict[str, str]:
-    return {"wanda_engine": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
-            "python": platform.python_version()}
-
-
-def timestamp() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S")
-
-
-class StageClock:
-    """A run's stages as they happen: each is announced, stops the run if a cancel was asked for,
-    is timed into `timings`, and names itself when memory runs out during it."""
-
-    def __init__(self, on_event: EventCallback = ignore_events, cancel: threading.Event | None = None):
-        self.on_event, self.cancel = on_event, cancel
-        self.timings: dict[str, float] = {}
-        self._start = time.perf_counter()
-
-    def elapsed(self) -> float:
-        return time.perf_counter() - self._start
-
-    @contextmanager
-    def stage(self, name: str, detail: str = "") -> Iterator[None]:
-        stage = BY_NAME[name]
-        if self.cancel is not None and self.cancel.is_set():
-            raise PruneCancelled(f"cancelled before the {name!r} stage")
-        self.on_event(StageStarted(self.elapsed(), name, detail))
-        t = time.perf_counter()
-        try:
-            yield
-        except OOM_ERRORS as e:
-            e.__traceback__ = None  # let the frames holding the run's tensors go
-            raise out_of_memory(e, stage.label) from None
-        if stage.timing:
-            self.timings[stage.timing] = round(time.perf_counter() - t, 3)
 
 
 @dataclass
@@ -166,6 +58,7 @@ class Prepared:
     calibration: dict[str, Any]  # what data.calibration_windows says about them
     eval_data: tuple[torch.Tensor, str] | None  # evaluation token ids [1, T] and their label
     zeroshot_plans: list[TaskPlan]
+    checked: CheckedForPruning  # the model passed the pruning's checks: `prune_model` does not repeat them
 
 
 def check_model_matches(loaded: LoadedModel, request: RunRequest) -> None:
@@ -177,11 +70,6 @@ def check_model_matches(loaded: LoadedModel, request: RunRequest) -> None:
     if name is not None:
         raise EngineError(f"the loaded model does not match the request: its {name} is {getattr(have, name)!r}, "
                           f"the request's {getattr(want, name)!r}; load the model the request describes")
-
-
-def _check_context(limit: int | None, seqlen: int, what: str) -> None:
-    if limit is not None and seqlen > limit:
-        raise ConfigError(f"{what} {seqlen} is longer than the model's context of {limit} tokens")
 
 
 def prepare(request: RunRequest, loaded: LoadedModel | None = None, clock: StageClock | None = None) -> Prepared:
@@ -201,54 +89,17 @@ def prepare(request: RunRequest, loaded: LoadedModel | None = None, clock: Stage
         if loaded is None:
             loaded = load_model(request.model, dtype=request.dtype, trust_remote_code=request.trust_remote_code,
                                 offload=request.offload)
-        check_prunable(loaded.model, pc)
-        check_finite_weights(loaded.model)  # NaN/Inf weights: refused, named per layer, before anything is written
+        checked = check_for_pruning(loaded.model, pc)  # NaN/Inf weights named per layer, before anything is written
     with clock.stage("calibration-data", pc.calib):
         windows, calibration = calibration_windows(loaded.tokenizer, pc.calib, pc.nsamples, pc.seqlen, pc.seed)
-        limit = context_length(loaded.model)
-        _check_context(limit, pc.seqlen, "seqlen")
+        check_context(loaded.model, pc.seqlen, "seqlen")
         eval_data = None
         if ev is not None:
             eval_data = eval_tokens(loaded.tokenizer, ev.dataset)
-            _check_context(limit, ev.seqlen, "eval seqlen")
+            check_context(loaded.model, ev.seqlen, "eval seqlen")
             check_windows(eval_data[0], ev.seqlen, ev.windows, eval_data[1])
-    return Prepared(request, loaded, owns_model, resolve_device(pc.device), windows, calibration, eval_data, plans)
-
-
-class RunWriter:
-    """The record of a run under way; `run_directory` writes it as run.json when the run ends."""
-
-    def __init__(self, path: Path, record: RunRecord):
-        self.path, self.record = path, record
-
-    def update(self, **changes: Any) -> None:
-        self.record = dataclasses.replace(self.record, **changes)
-
-
-@contextmanager
-def run_directory(path: Path, record: RunRecord, clock: StageClock,
-                  cleanup: Callable[[], None] | None = None) -> Iterator[RunWriter]:
-    """The run directory from its creation (atomically, status 'running') to 'complete', or to 'failed'
-    or 'cancelled' with the error that stopped it (which propagates); `cleanup` runs either way."""
-    create_run_dir(path, record.to_json())
-    run = RunWriter(path, record)
-    try:
-        yield run
-        run.update(status="complete", finished=timestamp(), timings={**clock.timings, "total_s": round(clock.elapsed(), 3)})
-        atomic_write_json(path / "run.json", run.record.to_json())
-    except BaseException as e:
-        cancelled = isinstance(e, (PruneCancelled, KeyboardInterrupt))
-        run.update(status="cancelled" if cancelled else "failed",
-                   error=str(e) if isinstance(e, EngineError) else f"{type(e).__name__}: {e}",
-                   timings={**clock.timings, "total_s": round(clock.elapsed(), 3)})
-        try:  # best effort: the original error matters more than a failed status write
-            atomic_write_json(path / "run.json", run.record.to_json())
-        except OSError:
-            pass
-        raise
-    finally:
-        if cleanup is not None:
-            cleanup()
+    return Prepared(request, loaded, owns_model, resolve_device(pc.device), windows, calibration, eval_data, plans,
+                    checked)
 
 
 def _run_path(request: RunRequest, store: RunStore | None, run_dir: str | Path | None) -> Path:
@@ -257,7 +108,7 @@ def _run_path(request: RunRequest, store: RunStore | None, run_dir: str | Path |
         run_dir = store.path_for(request.name) if request.name else store.root / store.new_name(
             run_stem(Path(request.model).name, request.prune))
     run_dir = Path(run_dir)
-    if (run_dir / "run.json").exists():
+    if (run_dir / RUN_RECORD.file).exists():
         raise EngineError(f"run directory {run_dir} already holds a run; choose another name")
     return run_dir
 
@@ -284,7 +135,7 @@ def execute_run(request: RunRequest, store: RunStore | None = None, run_dir: str
     prep = prepare(request, loaded, clock)
     # the pruned weights written next to an offload folder die with the model that was pruned in place
     cleanup = (lambda: discard_pruned_copies(prep.loaded.model)) if prep.owns_model else None
-    with run_directory(path, _first_record(path, prep, clock), clock, cleanup) as run:
+    with record_lifecycle(RUN_RECORD, path, _first_record(path, prep, clock), clock, cleanup) as run:
         model = prep.loaded.model
         if not prep.owns_model:
             with clock.stage("copy", prep.loaded.label):
@@ -323,7 +174,7 @@ def _prune(model: Any, prep: Prepared, clock: StageClock, path: Path) -> dict[st
     with clock.stage("prune", f"{pc.label} {on}"):
         offset = clock.elapsed()  # the pipeline counts from its own start; events from a run count from the run's
         result = prune_model(model, prep.windows, pc, cancel=clock.cancel, on_event=lambda e: clock.on_event(
-            dataclasses.replace(e, elapsed_s=e.elapsed_s + offset)))
+            dataclasses.replace(e, elapsed_s=e.elapsed_s + offset)), checked=prep.checked)
         clock.timings["prune_s"] = round(result.seconds, 3)
         clock.timings.update({f"prune_{k}": v for k, v in result.timings.items()})
         sparsity, layers = sparsity_of_blocks(model)
@@ -344,7 +195,7 @@ def _evaluate_pruned(model: Any, prep: Prepared, clock: StageClock) -> dict[str,
         return {}
     tokens, label = prep.eval_data
     with clock.stage("eval", label):
-        pruned = _evaluate(model, tokens, label, prep.request.eval, prep.device, clock.cancel)
+        pruned = perplexity_on_device(model, tokens, label, prep.request.eval, prep.device, clock.cancel)
     return {"ppl": pruned.ppl, "eval": EvalInfo(dataset=pruned.dataset, seqlen=pruned.seqlen, windows=pruned.windows,
                                                tokens=pruned.tokens, tokens_per_s=round(pruned.tokens_per_s, 1))}
 
@@ -374,7 +225,7 @@ def prune_on_rank(request: RunRequest) -> None:
     """
     loaded = load_model(request.model, dtype=request.dtype, trust_remote_code=request.trust_remote_code,
                         offload=request.offload)
-    check_prunable(loaded.model, request.prune)
+    checked = check_for_pruning(loaded.model, request.prune)  # before the calibration data, as on rank 0
     windows, _ = calibration_windows(loaded.tokenizer, request.prune.calib, request.prune.nsamples,
                                      request.prune.seqlen, request.prune.seed)
-    prune_model(loaded.model, windows, request.prune)
+    prune_model(loaded.model, windows, request.prune, checked=checked)
