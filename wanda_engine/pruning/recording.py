@@ -98,20 +98,22 @@ def _proxy_errors(original: torch.Tensor, mask: torch.Tensor, pruned: torch.Tens
     """The run's relative proxy error Σ_ij ΔW_ij²·‖X_j‖² / Σ_ij W_ij²·‖X_j‖², and, for each of ERROR_METRICS,
     its mask's proxy error split by input channel and the share of the top-1% channels' weights it prunes.
 
-    Σ_ij ΔW_ij²·‖X_j‖² = Σ_j ‖X_j‖²·‖ΔW_:j‖²: column norms, one pass per mask, then a dot product.
+    Σ_ij ΔW_ij²·‖X_j‖² = Σ_j ‖X_j‖²·‖ΔW_:j‖²: the weights squared once, a masked column sum per mask, then a
+    dot product.
     """
     energy = norms.double() ** 2
+    squares = original.square()  # once: every mask's column sums read it
 
-    def removed(change: torch.Tensor) -> torch.Tensor:
-        return torch.linalg.vector_norm(change, dim=0).double() ** 2
+    def removed(mask: torch.Tensor) -> torch.Tensor:
+        return (squares * mask).sum(dim=0).double()
 
-    dense = (removed(original) @ energy).clamp_min(1e-30)
-    own = removed(original * mask if pruned is None else original - pruned)
+    dense = (squares.sum(dim=0).double() @ energy).clamp_min(1e-30)
+    own = removed(mask) if pruned is None else (original - pruned).square().sum(dim=0).double()
     top = torch.topk(norms, top1pct_count(norms.numel())).indices
     by_metric, arrays = {}, {}
     for metric in (m for m in ERROR_METRICS if m in masks_by_metric):
         metric_mask = masks_by_metric[metric]
-        columns = own if metric == method else removed(original * metric_mask)
+        columns = own if metric == method else removed(metric_mask)
         feeding_top = metric_mask[:, top]
         by_metric[metric] = {"proxy_error": float((columns @ energy) / dense),
                              "top1pct_pruned": int(torch.count_nonzero(feeding_top)) / feeding_top.numel()}
