@@ -14,6 +14,7 @@ from typing import Any
 
 from wanda_engine.config import EvalConfig, PruneConfig, RunRequest, ZeroShotConfig, check_run_name, parse_pattern
 from wanda_engine.inputs.texts import decode_text
+from wanda_engine.methods import table
 from wanda_engine.core.errors import ConfigError, DataError
 from wanda_engine.store.run_store import RunStore, atomic_write_bytes
 
@@ -26,8 +27,6 @@ DEFAULTS: dict[str, Any] = {
     "zs_tasks": [], "zs_task_dir": "", "zs_limit": 0,  # zero-shot (lm-eval): off unless tasks are chosen
 }
 MODEL_KINDS = {"default": "Embedded default (SmolLM2-135M)", "hf": "Hugging Face id", "folder": "Local folder"}
-METHODS = {"magnitude": "Magnitude |W|", "wanda": "Wanda |W|·‖X‖₂", "wanda-variant": "Wanda variant (adaptive α)",
-           "sparsegpt": "SparseGPT", "ria": "RIA (relative importance · ‖X‖₂^0.5)"}
 LAYERWISE = {"uniform": "Uniform (every block the same)", "owl": "OWL (fewer pruned where outliers are)"}
 WEIGHT_UPDATES = {"none": "None (the kept weights stay as they are)", "obs": "OBS reconstruction"}
 WEIGHT_UPDATE_HELP = "SparseGPT's update of the kept weights on this mask; the mask is unchanged."
@@ -47,6 +46,11 @@ class Upload:
 
     name: str
     data: bytes
+
+
+def method_choices() -> dict[str, str]:
+    """The Method box's choices and their labels, from the table of methods (a variant is a choice of its own)."""
+    return table.choices()
 
 
 def model_source(kind: str, text: str = "") -> str:
@@ -117,11 +121,11 @@ def build_request(values: dict[str, Any], store: RunStore, upload: Upload | None
     source = model_source(v["model_kind"], v["model_text"])
     pattern = pattern_value(v["pattern"], v["custom_nm"])
     nm = parse_pattern(pattern)
-    method_name, variant = ("wanda", True) if v["method"] == "wanda-variant" else (v["method"], False)
+    method, variant = table.parse_choice(v["method"])
     group = None if v["group"] == "default" else v["group"]
     if v["calib"] == "upload" and upload is None:
         raise DataError("calibration: upload a .txt file, or choose another calibration source")
-    prune = PruneConfig(method=method_name, variant=variant, sparsity=nm[0] / nm[1] if nm else float(v["sparsity"]),
+    prune = PruneConfig(method=method.name, variant=variant, sparsity=nm[0] / nm[1] if nm else float(v["sparsity"]),
                         pattern=pattern, group=group, nsamples=int(v["nsamples"]), seqlen=int(v["seqlen"]),
                         seed=int(v["seed"]), calib=v["calib"], device="auto",
                         # the widget is disabled for N:M patterns (every block is N/M) but keeps its value

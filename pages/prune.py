@@ -32,7 +32,8 @@ with col_model:
     elif st.session_state.f_model_kind == "folder":
         st.text_input("Model folder", key="f_model_text", placeholder="/path/to/saved/model",
                       help="A folder written by save_pretrained (config.json, weights, tokenizer).")
-    st.selectbox("Method", list(forms.METHODS), format_func=forms.METHODS.get, key="f_method")
+    methods = forms.method_choices()
+    st.selectbox("Method", list(methods), format_func=methods.get, key="f_method")
     st.selectbox("Sparsity pattern", list(forms.PATTERNS), format_func=forms.PATTERNS.get, key="f_pattern",
                  help="N:M prunes N weights in every M consecutive inputs of each row (2:4 runs fast on NVIDIA GPUs).")
     nm_pattern = st.session_state.f_pattern != "unstructured"

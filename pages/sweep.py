@@ -82,8 +82,8 @@ st.caption(f"Model, calibration and evaluation come from the **Prune** page: {mo
            f"{v['nsamples']} × {v['seqlen']} tokens of {forms.CALIB_SOURCES.get(v['calib'], v['calib'])}, seed {v['seed']} · "
            f"{evaluation}.")
 c1, c2 = st.columns(2)
-c1.multiselect("Methods", list(forms.METHODS), default=["magnitude", "wanda"], format_func=forms.METHODS.get,
-               key="sw_methods")
+methods = forms.method_choices()
+c1.multiselect("Methods", list(methods), default=["magnitude", "wanda"], format_func=methods.get, key="sw_methods")
 c2.text_input("Sparsities", value="0.5, 0.6, 0.7", key="sw_sparsities",
               help="Comma-separated fractions or percentages. N:M patterns fix the sparsity at N/M and ignore these.")
 c1.multiselect("Patterns", PATTERN_CHOICES, default=["unstructured"], key="sw_patterns",

@@ -225,9 +225,11 @@ def test_perplexity_vs_sparsity_lines_per_method():
 
 
 def test_lines_take_their_methods_look_from_the_one_table():
-    """Colour, dash and marker per method from style.METHOD_STYLES, whatever figure draws the line; a second
+    """Colour, dash and marker per method from the table of methods, whatever figure draws the line; a second
     line of the same method keeps its colour and changes dash and marker (greyscale print tells them apart)."""
-    from wanda_engine.outputs.figures.style import METHOD_STYLES
+    from wanda_engine.methods import table
+
+    METHOD_STYLES = {choice: table.look(choice) for choice in table.choices()}
 
     runs = [_run("a", "wanda", 0.5, 14.0), _run("b", "magnitude", 0.5, 50.0), _run("c", "wanda", 0.5, 16.0,
                                                                                    pattern="2:4")]

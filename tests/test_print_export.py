@@ -18,7 +18,8 @@ from wanda_engine.config import PruneConfig
 from wanda_engine.core.errors import ConfigError
 from wanda_engine.outputs.figures import paper
 from wanda_engine.outputs.figures.paper import PRESETS, PrintPreset, paper_figure, print_preset, suggested_caption
-from wanda_engine.outputs.figures.style import METHOD_STYLES, base_method, method_style
+from wanda_engine.methods import table
+from wanda_engine.outputs.figures.style import base_method, method_style
 from wanda_engine.store.run_record import RunRecord
 
 
@@ -205,6 +206,7 @@ def test_suggested_caption_is_plain_text():
 
 
 def test_a_method_keeps_its_look_in_every_figure(every_figure):
+    METHOD_STYLES = {choice: table.look(choice) for choice in table.choices()}  # the table of methods' looks
     for label, base in (("wanda+obs", "wanda"), ("magnitude+protect1% 50%", "magnitude"), ("wanda 2:4", "wanda"),
                         ("owl-wanda 70%", "wanda"), ("wanda-variant", "wanda-variant"), ("sparsegpt (n=32)", "sparsegpt")):
         assert base_method(label) == base

@@ -9,14 +9,11 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from .core.errors import ConfigError
+from .methods import table
+from .methods.table import GROUPS, Kind, Method, Pattern
 
-METHODS = ("magnitude", "wanda", "sparsegpt", "ria")
 LAYERWISE = ("uniform", "owl")
 WEIGHT_UPDATES = ("none", "obs")
-GROUPS = ("row", "matrix")
-# The reference's choices: magnitude compares within the whole matrix, Wanda within each output row.
-# RIA (Zhang et al. 2024) compares within the whole matrix by default.
-DEFAULT_GROUP = {"magnitude": "matrix", "wanda": "row", "sparsegpt": "row", "ria": "matrix"}
 # Spellings accepted for each dtype; the first of each pair is the canonical name.
 DTYPES = {"float32": "float32", "fp32": "float32", "float16": "float16", "fp16": "float16",
           "bfloat16": "bfloat16", "bf16": "bfloat16"}
@@ -106,8 +103,7 @@ class PruneConfig:
     calibrate: bool = True
 
     def __post_init__(self) -> None:
-        if self.method not in METHODS:
-            raise ConfigError(f"method must be one of {', '.join(METHODS)}, got {self.method!r}")
+        method = table.get(self.method)
         if isinstance(self.sparsity, bool) or not isinstance(self.sparsity, (int, float)) or not 0 <= self.sparsity < 1:
             raise ConfigError(f"sparsity must be a number in [0, 1), got {self.sparsity!r}")
         nm = parse_pattern(self.pattern)
@@ -118,14 +114,7 @@ class PruneConfig:
             )
         if self.group is not None and self.group not in GROUPS:
             raise ConfigError(f"group must be one of {', '.join(GROUPS)} or None, got {self.group!r}")
-        if self.variant and self.method != "wanda":
-            raise ConfigError("variant (adaptive alpha) applies only to method 'wanda'")
-        if self.variant and nm is not None:
-            raise ConfigError("variant (adaptive alpha) applies only to the unstructured pattern")
-        if nm is not None and self.group == "matrix":
-            raise ConfigError("group 'matrix' applies only to the unstructured pattern; N:M groups are M consecutive inputs")
-        if self.method == "sparsegpt" and self.group == "matrix":
-            raise ConfigError("group 'matrix' does not apply to method 'sparsegpt', which chooses its mask per column block")
+        self._check_method(method, nm)
         for name in ("nsamples", "seqlen", "batch_size", "blocksize"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -150,22 +139,56 @@ class PruneConfig:
             raise ConfigError("calib must name a source: default, wikitext2, c4, a .txt file or a .npy file")
         if self.device not in ("auto", "cpu", "cuda", "mps") and not str(self.device).startswith("cuda:"):
             raise ConfigError(f"device must be auto, cpu, cuda, cuda:N or mps, got {self.device!r}")
-        self._check_protection()
+        self._check_protection(method)
         if self.weight_update not in WEIGHT_UPDATES:
             raise ConfigError(f"weight_update must be one of {', '.join(WEIGHT_UPDATES)}, got {self.weight_update!r}")
-        if self.weight_update == "obs" and self.method == "sparsegpt":
-            raise ConfigError("sparsegpt already updates the kept weights; weight_update 'obs' applies to the selectors")
+        if self.weight_update != "none" and not method.allows_weight_update:
+            if method.kind is Kind.SOLVER:
+                raise ConfigError(f"{self.method} already updates the kept weights; weight_update "
+                                  f"{self.weight_update!r} applies to the selectors")
+            raise ConfigError(method.refusal(f"weight_update {self.weight_update!r}"))
         if not isinstance(self.calibrate, bool):
             raise ConfigError(f"calibrate must be true or false, got {self.calibrate!r}")
         if not self.calibrate and self.needs_calibration:
             raise ConfigError(f"calibrate false (pruning from the weights alone) does not apply here: "
                               f"{self.needs_calibration}")
 
+    def _check_method(self, method: Method, nm: tuple[int, int] | None) -> None:
+        """The method's own rules, read off its entry in the table: its kind, patterns, groups and variant."""
+        if method.kind is Kind.STRUCTURE:
+            raise ConfigError(f"method {self.method!r} removes whole structures (heads, channels, blocks), which the "
+                              "layer-by-layer masks of a prune run do not do")
+        pattern = Pattern.NM if nm is not None else Pattern.UNSTRUCTURED
+        if pattern not in method.patterns:
+            raise ConfigError(f"pattern {self.pattern!r} does not apply to method {self.method!r}, which prunes only "
+                              f"{' or '.join(p.value for p in method.patterns)}")
+        if self.variant and method.variant is None:
+            raise ConfigError("variant (adaptive alpha) applies only to method "
+                              + " or ".join(repr(name) for name in table.with_variant()))
+        if self.variant and nm is not None:
+            raise ConfigError("variant (adaptive alpha) applies only to the unstructured pattern")
+        if nm is not None and self.group == "matrix":
+            raise ConfigError("group 'matrix' applies only to the unstructured pattern; N:M groups are M consecutive inputs")
+        if self.group is not None and self.group not in method.groups:
+            raise ConfigError(method.refusal(f"group {self.group!r}"))
+
+    @property
+    def method_entry(self) -> Method:
+        """The method's entry in the table of methods (what it is, accepts and looks like)."""
+        return table.get(self.method)
+
+    @property
+    def choice(self) -> str:
+        """The method as forms, sweeps and figure series name it: 'wanda', 'wanda-variant'."""
+        return table.choice(self.method, self.variant)
+
     @property
     def needs_calibration(self) -> str:
-        """Why these settings need activation statistics ('' when magnitude's mask from the weights is all)."""
-        if self.method != "magnitude":
-            return f"method {self.method!r} scores weights by their activations (only magnitude does not)"
+        """Why these settings need activation statistics ('' when the method's mask from the weights is all)."""
+        if self.method_entry.needs_activations:
+            alone = table.from_weights_alone()
+            return (f"method {self.method!r} scores weights by their activations"
+                    + (f" (only {' and '.join(alone)} {'does' if len(alone) == 1 else 'do'} not)" if alone else ""))
         if self.protect_channels:
             return "protect_channels picks the channels by their activation norms"
         if self.layerwise != "uniform":
@@ -174,7 +197,12 @@ class PruneConfig:
             return f"weight_update {self.weight_update!r} solves on the block's Gram matrix of the activations"
         return ""
 
-    def _check_protection(self) -> None:
+    @property
+    def needs_gram(self) -> bool:
+        """Whether calibration also sums each layer's Gram matrix: for a solver that needs it, or the OBS update."""
+        return self.method_entry.needs_gram or self.weight_update != "none"
+
+    def _check_protection(self, method: Method) -> None:
         p = self.protect_channels
         if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 <= p < 1:  # NaN fails too
             raise ConfigError(f"protect_channels must be a fraction of the input channels in [0, 1), got {p!r}")
@@ -183,9 +211,8 @@ class PruneConfig:
         if self.nm is not None:
             raise ConfigError(f"protect_channels applies only to the unstructured pattern: channels kept whole would "
                               f"break the {self.pattern} groups, each of which must prune {self.nm[0]} of {self.nm[1]}")
-        if self.method == "sparsegpt":
-            raise ConfigError("protect_channels does not apply to method 'sparsegpt', a solver that picks its own "
-                              "mask column block by column block")
+        if not method.allows_protection:
+            raise ConfigError(method.refusal("protect_channels"))
         owl = self.layerwise == "owl"
         highest = self.sparsity + (2 * self.owl_lambda if owl else 0.0)
         if p >= 1 - highest:
@@ -207,11 +234,11 @@ class PruneConfig:
         """The comparison group actually used: 'nm' for N:M, else the chosen or reference default."""
         if self.nm is not None:
             return "nm"
-        return self.group or DEFAULT_GROUP[self.method]
+        return self.group or self.method_entry.default_group
 
     @property
     def _plain_method_name(self) -> str:
-        return ("owl-" if self.layerwise == "owl" else "") + self.method + ("-variant" if self.variant else "")
+        return ("owl-" if self.layerwise == "owl" else "") + self.choice
 
     @property
     def method_name(self) -> str:

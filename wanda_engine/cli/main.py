@@ -18,6 +18,7 @@ from .repair import add_repair_parser, run_repair_command
 from ..config import WEIGHT_UPDATES, EvalConfig, OffloadConfig, PruneConfig, RunRequest, ZeroShotConfig
 from ..core.errors import ConfigError, EngineError, PruneCancelled
 from ..core.events import BlockFinished, Event, MatrixPruned, StageStarted
+from ..methods import table
 from ..store.run_record import RunRecord
 from ..store.run_store import RunStore
 
@@ -61,7 +62,8 @@ def _add_prune_args(p: argparse.ArgumentParser) -> None:
     d = PruneConfig()
     _model_args(p)
     g = p.add_argument_group("method and pattern")
-    g.add_argument("--method", default=d.method, help="magnitude | wanda | sparsegpt | ria")
+    g.add_argument("--method", default=d.method,
+                   help=" | ".join(table.choices()) + f" (M{table.VARIANT_SUFFIX} is --method M --variant)")
     g.add_argument("--sparsity", type=float, default=d.sparsity, help="fraction of weights to prune, in [0, 1)")
     g.add_argument("--pattern", default=d.pattern, help="unstructured | N:M (e.g. 2:4)")
     g.add_argument("--variant", action="store_true", help="Wanda's adaptive-alpha variant")
@@ -99,8 +101,7 @@ def _add_sweep_args(p: argparse.ArgumentParser) -> None:
     d = PruneConfig()
     _model_args(p)
     g = p.add_argument_group("methods and patterns (the grid)")
-    g.add_argument("--methods", default="magnitude,wanda",
-                   help="comma-separated: magnitude, wanda, wanda-variant, sparsegpt, ria")
+    g.add_argument("--methods", default="magnitude,wanda", help="comma-separated: " + ", ".join(table.choices()))
     g.add_argument("--sparsities", default="0.5", help="comma-separated fractions, e.g. 0.5,0.6,0.7 (N:M ignores them)")
     g.add_argument("--patterns", default="unstructured", help="comma-separated: unstructured, N:M (e.g. 2:4)")
     g.add_argument("--layerwise", default=d.layerwise, help="comma-separated: uniform, owl")
@@ -166,8 +167,9 @@ def _eval_config(args: argparse.Namespace) -> EvalConfig | None:
 
 def _request(args: argparse.Namespace) -> RunRequest:
     """The run `prune`'s arguments describe; ConfigError naming the option otherwise."""
-    pc = PruneConfig(method=args.method, sparsity=args.sparsity, pattern=args.pattern, group=args.group,
-                     variant=args.variant, nsamples=args.nsamples, seqlen=args.seqlen, seed=args.seed,
+    method, variant = table.parse_choice(args.method)
+    pc = PruneConfig(method=method.name, sparsity=args.sparsity, pattern=args.pattern, group=args.group,
+                     variant=variant or args.variant, nsamples=args.nsamples, seqlen=args.seqlen, seed=args.seed,
                      calib=args.calib, batch_size=args.batch_size, device=args.device, layerwise=args.layerwise,
                      owl_m=args.owl_m, owl_lambda=args.owl_lambda, protect_channels=args.protect_channels,
                      weight_update=args.weight_update, calibrate=not args.no_calibration)

@@ -1,11 +1,12 @@
 """Per-layer calibration statistics and the scores that rank weights.
 
 A forward hook feeds every calibration input of a layer to its InputStats; a scorer turns the
-layer's weight [out, in] and those statistics into one score per weight (low = prune first).
+layer's weight [out, in], those statistics and the run's settings into one score per weight (low = prune
+first). The table of methods (table.py) names each method's scorer.
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -62,12 +63,12 @@ class InputStats:
         return self.gram * (2.0 / max(self.nsamples, 1))
 
 
-def magnitude_score(weight: torch.Tensor, stats: InputStats | None) -> torch.Tensor:
+def magnitude_score(weight: torch.Tensor, stats: InputStats | None, config: Any = None) -> torch.Tensor:
     """|W_ij|."""
     return weight.abs().float()
 
 
-def wanda_score(weight: torch.Tensor, stats: InputStats | None) -> torch.Tensor:
+def wanda_score(weight: torch.Tensor, stats: InputStats | None, config: Any = None) -> torch.Tensor:
     """|W_ij| · ‖X_j‖₂ (paper eq. 1)."""
     if stats is None:
         raise ValueError("wanda needs activation statistics")
@@ -88,5 +89,6 @@ def ria_score(weight: torch.Tensor, stats: InputStats | None, power: float = 0.5
     return (magnitude / column_sum + magnitude / row_sum) * stats.channel_norms.to(weight.device).pow(power).view(1, -1)
 
 
-Scorer = Callable[[torch.Tensor, "InputStats | None"], torch.Tensor]
-SCORERS: dict[str, Scorer] = {"magnitude": magnitude_score, "wanda": wanda_score, "ria": ria_score}
+def ria_score_at(weight: torch.Tensor, stats: InputStats | None, config: Any) -> torch.Tensor:
+    """RIA at the run's exponent a = config.ria_power (the table's scorer)."""
+    return ria_score(weight, stats, config.ria_power)

@@ -12,7 +12,11 @@ change; a dead input is uncoupled in H⁻¹, so its weights neither receive nor 
 """
 from __future__ import annotations
 
+from typing import Any
+
 import torch
+
+from .scoring import InputStats
 
 
 def sparsegpt_prune(weight: torch.Tensor, hessian: torch.Tensor, sparsity: float,
@@ -69,3 +73,8 @@ def sparsegpt_prune(weight: torch.Tensor, hessian: torch.Tensor, sparsity: float
         W[:, end:] -= err_blk @ Hinv[start:end, end:]  # lazy batch update of later columns
 
     return W
+
+
+def sparsegpt_solve(weight: torch.Tensor, stats: InputStats, sparsity: float, config: Any) -> torch.Tensor:
+    """The table's solver: SparseGPT's mask and update at the run's pattern, column block and damping."""
+    return sparsegpt_prune(weight, stats.hessian(), sparsity, config.nm, config.blocksize, config.percdamp)

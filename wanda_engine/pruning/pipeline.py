@@ -7,9 +7,10 @@
         propagation pass through the pruned block -> the next block's inputs
         emit events; stop here if cancelled
 
-A method is a scorer plus a selector (magnitude, wanda, ria, wanda variant) or a solver
-(sparsegpt); weight_update='obs' follows any selector's mask with the solver's update of the kept weights
-(the block's Gram matrix is then accumulated too). calibrate=False (magnitude only) skips capture,
+A method is what its entry in the table of methods (`methods.table`) says: a scorer plus the
+selectors (magnitude, wanda, ria, wanda variant) or a solver (sparsegpt); weight_update='obs' follows any
+selector's mask with SparseGPT's update of the kept weights (the block's Gram matrix is then accumulated too,
+as for a solver that needs it). calibrate=False (magnitude only) skips capture,
 calibration and propagation: each block's masks come from its weights alone. The loop itself knows
 nothing of architectures: it replays whatever arguments the model itself passed each block (masks,
 positions, rotary tables), recorded once per calibration batch by `capture`.
@@ -45,10 +46,11 @@ from ..inputs.layers import find_blocks, find_linears, weight_of
 from ..inputs.offload import block_on_device, has_offloaded_weights
 from ..store.matrix_records import BlockRecord, MatrixRecord
 from .recording import record_matrix
-from ..methods.scoring import SCORERS, InputStats
+from ..methods.scoring import InputStats, magnitude_score, wanda_score
 from ..methods.selection import (Selection, prune_adaptive_alpha, prune_adaptive_alpha_protected, protection_shortfall, select,
                         select_protected)
 from ..methods.sparsegpt import sparsegpt_prune
+from ..methods.table import Kind
 from ..core.stages import BY_NAME
 
 # The stages the pipeline announces itself (the runner announces 'prune' around it).
@@ -71,15 +73,16 @@ class PruneResult:
 
 
 def _scores(config: PruneConfig, weight: torch.Tensor, stats: InputStats | None) -> dict[str, torch.Tensor]:
-    """The run's metric, plus magnitude and Wanda for the records' comparison (each computed once);
-    magnitude alone without statistics."""
-    magnitude = SCORERS["magnitude"](weight, stats)
-    if stats is None:
-        return {"magnitude": magnitude}
-    # Wanda's score from the magnitudes already computed: |W_ij|·‖X_j‖ (the same values as wanda_score)
-    scores = {"magnitude": magnitude, "wanda": magnitude * stats.channel_norms.to(weight.device).view(1, -1)}
-    if config.method == "ria":
-        scores["ria"] = SCORERS["ria"](weight, stats, config.ria_power)
+    """The records' metrics, magnitude and Wanda (Wanda only with statistics), each computed once, and a mask
+    method's own score where it is neither: a magnitude or Wanda run selects on the records' score."""
+    magnitude = magnitude_score(weight, stats)
+    scores = {"magnitude": magnitude}
+    if stats is not None:
+        # Wanda's score from the magnitudes already computed: |W_ij|·‖X_j‖ (the same values as wanda_score)
+        scores["wanda"] = magnitude * stats.channel_norms.to(weight.device).view(1, -1)
+    method = config.method_entry
+    if method.kind is Kind.MASK and config.method not in scores:
+        scores[config.method] = method.score(weight, stats, config)
     return scores
 
 
@@ -104,9 +107,9 @@ def _selector_mask(config: PruneConfig, scores: dict[str, torch.Tensor], stats: 
     """The selector's mask (True = prune); its cut-off score goes into `cutoffs` where the selection gives one."""
     protect = config.protect_channels
     if config.variant and protect:
-        mask, _alpha = prune_adaptive_alpha_protected(scores["wanda"], stats.channel_norms, sparsity, protect)
+        mask, _alpha = prune_adaptive_alpha_protected(scores[config.method], stats.channel_norms, sparsity, protect)
     elif config.variant:
-        mask, _alpha = prune_adaptive_alpha(scores["wanda"], sparsity)
+        mask, _alpha = prune_adaptive_alpha(scores[config.method], sparsity)
     elif protect:
         mask, cutoffs[config.method] = select_protected(scores[config.method], stats.channel_norms, sparsity,
                                                         config.resolved_group, protect)
@@ -119,7 +122,8 @@ def _prune_layer(config: PruneConfig, layer: nn.Module, stats: InputStats | None
                  block: int, name: str, full_name: str, record: bool) -> tuple[MatrixRecord | None, float]:
     """Prune one layer in place to `sparsity`; return its record (if asked) and achieved sparsity.
 
-    `stats=None` (calibrate=False): magnitude from the weights alone, recorded without activation statistics."""
+    `stats=None` (calibrate=False): a method that needs no activations (magnitude) from the weights alone, recorded
+    without activation statistics."""
     weight = weight_of(layer)  # [out, in] view
     original = weight.float()
     nm, group = config.nm, config.resolved_group
@@ -132,8 +136,9 @@ def _prune_layer(config: PruneConfig, layer: nn.Module, stats: InputStats | None
               for metric, score in scores.items() if record and metric != config.method}
 
     pruned = None  # a selector without weight update: the kept weights stay as they are
-    if config.method == "sparsegpt":  # a solver: the kept weights are updated too
-        pruned = sparsegpt_prune(original, stats.hessian(), sparsity, nm, config.blocksize, config.percdamp)
+    method = config.method_entry
+    if method.kind is Kind.SOLVER:  # it chooses the mask, and the kept weights are updated too
+        pruned = method.solve(original, stats, sparsity, config)
         mask = pruned == 0
     else:
         mask = _selector_mask(config, scores, stats, sparsity, cutoffs)
@@ -149,6 +154,7 @@ def _prune_layer(config: PruneConfig, layer: nn.Module, stats: InputStats | None
         masks = {config.method: mask} if config.method in scores else {}
         for metric, pending in others.items():
             masks[metric], cutoffs[metric] = pending.result()
+        # the records' two metrics: a magnitude run is compared with Wanda's mask, every other run with magnitude's
         reference = "wanda" if config.method == "magnitude" else "magnitude"
         rec = record_matrix(block=block, name=name, full_name=full_name, method=config.method, group=group,
                             original=original, mask=mask, pruned=pruned, stats=stats, masks_by_metric=masks,
@@ -192,8 +198,6 @@ def check_prunable(model: nn.Module, config: PruneConfig) -> None:
         bad = sorted({weight_of(l).shape[1] for l in layers.values() if weight_of(l).shape[1] % m})
         if bad:
             raise ConfigError(f"pattern {config.pattern}: M={m} does not divide the input width {bad[0]} of some layers")
-    if config.method == "sparsegpt" and config.resolved_group == "matrix":
-        raise ConfigError("sparsegpt chooses its mask per column block; group 'matrix' does not apply")
     if config.protect_channels:
         # OWL may set a block up to 2·lambda above the target
         highest = config.target_sparsity + (2 * config.owl_lambda if config.layerwise == "owl" else 0.0)
@@ -274,7 +278,7 @@ def _owl_targets(model: nn.Module, blocks: nn.ModuleList, windows: torch.Tensor,
         with block_on_device(block, device):
             linears = find_linears(block)
             stats, outputs = _calibrate(block, i, chunks, device, False, storage)
-            ratios.append(outlier_ratio([SCORERS["wanda"](weight_of(linears[n]).float(), st) for n, st in stats.items()],
+            ratios.append(outlier_ratio([wanda_score(weight_of(linears[n]).float(), st) for n, st in stats.items()],
                                         config.owl_m))
         for chunk, out in zip(chunks, outputs):
             chunk.hidden = out
@@ -372,8 +376,7 @@ def _prune_block(run: _Pruning, block: nn.Module, index: int, chunks: list[Chunk
         # 1. calibration pass through the dense block; keep its outputs to measure the block error.
         #    (Magnitude needs no statistics to prune, but its records compare it with Wanda's masks.)
         with run.timed("calibrate_s"):
-            with_gram = run.config.method == "sparsegpt" or run.config.weight_update == "obs"
-            stats, dense_outputs = _calibrate(block, index, chunks, run.device, with_gram, run.storage)
+            stats, dense_outputs = _calibrate(block, index, chunks, run.device, run.config.needs_gram, run.storage)
         # 2. score, select, record, apply: every linear of the block from the dense block's inputs
         with run.timed("select_s"):
             zeros, total = _prune_linears(run, linears, index, target, stats)

@@ -14,10 +14,11 @@ def _median(values: list[float]) -> float | None:
 
 
 def _cost_kind(prune: PruneConfig) -> str:
-    """Which earlier runs a point's pruning time is estimated from: its method's, except that the OBS update
-    costs like SparseGPT (the Gram matrix and the solve) and magnitude from the weights alone costs no passes."""
-    if prune.method == "sparsegpt" or prune.weight_update == "obs":
-        return "sparsegpt"
+    """Which earlier runs a point's pruning time is estimated from: its method's, except that whatever sums the Gram
+    matrix and solves on it (SparseGPT, the OBS update of any mask) costs alike, and pruning from the weights alone
+    costs no passes."""
+    if prune.needs_gram:
+        return "a solve on the Gram matrix"
     return prune.method if prune.calibrate else f"{prune.method} from the weights"
 
 

@@ -21,11 +21,12 @@ from pathlib import Path
 from typing import Any
 
 from ..runner import execute as runner
-from ..config import (METHODS, EvalConfig, PruneConfig, RunRequest, check_run_name, method_label, parse_pattern,
+from ..config import (EvalConfig, PruneConfig, RunRequest, check_run_name, method_label, parse_pattern,
                      protect_suffix, update_suffix)
 from ..core.errors import ConfigError, EngineError, PruneCancelled
 from ..core.events import EventCallback, StageStarted, ignore_events
 from ..inputs.models import load_model
+from ..methods.table import parse_choice
 from ..store.run_store import Run, RunStore, atomic_write_json, load_run
 
 SWEEP_DIR = ".sweeps"
@@ -34,14 +35,13 @@ MAX_NAME = 40  # leaves room in a run name (100 characters) for the point's own 
 
 
 def parse_method(entry: str) -> tuple[str, bool]:
-    """'wanda' -> ('wanda', False); 'wanda-variant' -> ('wanda', True). Raises ConfigError otherwise."""
-    entry = str(entry).strip()
-    name, variant = (entry[: -len("-variant")], True) if entry.endswith("-variant") else (entry, False)
-    if name not in METHODS:
-        raise ConfigError(f"sweep methods: {entry!r} is not one of {', '.join(METHODS)} (or wanda-variant)")
-    if variant and name != "wanda":
-        raise ConfigError(f"sweep methods: {entry!r}: only wanda has a variant (adaptive alpha)")
-    return name, variant
+    """'wanda' -> ('wanda', False); 'wanda-variant' -> ('wanda', True) (the table's choices). Raises ConfigError
+    otherwise."""
+    try:
+        method, variant = parse_choice(entry)
+    except ConfigError as e:
+        raise ConfigError(f"sweep methods: {e}") from None
+    return method.name, variant
 
 
 def _axis(name: str, values: Any, check: Callable[[Any], Any]) -> tuple:

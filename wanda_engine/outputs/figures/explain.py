@@ -12,7 +12,8 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from ..explain import NAMES, ErrorShare, Intervention, OutlierCuts, Outliers, Toy, fraction_text, number
-from .style import DARK_GREY, DENSE_STYLE, GREEN, GREY, LIGHT_GREY, PURPLE, SKY, VERMILLION, YELLOW
+from ...core.palette import GREEN, PURPLE, SKY
+from .style import DARK_GREY, DENSE_STYLE, GREY, LIGHT_GREY, VERMILLION, YELLOW
 from .style import layout, log_ticks, method_colour, method_style
 
 FONT, TITLE_FONT, SUBTITLE_FONT = 18, 24, 16

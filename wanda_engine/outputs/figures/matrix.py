@@ -9,7 +9,8 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from ...store.matrix_records import MASK_CODE_NAMES, PRUNED_ONLY_METHOD, PRUNED_ONLY_REFERENCE, MatrixRecord
-from .style import BLUE, GREY, MASK_COLOURS, SKY, VERMILLION, layout, method_colour, note
+from ...core.palette import SKY
+from .style import BLUE, GREY, MASK_COLOURS, VERMILLION, layout, method_colour, note
 
 METRIC_LABELS = {"wanda": "Wanda |W|·‖Xⱼ‖₂", "magnitude": "magnitude |W|", "ria": "RIA (relative importance)·‖Xⱼ‖₂ᵃ"}
 

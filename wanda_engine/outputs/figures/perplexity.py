@@ -7,6 +7,7 @@ from typing import Any
 
 import plotly.graph_objects as go
 
+from ...methods import table
 from ...store.run_record import RunRecord
 from .style import DENSE_STYLE, MethodStyle, finite, layout, log_ticks, method_colour, method_style, note
 
@@ -86,7 +87,7 @@ def perplexity_bars(runs: Sequence[RunRecord], *, log_y: bool = False) -> go.Fig
             values.append(finite(run.ppl))
             sp = run.sparsity
             hover.append(f"run {run.name}" + (f"<br>achieved sparsity {sp:.2%}" if sp is not None else ""))
-            bar_colours.append(method_colour(series_label(run), colours))
+            bar_colours.append(method_colour(series_label(run), colours, run.request.prune.choice))
         x: Any = labels if not multi else [[_eval_label(key, short=True)] * len(labels), labels]
         fig.add_trace(go.Bar(
             x=x, y=values, name=_eval_label(key), marker={"color": bar_colours}, customdata=hover,
@@ -117,13 +118,14 @@ def perplexity_bars(runs: Sequence[RunRecord], *, log_y: bool = False) -> go.Fig
 Point = tuple[float, float, str]  # (x, perplexity, run name)
 
 
-def _lines(fig: go.Figure, series: dict[str, list[Point]], x_hover: str, dense: float | None,
-           dense_span: tuple[float, float]) -> None:
-    """One line per series, sorted along x, and the dense model as a dashed line across `dense_span`."""
+def _lines(fig: go.Figure, series: dict[str, list[Point]], choices: dict[str, str], x_hover: str,
+           dense: float | None, dense_span: tuple[float, float]) -> None:
+    """One line per series (drawn in the look of its method choice), sorted along x, and the dense model as a
+    dashed line across `dense_span`."""
     looks: dict[str, MethodStyle] = {}
     for label, pts in series.items():
         pts.sort()
-        look = method_style(label, looks)
+        look = method_style(label, looks, choices[label])
         fig.add_trace(go.Scatter(
             x=[p[0] for p in pts], y=[p[1] for p in pts], customdata=[p[2] for p in pts], name=label,
             mode="lines+markers", line={"color": look.colour, "dash": look.dash, "width": 2},
@@ -159,12 +161,14 @@ def perplexity_vs_sparsity(runs: Sequence[RunRecord]) -> go.Figure:
     key, same, left_out = _evaluated_alike(runs)
     several_n = len({run.request.prune.nsamples for run in same}) > 1  # one line per calibration size
     series: dict[str, list[Point]] = {}
+    choices: dict[str, str] = {}
     for run in same:
         prune = run.request.prune
         label = series_label(run) + (f" (n={prune.nsamples})" if several_n else "")
         series.setdefault(label, []).append((prune.target_sparsity, finite(run.ppl), run.name))
+        choices[label] = prune.choice
     xs = [p[0] for pts in series.values() for p in pts]
-    _lines(fig, series, "sparsity %{x:.0%}", _dense(same), (min(xs + [0.0]), max(xs + [0.0])))
+    _lines(fig, series, choices, "sparsity %{x:.0%}", _dense(same), (min(xs + [0.0]), max(xs + [0.0])))
     sub = _eval_label(key) + _calib_text(same) + _left_out(left_out)
     layout(fig, f"Perplexity versus sparsity on {key[0]}" if key else "Perplexity versus sparsity", sub,
            legend={"x": 0.02, "y": 0.98, "xanchor": "left", "yanchor": "top"})
@@ -185,13 +189,16 @@ def perplexity_vs_nsamples(runs: Sequence[RunRecord]) -> go.Figure:
         return note(fig, "no evaluated runs")
     key, same, left_out = _evaluated_alike(runs)
     series: dict[str, list[Point]] = {}
+    choices: dict[str, str] = {}
     for run in same:
         series.setdefault(run.label(), []).append((run.request.prune.nsamples, finite(run.ppl), run.name))
+        choices[run.label()] = run.request.prune.choice
     xs = sorted({p[0] for pts in series.values() for p in pts})
-    _lines(fig, series, "%{x} calibration samples", _dense(same), (xs[0], xs[-1]))
+    _lines(fig, series, choices, "%{x} calibration samples", _dense(same), (xs[0], xs[-1]))
     sub = _eval_label(key) + _calib_text(same)
-    if any(run.request.prune.method == "magnitude" for run in same):
-        sub += "; magnitude uses no calibration data"
+    for method in dict.fromkeys(run.request.prune.method for run in same):
+        if not table.get(method).needs_activations:
+            sub += f"; {method} uses no calibration data"
     sub += _left_out(left_out)
     layout(fig, f"Perplexity versus number of calibration samples on {key[0]}" if key
            else "Perplexity versus number of calibration samples", sub,

@@ -13,7 +13,9 @@ from plotly.subplots import make_subplots
 from ...store.run_record import EvalInfo, RunRecord
 from ...repair.config import RepairConfig
 from ...repair.record import RepairRecord
-from .style import DARK_GREY, GREEN, GREY, PURPLE, VERMILLION, finite, layout, method_colour, note
+from ...core.palette import GREEN, PURPLE
+from ...methods.table import Kind
+from .style import DARK_GREY, GREY, VERMILLION, finite, layout, method_colour, note
 
 # the OBS update is SparseGPT's own solver: SparseGPT's colour
 REPAIR_COLOURS = {"obs": GREEN, "finetune": VERMILLION, "lora": PURPLE, "dense": DARK_GREY}
@@ -104,9 +106,9 @@ def repair_progress(losses: Losses, evals: Evals, config: RepairConfig, run: Run
 
 def takes_weight_update(run: RunRecord) -> bool:
     """Whether a '+weight update' bar belongs next to this run: its kept weights were not updated already
-    (SparseGPT's are: it is its own mask + update)."""
+    (a solver's are, SparseGPT's: it is its own mask + update)."""
     prune = run.request.prune
-    return prune.weight_update == "none" and prune.method != "sparsegpt"
+    return prune.weight_update == "none" and prune.method_entry.kind is not Kind.SOLVER
 
 
 def _same_eval(a: EvalInfo | None, b: EvalInfo | None) -> bool:
@@ -155,8 +157,8 @@ Bar = tuple[str, float | None, str, str]  # (label, perplexity or None for 'not 
 def _bars(pruned_run: RunRecord, repairs: Sequence[RepairRecord], obs_run: RunRecord | None) -> list[Bar]:
     bars: list[Bar] = [("dense", finite(pruned_run.ppl_dense), GREY, "the unpruned model"),
                        (f"pruned<br>{pruned_run.label()}", finite(pruned_run.ppl),
-                        method_colour(pruned_run.label()), f"run {pruned_run.name}<br>"
-                        + _sparsity_text(None, pruned_run.sparsity))]
+                        method_colour(pruned_run.label(), choice=pruned_run.request.prune.choice),
+                        f"run {pruned_run.name}<br>" + _sparsity_text(None, pruned_run.sparsity))]
     if takes_weight_update(pruned_run):
         obs = obs_run.ppl if obs_run is not None else None
         hover = (f"run {obs_run.name}, {obs_run.label()}: the same mask selector, the kept weights updated by "

@@ -5,12 +5,14 @@ import math
 import re
 import textwrap
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import plotly.graph_objects as go
 
+from ...core.errors import ConfigError
+from ...core.palette import BLUE, DARK_GREY, GREY, LIGHT_GREY, VERMILLION, YELLOW, MethodStyle
+from ...methods import table
 from ...store.matrix_records import KEPT, PRUNED_BOTH, PRUNED_ONLY_METHOD, PRUNED_ONLY_REFERENCE
 
 PLOTLY_CONFIG: dict[str, Any] = {
@@ -20,33 +22,7 @@ PLOTLY_CONFIG: dict[str, Any] = {
 
 FONT_FAMILY = "Arial, 'Liberation Sans', Helvetica, sans-serif"
 TEMPLATE = "simple_white"
-# Okabe–Ito, readable by colour-blind viewers and in greyscale print.
-BLUE, ORANGE, VERMILLION, SKY, GREEN, PURPLE, YELLOW = (
-    "#0072B2", "#E69F00", "#D55E00", "#56B4E9", "#009E73", "#CC79A7", "#F0E442")
-GREY, LIGHT_GREY, DARK_GREY = "#8c8c8c", "#e6e6e6", "#4d4d4d"
-
-
-@dataclass(frozen=True)
-class MethodStyle:
-    """How one method is drawn in every figure: its colour, its line's dash, its marker and its bars' fill
-    pattern (lines and bars told apart in greyscale print without the colour)."""
-
-    colour: str
-    dash: str
-    symbol: str
-    pattern: str = ""
-
-
-# The one table of methods' looks. A label's base method decides: 'wanda 2:4', 'owl-wanda', 'wanda+obs',
-# 'magnitude+protect1% 50%' take wanda's or magnitude's entry.
-METHOD_STYLES: dict[str, MethodStyle] = {
-    "wanda": MethodStyle(BLUE, "solid", "circle", ""),
-    "magnitude": MethodStyle(ORANGE, "dash", "square", "/"),
-    "sparsegpt": MethodStyle(GREEN, "dot", "diamond", "."),
-    "ria": MethodStyle(PURPLE, "dashdot", "triangle-up", "x"),
-    "wanda-variant": MethodStyle(SKY, "longdash", "x", "\\"),
-}
-METHOD_COLOURS = {method: s.colour for method, s in METHOD_STYLES.items()}
+# The palette (Okabe–Ito) and each method's look are the core's and the table of methods' (methods/table.py).
 DENSE_STYLE = MethodStyle(GREY, "dash", "line-ew")
 _CYCLE = (VERMILLION, DARK_GREY, YELLOW)  # for methods not in the table: no method's colour
 # a second, third … series of the same base method in one figure: the base's colour, another dash, an open marker
@@ -88,23 +64,37 @@ def note(fig: go.Figure, text: str) -> go.Figure:
 
 
 def base_method(label: str) -> str:
-    """The method a series label is a variant of: 'owl-wanda 70%' → 'wanda', 'magnitude+protect1% 50%' →
-    'magnitude', 'wanda-variant 2:4' → 'wanda-variant', 'sparsegpt (n=32)' → 'sparsegpt'."""
+    """The method choice a series label draws (labels are built by config.method_label): 'owl-wanda 70%' →
+    'wanda', 'magnitude+protect1% 50%' → 'magnitude', 'wanda-variant 2:4' → 'wanda-variant', 'sparsegpt (n=32)' →
+    'sparsegpt'."""
     return re.split(r"[\s+(]", label.strip(), maxsplit=1)[0].removeprefix("owl-")
 
 
-def method_style(label: str, seen: dict[str, MethodStyle] | None = None) -> MethodStyle:
-    """The look of the series `label`: its base method's colour, dash and marker (the table above).
+def table_look(choice: str) -> MethodStyle | None:
+    """The look the table of methods gives a method choice ('wanda', 'wanda-variant'); None for a method it lacks."""
+    try:
+        return table.look(choice)
+    except ConfigError:
+        return None
 
-    `seen` (one dict per figure) tells series of the same base method apart: the first keeps the table's
-    look, later ones keep the colour and take another dash and an open marker. Unknown methods take the
-    spare colours in turn."""
+
+def method_style(label: str, seen: dict[str, MethodStyle] | None = None, choice: str | None = None) -> MethodStyle:
+    """The look of the series `label`: its method's colour, dash and marker from the table of methods. `choice`
+    names the method as the run's settings do (`PruneConfig.choice`); without it, it is read off the label.
+
+    `seen` (one dict per figure) tells series of the same look apart: the first keeps the table's look, later
+    ones keep the colour and take another dash and an open marker. Unknown methods take the spare colours in
+    turn, a method's series sharing one."""
     seen = {} if seen is None else seen
     if label in seen:
         return seen[label]
-    base = base_method(label)
-    siblings = [look for other, look in seen.items() if base_method(other) == base]
-    own = METHOD_STYLES.get(base) or (siblings[0] if siblings else None)
+    base = choice or base_method(label)
+    own = table_look(base)
+    if own is not None:
+        siblings = [look for look in seen.values() if look.colour == own.colour]
+    else:
+        siblings = [look for other, look in seen.items() if base_method(other) == base]
+        own = siblings[0] if siblings else None
     if own is None:
         used = {look.colour for look in seen.values()}
         own = MethodStyle(next((c for c in _CYCLE if c not in used), _CYCLE[len(used) % len(_CYCLE)]),
@@ -116,9 +106,9 @@ def method_style(label: str, seen: dict[str, MethodStyle] | None = None) -> Meth
     return own
 
 
-def method_colour(label: str, seen: dict[str, MethodStyle] | None = None) -> str:
-    """The colour of the series `label`: its base method's, in every figure (see `method_style`)."""
-    return method_style(label, seen).colour
+def method_colour(label: str, seen: dict[str, MethodStyle] | None = None, choice: str | None = None) -> str:
+    """The colour of the series `label`: its method's, in every figure (see `method_style`)."""
+    return method_style(label, seen, choice).colour
 
 
 def log_ticks(values: Sequence[float]) -> dict[str, Any]:

@@ -1,0 +1,224 @@
+"""The one table of pruning methods: what each method is, what it accepts, where its math lives and how it looks.
+
+Every reader asks the table instead of comparing method names: the settings' rules (`config.PruneConfig`), the
+pipeline's dispatch (score -> select, or solve), the sweep, the CLI, the app's forms and the figures. A method is
+one frozen `Method`; `register` adds one (a plugin, a test), `get` finds one by name; the built-in four are
+magnitude, Wanda, SparseGPT and RIA.
+
+A *choice* is how a user names a method where its variant is a method of its own (forms, sweeps, figure
+series): 'wanda' or 'wanda-variant'; `parse_choice` is the one parser of it.
+
+Torch-free: the math is named as 'module:function' and imported on first use (a test's entry may give the
+callable itself), so the app's server and the figures read the table without loading torch.
+"""
+from __future__ import annotations
+
+import enum
+import importlib
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cache
+from typing import Any
+
+from ..core.errors import ConfigError
+from ..core.palette import BLUE, GREEN, ORANGE, PURPLE, SKY, MethodStyle
+
+GROUPS = ("row", "matrix")  # the comparison groups of an unstructured mask (N:M patterns bring their own)
+VARIANT_SUFFIX = "-variant"
+_NAME = re.compile(r"[a-z][a-z0-9_]*")  # no '-', '+', ' ' or '(': labels and folder names are built around it
+_REFERENCE = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*")
+
+
+class Kind(enum.Enum):
+    """What a method does to a weight matrix."""
+
+    MASK = "mask"  # scores every weight; the generic selectors choose the mask (row, matrix, N:M, variant, protection)
+    SOLVER = "solver"  # chooses its own mask and updates the kept weights
+    STRUCTURE = "structure"  # removes whole heads, MLP channels or blocks (the mask pipeline does not run these)
+
+
+class Pattern(enum.Enum):
+    """The sparsity patterns a method can prune to."""
+
+    UNSTRUCTURED = "unstructured"
+    NM = "N:M"
+
+
+@dataclass(frozen=True)
+class Variant:
+    """Wanda's adaptive-alpha variant (reference --use_variant): the same scores, selected per row by the
+    reference's alpha search instead of a fixed count; unstructured only. Chosen as '<method>-variant'."""
+
+    label: str  # in the forms
+    look: MethodStyle  # in the figures: a look of its own
+
+
+@dataclass(frozen=True)
+class Method:
+    """One pruning method.
+
+    `math` is the method's function, as 'module:function' (imported on first use) or the callable itself:
+      MASK    scorer(weight [out, in], stats: InputStats | None, config: PruneConfig) -> score [out, in], low = pruned
+              first (stats is None only when the method prunes from the weights alone, calibrate=False);
+      SOLVER  solver(weight [out, in], stats: InputStats, sparsity: float, config: PruneConfig) -> the pruned and
+              updated weight, fp32 [out, in], whose zeros are the mask.
+    """
+
+    name: str
+    kind: Kind
+    math: str | Callable[..., Any]
+    label: str  # in the forms
+    look: MethodStyle  # in the figures
+    default_group: str = "row"  # the reference's comparison group for unstructured masks
+    groups: tuple[str, ...] = GROUPS
+    patterns: tuple[Pattern, ...] = (Pattern.UNSTRUCTURED, Pattern.NM)
+    variant: Variant | None = None
+    allows_protection: bool = True  # protect_channels
+    allows_weight_update: bool = True  # weight_update='obs' after its mask
+    needs_activations: bool = True  # False: it can prune from the weights alone (calibrate=False)
+    needs_gram: bool = False  # the Gram matrix of each layer's inputs (SparseGPT's Hessian)
+    # how a solver picks its own mask, said where it refuses a selector's option: 'chooses its mask per column block'
+    own_mask: str = ""
+
+    def __post_init__(self) -> None:
+        why = self._incoherence()
+        if why:
+            raise ConfigError(f"method {self.name!r} cannot be registered: {why}")
+
+    def _incoherence(self) -> str:
+        if not isinstance(self.name, str) or not _NAME.fullmatch(self.name):
+            return "a name is lower-case letters, digits and '_', starting with a letter"
+        if not isinstance(self.kind, Kind):
+            return f"kind must be one of {', '.join(k.name for k in Kind)}"
+        if not callable(self.math) and not (isinstance(self.math, str) and _REFERENCE.fullmatch(self.math)):
+            return "math must be a callable or 'module:function'"
+        if not self.groups or not set(self.groups) <= set(GROUPS) or self.default_group not in self.groups:
+            return f"groups must be some of {', '.join(GROUPS)}, the default group among them"
+        if not self.patterns or not all(isinstance(p, Pattern) for p in self.patterns):
+            return "patterns must be some of Pattern.UNSTRUCTURED, Pattern.NM"
+        if self.kind is not Kind.MASK and (self.variant or self.allows_protection or self.allows_weight_update):
+            return "the variant, protect_channels and weight_update choose or update a mask's weights: mask methods only"
+        if self.needs_gram and not self.needs_activations:
+            return "the Gram matrix is made of the activations"
+        return ""
+
+    def refusal(self, option: str) -> str:
+        """The sentence that refuses a setting this method does not take: "group 'matrix' does not apply to method
+        'sparsegpt', which chooses its mask per column block"."""
+        return f"{option} does not apply to method {self.name!r}" + (f", which {self.own_mask}" if self.own_mask else "")
+
+    @property
+    def function(self) -> Callable[..., Any]:
+        """The math itself (imported on first use)."""
+        if callable(self.math):
+            return self.math
+        try:
+            return _imported(self.math)
+        except (ImportError, AttributeError) as e:
+            raise ConfigError(f"method {self.name!r}: its math {self.math!r} cannot be imported ({e})") from None
+
+    def score(self, weight: Any, stats: Any, config: Any) -> Any:
+        """A mask method's score per weight (see the class)."""
+        return self.function(weight, stats, config)
+
+    def solve(self, weight: Any, stats: Any, sparsity: float, config: Any) -> Any:
+        """A solver's pruned and updated weight (see the class)."""
+        return self.function(weight, stats, sparsity, config)
+
+
+@cache
+def _imported(reference: str) -> Callable[..., Any]:
+    module, _, name = reference.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+BUILT_IN = (
+    Method("magnitude", Kind.MASK, "wanda_engine.methods.scoring:magnitude_score", "Magnitude |W|",
+           MethodStyle(ORANGE, "dash", "square", "/"), default_group="matrix", needs_activations=False),
+    Method("wanda", Kind.MASK, "wanda_engine.methods.scoring:wanda_score", "Wanda |W|·‖X‖₂",
+           MethodStyle(BLUE, "solid", "circle", ""),
+           variant=Variant("Wanda variant (adaptive α)", MethodStyle(SKY, "longdash", "x", "\\"))),
+    Method("sparsegpt", Kind.SOLVER, "wanda_engine.methods.sparsegpt:sparsegpt_solve", "SparseGPT",
+           MethodStyle(GREEN, "dot", "diamond", "."), groups=("row",), allows_protection=False,
+           allows_weight_update=False, needs_gram=True, own_mask="chooses its mask per column block"),
+    # RIA (Zhang et al. 2024) compares within the whole matrix by default.
+    Method("ria", Kind.MASK, "wanda_engine.methods.scoring:ria_score_at", "RIA (relative importance · ‖X‖₂^0.5)",
+           MethodStyle(PURPLE, "dashdot", "triangle-up", "x"), default_group="matrix"),
+)
+_TABLE: dict[str, Method] = {method.name: method for method in BUILT_IN}
+
+
+def register(method: Method) -> Method:
+    """Add a method to the table (its name must be new); returns it."""
+    if not isinstance(method, Method):
+        raise ConfigError(f"register takes a Method, got {type(method).__name__}")
+    if method.name in _TABLE:
+        raise ConfigError(f"method {method.name!r} is already in the table")
+    _TABLE[method.name] = method
+    return method
+
+
+def unregister(name: str) -> None:
+    """Take a registered method out of the table again; the built-in ones stay."""
+    if any(method.name == name for method in BUILT_IN):
+        raise ConfigError(f"method {name!r} is built in and stays in the table")
+    _TABLE.pop(name, None)
+
+
+def methods() -> tuple[Method, ...]:
+    """Every method in the table, the built-in ones first, in the order they were registered."""
+    return tuple(_TABLE.values())
+
+
+def names() -> tuple[str, ...]:
+    return tuple(_TABLE)
+
+
+def get(name: str) -> Method:
+    """The method called `name`; ConfigError naming the table's methods otherwise."""
+    if not isinstance(name, str) or name not in _TABLE:
+        raise ConfigError(f"method must be one of {', '.join(_TABLE)}, got {name!r}")
+    return _TABLE[name]
+
+
+def with_variant() -> tuple[str, ...]:
+    """The methods that have Wanda's adaptive-alpha variant."""
+    return tuple(method.name for method in _TABLE.values() if method.variant is not None)
+
+
+def from_weights_alone() -> tuple[str, ...]:
+    """The methods that can prune from the weights alone, without activations."""
+    return tuple(method.name for method in _TABLE.values() if not method.needs_activations)
+
+
+def choice(name: str, variant: bool) -> str:
+    """('wanda', True) -> 'wanda-variant': how forms, sweeps and figure series name a method."""
+    return name + (VARIANT_SUFFIX if variant else "")
+
+
+def choices() -> dict[str, str]:
+    """Every choice and its label for the forms: each method, its variant right after it."""
+    out = {}
+    for method in _TABLE.values():
+        out[method.name] = method.label
+        if method.variant is not None:
+            out[choice(method.name, True)] = method.variant.label
+    return out
+
+
+def parse_choice(text: str) -> tuple[Method, bool]:
+    """'wanda' -> (Wanda's entry, False); 'wanda-variant' -> (Wanda's entry, True). ConfigError otherwise."""
+    text = str(text).strip()
+    name, variant = (text.removesuffix(VARIANT_SUFFIX), True) if text.endswith(VARIANT_SUFFIX) else (text, False)
+    if name not in _TABLE:
+        raise ConfigError(f"method {text!r} is not one of {', '.join(choices())}")
+    if variant and _TABLE[name].variant is None:
+        raise ConfigError(f"{text!r}: only {', '.join(with_variant()) or 'no method'} has a variant (adaptive alpha)")
+    return _TABLE[name], variant
+
+
+def look(text: str) -> MethodStyle:
+    """The look of a choice in the figures: the variant's own, or its method's."""
+    method, variant = parse_choice(text)
+    return method.variant.look if variant else method.look
