@@ -12,7 +12,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from wanda_engine.config import EvalConfig, PruneConfig, RunRequest, ZeroShotConfig, check_run_name, parse_pattern
+from wanda_engine.config import EvalConfig, PruneConfig, RunRequest, ZeroShotConfig
+from wanda_engine.core.parsing import check_run_name, parse_pattern
 from wanda_engine.inputs.texts import decode_text
 from wanda_engine.methods import table
 from wanda_engine.core.errors import ConfigError, DataError
@@ -153,23 +154,3 @@ def zeroshot_config(v: dict[str, Any]) -> ZeroShotConfig | None:
         raise ConfigError(f"zero-shot task folder {folder!r} does not exist")
     return ZeroShotConfig(tasks=tasks, task_dir=str(Path(folder).expanduser().resolve()) if folder else None,
                           limit=int(v.get("zs_limit") or 0) or None)
-
-
-def parse_sparsities(text: str) -> list[float]:
-    """'0.3, 0.5, 70%' -> [0.3, 0.5, 0.7]."""
-    out = []
-    for part in re.split(r"[,\s;]+", (text or "").strip()):
-        if not part:
-            continue
-        try:
-            value = float(part[:-1]) / 100 if part.endswith("%") else float(part)
-        except ValueError:
-            raise ConfigError(f"sweep: {part!r} is not a sparsity; write numbers like 0.3, 0.5 or 70%") from None
-        if value >= 1 and not part.endswith("%"):
-            value /= 100  # "50" means 50%
-        if not 0 <= value < 1:
-            raise ConfigError(f"sweep: sparsity {part} is outside [0, 1)")
-        out.append(round(value, 4))
-    if not out:
-        raise ConfigError("sweep: enter at least one sparsity, such as 0.3, 0.5, 0.7")
-    return sorted(set(out))

@@ -9,6 +9,7 @@ from app.bundle_controls import export_all_controls
 from app.export_controls import export_controls
 from app.jobs import MAX_QUEUE
 from app.progress import job_panel, watch
+from wanda_engine.core.parsing import parse_fraction, parse_list
 from wanda_engine.sweep import grid as sw
 from wanda_engine.outputs.bundle import SweepSource, build_bundle
 from wanda_engine.core.errors import ConfigError, EngineError
@@ -38,9 +39,9 @@ def _config(name: str | None = None) -> sw.SweepConfig:
     if values["calib"] == "upload":
         raise ConfigError("sweeps cannot use an uploaded calibration file; choose another calibration text on the Prune page")
     base = forms.build_request(values, ui.store())
-    nsamples = sw.parse_axis(st.session_state.get("sw_nsamples", ""), "calibration sizes", int) or None
+    nsamples = parse_list(st.session_state.get("sw_nsamples", ""), "calibration sizes", int) or None
     return sw.SweepConfig(
-        methods=st.session_state.get("sw_methods") or [], sparsities=forms.parse_sparsities(st.session_state.get("sw_sparsities", "")),
+        methods=st.session_state.get("sw_methods") or [], sparsities=parse_list(st.session_state.get("sw_sparsities", ""), "sweep sparsities", parse_fraction),
         patterns=st.session_state.get("sw_patterns") or [], nsamples=nsamples,
         layerwise=st.session_state.get("sw_layerwise") or [], base=base.prune, eval=base.eval, model=base.model,
         dtype=base.dtype, name=name)

@@ -239,15 +239,6 @@ def test_text_upload_is_saved_sanitised_under_uploads(app_env):
     assert store.list() == []
 
 
-def test_sparsity_list_parsing():
-    from app import forms
-    from wanda_engine.core.errors import ConfigError
-
-    assert forms.parse_sparsities("0.5, 30%, 70") == [0.3, 0.5, 0.7]
-    with pytest.raises(ConfigError):
-        forms.parse_sparsities("half")
-
-
 # --- the job runner (no browser, no Streamlit) -------------------------------------------------------
 
 def _tiny_request(method: str = "wanda", model: str = "tiny", **kw) -> RunRequest:

@@ -5,7 +5,8 @@ import pytest
 
 import json
 
-from wanda_engine.config import EvalConfig, ModelSpec, OffloadConfig, PruneConfig, RunRequest, ZeroShotConfig, parse_pattern
+from wanda_engine.config import EvalConfig, ModelSpec, OffloadConfig, PruneConfig, RunRequest, ZeroShotConfig
+from wanda_engine.core.parsing import parse_pattern
 from wanda_engine.core.errors import ConfigError
 
 
@@ -82,3 +83,26 @@ def test_a_model_spec_compares_what_decides_the_weights():
     assert request.model_spec() == ModelSpec("m", "bfloat16") and request.model_spec().mismatch(ModelSpec("m", "bfloat16")) is None
     assert ModelSpec("m").mismatch(ModelSpec("m", "float16")) == "dtype"
     assert ModelSpec("m").mismatch(ModelSpec("m", offload=OffloadConfig({"cpu": "1GiB"}))) == "offload"
+
+
+# --- one parser for a fraction, wherever it is typed -----------------------------------------------------------
+
+def test_a_fraction_is_read_as_a_fraction_or_a_percentage_everywhere():
+    from wanda_engine.core.parsing import parse_fraction, parse_list
+
+    assert parse_list("0.5, 30%;0.7  0.25", "sweep sparsities", parse_fraction) == [0.5, 0.3, 0.7, 0.25]
+    assert parse_fraction("50%") == 0.5 and parse_fraction(0.5) == 0.5
+    with pytest.raises(ConfigError, match=r"sparsity 70 is not a fraction below 1; for 70% write 0.7 or 70%"):
+        parse_list("0.5, 70", "sweep sparsities", parse_fraction)
+    with pytest.raises(ConfigError, match="'half' is not a number"):
+        parse_fraction("half")
+    with pytest.raises(ConfigError, match="sweep nsamples: '8.5' is not a valid value"):
+        parse_list("8, 8.5", "sweep nsamples", int)
+
+
+@pytest.mark.parametrize("argv", [["prune", "--sparsity", "50"], ["sweep", "--sparsities", "0.3,50"]])
+def test_the_cli_refuses_a_bare_percentage_with_the_app_s_sentence(argv, capsys, tmp_path):
+    from wanda_engine.cli.main import main
+
+    assert main([*argv, "--model", str(tmp_path / "never-loaded")]) == 1
+    assert "sparsity 50 is not a fraction below 1; for 50% write 0.5 or 50%" in capsys.readouterr().err

@@ -13,7 +13,8 @@ from safetensors.torch import load_file
 
 from wanda_engine.pruning.checks import sparsity_of_blocks
 from wanda_engine.cli.main import main
-from wanda_engine.config import OffloadConfig, PruneConfig, parse_size
+from wanda_engine.config import OffloadConfig, PruneConfig
+from wanda_engine.core.parsing import parse_size
 from wanda_engine.core.errors import ConfigError
 from wanda_engine.inputs.layers import find_blocks, find_linears, weight_of
 from wanda_engine.inputs.models import load_model

@@ -211,7 +211,7 @@ BAD_NAMES = ["../../etc/x", "..", ".", "/etc/x", "a/b", "a\\b", ".hidden", "", "
 @pytest.mark.parametrize("name", BAD_NAMES)
 def test_run_names_with_path_parts_are_refused_everywhere(name, tmp_path):
     from wanda_engine.config import RunRequest
-    from wanda_engine.config import check_run_name
+    from wanda_engine.core.parsing import check_run_name
     from wanda_engine.store.run_store import RunStore, atomic_write_json
 
     store = RunStore(tmp_path / "runs")
@@ -240,7 +240,7 @@ def test_the_prune_form_refuses_a_run_name_with_path_parts(name, tmp_path):
 
 @pytest.mark.parametrize("name", ["run-1", "a.b_c", "20260101-120000-default-wanda-unstructured-0.50"])
 def test_plain_run_names_are_accepted(name, tmp_path):
-    from wanda_engine.config import check_run_name
+    from wanda_engine.core.parsing import check_run_name
     from wanda_engine.store.run_store import RunStore
 
     assert check_run_name(name) == name

@@ -4,51 +4,19 @@ Torch-free: a run's record (record.py) rebuilds its RunRequest from run.json wit
 """
 from __future__ import annotations
 
-import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from .core.errors import ConfigError
+from .core.parsing import DTYPES, canonical_dtype, check_run_name, parse_pattern, parse_size
 from .methods import table
 from .methods.table import GROUPS, Kind, Method, Pattern
 
 LAYERWISE = ("uniform", "owl")
 WEIGHT_UPDATES = ("none", "obs")
-# Spellings accepted for each dtype; the first of each pair is the canonical name.
-DTYPES = {"float32": "float32", "fp32": "float32", "float16": "float16", "fp16": "float16",
-          "bfloat16": "bfloat16", "bf16": "bfloat16"}
 # The Wanda paper's zero-shot tasks (Sun et al. 2023, table 2), in its order.
 PAPER_TASKS = ("boolq", "rte", "hellaswag", "winogrande", "arc_easy", "arc_challenge", "openbookqa")
-_RUN_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
-
-def check_run_name(name: str) -> str:
-    """A run name is a plain folder name: letters, digits, '.', '_', '-'; no path parts."""
-    if not isinstance(name, str) or not _RUN_NAME_RE.fullmatch(name) or ".." in name:  # fullmatch: "$" would allow "x\n"
-        raise ConfigError(
-            f"run name {name!r} is not allowed: use 1-100 letters, digits, '.', '_' or '-', starting with a letter or digit"
-        )
-    return name
-
-
-def canonical_dtype(dtype: str) -> str:
-    """'fp16' -> 'float16'; ConfigError for a dtype the engine does not load."""
-    if dtype not in DTYPES:
-        raise ConfigError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
-    return DTYPES[dtype]
-
-
-def parse_pattern(pattern: str) -> tuple[int, int] | None:
-    """'unstructured' -> None; 'N:M' -> (N, M) with 0 < N < M. Raises ConfigError otherwise."""
-    if pattern == "unstructured":
-        return None
-    parts = str(pattern).split(":")
-    if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
-        raise ConfigError(f"pattern must be 'unstructured' or 'N:M' with integers N < M, got {pattern!r}")
-    n, m = int(parts[0]), int(parts[1])
-    if not 0 < n < m:
-        raise ConfigError(f"pattern {pattern!r}: N:M needs 0 < N < M (N weights pruned in every M consecutive inputs)")
-    return n, m
 
 
 def method_label(method_name: str, pattern: str, sparsity: float) -> str:
@@ -296,24 +264,6 @@ class EvalConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "EvalConfig":
         return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
-
-
-_SIZE_UNITS = {"B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
-               "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
-
-
-def parse_size(text: str) -> int:
-    """'300MiB', '2GB', '1.5GiB' -> bytes. Raises ConfigError otherwise."""
-    value = str(text).strip()
-    number = value.rstrip("KMGTiBkmgtib ")
-    unit = value[len(number):].strip().upper()
-    try:
-        size = float(number) * _SIZE_UNITS[unit]
-    except (ValueError, KeyError):
-        raise ConfigError(f"a memory size is a number and a unit (B, KB, MB, GB, KiB, MiB, GiB), got {text!r}") from None
-    if size <= 0:
-        raise ConfigError(f"a memory size must be positive, got {text!r}")
-    return int(size)
 
 
 @dataclass(frozen=True)

@@ -10,12 +10,14 @@ import signal
 import sys
 import threading
 from pathlib import Path
-from typing import Any, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from .export import add_export_parser, run_export
 from .progress import EventBar
 from .repair import add_repair_parser, run_repair_command
 from ..config import WEIGHT_UPDATES, EvalConfig, OffloadConfig, PruneConfig, RunRequest, ZeroShotConfig
+from ..core.parsing import parse_fraction, parse_list
 from ..core.errors import ConfigError, EngineError, PruneCancelled
 from ..core.events import BlockFinished, Event, MatrixPruned, StageStarted
 from ..methods import table
@@ -64,10 +66,10 @@ def _add_prune_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("method and pattern")
     g.add_argument("--method", default=d.method,
                    help=" | ".join(table.choices()) + f" (M{table.VARIANT_SUFFIX} is --method M --variant)")
-    g.add_argument("--sparsity", type=float, default=d.sparsity, help="fraction of weights to prune, in [0, 1)")
+    g.add_argument("--sparsity", default=str(d.sparsity), help="fraction of weights to prune, in [0, 1): 0.5 or 50%%")
     g.add_argument("--pattern", default=d.pattern, help="unstructured | N:M (e.g. 2:4)")
     g.add_argument("--variant", action="store_true", help="Wanda's adaptive-alpha variant")
-    g.add_argument("--protect-channels", type=float, default=d.protect_channels, metavar="P",
+    g.add_argument("--protect-channels", default=str(d.protect_channels), metavar="P",
                    help="never prune the weights of this fraction of input channels, those with the highest "
                         "activation norms (e.g. 0.01); the rest is pruned harder to keep the sparsity")
     g.add_argument("--weight-update", default=d.weight_update, choices=WEIGHT_UPDATES,
@@ -102,7 +104,7 @@ def _add_sweep_args(p: argparse.ArgumentParser) -> None:
     _model_args(p)
     g = p.add_argument_group("methods and patterns (the grid)")
     g.add_argument("--methods", default="magnitude,wanda", help="comma-separated: " + ", ".join(table.choices()))
-    g.add_argument("--sparsities", default="0.5", help="comma-separated fractions, e.g. 0.5,0.6,0.7 (N:M ignores them)")
+    g.add_argument("--sparsities", default="0.5", help="comma-separated fractions or percentages, e.g. 0.5,0.6,70%% (N:M ignores them)")
     g.add_argument("--patterns", default="unstructured", help="comma-separated: unstructured, N:M (e.g. 2:4)")
     g.add_argument("--layerwise", default=d.layerwise, help="comma-separated: uniform, owl")
     g.add_argument("--protect-channels", default="0", metavar="P,...",
@@ -159,6 +161,10 @@ class _Progress(EventBar):
             self.bar.update(1)
 
 
+def _fraction(what: str) -> Callable[[str], float]:
+    return lambda text: parse_fraction(text, what)
+
+
 def _eval_config(args: argparse.Namespace) -> EvalConfig | None:
     if args.eval == "none":
         return None
@@ -168,10 +174,11 @@ def _eval_config(args: argparse.Namespace) -> EvalConfig | None:
 def _request(args: argparse.Namespace) -> RunRequest:
     """The run `prune`'s arguments describe; ConfigError naming the option otherwise."""
     method, variant = table.parse_choice(args.method)
-    pc = PruneConfig(method=method.name, sparsity=args.sparsity, pattern=args.pattern, group=args.group,
+    pc = PruneConfig(method=method.name, sparsity=parse_fraction(args.sparsity, "sparsity"), pattern=args.pattern, group=args.group,
                      variant=variant or args.variant, nsamples=args.nsamples, seqlen=args.seqlen, seed=args.seed,
                      calib=args.calib, batch_size=args.batch_size, device=args.device, layerwise=args.layerwise,
-                     owl_m=args.owl_m, owl_lambda=args.owl_lambda, protect_channels=args.protect_channels,
+                     owl_m=args.owl_m, owl_lambda=args.owl_lambda,
+                     protect_channels=parse_fraction(args.protect_channels, "protect_channels"),
                      weight_update=args.weight_update, calibrate=not args.no_calibration)
     zc = None
     if args.tasks:
@@ -242,17 +249,19 @@ def _write_figure(fig: Any, path: Path) -> None:
 
 
 def _sweep_config(args: argparse.Namespace) -> Any:
-    from ..sweep.grid import SweepConfig, parse_axis
+    from ..sweep.grid import SweepConfig
 
-    nsamples = parse_axis(args.nsamples, "nsamples", int)
+    nsamples = parse_list(args.nsamples, "sweep nsamples", int)
     base = PruneConfig(group=args.group, nsamples=nsamples[0] if nsamples else PruneConfig().nsamples, seqlen=args.seqlen,
                        seed=args.seed, calib=args.calib, batch_size=args.batch_size, device=args.device,
                        owl_m=args.owl_m, owl_lambda=args.owl_lambda)
-    return SweepConfig(methods=parse_axis(args.methods, "methods"),
-                       sparsities=parse_axis(args.sparsities, "sparsities", float),
-                       patterns=parse_axis(args.patterns, "patterns"), layerwise=parse_axis(args.layerwise, "layerwise"),
-                       protect_channels=parse_axis(args.protect_channels, "protect_channels", float),
-                       weight_update=parse_axis(args.weight_update, "weight_update"),
+    return SweepConfig(methods=parse_list(args.methods, "sweep methods"),
+                       sparsities=parse_list(args.sparsities, "sweep sparsities", _fraction("sparsity")),
+                       patterns=parse_list(args.patterns, "sweep patterns"),
+                       layerwise=parse_list(args.layerwise, "sweep layerwise"),
+                       protect_channels=parse_list(args.protect_channels, "sweep protect_channels",
+                                                   _fraction("protect_channels")),
+                       weight_update=parse_list(args.weight_update, "sweep weight_update"),
                        nsamples=nsamples, base=base, eval=_eval_config(args), model=args.model, dtype=args.dtype,
                        name=args.name, trust_remote_code=args.trust_remote_code)
 

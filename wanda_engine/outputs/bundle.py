@@ -30,7 +30,7 @@ import numpy as np
 
 from . import export
 from . import tables
-from ..config import check_run_name
+from ..core.parsing import check_run_name
 from ..core.errors import ConfigError, EngineError
 from ..core.events import Event, EventCallback, ignore_events
 from .figures.catalog import FigureSpec, catalog

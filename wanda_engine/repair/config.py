@@ -8,7 +8,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from ..config import check_run_name
+from ..core.parsing import check_run_name
 from ..core.errors import ConfigError
 
 REPAIR_METHODS = ("finetune", "lora")

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from ..config import check_run_name
+from ..core.parsing import check_run_name
 from ..core.errors import ConfigError, EngineError
 from .run_record import RunRecord, RunRecordError
 from .matrix_records import MatrixRecord, arrays_to_npz_dict, attach_arrays

@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from ..runner import execute as runner
-from ..config import (EvalConfig, PruneConfig, RunRequest, check_run_name, method_label, parse_pattern,
-                     protect_suffix, update_suffix)
+from ..config import EvalConfig, PruneConfig, RunRequest, method_label, protect_suffix, update_suffix
+from ..core.parsing import check_run_name, parse_pattern
 from ..core.errors import ConfigError, EngineError, PruneCancelled
 from ..core.events import EventCallback, StageStarted, ignore_events
 from ..inputs.models import load_model
@@ -79,20 +79,6 @@ def _checked(axis: str, field: str, normalise: Callable[[Any], Any] = lambda v: 
 def _method(v: Any) -> str:
     parse_method(v)
     return str(v).strip()
-
-
-def parse_axis(text: str, field: str, cast: Callable[[str], Any] = str) -> list:
-    """'0.5, 0.6,70%' -> values for one axis, from a comma-separated string ('%' divides by 100)."""
-    out = []
-    for part in str(text or "").split(","):
-        part = part.strip()
-        if not part:
-            continue
-        try:
-            out.append(cast(float(part[:-1]) / 100) if part.endswith("%") and cast is not str else cast(part))
-        except ValueError:
-            raise ConfigError(f"sweep {field}: {part!r} is not a valid value") from None
-    return out
 
 
 @dataclass(frozen=True)
