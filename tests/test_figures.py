@@ -170,7 +170,7 @@ def test_overlap_heatmap_is_the_jaccard(records):
     names, blocks = list(heat.x), list(heat.y)
     z = np.asarray(heat.z, dtype=float)
     for r in records:
-        assert z[blocks.index(r.block), names.index(r.name)] == pytest.approx(r.overlap["jaccard"])
+        assert z[blocks.index(r.block), names.index(r.name)] == pytest.approx(r.overlap.jaccard)
     assert "magnitude" in fig.layout.title.text  # the reference of a wanda run
     assert heat.zmin == 0 and heat.zmax == 1
 

@@ -109,7 +109,7 @@ def test_zero_shot_tasks_run_inside_the_worker_process(runner, tiny_model_dir, t
     done = runner.job(job.id)
     assert done["status"] == COMPLETE, done["error"]
     zeroshot = RunStore().get(done["run_name"]).record.zeroshot
-    assert set(zeroshot["dense"]["results"]) == set(zeroshot["pruned"]["results"]) == {TASK}
+    assert set(zeroshot.dense.results) == set(zeroshot.pruned.results) == {TASK}
 
 
 def test_a_repair_runs_in_the_worker_after_a_prune_and_relays_its_steps(runner, tiny_model_dir):

@@ -1,4 +1,5 @@
-"""The words every package shares: errors (one sentence each), progress events, the stage table, the cache folder.
+"""The words every package shares: errors (one sentence each), progress events, the stage table, a run's status,
+the cache folder.
 
 Imports nothing of the project and no torch: the app's server, the figures and the engine all read it.
 """

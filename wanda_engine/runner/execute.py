@@ -38,6 +38,7 @@ from ..inputs.offload import discard_pruned_copies, is_dispatched, model_on_devi
 from ..pruning.pipeline import check_prunable, prune_model, resolve_device
 from ..store.run_record import CalibrationInfo, EvalInfo, LayerSparsity, ModelInfo, RunRecord
 from ..store.run_store import Run, RunStore, atomic_write_json, create_run_dir, load_run, write_records, writer_identity
+from ..store.zeroshot_record import ZeroShotRecord, ZeroShotScores
 from ..core.stages import BY_NAME
 from ..evaluation.tasks import TaskPlan, check_tasks, plans_stamp
 from ..evaluation.zeroshot import evaluate_zeroshot
@@ -350,12 +351,12 @@ def _evaluate_pruned(model: Any, prep: Prepared, clock: StageClock) -> dict[str,
 
 
 def _zeroshot_pruned(model: Any, prep: Prepared, clock: StageClock, dense: dict[str, Any],
-                     dense_cached: bool) -> dict[str, Any]:
+                     dense_cached: bool) -> ZeroShotRecord:
     zc = prep.request.zeroshot
     with clock.stage("zeroshot", ", ".join(zc.tasks)):
         pruned = evaluate_zeroshot(model, prep.loaded.tokenizer, zc, prep.device, prep.zeroshot_plans)
-    return {"dense": dense, "pruned": pruned, "config": zc.to_dict(), "harness": pruned["harness"],
-            "dense_cached": dense_cached}
+    return ZeroShotRecord(dense=ZeroShotScores.from_json(dense), pruned=ZeroShotScores.from_json(pruned), config=zc,
+                          harness=pruned["harness"], dense_cached=dense_cached)
 
 
 def _save(model: Any, prep: Prepared, clock: StageClock) -> str:

@@ -74,11 +74,12 @@ def overlap_heatmap(records: list[MatrixRecord]) -> go.Figure:
     if not with_overlap:
         layout(fig, "Mask overlap with the reference method")
         return note(fig, "no overlap recorded")
-    refs = sorted({r.overlap.get("reference", "?") for r in with_overlap})
-    blocks, names, z = _block_matrix(with_overlap, lambda r: r.overlap.get("jaccard"))
+    refs = sorted({r.overlap.reference for r in with_overlap})
+    blocks, names, z = _block_matrix(with_overlap, lambda r: r.overlap.jaccard)
     custom = np.full(z.shape + (3,), np.nan)
-    for k, key in enumerate(("both", "only_method", "only_reference")):
-        custom[..., k] = _block_matrix(with_overlap, lambda r, key=key: r.overlap.get(key))[2]
+    for k, share in enumerate((lambda r: r.overlap.both, lambda r: r.overlap.only_method,
+                               lambda r: r.overlap.only_reference)):
+        custom[..., k] = _block_matrix(with_overlap, share)[2]
     methods = ", ".join(sorted({r.method for r in with_overlap}))
     ref = ", ".join(refs)
     fig.add_trace(go.Heatmap(
