@@ -234,7 +234,7 @@ def test_explain_page_after_a_compare_and_its_protection_test(app_env):
     at.button(key="x_protect").click().run()
     jobs = [j for j in [runner.current(), *runner.queued(), *runner.history()] if j and j.id not in before]
     jobs = sorted({j.id: j for j in jobs}.values(), key=lambda j: j.id)  # tiny runs may finish at once
-    assert [j["config"]["protect_channels"] for j in jobs] == list(explain.PROTECT_STEPS)
+    assert [j.request.prune.protect_channels for j in jobs] == list(explain.PROTECT_STEPS)
     assert len({j.batch for j in jobs}) == 1 and all(j.request.prune.method == "magnitude" for j in jobs)
     at = _explain_page(wait_jobs(at, timeout=240))
     protect = charts(at)[-1]

@@ -39,7 +39,7 @@ def worker_pid(jobs: JobRunner) -> int:
 def wait_running(jobs: JobRunner, timeout: float = 60) -> None:
     """Until the runner has handed its first job to the worker."""
     deadline = time.monotonic() + timeout
-    while (jobs.current() or {}).get("status") != "running" and time.monotonic() < deadline:
+    while getattr(jobs.current(), "status", None) != JobStatus.RUNNING and time.monotonic() < deadline:
         time.sleep(0.02)
 
 
