@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-from app.messages import CANCELLED, COMPLETE, FAILED, Cancel, JobPrepared, JobRequest, Loader, Outcome
+from app.messages import ENDED, Cancel, JobPrepared, JobRequest, JobStatus, Loader, Outcome
 from wanda_engine.config import RunRequest
 from wanda_engine.core.errors import EngineError, PruneCancelled
 from wanda_engine.core.events import Event, StageStarted
@@ -38,12 +38,12 @@ def matrices_per_block(loaded: Any) -> int:
 def _stopped(e: Exception, doing: str) -> Outcome:
     """The Outcome of a job stopped by `e`: cancelled, one sentence, out of memory, or a bug named."""
     if isinstance(e, PruneCancelled):
-        return Outcome(CANCELLED, error=str(e))
+        return Outcome(JobStatus.CANCELLED, error=str(e))
     if isinstance(e, EngineError):
-        return Outcome(FAILED, error=str(e))
+        return Outcome(JobStatus.FAILED, error=str(e))
     if isinstance(e, OOM_ERRORS):  # loading the dense model ran out of memory: say so, keep serving
-        return Outcome(FAILED, error=str(out_of_memory(e, doing)))
-    return Outcome(FAILED, error=f"{type(e).__name__}: {e}")
+        return Outcome(JobStatus.FAILED, error=str(out_of_memory(e, doing)))
+    return Outcome(JobStatus.FAILED, error=f"{type(e).__name__}: {e}")
 
 
 def run_job(request: RunRequest, store: RunStore, load: Loader, execute: Callable[..., Any],
@@ -58,7 +58,7 @@ def run_job(request: RunRequest, store: RunStore, load: Loader, execute: Callabl
             request = replace(request, name=store.new_name(run_stem(loaded.label.split(" ")[0], request.prune)))
         on_event(JobPrepared(0.0, request.name, matrices_per_block(loaded)))
         run = execute(request, store=store, on_event=on_event, cancel=cancel, loaded=loaded)
-        return Outcome(COMPLETE, run_name=run.name)
+        return Outcome(JobStatus.COMPLETE, run_name=run.name)
     except Exception as e:  # noqa: BLE001 - every error, a bug too, ends this job only: keep the worker alive
         return _stopped(e, "loading the model")
 
@@ -77,7 +77,7 @@ def run_repair_job(request: RepairRequest, lookup: DenseLookup, repair: Callable
         record = repair(request, on_event=on_event, cancel=cancel, loaded=dense_model_for(request, lookup))
     except Exception as e:  # noqa: BLE001 - every error, a bug too, ends this job only: keep the worker alive
         return _stopped(e, "repairing the model")
-    status = record.status if record.status in (COMPLETE, FAILED, CANCELLED) else COMPLETE
+    status = JobStatus(record.status) if record.status in ENDED else JobStatus.COMPLETE
     return Outcome(status, run_name=record.run, error=record.error, repair_name=record.name)
 
 

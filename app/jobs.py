@@ -5,7 +5,7 @@ directly. A thread takes the jobs off the queue one by one and hands each to an 
 (`app.worker`): the app's runs in a child process that keeps the dense models loaded, and calls
 `execute_run(..., loaded=...)`, which deep-copies them: a cached model is never mutated. A repair
 (`RepairRequest`) queues and runs the same way, one job at a time: a repair and a prune never share
-the cores.
+the cores. The pages read a job as a `JobView`, a frozen copy the runner takes under its lock.
 """
 from __future__ import annotations
 
@@ -13,12 +13,13 @@ import collections
 import itertools
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
-from app.messages import CANCELLED, COMPLETE, FAILED, JobPrepared, JobRequest, Outcome
+from app.messages import JobPrepared, JobRequest, JobStatus, Outcome
 from wanda_engine.core import stages
 from wanda_engine.core.errors import EngineError
 from wanda_engine.core.events import BlockFinished, BlockStarted, Event, MatrixPruned, PruneFinished, StageStarted
@@ -26,48 +27,97 @@ from wanda_engine.repair.config import RepairRequest
 from wanda_engine.repair.events import RepairEval, RepairStep
 from wanda_engine.store.run_store import RunStore, load_run
 
-QUEUED, RUNNING = "queued", "running"
 PRUNE, REPAIR = "prune", "repair"  # a job's kind
-FINISHED = (COMPLETE, FAILED, CANCELLED)
 MAX_QUEUE = 64
 MAX_HISTORY = 50
+Loss = tuple[int, float, float, float]  # a repair's (step, loss, lr, elapsed_s)
+Evaluation = tuple[int, int, float]  # a repair's (step, tokens_seen, ppl)
 
 _ids = itertools.count(1)
 
 
+def kind_of(request: JobRequest) -> str:
+    """PRUNE for a RunRequest, REPAIR for a RepairRequest."""
+    return REPAIR if isinstance(request, RepairRequest) else PRUNE
+
+
+@dataclass(frozen=True)
+class JobView:
+    """One job as the pages read it: a frozen copy taken under the runner's lock, the request itself included
+    (a RunRequest or a RepairRequest: nothing is parsed back)."""
+
+    id: int
+    request: JobRequest
+    owner: str  # the Streamlit session id that submitted it
+    label: str
+    model: str  # what the request's model is: a repair's is its pruned run's
+    batch: str | None  # jobs submitted together (a comparison, a sweep) share a batch id
+    status: JobStatus
+    submitted: float
+    started: float | None
+    finished: float | None
+    stage: str
+    detail: str
+    block: int  # 0-based block being pruned
+    num_blocks: int
+    matrix: str
+    matrices_done: int  # in the current block
+    matrices_per_block: int
+    blocks: tuple[BlockFinished, ...]  # the blocks pruned so far
+    prune_fraction: float  # of the pruning done, counting matrices inside the current block
+    stage_seconds: Mapping[str, float]  # seconds each finished stage took
+    run_name: str | None  # a repair's: the pruned run it repairs
+    repair_name: str | None
+    error: str | None
+    step: int  # a repair's optimizer steps done
+    steps: int
+    tokens_seen: int
+    losses: tuple[Loss, ...]
+    evals: tuple[Evaluation, ...]
+    elapsed_s: float  # since it started (0 while queued)
+    cancel_requested: bool
+    time_left_s: float | None = None  # the running job's estimate; None when not known
+    time_left_partial: bool = False  # the estimate leaves the evaluation out (see stages.time_left)
+
+    @property
+    def kind(self) -> str:
+        return kind_of(self.request)
+
+
 @dataclass
 class Job:
-    """One queued or running request (a prune or a repair) and everything the UI shows about it."""
+    """One queued or running request (a prune or a repair) and everything the UI shows about it; the runner
+    changes it under its lock, the pages read its `view`."""
 
     request: JobRequest
-    owner: str = "?"  # the Streamlit session id that submitted it
+    owner: str = "?"
     label: str = ""
-    model: str = ""  # what the request's model is: a repair's is its pruned run's
-    batch: str | None = None  # jobs submitted together (a comparison, a sweep) share a batch id
+    model: str = ""
+    batch: str | None = None
     id: int = field(default_factory=lambda: next(_ids))
-    status: str = QUEUED
+    status: JobStatus = JobStatus.QUEUED
     submitted: float = field(default_factory=time.time)
     started: float | None = None
     finished: float | None = None
     stage: str = "queued"
     detail: str = ""
     stage_started: float | None = None
-    block: int = 0  # 0-based block being pruned
+    block: int = 0
     num_blocks: int = 0
     matrix: str = ""
-    matrices_done: int = 0  # in the current block
+    matrices_done: int = 0
     matrices_per_block: int = 0
-    blocks: list[dict[str, Any]] = field(default_factory=list)  # BlockFinished: block, sparsity, block_error
+    blocks: list[BlockFinished] = field(default_factory=list)
     prune_started: float | None = None
     stage_seconds: dict[str, float] = field(default_factory=dict)
-    run_name: str | None = None  # a repair's: the pruned run it repairs
+    run_name: str | None = None
     error: str | None = None
     # a repair's progress, from RepairStep and RepairEval events
-    step: int = 0  # optimizer steps done
+    step: int = 0
     steps: int = 0
     tokens_seen: int = 0
-    losses: list[tuple[int, float, float, float]] = field(default_factory=list)  # (step, loss, lr, elapsed_s)
-    evals: list[tuple[int, int, float]] = field(default_factory=list)  # (step, tokens_seen, ppl)
+    losses: list[Loss] = field(default_factory=list)
+    evals: list[Evaluation] = field(default_factory=list)
     pace_from: tuple[float, int] | None = None  # (time, step) of the first step seen: seconds per step since
     last_step_at: float | None = None
     repair_name: str | None = None
@@ -84,7 +134,7 @@ class Job:
 
     @property
     def kind(self) -> str:
-        return REPAIR if isinstance(self.request, RepairRequest) else PRUNE
+        return kind_of(self.request)
 
     @property
     def prune_fraction(self) -> float:
@@ -96,22 +146,19 @@ class Job:
             done += min(self.matrices_done / self.matrices_per_block, 0.99)
         return min(done / self.num_blocks, 1.0)
 
-    def snapshot(self) -> dict[str, Any]:
-        """A plain copy for the UI (taken under the runner's lock)."""
-        d = {k: getattr(self, k) for k in (
-            "id", "owner", "label", "batch", "status", "submitted", "started", "finished", "stage", "detail",
-            "block", "num_blocks", "matrix", "matrices_done", "matrices_per_block", "run_name", "error",
-            "kind", "model", "step", "steps", "tokens_seen", "repair_name")}
-        d["blocks"] = [dict(b) for b in self.blocks]
-        d["losses"], d["evals"] = list(self.losses), list(self.evals)
-        d["stage_seconds"] = dict(self.stage_seconds)
-        d["config"] = self.request.to_dict()
-        d["prune_fraction"] = self.prune_fraction
-        now = time.time()
-        d["elapsed_s"] = (self.finished or now) - self.started if self.started else 0.0
-        d["cancel_requested"] = self.cancel.is_set()
-        d["eta_s"], d["eta_partial"] = None, False
-        return d
+    def view(self, time_left: tuple[float | None, bool] = (None, False)) -> JobView:
+        """A frozen copy for the pages (taken under the runner's lock); `time_left`: (seconds, partial)."""
+        elapsed = (self.finished or time.time()) - self.started if self.started else 0.0
+        return JobView(
+            id=self.id, request=self.request, owner=self.owner, label=self.label, model=self.model, batch=self.batch,
+            status=self.status, submitted=self.submitted, started=self.started, finished=self.finished,
+            stage=self.stage, detail=self.detail, block=self.block, num_blocks=self.num_blocks, matrix=self.matrix,
+            matrices_done=self.matrices_done, matrices_per_block=self.matrices_per_block, blocks=tuple(self.blocks),
+            prune_fraction=self.prune_fraction, stage_seconds=MappingProxyType(dict(self.stage_seconds)),
+            run_name=self.run_name, repair_name=self.repair_name, error=self.error, step=self.step,
+            steps=self.steps, tokens_seen=self.tokens_seen, losses=tuple(self.losses), evals=tuple(self.evals),
+            elapsed_s=elapsed, cancel_requested=self.cancel.is_set(), time_left_s=time_left[0],
+            time_left_partial=time_left[1])
 
 
 class JobRunner:
@@ -135,7 +182,7 @@ class JobRunner:
         self._thread.start()
 
     # --- submitting and cancelling -------------------------------------------------------------
-    def submit(self, request: JobRequest, owner: str = "?", label: str = "", batch: str | None = None) -> Job:
+    def submit(self, request: JobRequest, owner: str = "?", label: str = "", batch: str | None = None) -> JobView:
         """Queue a prune (RunRequest) or a repair (RepairRequest) behind every job already waiting."""
         getattr(self._executor, "start", lambda: None)()  # a worker process starts importing while the job queues
         model = _repaired_model(request) if isinstance(request, RepairRequest) else ""
@@ -145,7 +192,7 @@ class JobRunner:
             job = Job(request=request, owner=owner, label=label, batch=batch, model=model)
             self._queue.append(job)
             self._wake.notify_all()
-            return job
+            return job.view()
 
     def cancel(self, job_id: int) -> bool:
         """Cancel a queued job (removed at once) or the running one (stops at the next block, step or stage)."""
@@ -156,7 +203,7 @@ class JobRunner:
             for job in self._queue:
                 if job.id == job_id:
                     self._queue.remove(job)
-                    job.status, job.stage, job.finished = CANCELLED, "cancelled", time.time()
+                    job.status, job.stage, job.finished = JobStatus.CANCELLED, "cancelled", time.time()
                     job.error = "removed from the queue before it started"
                     self._history.appendleft(job)
                     return True
@@ -170,24 +217,24 @@ class JobRunner:
         return sum(self.cancel(i) for i in ids)
 
     # --- reading state ------------------------------------------------------------------------
-    def current(self) -> dict[str, Any] | None:
+    def current(self) -> JobView | None:
         with self._lock:
-            return self._with_eta(self._current) if self._current else None
+            return self._current.view(self._eta(self._current)) if self._current else None
 
-    def queued(self) -> list[dict[str, Any]]:
+    def queued(self) -> list[JobView]:
         with self._lock:
-            return [j.snapshot() for j in self._queue]
+            return [j.view() for j in self._queue]
 
-    def history(self) -> list[dict[str, Any]]:
+    def history(self) -> list[JobView]:
         """Finished jobs, newest first."""
         with self._lock:
-            return [j.snapshot() for j in self._history]
+            return [j.view() for j in self._history]
 
-    def job(self, job_id: int) -> dict[str, Any] | None:
+    def job(self, job_id: int) -> JobView | None:
         with self._lock:
             for j in itertools.chain([self._current] if self._current else [], self._queue, self._history):
                 if j.id == job_id:
-                    return self._with_eta(j) if j is self._current else j.snapshot()
+                    return j.view(self._eta(j)) if j is self._current else j.view()
         return None
 
     @property
@@ -220,14 +267,9 @@ class JobRunner:
         ev = tuple(sorted(r.eval.to_dict().items())) if r.eval else None
         return (r.model, r.prune.label, r.prune.nsamples, r.prune.seqlen), (r.model, ev)
 
-    def _with_eta(self, job: Job) -> dict[str, Any]:
-        snap = job.snapshot()
-        snap["eta_s"], snap["eta_partial"] = self._eta(job)
-        return snap
-
     def _eta(self, job: Job) -> tuple[float | None, bool]:
         """Seconds left and whether the estimate leaves the evaluation out (see stages.time_left)."""
-        if job.status != RUNNING:
+        if job.status != JobStatus.RUNNING:
             return None, False
         if job.kind == REPAIR:
             return _repair_time_left(job)
@@ -239,7 +281,7 @@ class JobRunner:
                                 job.prune_fraction, now - (job.prune_started or now))
 
     def _remember(self, job: Job) -> None:
-        if job.status == COMPLETE and job.kind == PRUNE:
+        if job.status == JobStatus.COMPLETE and job.kind == PRUNE:
             prune_key, eval_key = self._memory_keys(job)
             self._stage_memory[prune_key] = dict(job.stage_seconds)
             if "eval" in job.stage_seconds:
@@ -253,7 +295,7 @@ class JobRunner:
                 if self._closed:
                     return
                 job = self._queue.popleft()
-                job.status, job.started = RUNNING, time.time()
+                job.status, job.started = JobStatus.RUNNING, time.time()
                 self._current = job
             try:
                 self._run(job)
@@ -299,8 +341,7 @@ class JobRunner:
                 if not job.matrices_per_block:
                     job.matrices_per_block = job.matrices_done
                 job.matrices_done = 0  # those belong to the finished block now
-                job.blocks.append({"block": event.block, "sparsity": event.sparsity,
-                                   "block_error": event.block_error, "sparsity_so_far": event.sparsity_so_far})
+                job.blocks.append(event)
             elif isinstance(event, PruneFinished):
                 job.num_blocks = event.num_blocks
             elif isinstance(event, (RepairStep, RepairEval)):
@@ -310,8 +351,8 @@ class JobRunner:
         try:
             outcome = self._executor.run(job.request, self._store_factory(), lambda e: self._on_event(job, e), job.cancel)
         except Exception as e:  # noqa: BLE001 - the store or the executor itself broke: keep serving
-            outcome = Outcome(FAILED, error=f"{type(e).__name__}: {e}")
-        self._set_stage(job, {COMPLETE: "done", CANCELLED: "cancelled"}.get(outcome.status, "failed"))
+            outcome = Outcome(JobStatus.FAILED, error=f"{type(e).__name__}: {e}")
+        self._set_stage(job, {JobStatus.COMPLETE: "done", JobStatus.CANCELLED: "cancelled"}.get(outcome.status, "failed"))
         with self._lock:
             job.status, job.error = outcome.status, outcome.error
             job.run_name = outcome.run_name or job.run_name

@@ -40,15 +40,14 @@ def _why(rec: MatrixRecord, source: Run) -> str:
     ch = rec.channels or {}
     top = (ch.get("top_index") or ["?"])[0]
     ratio = ch.get("max_over_median")
-    ov = rec.overlap or {}
     ratio_txt = f"{ratio:.0f}× the median norm" if isinstance(ratio, (int, float)) else "far above the median"
     text = (f"**Why:** the inputs of `{rec.full_name}` are dominated by a few *outlier channels* — channel {top} "
             f"is {ratio_txt}. A weight that multiplies such a channel matters far more than its "
             "size suggests. Magnitude pruning sees only |W|, so it prunes the weights of these columns as readily as "
             "any others; Wanda multiplies |W| by ‖Xⱼ‖₂ and keeps them, so the pruned model stays close to the dense one.")
-    if isinstance(ov.get("jaccard"), (int, float)):
-        text += (f" In this matrix the two methods agree on only {ov['jaccard']:.0%} of the pruned weights "
-                 f"(Jaccard index of the {source.record.request.prune.method} and {ov.get('reference')} masks).")
+    if rec.overlap is not None:
+        text += (f" In this matrix the two methods agree on only {rec.overlap.jaccard:.0%} of the pruned weights "
+                 f"(Jaccard index of the {source.record.request.prune.method} and {rec.overlap.reference} masks).")
     return text
 
 

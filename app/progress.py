@@ -1,12 +1,11 @@
 """Live job progress: polled fragments that read the shared runner's state (never block the page)."""
 from __future__ import annotations
 
-from typing import Any
-
 import streamlit as st
 
 from app import ui
-from app.jobs import CANCELLED, COMPLETE, FAILED, REPAIR
+from app.jobs import REPAIR, JobView
+from app.messages import ENDED, JobStatus
 from wanda_engine.core.stages import label as stage_label
 from wanda_engine.outputs import figures
 
@@ -29,97 +28,97 @@ def _finish_batches() -> bool:
     changed = False
     for batch, info in list(batches.items()):
         jobs = [j for j in (runner.job(i) for i in info["jobs"]) if j is not None]  # None: forgotten (server cache cleared)
-        if any(j["status"] not in (COMPLETE, FAILED, CANCELLED) for j in jobs):
+        if any(j.status not in ENDED for j in jobs):
             continue
-        done = [j for j in jobs if j["status"] == COMPLETE and j["run_name"]]
+        done = [j for j in jobs if j.status == JobStatus.COMPLETE and j.run_name]
         if info["kind"] == "compare" and len(done) == 2:
-            by_method = {j["config"]["method"]: j["run_name"] for j in done}
-            ui.select_runs(current=by_method.get("wanda", done[-1]["run_name"]),
-                           compare=by_method.get("magnitude", done[0]["run_name"]))
+            by_method = {j.request.prune.method: j.run_name for j in done}
+            ui.select_runs(current=by_method.get("wanda", done[-1].run_name),
+                           compare=by_method.get("magnitude", done[0].run_name))
         elif done and info["kind"] != "sweep":
-            ui.select_runs(current=done[-1]["run_name"])
+            ui.select_runs(current=done[-1].run_name)
         del batches[batch]
         changed = True
     history = runner.history()
-    newest = history[0]["id"] if history else None
+    newest = history[0].id if history else None
     if st.session_state.get(SEEN, newest) != newest:  # someone's job finished: the run lists changed
         changed = True
     st.session_state[SEEN] = newest
     return changed
 
 
-def _progress_text(job: dict[str, Any]) -> tuple[float, str]:
-    stage = job["stage"]
-    if job["kind"] == REPAIR and job["step"]:
-        return job["step"] / job["steps"], f"step {job['step']}/{job['steps']} · loss {job['losses'][-1][1]:.3f}"
-    if stage == "prune" and job["num_blocks"]:
-        block = min(job["block"] + 1, job["num_blocks"])
-        matrix = f" · {job['matrix']}" if job["matrix"] else ""
-        return job["prune_fraction"], f"block {block}/{job['num_blocks']}{matrix}"
+def _progress_text(job: JobView) -> tuple[float, str]:
+    stage = job.stage
+    if job.kind == REPAIR and job.step:
+        return job.step / job.steps, f"step {job.step}/{job.steps} · loss {job.losses[-1][1]:.3f}"
+    if stage == "prune" and job.num_blocks:
+        block = min(job.block + 1, job.num_blocks)
+        matrix = f" · {job.matrix}" if job.matrix else ""
+        return job.prune_fraction, f"block {block}/{job.num_blocks}{matrix}"
     if stage in ("eval", "save"):
         return 1.0, stage_label(stage)
     return 0.0, stage_label(stage)
 
 
-def _job_line(job: dict[str, Any]) -> str:
-    model = job["model"] if job["model"] != "default" else "embedded SmolLM2-135M"
+def _job_line(job: JobView) -> str:
+    model = job.model if job.model != "default" else "embedded SmolLM2-135M"
     if "/" in model and len(model) > 40:
         model = "…" + model[-38:]
-    return f"**{job['label']}** on `{model}`, started by {ui.who(job['owner'])}"
+    return f"**{job.label}** on `{model}`, started by {ui.who(job.owner)}"
 
 
-def _running(job: dict[str, Any], live_chart: bool = True) -> None:
+def _running(job: JobView, live_chart: bool = True) -> None:
     fraction, text = _progress_text(job)
-    st.markdown(f":material/hourglass_top: Running {_job_line(job)} · {stage_label(job['stage'])}")
+    st.markdown(f":material/hourglass_top: Running {_job_line(job)} · {stage_label(job.stage)}")
     st.progress(fraction, text=text)
-    eta = job["eta_s"]
+    left = job.time_left_s
     c1, c2, c3, c4 = st.columns([1, 1, 1, 1])
-    c1.metric("Elapsed", ui.fmt_seconds(job["elapsed_s"]))
-    c2.metric("Time left (estimate)", "…" if eta is None else f"~{ui.fmt_seconds(eta)}" + (" + eval" if job["eta_partial"] else ""),
+    c1.metric("Elapsed", ui.fmt_seconds(job.elapsed_s))
+    c2.metric("Time left (estimate)", "…" if left is None else f"~{ui.fmt_seconds(left)}" + (" + eval" if job.time_left_partial else ""),
               help="Pruning extrapolated from the blocks done so far; other stages from the last run alike on this server.")
-    if job["kind"] == REPAIR and job["evals"]:
-        c3.metric("Last perplexity", f"{job['evals'][-1][2]:.2f}", help=f"after step {job['evals'][-1][0]}, on the "
+    if job.kind == REPAIR and job.evals:
+        c3.metric("Last perplexity", f"{job.evals[-1][2]:.2f}", help=f"after step {job.evals[-1][0]}, on the "
                   "pruned run's evaluation windows (see the Repair page)")
-    if job["blocks"]:
-        c3.metric("Sparsity so far", f"{job['blocks'][-1]['sparsity_so_far']:.1%}")
-        error = job["blocks"][-1]["block_error"]
+    if job.blocks:
+        c3.metric("Sparsity so far", f"{job.blocks[-1].sparsity_so_far:.1%}")
+        error = job.blocks[-1].block_error
         c4.metric("Last block's output error", "—" if error is None else f"{error:.4f}",
                   help="‖y_pruned − y_dense‖² / ‖y_dense‖² of the block on the calibration windows"
                        + ("; none here: pruned from the weights alone, without calibration" if error is None else ""))
-    if job["cancel_requested"]:
-        st.caption("Cancelling: the " + ("repair stops after the current step." if job["kind"] == REPAIR
+    if job.cancel_requested:
+        st.caption("Cancelling: the " + ("repair stops after the current step." if job.kind == REPAIR
                                         else "run stops at the next block or stage boundary."))
     else:
-        c4.button("Cancel run", key=f"cancel_{job['id']}", icon=":material/stop:", on_click=ui.job_runner().cancel,
-                  args=(job["id"],), help="Stops at the next block or stage; the run is kept, marked cancelled.")
-    if live_chart and job["blocks"]:
-        fig = figures.block_progress(job["blocks"])
-        if job["num_blocks"]:  # the whole model's width from the start: the chart fills in block by block
-            fig.update_xaxes(range=[-0.5, job["num_blocks"] - 0.5])
-        ui.chart(fig, key=f"live_blocks_{job['id']}")
+        c4.button("Cancel run", key=f"cancel_{job.id}", icon=":material/stop:", on_click=ui.job_runner().cancel,
+                  args=(job.id,), help="Stops at the next block or stage; the run is kept, marked cancelled.")
+    if live_chart and job.blocks:
+        fig = figures.block_progress(job.blocks)
+        if job.num_blocks:  # the whole model's width from the start: the chart fills in block by block
+            fig.update_xaxes(range=[-0.5, job.num_blocks - 0.5])
+        ui.chart(fig, key=f"live_blocks_{job.id}")
 
 
-def _queued(queued: list[dict[str, Any]]) -> None:
+def _queued(queued: list[JobView]) -> None:
     if not queued:
         return
     st.markdown(f"**Queue** ({len(queued)} waiting; one run at a time on this server)")
     for job in queued:
         c1, c2 = st.columns([5, 1])
         c1.markdown(f":material/schedule: Queued: {_job_line(job)}")
-        c2.button("Remove", key=f"unqueue_{job['id']}", on_click=ui.job_runner().cancel, args=(job["id"],))
+        c2.button("Remove", key=f"unqueue_{job.id}", on_click=ui.job_runner().cancel, args=(job.id,))
 
 
-def _recent(history: list[dict[str, Any]]) -> None:
-    mine = [j for j in history if j["owner"] == ui.session_id()][:4]
+def _recent(history: list[JobView]) -> None:
+    mine = [j for j in history if j.owner == ui.session_id()][:4]
     for job in mine:
-        if job["status"] == COMPLETE:
-            repair = f", repair `{job['repair_name']}`" if job["repair_name"] else ""
-            st.success(f"Finished **{job['label']}** in {ui.fmt_seconds(job['elapsed_s'])} → run `{job['run_name']}`"
+        if job.status == JobStatus.COMPLETE:
+            repair = f", repair `{job.repair_name}`" if job.repair_name else ""
+            st.success(f"Finished **{job.label}** in {ui.fmt_seconds(job.elapsed_s)} → run `{job.run_name}`"
                        + repair, icon=":material/check_circle:")
-        elif job["status"] == FAILED:
-            st.error(f"{job['label']} failed: {job['error']}")
-        elif job["status"] == CANCELLED:
-            st.warning(f"{job['label']} was cancelled: {job['error']}")
+        elif job.status == JobStatus.FAILED:
+            st.error(f"{job.label} failed: {job.error}")
+        elif job.status == JobStatus.CANCELLED:
+            st.warning(f"{job.label} was cancelled: {job.error}")
 
 
 def _panel(live: bool) -> None:
@@ -170,8 +169,8 @@ def _sidebar_body() -> None:
         st.caption(f"{len(queued)} run(s) queued" if queued else "Idle — start runs on the Prune page.")
         return
     fraction, text = _progress_text(current)
-    st.progress(fraction, text=f"{current['label']}: {text}")
-    st.caption(f"started by {ui.who(current['owner'])}" + (f" · {len(queued)} queued" if queued else ""))
+    st.progress(fraction, text=f"{current.label}: {text}")
+    st.caption(f"started by {ui.who(current.owner)}" + (f" · {len(queued)} queued" if queued else ""))
 
 
 @st.fragment(run_every=4.0)

@@ -7,7 +7,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from app.jobs import QUEUED, REPAIR, RUNNING, JobRunner
+from app.jobs import REPAIR, JobRunner, JobView
+from app.messages import JobStatus
 from wanda_engine.config import RunRequest
 from wanda_engine.core.errors import ConfigError
 from wanda_engine.store.run_record import RunRecord
@@ -74,17 +75,18 @@ def obs_request(record: RunRecord) -> RunRequest:
     return replace(record.request, prune=prune, name=None, save_model=None)
 
 
-def repair_jobs(runner: JobRunner, run_name: str) -> list[dict[str, Any]]:
+def repair_jobs(runner: JobRunner, run_name: str) -> list[JobView]:
     """The running and queued repair jobs of `run_name`, the running one first."""
     current = runner.current()
     jobs = ([current] if current is not None else []) + runner.queued()
-    return [j for j in jobs if j["kind"] == REPAIR and j["run_name"] == run_name and j["status"] in (QUEUED, RUNNING)]
+    return [j for j in jobs if j.kind == REPAIR and j.run_name == run_name
+            and j.status in (JobStatus.QUEUED, JobStatus.RUNNING)]
 
 
-def last_repair_job(runner: JobRunner, run_name: str, owner: str) -> dict[str, Any] | None:
+def last_repair_job(runner: JobRunner, run_name: str, owner: str) -> JobView | None:
     """The newest finished repair job `owner` submitted on `run_name`, or None."""
-    return next((j for j in runner.history()
-                 if j["kind"] == REPAIR and j["run_name"] == run_name and j["owner"] == owner), None)
+    return next((j for j in runner.history() if j.kind == REPAIR and j.run_name == run_name and j.owner == owner),
+                None)
 
 
 def minutes(seconds: float) -> str:

@@ -7,6 +7,7 @@ from typing import Any
 import pandas as pd
 import plotly.graph_objects as go
 
+from wanda_engine.core.status import RunStatus
 from wanda_engine.outputs.figures import catalog
 from wanda_engine.store.run_record import RunRecord
 from wanda_engine.store.matrix_records import MatrixRecord
@@ -14,8 +15,8 @@ from wanda_engine.store.run_store import Run
 
 COLUMNS = ["name", "status", "method", "target", "pattern", "group", "achieved", "perplexity", "dense ppl", "eval",
            "calibration", "model", "created", "time (s)", "error"]
-STATUS_MARK = {"complete": "✔ complete", "failed": "✘ failed", "cancelled": "■ cancelled", "running": "… running",
-               "interrupted": "✘ interrupted", "corrupt": "✘ corrupt"}
+STATUS_MARK = {RunStatus.COMPLETE: "✔ complete", RunStatus.FAILED: "✘ failed", RunStatus.CANCELLED: "■ cancelled",
+               RunStatus.RUNNING: "… running", RunStatus.INTERRUPTED: "✘ interrupted", RunStatus.CORRUPT: "✘ corrupt"}
 
 
 def model_runs(run: Run, complete: list[Run]) -> list[RunRecord]:

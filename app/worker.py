@@ -20,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from app.messages import FAILED, Cancel, JobRequest, Outcome
+from app.messages import Cancel, JobRequest, JobStatus, Outcome
 from wanda_engine.core.events import Event
 from wanda_engine.store.run_store import RunStore
 
@@ -64,7 +64,7 @@ class WorkerProcess:
                 message = messages.get(timeout=self.POLL_S)
             except queue.Empty:
                 if not process.is_alive():
-                    return Outcome(FAILED, error=f"the worker process stopped unexpectedly (exit code "
+                    return Outcome(JobStatus.FAILED, error=f"the worker process stopped unexpectedly (exit code "
                                                  f"{process.exitcode}; out of memory?); the next run starts a new one")
                 continue
             if isinstance(message, Outcome):

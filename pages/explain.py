@@ -96,7 +96,7 @@ def step_protect(pair: explain.Comparison) -> None:
     magnitude = pair.magnitude.record
     protected = explain.protected_runs(magnitude, [r.record for r in ui.complete_runs()])
     runner = ui.job_runner()
-    pending = any(job and job["batch"] == _batch(pair) for job in [runner.current(), *runner.queued()])
+    pending = any(job and job.batch == _batch(pair) for job in [runner.current(), *runner.queued()])
     steps = ", ".join(map(explain.protect_text, explain.PROTECT_STEPS))
     st.button(f"Run the test: magnitude again, never pruning the top {steps} of input channels", key="x_protect",
               icon=":material/science:", on_click=_queue_protect, args=(pair,), disabled=pending,

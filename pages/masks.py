@@ -23,8 +23,7 @@ if run is not None:
         # one above the other: both share the input-channel axis, and their titles need the full width
         ui.chart(figures.mask_crop(rec), key="masks_crop")
         ui.chart(figures.channel_norms(rec), key="masks_channels")
-        ov = rec.overlap or {}
-        if ov:
-            st.caption(f"Pruned by both: {ov.get('both', 0):.1%} of the weights · only by {rec.method}: "
-                       f"{ov.get('only_method', 0):.1%} · only by {ov.get('reference')}: {ov.get('only_reference', 0):.1%} · "
-                       f"Jaccard {ov.get('jaccard', 0):.2f} · {ui.calib_caption(run.record)}")
+        if ov := rec.overlap:
+            st.caption(f"Pruned by both: {ov.both:.1%} of the weights · only by {rec.method}: "
+                       f"{ov.only_method:.1%} · only by {ov.reference}: {ov.only_reference:.1%} · "
+                       f"Jaccard {ov.jaccard:.2f} · {ui.calib_caption(run.record)}")

@@ -7,12 +7,12 @@ import streamlit as st
 
 from app import repairs, ui
 from app.export_controls import export_controls
-from app.jobs import QUEUED
+from app.jobs import JobView
+from app.messages import JobStatus
 from app.progress import watch
 from wanda_engine.outputs import figures
 from wanda_engine.core.errors import EngineError
 from wanda_engine.outputs.figures.repair import NO_REFERENCE, budget, dense_reference, takes_weight_update
-from wanda_engine.repair.config import RepairRequest
 from wanda_engine.repair.estimate import estimate_seconds
 from wanda_engine.repair.record import load_repairs
 from wanda_engine.store.run_store import Run
@@ -107,21 +107,20 @@ def _estimate(run: Run, previous: list) -> None:
                "on 2 cores), the evaluations at the run's own, and re-creating the pruned model if it was not saved.")
 
 
-def _show_job(job: dict[str, Any], run: Run) -> None:
-    config = RepairRequest.from_dict(job["config"]).config
-    if job["status"] == QUEUED:
-        st.markdown(f":material/schedule: Queued: **{job['label']}** waits for the job ahead (one job at a time).")
+def _show_job(job: JobView, run: Run) -> None:
+    if job.status == JobStatus.QUEUED:
+        st.markdown(f":material/schedule: Queued: **{job.label}** waits for the job ahead (one job at a time).")
         return
-    eta = job["eta_s"]
-    left = "time left not known yet" if eta is None else f"{repairs.minutes(eta)} left"
-    st.progress(job["step"] / max(job["steps"], 1), text=f"{job['label']}: step {job['step']}/{job['steps']} · "
-                f"{job['tokens_seen']:,} tokens seen · {left}")
-    ui.chart(figures.repair_progress(job["losses"], job["evals"], config, run.record), key=f"rp_live_{job['id']}")
-    if job["cancel_requested"]:
+    left = "time left not known yet" if job.time_left_s is None else f"{repairs.minutes(job.time_left_s)} left"
+    st.progress(job.step / max(job.steps, 1), text=f"{job.label}: step {job.step}/{job.steps} · "
+                f"{job.tokens_seen:,} tokens seen · {left}")
+    ui.chart(figures.repair_progress(job.losses, job.evals, job.request.config, run.record),
+             key=f"rp_live_{job.id}")
+    if job.cancel_requested:
         st.caption("Cancelling: the repair stops after the current step; the pruned run is untouched.")
     else:
-        st.button("Cancel repair", key=f"rp_cancel_{job['id']}", icon=":material/stop:",
-                  on_click=ui.job_runner().cancel, args=(job["id"],))
+        st.button("Cancel repair", key=f"rp_cancel_{job.id}", icon=":material/stop:",
+                  on_click=ui.job_runner().cancel, args=(job.id,))
 
 
 @st.fragment(run_every=2.0)
@@ -183,6 +182,6 @@ if run is not None:
         st.success(notice)
     if repairs.repair_jobs(ui.job_runner(), run.name):
         _live(run)
-    elif (last := repairs.last_repair_job(ui.job_runner(), run.name, ui.session_id())) and last["error"]:
-        (st.warning if last["status"] == "cancelled" else st.error)(f"{last['label']}: {last['error']}")
+    elif (last := repairs.last_repair_job(ui.job_runner(), run.name, ui.session_id())) and last.error:
+        (st.warning if last.status == JobStatus.CANCELLED else st.error)(f"{last.label}: {last.error}")
     _results(run, previous)

@@ -18,7 +18,7 @@ from wanda_engine.store.run_store import Run
 st.title("Runs & export")
 runner = ui.job_runner()
 active = runner.current()
-active_name = active["run_name"] if active else None
+active_name = active.run_name if active else None
 runs = ui.all_runs()
 
 st.subheader("All runs")

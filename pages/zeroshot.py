@@ -19,15 +19,14 @@ runs = [r for r in shown if r.record.zeroshot]
 
 def measured_on(run: Run) -> str:
     zs = run.record.zeroshot
-    cfg = zs.get("config") or {}
-    pruned = (zs.get("pruned") or {}).get("results") or {}
-    tasks = ", ".join(f"{t} (n={r.get('n')})" for t, r in pruned.items())
-    limit = f"at most {cfg['limit']} questions per task" if cfg.get("limit") else "every question"
-    folder = f" · task folder {cfg['task_dir']}" if cfg.get("task_dir") else ""
-    dense = "dense results from the cache" if zs.get("dense_cached") else "dense model scored in this run"
-    seconds = (zs.get("pruned") or {}).get("seconds")
+    cfg = zs.config
+    tasks = ", ".join(f"{t} (n={r.n})" for t, r in zs.pruned.results.items())
+    limit = f"at most {cfg.limit} questions per task" if cfg.limit else "every question"
+    folder = f" · task folder {cfg.task_dir}" if cfg.task_dir else ""
+    dense = "dense results from the cache" if zs.dense_cached else "dense model scored in this run"
+    seconds = zs.pruned.seconds
     took = f" · {ui.fmt_seconds(seconds)} for the pruned model" if seconds is not None else ""
-    return (f"Run **{run.name}** — lm-eval {zs.get('harness', '?')}, {cfg.get('num_fewshot', 0)}-shot, {limit}: "
+    return (f"Run **{run.name}** — lm-eval {zs.harness or '?'}, {cfg.num_fewshot}-shot, {limit}: "
             f"{tasks}{folder} · {dense}{took}")
 
 

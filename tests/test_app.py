@@ -99,14 +99,14 @@ def test_compare_preset_runs_both_and_every_page_shows_them(app_env):
     runner = ui.job_runner()
     assert runner.busy
     (batch,) = at.session_state["_batches"].values()  # the two runs the click submitted, magnitude first
-    assert [runner.job(i)["config"]["method"] for i in batch["jobs"]] == ["magnitude", "wanda"]
+    assert [runner.job(i).request.prune.method for i in batch["jobs"]] == ["magnitude", "wanda"]
     # one at a time: right after the click the second job waits in the queue behind the first
-    assert runner.job(batch["jobs"][1])["status"] == "queued"
+    assert runner.job(batch["jobs"][1]).status == "queued"
     at = wait_jobs(at)
     assert not errors(at), errors(at)
     first, second = (runner.job(i) for i in batch["jobs"])
-    assert first["status"] == second["status"] == "complete", (first, second)
-    assert second["started"] >= first["finished"]  # it ran after the first, never beside it
+    assert first.status == second.status == "complete", (first, second)
+    assert second.started >= first.finished  # it ran after the first, never beside it
 
     # the finished comparison is selected: Wanda current, magnitude compare
     cur, cmp = at.session_state["current_run"], at.session_state["compare_run"]
@@ -248,7 +248,8 @@ def _tiny_request(method: str = "wanda", model: str = "tiny", **kw) -> RunReques
 
 def test_runner_cancel_leaves_cached_model_unchanged(runs_dir, tiny_model_dir, tmp_path, monkeypatch):
     from app.execution import InProcess
-    from app.jobs import CANCELLED, COMPLETE, JobRunner
+    from app.jobs import JobRunner
+    from app.messages import JobStatus
     from helpers.checks import parameter_checksum
     from wanda_engine.inputs.models import load_model
     from wanda_engine.store.run_store import RunStore
@@ -271,22 +272,23 @@ def test_runner_cancel_leaves_cached_model_unchanged(runs_dir, tiny_model_dir, t
         cancelled = runner.submit(_tiny_request("wanda", str(tiny_model_dir)), owner="a")
         finished = runner.submit(_tiny_request("magnitude", str(tiny_model_dir)), owner="b")
         assert runner.wait_idle(120)
-        assert runner.job(cancelled.id)["status"] == CANCELLED
-        assert "cancelled after 1 of 2 blocks" in runner.job(cancelled.id)["error"]
-        assert runner.job(finished.id)["status"] == COMPLETE, runner.job(finished.id)["error"]
+        assert runner.job(cancelled.id).status == JobStatus.CANCELLED
+        assert "cancelled after 1 of 2 blocks" in runner.job(cancelled.id).error
+        assert runner.job(finished.id).status == JobStatus.COMPLETE, runner.job(finished.id).error
         assert parameter_checksum(cached.model) == before  # pruned copies only
         runs = {r.name: r for r in RunStore().list()}
-        assert runs[runner.job(cancelled.id)["run_name"]].status == "cancelled"
-        assert runs[runner.job(finished.id)["run_name"]].complete
-        blocks = runner.job(finished.id)["blocks"]
-        assert [b["block"] for b in blocks] == [0, 1]
+        assert runs[runner.job(cancelled.id).run_name].status == "cancelled"
+        assert runs[runner.job(finished.id).run_name].complete
+        blocks = runner.job(finished.id).blocks
+        assert [b.block for b in blocks] == [0, 1]
     finally:
         runner.close()
 
 
 def test_runner_queues_a_second_job_and_reports_progress():
     from app.execution import InProcess
-    from app.jobs import CANCELLED, COMPLETE, QUEUED, RUNNING, JobRunner
+    from app.jobs import JobRunner
+    from app.messages import JobStatus
     from wanda_engine.core.events import BlockStarted, MatrixPruned, StageStarted
 
     release = threading.Event()
@@ -310,19 +312,19 @@ def test_runner_queues_a_second_job_and_reports_progress():
         third = runner.submit(_tiny_request("magnitude"), owner="session-b")
         assert started.wait(10)
         cur = runner.current()
-        assert cur["id"] == first.id and cur["status"] == RUNNING and cur["owner"] == "session-a"
-        assert cur["stage"] == "prune" and cur["block"] == 0 and cur["num_blocks"] == 4
-        assert cur["matrix"] == "self_attn.q_proj" and 0 <= cur["prune_fraction"] < 0.25
-        assert [j["id"] for j in runner.queued()] == [second.id, third.id]
-        assert all(j["status"] == QUEUED for j in runner.queued())
+        assert cur.id == first.id and cur.status == JobStatus.RUNNING and cur.owner == "session-a"
+        assert cur.stage == "prune" and cur.block == 0 and cur.num_blocks == 4
+        assert cur.matrix == "self_attn.q_proj" and 0 <= cur.prune_fraction < 0.25
+        assert [j.id for j in runner.queued()] == [second.id, third.id]
+        assert all(j.status == JobStatus.QUEUED for j in runner.queued())
         assert runner.cancel(third.id)  # a queued job is removed at once
-        assert [j["id"] for j in runner.queued()] == [second.id]
+        assert [j.id for j in runner.queued()] == [second.id]
         release.set()
         assert runner.wait_idle(20)
-        assert runner.job(first.id)["status"] == COMPLETE
-        assert runner.job(second.id)["status"] == COMPLETE
-        assert runner.job(third.id)["status"] == CANCELLED
-        assert runner.job(first.id)["blocks"][0]["block_error"] == 0.01
+        assert runner.job(first.id).status == JobStatus.COMPLETE
+        assert runner.job(second.id).status == JobStatus.COMPLETE
+        assert runner.job(third.id).status == JobStatus.CANCELLED
+        assert runner.job(first.id).blocks[0].block_error == 0.01
     finally:
         release.set()
         runner.close()
@@ -330,7 +332,8 @@ def test_runner_queues_a_second_job_and_reports_progress():
 
 def test_runner_survives_a_failing_job():
     from app.execution import InProcess
-    from app.jobs import COMPLETE, FAILED, JobRunner
+    from app.jobs import JobRunner
+    from app.messages import JobStatus
     from wanda_engine.core.errors import ModelLoadError
 
     def loader(request):
@@ -344,8 +347,8 @@ def test_runner_survives_a_failing_job():
         bad = runner.submit(RunRequest(model="broken", prune=PruneConfig()), owner="s")
         good = runner.submit(RunRequest(model="fine", prune=PruneConfig()), owner="s")
         assert runner.wait_idle(10)
-        assert runner.job(bad.id)["status"] == FAILED and runner.job(bad.id)["error"] == "model 'broken' is not there"
-        assert runner.job(good.id)["status"] == COMPLETE
+        assert runner.job(bad.id).status == JobStatus.FAILED and runner.job(bad.id).error == "model 'broken' is not there"
+        assert runner.job(good.id).status == JobStatus.COMPLETE
     finally:
         runner.close()
 
@@ -381,11 +384,11 @@ def test_busy_server_shows_whose_run_and_queues_another(app_env, monkeypatch):
         assert at.button(key="b_run").label.startswith("Run (queue)")
         at.button(key="b_run").click().run()
         no_exceptions(at)
-        assert len(runner.queued()) == 1 and runner.queued()[0]["owner"] != "0123456789abcdef-other-session"
+        assert len(runner.queued()) == 1 and runner.queued()[0].owner != "0123456789abcdef-other-session"
         assert any("Queued:" in m.value for m in at.markdown)
         at.button(key=f"cancel_{running.id}").click().run()  # anyone may stop the running job
         no_exceptions(at)
-        assert runner.current()["cancel_requested"]
+        assert runner.current().cancel_requested
         assert any("Cancelling" in c.value for c in at.caption)
     finally:
         release.set()
@@ -418,9 +421,9 @@ def test_runner_estimates_time_left_from_its_own_pace():
         runner.submit(_tiny_request("wanda"), owner="s")
         assert halfway.wait(10)
         cur = runner.current()
-        assert cur["prune_fraction"] == 0.5
+        assert cur.prune_fraction == 0.5
         # half the blocks took ~0.4 s: about as long again for the rest, evaluation not yet known
-        assert 0.2 < cur["eta_s"] < 2.0 and cur["eta_partial"], cur
+        assert 0.2 < cur.time_left_s < 2.0 and cur.time_left_partial, cur
     finally:
         release.set()
         runner.wait_idle(10)

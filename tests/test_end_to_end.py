@@ -63,4 +63,4 @@ def test_outlier_channels_explain_the_difference(runs):
         only_magnitude.append(np.broadcast_to(norms, crop.shape)[crop == PRUNED_ONLY_REFERENCE])
         only_wanda.append(np.broadcast_to(norms, crop.shape)[crop == PRUNED_ONLY_METHOD])
     assert np.concatenate(only_magnitude).mean() > 2 * np.concatenate(only_wanda).mean()
-    assert all(r.overlap["reference"] == "magnitude" and r.overlap["jaccard"] < 1 for r in records)
+    assert all(r.overlap.reference == "magnitude" and r.overlap.jaccard < 1 for r in records)

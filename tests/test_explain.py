@@ -230,12 +230,12 @@ def test_explain_page_after_a_compare_and_its_protection_test(app_env):
     assert "Not measured yet" in sentences[4]
 
     runner = ui.job_runner()
-    before = {j["id"] for j in runner.history()}
+    before = {j.id for j in runner.history()}
     at.button(key="x_protect").click().run()
-    jobs = [j for j in [runner.current(), *runner.queued(), *runner.history()] if j and j["id"] not in before]
-    jobs = sorted({j["id"]: j for j in jobs}.values(), key=lambda j: j["id"])  # tiny runs may finish at once
-    assert [j["config"]["protect_channels"] for j in jobs] == list(explain.PROTECT_STEPS)
-    assert len({j["batch"] for j in jobs}) == 1 and all(j["config"]["method"] == "magnitude" for j in jobs)
+    jobs = [j for j in [runner.current(), *runner.queued(), *runner.history()] if j and j.id not in before]
+    jobs = sorted({j.id: j for j in jobs}.values(), key=lambda j: j.id)  # tiny runs may finish at once
+    assert [j.request.prune.protect_channels for j in jobs] == list(explain.PROTECT_STEPS)
+    assert len({j.batch for j in jobs}) == 1 and all(j.request.prune.method == "magnitude" for j in jobs)
     at = _explain_page(wait_jobs(at, timeout=240))
     protect = charts(at)[-1]
     assert protect["data"][0]["x"] == ["0 (plain)", "0.1%", "0.5%", "1%", "2%"]

@@ -15,6 +15,7 @@ import torch
 
 from wanda_engine.outputs import figures as F
 from wanda_engine.config import PruneConfig
+from wanda_engine.core.events import BlockFinished
 from wanda_engine.store.run_record import RunRecord
 from wanda_engine.store.matrix_records import BlockRecord, MatrixRecord
 
@@ -170,19 +171,21 @@ def test_overlap_heatmap_is_the_jaccard(records):
     names, blocks = list(heat.x), list(heat.y)
     z = np.asarray(heat.z, dtype=float)
     for r in records:
-        assert z[blocks.index(r.block), names.index(r.name)] == pytest.approx(r.overlap["jaccard"])
+        assert z[blocks.index(r.block), names.index(r.name)] == pytest.approx(r.overlap.jaccard)
     assert "magnitude" in fig.layout.title.text  # the reference of a wanda run
     assert heat.zmin == 0 and heat.zmax == 1
 
 
-def test_block_progress_from_records_dicts_and_nothing(pruned):
+def test_block_progress_from_records_live_events_and_nothing(pruned):
     blocks = pruned.blocks
     fig = F.block_progress(blocks)
     assert list(fig.data[0].x) == [b.block for b in blocks]
     np.testing.assert_allclose(fig.data[0].y, [b.sparsity for b in blocks])
     np.testing.assert_allclose(fig.data[1].y, [b.block_error for b in blocks])
-    from_dicts = F.block_progress([b.to_dict() for b in blocks])
-    np.testing.assert_allclose(from_dicts.data[1].y, fig.data[1].y)
+    # a running job's blocks: the BlockFinished events it has seen so far
+    live = F.block_progress([BlockFinished(b.seconds, b.block, len(blocks), b.sparsity, b.block_error, b.sparsity)
+                             for b in blocks])
+    np.testing.assert_allclose(live.data[1].y, fig.data[1].y)
     empty = F.block_progress([])
     assert all(len(t.x) == 0 for t in empty.data)
     assert empty.layout.xaxis2.title.text == "block"

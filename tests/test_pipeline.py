@@ -115,8 +115,8 @@ def test_records_describe_each_matrix():
         h = rec.hist["wanda"]
         assert sum(h["pruned"]) + sum(h["kept"]) + h["zero_weights"] == mask.numel()
         assert sum(h["pruned"]) + h["zero_weights"] >= int(mask.sum()) - h["zero_weights"]
-        assert 0 <= rec.overlap["jaccard"] <= 1
-        assert rec.overlap["both"] + rec.overlap["only_method"] == pytest.approx(rec.sparsity)
+        assert 0 <= rec.overlap.jaccard <= 1
+        assert rec.overlap.both + rec.overlap.only_method == pytest.approx(rec.sparsity)
         assert rec.arrays["channel_norms"].shape == (rec.shape[1],)
         assert rec.arrays["density"].max() <= 1
         assert rec.arrays["mask_crop"].shape == (len(rec.arrays["crop_rows"]), len(rec.arrays["crop_cols"]))

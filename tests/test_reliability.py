@@ -314,7 +314,8 @@ def test_cancel_in_the_app_mid_prune_keeps_the_cached_model_and_the_next_run_wor
     import wanda_engine.runner.execute as runner_module
     from app import ui
     from app.execution import InProcess, ModelCache
-    from app.jobs import CANCELLED, COMPLETE, JobRunner
+    from app.jobs import JobRunner
+    from app.messages import JobStatus
     from helpers.checks import parameter_checksum
     from wanda_engine.inputs.models import load_model
 
@@ -347,18 +348,18 @@ def test_cancel_in_the_app_mid_prune_keeps_the_cached_model_and_the_next_run_wor
     at.button(key="b_run").click().run()
     no_exceptions(at)
     runner = ui.job_runner()
-    wait_until(lambda: (runner.current() or {}).get("stage") == "prune" and runner.current()["num_blocks"] == 2)
+    wait_until(lambda: getattr(runner.current(), "stage", None) == "prune" and runner.current().num_blocks == 2)
     job = runner.current()
     at.run()
     t0 = time.monotonic()
-    at.button(key=f"cancel_{job['id']}").click().run()
+    at.button(key=f"cancel_{job.id}").click().run()
     no_exceptions(at)
     assert runner.wait_idle(30)
     assert time.monotonic() - t0 < 10
-    done = runner.job(job["id"])
-    assert done["status"] == CANCELLED and "after 1 of 2 blocks" in done["error"], done
+    done = runner.job(job.id)
+    assert done.status == JobStatus.CANCELLED and "after 1 of 2 blocks" in done.error, done
     assert parameter_checksum(cached()) == fresh  # the shared dense model is bit-identical
-    assert RunStore().get(done["run_name"]).status == "cancelled"
+    assert RunStore().get(done.run_name).status == "cancelled"
 
     # the app is still usable: the next run starts and completes
     monkeypatch.setattr(runner_module, "prune_model", real_prune)
@@ -367,8 +368,8 @@ def test_cancel_in_the_app_mid_prune_keeps_the_cached_model_and_the_next_run_wor
     no_exceptions(at)
     assert runner.wait_idle(60)
     last = runner.history()[0]
-    assert last["status"] == COMPLETE, last
-    assert RunStore().get(last["run_name"]).complete
+    assert last.status == JobStatus.COMPLETE, last
+    assert RunStore().get(last.run_name).complete
     assert parameter_checksum(cached()) == fresh
 
 
@@ -405,7 +406,8 @@ def test_two_sessions_view_and_export_their_own_runs(app_env, finished_runs):
 
 def test_sessions_submitting_at_once_each_queue_exactly_once_and_run_one_at_a_time():
     from app.execution import InProcess
-    from app.jobs import COMPLETE, JobRunner
+    from app.jobs import JobRunner
+    from app.messages import JobStatus
 
     running, overlap, lock = [0], [0], threading.Lock()
 
@@ -434,11 +436,11 @@ def test_sessions_submitting_at_once_each_queue_exactly_once_and_run_one_at_a_ti
             t.join()
         assert runner.wait_idle(30)
         history = runner.history()
-        assert len(history) == 24 and len({j["id"] for j in history}) == 24
+        assert len(history) == 24 and len({j.id for j in history}) == 24
         assert overlap[0] == 1  # never two runs at once
         for owner, mine in ids.items():
-            assert sorted(j["id"] for j in history if j["owner"] == owner) == sorted(mine)
-        assert all(j["status"] == COMPLETE for j in history)
+            assert sorted(j.id for j in history if j.owner == owner) == sorted(mine)
+        assert all(j.status == JobStatus.COMPLETE for j in history)
     finally:
         runner.close()
 
@@ -510,7 +512,8 @@ def test_oom_in_the_cli_is_one_line(tiny_model_dir, tmp_path, monkeypatch, capsy
 def test_the_app_keeps_serving_after_out_of_memory(runs_dir, tiny_model_dir, tmp_path, monkeypatch):
     import wanda_engine.runner.execute as runner_module
     from app.execution import InProcess
-    from app.jobs import COMPLETE, FAILED, JobRunner
+    from app.jobs import JobRunner
+    from app.messages import JobStatus
     from wanda_engine.inputs.models import load_model
 
     monkeypatch.setenv("WANDA_CACHE", str(tmp_path / "cache"))
@@ -536,11 +539,11 @@ def test_the_app_keeps_serving_after_out_of_memory(runs_dir, tiny_model_dir, tmp
         ok = runner.submit(tiny_request(str(tiny_model_dir)), owner="b")
         assert runner.wait_idle(120)
         first, second, third = (runner.job(j.id) for j in (oom, oom_load, ok))
-        assert first["status"] == FAILED and first["error"].startswith("out of GPU memory while pruning")
-        assert second["status"] == FAILED and second["error"].startswith("out of host memory while loading the model")
-        assert third["status"] == COMPLETE, third
+        assert first.status == JobStatus.FAILED and first.error.startswith("out of GPU memory while pruning")
+        assert second.status == JobStatus.FAILED and second.error.startswith("out of host memory while loading the model")
+        assert third.status == JobStatus.COMPLETE, third
         statuses = {r.name: r.status for r in RunStore().list()}
-        assert statuses == {first["run_name"]: "failed", third["run_name"]: "complete"}
+        assert statuses == {first.run_name: "failed", third.run_name: "complete"}
     finally:
         runner.close()
 

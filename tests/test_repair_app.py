@@ -175,7 +175,7 @@ def fake_repair(step_s: float = 0.0, pause: threading.Event | None = None, reach
 
 
 def test_a_repair_waits_behind_a_prune_and_runs_after_it(tmp_path):
-    from app.jobs import COMPLETE, QUEUED
+    from app.messages import JobStatus
 
     release, pruning = threading.Event(), threading.Event()
 
@@ -190,14 +190,14 @@ def test_a_repair_waits_behind_a_prune_and_runs_after_it(tmp_path):
         repair = runner.submit(_repair_request(tmp_path), owner="s")
         assert pruning.wait(10)
         queued = runner.job(repair.id)
-        assert queued["status"] == QUEUED and queued["kind"] == "repair" and queued["run_name"] == "pruned"
-        assert queued["label"] == "lora r8 · 4 steps of pruned"
+        assert queued.status == JobStatus.QUEUED and queued.kind == "repair" and queued.run_name == "pruned"
+        assert queued.label == "lora r8 · 4 steps of pruned"
         release.set()
         assert runner.wait_idle(10)
         first, second = runner.job(prune.id), runner.job(repair.id)
-        assert first["status"] == second["status"] == COMPLETE, (first, second)
-        assert second["started"] >= first["finished"]  # one job at a time: never beside the prune
-        assert second["repair_name"] == "lora-r8-4steps" and second["run_name"] == "pruned"
+        assert first.status == second.status == JobStatus.COMPLETE, (first, second)
+        assert second.started >= first.finished  # one job at a time: never beside the prune
+        assert second.repair_name == "lora-r8-4steps" and second.run_name == "pruned"
     finally:
         release.set()
         runner.close()
@@ -210,23 +210,23 @@ def test_repair_events_fill_the_snapshot_and_its_time_left(tmp_path):
         job = runner.submit(_repair_request(tmp_path, steps=6), owner="s")
         assert reached.wait(10)
         cur = runner.current()
-        assert cur["id"] == job.id and (cur["step"], cur["steps"]) == (2, 6)
-        assert [s for s, *_ in cur["losses"]] == [1, 2] and cur["losses"][-1][1] == pytest.approx(3.8)
+        assert cur.id == job.id and (cur.step, cur.steps) == (2, 6)
+        assert [s for s, *_ in cur.losses] == [1, 2] and cur.losses[-1][1] == pytest.approx(3.8)
         tokens = 2 * 2 * 16
-        assert cur["tokens_seen"] == tokens and cur["evals"] == [(0, 0, 50.0), (2, tokens, 48.0)]
+        assert cur.tokens_seen == tokens and list(cur.evals) == [(0, 0, 50.0), (2, tokens, 48.0)]
         # one step ~0.1 s after the first: four steps ahead, about 0.4 s, the final evaluation not in it
-        assert 0.1 < cur["eta_s"] < 2.0 and cur["eta_partial"], cur
+        assert 0.1 < cur.time_left_s < 2.0 and cur.time_left_partial, cur
         pause.set()
         assert runner.wait_idle(10)
         done = runner.job(job.id)
-        assert done["status"] == "complete" and done["step"] == 6 and len(done["evals"]) == 4
+        assert done.status == "complete" and done.step == 6 and len(done.evals) == 4
     finally:
         pause.set()
         runner.close()
 
 
 def test_cancel_of_a_running_repair_marks_it_cancelled_and_the_next_job_runs(tmp_path):
-    from app.jobs import CANCELLED, COMPLETE
+    from app.messages import JobStatus
 
     pause, reached = threading.Event(), threading.Event()
     runner = _fake_runner(fake_repair(pause=pause, reached=reached))
@@ -238,15 +238,15 @@ def test_cancel_of_a_running_repair_marks_it_cancelled_and_the_next_job_runs(tmp
         pause.set()
         assert runner.wait_idle(10)
         job = runner.job(cancelled.id)
-        assert job["status"] == CANCELLED and "after 2 of 4 steps" in job["error"], job
-        assert runner.job(after.id)["status"] == COMPLETE
+        assert job.status == JobStatus.CANCELLED and "after 2 of 4 steps" in job.error, job
+        assert runner.job(after.id).status == JobStatus.COMPLETE
     finally:
         pause.set()
         runner.close()
 
 
 def test_a_failing_repair_is_one_sentence_and_the_runner_keeps_serving(tmp_path):
-    from app.jobs import COMPLETE, FAILED
+    from app.messages import JobStatus
     from wanda_engine.core.errors import ConfigError
 
     def refuse(request, **kw):
@@ -257,9 +257,9 @@ def test_a_failing_repair_is_one_sentence_and_the_runner_keeps_serving(tmp_path)
         bad = runner.submit(_repair_request(tmp_path), owner="s")
         good = runner.submit(_prune_request(), owner="s")
         assert runner.wait_idle(10)
-        assert runner.job(bad.id)["status"] == FAILED
-        assert runner.job(bad.id)["error"] == "repair steps must be a positive integer, got 0"
-        assert runner.job(good.id)["status"] == COMPLETE
+        assert runner.job(bad.id).status == JobStatus.FAILED
+        assert runner.job(bad.id).error == "repair steps must be a positive integer, got 0"
+        assert runner.job(good.id).status == JobStatus.COMPLETE
     finally:
         runner.close()
 
@@ -406,12 +406,12 @@ def test_the_page_runs_a_short_repair_live_and_then_shows_the_bars(app_env, tiny
         assert reached.wait(60)
         at.run()
         job = runner.current()
-        at.button(key=f"rp_cancel_{job['id']}").click().run()
+        at.button(key=f"rp_cancel_{job.id}").click().run()
         assert any("Cancelling" in c.value for c in at.caption)
         go.set()
         assert runner.wait_idle(120)
         at.run()
-        assert runner.job(job["id"])["status"] == "cancelled"
+        assert runner.job(job.id).status == "cancelled"
         assert any("cancelled" in w.value for w in at.warning), [w.value for w in at.warning]
         statuses = {r.request.config.method: r.status for r in load_repairs(tiny_pruned_run.run.path)}
         assert statuses == {"lora": "complete", "finetune": "cancelled"}

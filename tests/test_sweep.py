@@ -209,7 +209,7 @@ def test_sweep_page_queues_a_batch_and_draws_its_figure(app_env):
     assert not at.error, [e.value for e in at.error]
     from app import ui
 
-    batches = {j["batch"] for j in ui.job_runner().queued() + [ui.job_runner().current() or {}] if j}
+    batches = {j.batch for j in ui.job_runner().queued() + [ui.job_runner().current()] if j}
     assert batches <= {"page"}
     at = wait_jobs(at)
     no_exceptions(at)

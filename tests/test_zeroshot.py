@@ -18,6 +18,7 @@ from wanda_engine.config import PAPER_TASKS, PruneConfig, ZeroShotConfig  # noqa
 from wanda_engine.core.errors import ConfigError, DataError  # noqa: E402
 from wanda_engine.evaluation.tasks import check_tasks, parse_tasks  # noqa: E402
 from wanda_engine.evaluation.zeroshot import evaluate_zeroshot  # noqa: E402
+from wanda_engine.store.run_record import RunRecord  # noqa: E402
 
 TASK = "tiny_mc"
 YAML = """task: {name}
@@ -200,6 +201,10 @@ def test_cli_run_records_dense_and_pruned_zeroshot(capsys, tiny_model_dir, known
     assert zs["dense"]["results"][TASK]["acc"] == pytest.approx(6 / 8)  # the dense model is the one labels came from
     assert summary["zeroshot"][TASK]["pruned"] == zs["pruned"]["results"][TASK]["acc"]
     assert {"zeroshot_s", "zeroshot_dense_s"} <= set(meta["timings"])
+    # the typed record reads the runner's run.json and writes it back byte for byte
+    record = RunRecord.from_json(meta)
+    assert record.zeroshot.pruned.value(TASK, "acc") == zs["pruned"]["results"][TASK]["acc"]
+    assert json.dumps(record.to_json(), indent=1) == (tmp_path / "a" / "run.json").read_text()
 
     # the same model and tasks again: the dense results come from the cache
     assert main(args + ["--out", str(tmp_path / "b"), "--method", "magnitude"]) == 0

@@ -201,8 +201,8 @@ def _summary(path: Path, record: RunRecord) -> dict[str, Any]:
                "timings": {k: record.timings.get(k) for k in ("load_s", "prune_s", "eval_s")}}
     if record.zeroshot:
         zs = record.zeroshot
-        summary["zeroshot"] = {t: {"dense": zs["dense"]["results"].get(t, {}).get("acc"), "pruned": r.get("acc")}
-                               for t, r in zs["pruned"]["results"].items()}
+        summary["zeroshot"] = {t: {"dense": zs.dense.value(t, "acc"), "pruned": r.value("acc")}
+                               for t, r in zs.pruned.results.items()}
     return summary
 
 

@@ -15,7 +15,9 @@ from typing import Any
 import pandas as pd
 
 from .figures.zeroshot import zeroshot_mean, zeroshot_results, zeroshot_tasks
+from ..config import ZeroShotConfig
 from ..store.run_record import RunRecord
+from ..store.zeroshot_record import ZeroShotScores
 
 LOWER, HIGHER = "lower", "higher"
 DENSE = "dense"
@@ -141,12 +143,12 @@ def sweep_table(runs: Sequence[RunRecord], sweep_name: str = "") -> Table:
 
 
 def _zeroshot_protocol(runs: Sequence[RunRecord]) -> str:
-    def config(r: RunRecord) -> dict:
-        return (r.zeroshot or {}).get("config") or {}
+    def config(r: RunRecord) -> ZeroShotConfig:
+        return r.zeroshot.config if r.zeroshot is not None else ZeroShotConfig()
 
-    limit = _joined(runs, lambda r: config(r).get("limit") or "all")
-    return (f"lm-eval {_joined(runs, lambda r: (r.zeroshot or {}).get('harness'))}, "
-            f"{_joined(runs, lambda r: config(r).get('num_fewshot', 0))}-shot, {limit} questions per task")
+    limit = _joined(runs, lambda r: config(r).limit or "all")
+    return (f"lm-eval {_joined(runs, lambda r: r.zeroshot.harness if r.zeroshot is not None else None)}, "
+            f"{_joined(runs, lambda r: config(r).num_fewshot)}-shot, {limit} questions per task")
 
 
 def zeroshot_table(runs: Sequence[RunRecord], metric: str = "acc") -> Table:
@@ -156,8 +158,8 @@ def zeroshot_table(runs: Sequence[RunRecord], metric: str = "acc") -> Table:
     tasks = zeroshot_tasks(scored, metric)
     rows: dict[str, dict[str, float | None]] = {}
 
-    def scores(results: dict) -> dict[str, float | None]:
-        row = {t: _finite((results.get(t) or {}).get(metric)) for t in tasks}
+    def scores(results: ZeroShotScores) -> dict[str, float | None]:
+        row = {t: _finite(results.value(t, metric)) for t in tasks}
         if len(tasks) > 1:
             row["mean"] = zeroshot_mean(results, tasks, metric)
         return {k: (v * 100 if v is not None else None) for k, v in row.items()}

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from ..store.matrix_records import (ERROR_METRICS, KEPT, PRUNED_BOTH, PRUNED_ONLY_METHOD, PRUNED_ONLY_REFERENCE, MatrixRecord,
-                      top1pct_count)
+                      MaskOverlap, top1pct_count)
 from ..methods.scoring import InputStats
 
 HIST_BINS = 60
@@ -140,15 +140,15 @@ def _mask_crop(mask: torch.Tensor, reference: torch.Tensor, norms: torch.Tensor 
     return code.cpu().numpy(), np.arange(n_rows, dtype=np.int32), np.arange(c0, c0 + n_cols, dtype=np.int32)
 
 
-def _overlap(mask: torch.Tensor, ref_mask: torch.Tensor, reference: str, group: str) -> dict:
+def _overlap(mask: torch.Tensor, ref_mask: torch.Tensor, reference: str, group: str) -> MaskOverlap:
     """The run's pruned set against the reference metric's: Jaccard, and the shares pruned by both or by one."""
     numel = mask.numel()
     n_method, n_ref = int(torch.count_nonzero(mask)), int(torch.count_nonzero(ref_mask))
     both = int(torch.count_nonzero(mask & ref_mask))
     only_m, only_r = n_method - both, n_ref - both
     union = both + only_m + only_r
-    return {"reference": reference, "group": group, "jaccard": both / union if union else 1.0,
-            "both": both / numel, "only_method": only_m / numel, "only_reference": only_r / numel}
+    return MaskOverlap(reference=reference, group=group, jaccard=both / union if union else 1.0,
+                       both=both / numel, only_method=only_m / numel, only_reference=only_r / numel)
 
 
 def record_matrix(*, block: int, name: str, full_name: str, method: str, group: str,

@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from ..core.errors import EngineError
-from ..store.run_record import STATUSES, EvalInfo, RunRecordError
+from ..core.status import RECORDED, RunStatus
+from ..store.run_record import EvalInfo, RunRecordError
 from .config import RepairRequest
 
 REPAIRS_DIR = "repairs"  # inside the pruned run's directory
@@ -30,7 +31,7 @@ class RepairRecord:
     """One repair, as repair.json holds it; a repair still running has only what was known when it started."""
 
     name: str
-    status: str  # 'running' | 'complete' | 'failed' | 'cancelled'
+    status: RunStatus  # one of RECORDED: 'running', 'complete', 'failed' or 'cancelled'
     created: str
     run: str  # the pruned run's name
     request: RepairRequest
@@ -55,12 +56,15 @@ class RepairRecord:
     versions: dict[str, str] = field(default_factory=dict)
     device: str = ""
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "status", RunStatus(self.status))  # the repair's word becomes its member
+
     def label(self) -> str:
         return self.request.config.label()
 
     @property
     def complete(self) -> bool:
-        return self.status == "complete"
+        return self.status == RunStatus.COMPLETE
 
     @property
     def tokens_seen(self) -> int:
@@ -71,7 +75,7 @@ class RepairRecord:
     def from_json(cls, d: Any) -> "RepairRecord":
         if not isinstance(d, Mapping):
             raise RunRecordError("repair.json is not an object")
-        if d.get("status") not in STATUSES:
+        if d.get("status") not in RECORDED:
             raise RunRecordError(f"repair.json has an unknown status {d.get('status')!r}")
         try:
             request = RepairRequest.from_dict(d.get("request") or {})

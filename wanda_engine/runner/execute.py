@@ -23,6 +23,7 @@ from ..core.errors import EngineError
 from ..core.events import EventCallback, ignore_events
 from ..evaluation.perplexity import check_windows, perplexity_on_device
 from ..evaluation.tasks import TaskPlan, check_tasks
+from ..store.zeroshot_record import ZeroShotRecord, ZeroShotScores
 from ..evaluation.zeroshot import evaluate_zeroshot
 from ..inputs.data import calibration_windows, eval_tokens, save_token_windows
 from ..inputs.device import resolve_device
@@ -201,12 +202,12 @@ def _evaluate_pruned(model: Any, prep: Prepared, clock: StageClock) -> dict[str,
 
 
 def _zeroshot_pruned(model: Any, prep: Prepared, clock: StageClock, dense: dict[str, Any],
-                     dense_cached: bool) -> dict[str, Any]:
+                     dense_cached: bool) -> ZeroShotRecord:
     zc = prep.request.zeroshot
     with clock.stage("zeroshot", ", ".join(zc.tasks)):
         pruned = evaluate_zeroshot(model, prep.loaded.tokenizer, zc, prep.device, prep.zeroshot_plans)
-    return {"dense": dense, "pruned": pruned, "config": zc.to_dict(), "harness": pruned["harness"],
-            "dense_cached": dense_cached}
+    return ZeroShotRecord(dense=ZeroShotScores.from_json(dense), pruned=ZeroShotScores.from_json(pruned), config=zc,
+                          harness=pruned["harness"], dense_cached=dense_cached)
 
 
 def _save(model: Any, prep: Prepared, clock: StageClock) -> str:

@@ -28,6 +28,22 @@ def top1pct_count(channels: int) -> int:
     return max(1, math.ceil(0.01 * channels))
 
 
+@dataclass(frozen=True)
+class MaskOverlap:
+    """The run's mask against the reference mask on the same weights; the shares are fractions of all weights."""
+
+    reference: str  # the reference metric: 'magnitude', or 'wanda' for a magnitude run
+    group: str  # the comparison group both masks were chosen in
+    jaccard: float  # of the two pruned sets (1.0 when both are empty)
+    both: float  # pruned by both
+    only_method: float  # pruned by the run's method alone
+    only_reference: float  # pruned by the reference alone
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "MaskOverlap":
+        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
+
+
 @dataclass
 class MatrixRecord:
     """One pruned weight matrix, viewed as [out, in].
@@ -36,8 +52,7 @@ class MatrixRecord:
           "kept": counts, "cutoff": log10 of the median per-group threshold} — both metrics on
           the same weights, each split by its own mask (the run's mask for its method, the
           reference mask for the other). "wanda" is absent when no activation statistics exist.
-    overlap: the run's mask vs the reference mask: {"reference", "jaccard", "both",
-          "only_method", "only_reference"} (fractions of all weights, jaccard of pruned sets).
+    overlap: the run's mask vs the reference mask (None without a reference mask).
     channels: activation-norm summary of the input channels: {"top_index", "top_norm",
           "top1pct_share", "max_over_median"}.
     by_metric: for each of ERROR_METRICS, its mask on these same weights (the run's own mask for the
@@ -59,7 +74,7 @@ class MatrixRecord:
     row_sparsity: dict[str, float]  # min, max, mean, std over output rows
     proxy_error: float | None  # Σ ΔW²‖X_j‖² / Σ W²‖X_j‖²: Wanda's per-output objective, relative
     hist: dict[str, dict[str, Any]] = field(default_factory=dict)
-    overlap: dict[str, Any] | None = None
+    overlap: MaskOverlap | None = None
     channels: dict[str, Any] | None = None
     by_metric: dict[str, dict[str, float]] | None = None
     arrays: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
@@ -79,6 +94,7 @@ class MatrixRecord:
         known = set(cls.__dataclass_fields__) - {"arrays"}
         rec = cls(**{k: v for k, v in d.items() if k in known})
         rec.shape = tuple(rec.shape)
+        rec.overlap = MaskOverlap.from_dict(rec.overlap) if rec.overlap else None
         rec.arrays = arrays or {}
         return rec
 

@@ -140,10 +140,9 @@ def _evaluation_lines(record: RunRecord) -> list[str]:
     ev, zs = record.eval, record.zeroshot
     lines = [f"- perplexity: {ev.describe()}; non-overlapping windows" if ev else "- perplexity: not evaluated",
              f"- perplexity dense / pruned: {record.ppl_dense} / {record.ppl}"]
-    if zs:
-        cfg = zs.get("config") or {}
-        lines.append(f"- zero-shot: lm-eval {zs.get('harness')}, tasks {', '.join(cfg.get('tasks') or [])}, "
-                     f"{cfg.get('num_fewshot', 0)}-shot, limit {cfg.get('limit') or 'none'}")
+    if zs is not None:
+        lines.append(f"- zero-shot: lm-eval {zs.harness}, tasks {', '.join(zs.config.tasks)}, "
+                     f"{zs.config.num_fewshot}-shot, limit {zs.config.limit or 'none'}")
     return lines
 
 

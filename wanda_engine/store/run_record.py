@@ -14,10 +14,11 @@ from typing import Any
 
 from ..config import RunRequest
 from ..core.errors import EngineError
+from ..core.status import RECORDED, RunStatus
 from .matrix_records import BlockRecord
+from .zeroshot_record import ZeroShotRecord
 
 FORMAT_VERSION = 1
-STATUSES = ("running", "complete", "failed", "cancelled")
 
 
 class RunRecordError(EngineError):
@@ -40,7 +41,7 @@ def _problem(meta: Mapping[str, Any]) -> str | None:
         value = meta.get(key)
         if value is not None and (not isinstance(value, types) or (types == _NUMBER and isinstance(value, bool))):
             return f"run.json field {key!r} has the wrong type ({type(value).__name__})"
-    if meta.get("status", "running") not in STATUSES:
+    if meta.get("status", RunStatus.RUNNING) not in RECORDED:
         return f"run.json has an unknown status {meta.get('status')!r}"
     return None
 
@@ -168,7 +169,7 @@ class RunRecord:
     """One run, as run.json holds it. A run still running has only the fields known when it started."""
 
     name: str
-    status: str  # as written: 'running', 'complete', 'failed' or 'cancelled'
+    status: RunStatus  # one of RECORDED ('running', 'complete', 'failed' or 'cancelled')
     created: str
     request: RunRequest  # run.json's "config"
     model: ModelInfo
@@ -182,7 +183,7 @@ class RunRecord:
     layers: tuple[LayerSparsity, ...] = ()
     blocks: tuple[BlockRecord, ...] = ()
     timings: dict[str, float] = field(default_factory=dict)
-    zeroshot: dict[str, Any] | None = None  # {'dense', 'pruned', 'config', 'harness', 'dense_cached'}
+    zeroshot: ZeroShotRecord | None = None
     files: dict[str, Any] | None = None  # records files: sizes and sha256, written when pruning ends
     versions: dict[str, str] = field(default_factory=dict)
     device: str = ""
@@ -196,13 +197,16 @@ class RunRecord:
     format: int = FORMAT_VERSION
     extra: dict[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "status", RunStatus(self.status))  # the runner's word becomes its member
+
     def label(self) -> str:
         """The method label, e.g. 'owl-wanda 70%': the same everywhere a run is named."""
         return self.request.prune.label
 
     @property
     def complete(self) -> bool:
-        return self.status == "complete"
+        return self.status == RunStatus.COMPLETE
 
     @classmethod
     def from_json(cls, d: Any) -> "RunRecord":
@@ -216,15 +220,16 @@ class RunRecord:
             request = RunRequest.from_dict(d.get("config") or {})
             blocks = tuple(BlockRecord(**b) for b in d.get("blocks") or [])
             layers = tuple(LayerSparsity(**layer) for layer in d.get("layers") or [])
+            zeroshot = ZeroShotRecord.from_json(d["zeroshot"]) if d.get("zeroshot") else None
         except (EngineError, TypeError) as e:
             raise RunRecordError(f"run.json does not describe a run's settings or results ({e})") from None
         known, extra = _split(cls, d)
         known.pop("config", None)
-        return cls(**{**known, "name": d.get("name", ""), "status": d.get("status", "running"),
+        return cls(**{**known, "name": d.get("name", ""), "status": d.get("status", RunStatus.RUNNING),
                       "created": d.get("created", ""), "request": request,
                       "model": ModelInfo.from_json(d.get("model") or {}),
                       "calibration": CalibrationInfo.from_json(d.get("calibration") or {}),
-                      "eval": EvalInfo.from_json(d["eval"]) if d.get("eval") else None,
+                      "eval": EvalInfo.from_json(d["eval"]) if d.get("eval") else None, "zeroshot": zeroshot,
                       "blocks": blocks, "layers": layers, "timings": dict(d.get("timings") or {}),
                       "versions": dict(d.get("versions") or {}), "device": d.get("device") or ""}, extra=extra)
 
@@ -247,7 +252,9 @@ class RunRecord:
         if self.complete or self.eval is not None:
             out["ppl_dense"] = self.ppl_dense
             out["eval"] = self.eval.to_json() if self.eval else None
-        for key in ("zeroshot", "saved_model", "finished", "error"):
+        if self.zeroshot is not None:
+            out["zeroshot"] = self.zeroshot.to_json()
+        for key in ("saved_model", "finished", "error"):
             if getattr(self, key) is not None:
                 out[key] = getattr(self, key)
         return {**out, **self.extra}

@@ -30,6 +30,7 @@ import numpy as np
 
 from ..core.parsing import check_run_name
 from ..core.errors import ConfigError, EngineError
+from ..core.status import RunStatus
 from .run_record import RunRecord, RunRecordError
 from .matrix_records import MatrixRecord, arrays_to_npz_dict, attach_arrays
 
@@ -195,7 +196,7 @@ class Run:
     path: Path
     record: RunRecord | None
     problem: str | None = None  # why the run reads as 'corrupt' or 'interrupted'
-    derived_status: str | None = field(default=None, repr=False)
+    derived_status: RunStatus | None = field(default=None, repr=False)
     _records: list[MatrixRecord] | None = field(default=None, repr=False)
 
     @property
@@ -203,10 +204,10 @@ class Run:
         return self.path.name
 
     @property
-    def status(self) -> str:
-        """'complete', 'failed', 'cancelled', 'running' (its writer still works on it), or, read from
-        disk: 'interrupted' (its writer is gone) and 'corrupt' (damaged files)."""
-        return self.derived_status or (self.record.status if self.record else "running")
+    def status(self) -> RunStatus:
+        """The record's status ('running': its writer still works on it), or, read from disk: INTERRUPTED
+        (its writer is gone) and CORRUPT (damaged files)."""
+        return self.derived_status or (self.record.status if self.record else RunStatus.RUNNING)
 
     @property
     def error(self) -> str:
@@ -214,7 +215,7 @@ class Run:
 
     @property
     def complete(self) -> bool:
-        return self.status == "complete"
+        return self.status == RunStatus.COMPLETE
 
     def records(self) -> list[MatrixRecord]:
         if self._records is None:
@@ -270,20 +271,20 @@ def load_run(path: str | Path) -> Run:
     meta_path = path / "run.json"
     if not meta_path.exists():
         problem = "no run.json (not a run, or interrupted before it started writing)"
-        return Run(path, None, problem=problem, derived_status="interrupted")
+        return Run(path, None, problem=problem, derived_status=RunStatus.INTERRUPTED)
     try:
         meta = json.loads(meta_path.read_text())
         record = RunRecord.from_json(meta)
     except (ValueError, OSError, RunRecordError) as e:
         what = str(e) if isinstance(e, RunRecordError) else f"unreadable run.json ({type(e).__name__}: {e})"
-        return Run(path, None, problem=what, derived_status="corrupt")
-    if record.status == "complete":
+        return Run(path, None, problem=what, derived_status=RunStatus.CORRUPT)
+    if record.status == RunStatus.COMPLETE:
         problem = _files_problem(path, meta)
         if problem is not None:
-            return Run(path, record, problem=problem, derived_status="corrupt")
-    elif record.status == "running" and writer_alive(record.writer) is False:
+            return Run(path, record, problem=problem, derived_status=RunStatus.CORRUPT)
+    elif record.status == RunStatus.RUNNING and writer_alive(record.writer) is False:
         problem = f"the process writing it (pid {record.writer['pid']}) stopped before the run finished"
-        return Run(path, record, problem=problem, derived_status="interrupted")
+        return Run(path, record, problem=problem, derived_status=RunStatus.INTERRUPTED)
     return Run(path, record)
 
 
@@ -340,7 +341,7 @@ class RunStore:
 
     def _check_not_writing(self, name: str, what: str) -> None:
         run = load_run(self.path_for(name))
-        if run.status == "running" and writer_alive(run.record.writer):
+        if run.status == RunStatus.RUNNING and writer_alive(run.record.writer):
             raise EngineError(f"run {name!r} is still being written (pid {run.record.writer['pid']}); {what} it after it finishes")
 
     def delete(self, name: str) -> None:

@@ -163,7 +163,7 @@ def density_map(record: MatrixRecord) -> go.Figure:
 def mask_crop(record: MatrixRecord) -> go.Figure:
     """A crop of the mask coded by agreement with the reference method, over the channel norms of its columns."""
     crop = record.arrays.get("mask_crop")
-    reference = (record.overlap or {}).get("reference", "reference")
+    reference = record.overlap.reference if record.overlap else "reference"
     names = {code: text.replace("method", record.method).replace("reference", reference)
              for code, text in MASK_CODE_NAMES.items()}
     title = f"Mask crop of {record.full_name}: {record.method} versus {reference}"
@@ -216,11 +216,10 @@ def mask_crop(record: MatrixRecord) -> go.Figure:
                            showarrow=False, font={"color": GREY})
     fig.update_xaxes(title_text="input channel j", showgrid=False, row=2, col=1)
     fig.update_xaxes(range=[float(cols[0]) - 0.5, float(cols[-1]) + 0.5])  # the crop's own columns, no more
-    ov = record.overlap or {}
+    ov = record.overlap
     sub = f"rows {int(rows[0])}–{int(rows[-1])}, input channels {int(cols[0])}–{int(cols[-1])}"
     if ov:
-        sub += (f"; whole matrix: pruned by both {ov.get('both', 0):.1%}, only {record.method} "
-                f"{ov.get('only_method', 0):.1%}, only {reference} {ov.get('only_reference', 0):.1%}, "
-                f"Jaccard {ov.get('jaccard', float('nan')):.2f}")
+        sub += (f"; whole matrix: pruned by both {ov.both:.1%}, only {record.method} {ov.only_method:.1%}, "
+                f"only {reference} {ov.only_reference:.1%}, Jaccard {ov.jaccard:.2f}")
     layout(fig, title, sub, bargap=0)
     return fig

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from ...config import PruneConfig
+from ...core.events import BlockFinished
 from ...store.matrix_records import BlockRecord, MatrixRecord
 from .style import BLUE, GREY, VERMILLION, layout, note
 
@@ -33,11 +33,6 @@ def _methods_text(records: Sequence[MatrixRecord]) -> str:
     methods = sorted({r.method for r in records})
     groups = sorted({r.group for r in records})
     return f"method {', '.join(methods)}, comparison group {', '.join(groups)}"
-
-
-def _get(block: BlockRecord | dict[str, Any], key: str) -> Any:
-    """A block's field, from a finished run's BlockRecord or a running job's progress dict alike."""
-    return block[key] if isinstance(block, dict) else getattr(block, key)
 
 
 def sparsity_heatmap(records: list[MatrixRecord]) -> go.Figure:
@@ -74,11 +69,12 @@ def overlap_heatmap(records: list[MatrixRecord]) -> go.Figure:
     if not with_overlap:
         layout(fig, "Mask overlap with the reference method")
         return note(fig, "no overlap recorded")
-    refs = sorted({r.overlap.get("reference", "?") for r in with_overlap})
-    blocks, names, z = _block_matrix(with_overlap, lambda r: r.overlap.get("jaccard"))
+    refs = sorted({r.overlap.reference for r in with_overlap})
+    blocks, names, z = _block_matrix(with_overlap, lambda r: r.overlap.jaccard)
     custom = np.full(z.shape + (3,), np.nan)
-    for k, key in enumerate(("both", "only_method", "only_reference")):
-        custom[..., k] = _block_matrix(with_overlap, lambda r, key=key: r.overlap.get(key))[2]
+    for k, share in enumerate((lambda r: r.overlap.both, lambda r: r.overlap.only_method,
+                               lambda r: r.overlap.only_reference)):
+        custom[..., k] = _block_matrix(with_overlap, share)[2]
     methods = ", ".join(sorted({r.method for r in with_overlap}))
     ref = ", ".join(refs)
     fig.add_trace(go.Heatmap(
@@ -96,13 +92,13 @@ def overlap_heatmap(records: list[MatrixRecord]) -> go.Figure:
     return fig
 
 
-def block_progress(blocks: Sequence[BlockRecord | dict[str, Any]]) -> go.Figure:
-    """Achieved sparsity and relative output error per block: a run's BlockRecords, or a running job's dicts."""
-    idx = np.array([int(_get(b, "block")) for b in blocks], dtype=int)
-    sp = np.array([float(_get(b, "sparsity")) for b in blocks], dtype=float)
+def block_progress(blocks: Sequence[BlockRecord | BlockFinished]) -> go.Figure:
+    """Achieved sparsity and relative output error per block: a run's BlockRecords, or the BlockFinished
+    events of a running job."""
+    idx = np.array([int(b.block) for b in blocks], dtype=int)
+    sp = np.array([float(b.sparsity) for b in blocks], dtype=float)
     # None: pruned from the weights alone (calibrate=False), so no error was measured; drawn as a gap
-    err = np.array([np.nan if _get(b, "block_error") is None else float(_get(b, "block_error")) for b in blocks],
-                   dtype=float)
+    err = np.array([np.nan if b.block_error is None else float(b.block_error) for b in blocks], dtype=float)
     measured = err[np.isfinite(err)]
     fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.16,
                         subplot_titles=("achieved sparsity", "block output error ‖ŷ − y‖² / ‖y‖²"))

@@ -4,11 +4,12 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import plotly.graph_objects as go
 
 from ...store.run_record import RunRecord
+from ...store.zeroshot_record import ZeroShotScores
 from .style import DARK_GREY, DENSE_STYLE, LIGHT_GREY, MethodStyle, finite, layout, method_style, note
 
 if TYPE_CHECKING:
@@ -17,28 +18,31 @@ if TYPE_CHECKING:
 ZEROSHOT_METRICS = {"acc": "accuracy", "acc_norm": "length-normalised accuracy"}
 
 
-def zeroshot_results(run: RunRecord, which: str) -> dict:
-    return (((run.zeroshot or {}).get(which) or {}).get("results")) or {}
+def zeroshot_results(run: RunRecord, which: Literal["dense", "pruned"]) -> ZeroShotScores:
+    """The dense or the pruned model's scores (none for a run without zero-shot results)."""
+    if run.zeroshot is None:
+        return ZeroShotScores()
+    return run.zeroshot.dense if which == "dense" else run.zeroshot.pruned
 
 
 def zeroshot_tasks(runs: Sequence[RunRecord], metric: str) -> list[str]:
     tasks: list[str] = []
     for run in runs:
-        for task, r in zeroshot_results(run, "pruned").items():
-            if finite(r.get(metric)) is not None and task not in tasks:
+        for task, r in zeroshot_results(run, "pruned").results.items():
+            if finite(r.value(metric)) is not None and task not in tasks:
                 tasks.append(task)
     return tasks
 
 
-def zeroshot_mean(results: dict, tasks: Sequence[str], metric: str) -> float | None:
+def zeroshot_mean(results: ZeroShotScores, tasks: Sequence[str], metric: str) -> float | None:
     """The mean over `tasks` (the paper's summary column), only if every task has the metric."""
-    values = [finite((results.get(t) or {}).get(metric)) for t in tasks]
+    values = [finite(results.value(t, metric)) for t in tasks]
     return sum(values) / len(values) if values and all(v is not None for v in values) else None  # type: ignore[arg-type]
 
 
-def _zs_mean_stderr(results: dict, tasks: Sequence[str], metric: str) -> float | None:
+def _zs_mean_stderr(results: ZeroShotScores, tasks: Sequence[str], metric: str) -> float | None:
     """Standard error of the mean over tasks, the tasks' samples being independent: sqrt(Σ se²) / k."""
-    ses = [finite((results.get(t) or {}).get(f"{metric}_stderr")) for t in tasks]
+    ses = [finite(results.stderr(t, metric)) for t in tasks]
     return math.sqrt(sum(e * e for e in ses)) / len(ses) if ses and all(e is not None for e in ses) else None  # type: ignore[misc]
 
 
@@ -54,13 +58,13 @@ def zeroshot_table(runs: Sequence[RunRecord]) -> pd.DataFrame:
     for run in runs:
         pruned, dense = zeroshot_results(run, "pruned"), zeroshot_results(run, "dense")
         for metric in ZEROSHOT_METRICS:
-            tasks = [t for t, r in pruned.items() if finite(r.get(metric)) is not None]
+            tasks = [t for t, r in pruned.results.items() if finite(r.value(metric)) is not None]
             for task in tasks:
-                r, d = pruned[task], dense.get(task) or {}
-                p, dv = finite(r.get(metric)), finite(d.get(metric))
+                r = pruned.results[task]
+                p, dv = finite(r.value(metric)), finite(dense.value(task, metric))
                 rows.append({"run": run.name, "method": run.label(), "task": task, "metric": metric, "dense": dv,
                              "pruned": p, "delta": p - dv if dv is not None else None,
-                             "pruned_stderr": finite(r.get(f"{metric}_stderr")), "n": r.get("n")})
+                             "pruned_stderr": finite(r.stderr(metric)), "n": r.n})
             if len(tasks) > 1:
                 p, dv = zeroshot_mean(pruned, tasks, metric), zeroshot_mean(dense, tasks, metric)
                 rows.append({"run": run.name, "method": run.label(), "task": "mean", "metric": metric, "dense": dv,
@@ -71,14 +75,15 @@ def zeroshot_table(runs: Sequence[RunRecord]) -> pd.DataFrame:
 
 def _zs_caption(runs: Sequence[RunRecord], tasks: Sequence[str]) -> str:
     """'lm-eval 0.4.13, 0-shot; boolq n=3270, rte n=277; all questions' — what the bars were measured on."""
-    harness = sorted({str((run.zeroshot or {}).get("harness")) for run in runs})
-    shots = sorted({((run.zeroshot or {}).get("config") or {}).get("num_fewshot", 0) for run in runs})
-    limits = sorted({str(((run.zeroshot or {}).get("config") or {}).get("limit")) for run in runs})
+    scored = [run.zeroshot for run in runs if run.zeroshot is not None]
+    harness = sorted({str(zs.harness) for zs in scored})
+    shots = sorted({zs.config.num_fewshot for zs in scored})
+    limits = sorted({str(zs.config.limit) for zs in scored})
     ns: dict[str, list] = {}
     for run in runs:
-        for t, r in zeroshot_results(run, "pruned").items():
-            if t in tasks and r.get("n") not in ns.setdefault(t, []):
-                ns[t].append(r.get("n"))
+        for t, r in zeroshot_results(run, "pruned").results.items():
+            if t in tasks and r.n not in ns.setdefault(t, []):
+                ns[t].append(r.n)
     same_n = {n for t in tasks for n in ns.get(t, [])}
     if len(same_n) == 1 and all(len(ns.get(t, [])) == 1 for t in tasks):
         n_text = f"{', '.join(tasks)}: n={same_n.pop()} each"
@@ -93,7 +98,8 @@ def zeroshot_bars(runs: Sequence[RunRecord], metric: str = "acc") -> go.Figure:
     """Grouped bars per task: the dense model and each run's pruned model (and their mean over tasks)."""
     fig = go.Figure()
     what = ZEROSHOT_METRICS.get(metric, metric)
-    usable = [run for run in runs if any(finite(r.get(metric)) is not None for r in zeroshot_results(run, "pruned").values())]
+    usable = [run for run in runs
+              if any(finite(r.value(metric)) is not None for r in zeroshot_results(run, "pruned").results.values())]
     if not usable:
         layout(fig, f"Zero-shot {what}")
         fig.update_yaxes(title_text=metric, range=[0, 1], tickformat=".0%")
@@ -101,9 +107,9 @@ def zeroshot_bars(runs: Sequence[RunRecord], metric: str = "acc") -> go.Figure:
     tasks = zeroshot_tasks(usable, metric)
     x = tasks + (["mean"] if len(tasks) > 1 else [])
 
-    def bar(name: str, results: dict, look: MethodStyle, hover: str) -> None:
-        ys = [finite((results.get(t) or {}).get(metric)) for t in tasks]
-        errs = [finite((results.get(t) or {}).get(f"{metric}_stderr")) for t in tasks]
+    def bar(name: str, results: ZeroShotScores, look: MethodStyle, hover: str) -> None:
+        ys = [finite(results.value(t, metric)) for t in tasks]
+        errs = [finite(results.stderr(t, metric)) for t in tasks]
         if len(tasks) > 1:
             ys.append(zeroshot_mean(results, tasks, metric))
             errs.append(_zs_mean_stderr(results, tasks, metric))
@@ -117,8 +123,8 @@ def zeroshot_bars(runs: Sequence[RunRecord], metric: str = "acc") -> go.Figure:
     # one dense series per model and task settings: runs of different models are not one dense model
     dense_keys: list[tuple] = []
     for run in usable:
-        key = (run.model.source or run.request.model, repr(sorted(((run.zeroshot or {}).get("config") or {}).items())))
-        if key not in dense_keys and zeroshot_results(run, "dense"):
+        key = (run.model.source or run.request.model, run.zeroshot.config)
+        if key not in dense_keys and zeroshot_results(run, "dense").results:
             dense_keys.append(key)
             label = "dense" if not dense_keys[1:] else f"dense ({run.model.label or key[0]})"
             dense = DENSE_STYLE if len(dense_keys) == 1 else replace(DENSE_STYLE, colour=LIGHT_GREY)
