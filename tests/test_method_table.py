@@ -71,7 +71,7 @@ def test_a_method_registered_here_prunes_through_the_cli_to_its_reference_masks(
         wanda = reference_mask(dense[key], norms.sqrt(), 0.5)  # |W|·‖X‖ ranks rows differently
         unlike_wanda += not torch.equal(expected, wanda)
         assert rec.method == "wanda_sq" and set(rec.hist) == {"magnitude", "wanda", "wanda_sq"}
-        assert rec.overlap["reference"] == "magnitude"
+        assert rec.overlap.reference == "magnitude"
     assert unlike_wanda, "the squared norm should change some masks, or this test proves nothing"
 
 
