@@ -13,6 +13,7 @@ from wanda_engine.core.parsing import parse_fraction, parse_list
 from wanda_engine.sweep import grid as sw
 from wanda_engine.outputs.bundle import SweepSource, build_bundle
 from wanda_engine.core.errors import ConfigError, EngineError
+from wanda_engine.core.status import SweepStatus
 from wanda_engine.outputs.figures.catalog import sweep_figures
 from wanda_engine.sweep.cost import estimate_work
 
@@ -60,7 +61,7 @@ def _queue() -> None:
         if len(runner.queued()) + len(plan) > MAX_QUEUE:
             raise EngineError(f"the queue holds {len(runner.queued())} runs; {len(plan)} more would pass its "
                               f"limit of {MAX_QUEUE}. Wait for some to finish or shrink the grid")
-        sw.write_manifest(store, cfg, plan, status="queued")
+        sw.write_manifest(store, cfg, plan, status=SweepStatus.QUEUED)
         jobs = [runner.submit(r, owner=ui.session_id(), label=f"{lab} · {name}", batch=name)
                 for r, lab in zip(plan.requests, plan.labels)]
     except EngineError as e:
@@ -142,7 +143,7 @@ else:
 
     sweep = by_name[st.selectbox("Sweep", list(by_name), key="sw_selected", format_func=describe)]
     points = sweep.points()
-    done = sum(p["status"] == "complete" for p in points)
+    done = sum(p["status"] == SweepStatus.COMPLETE for p in points)
     st.caption(f"Status: **{sweep.status}** · {done} of {len(points)} runs complete · manifest `{sweep.path}`")
     st.dataframe([{"point": p["label"], "status": p["status"], "perplexity": p.get("ppl"), "run": p["run"],
                    "error": p.get("error") or ""} for p in points], hide_index=True, width="stretch",

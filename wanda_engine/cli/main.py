@@ -18,6 +18,7 @@ from .progress import EventBar
 from .repair import add_repair_parser, run_repair_command
 from ..config import WEIGHT_UPDATES, EvalConfig, OffloadConfig, PruneConfig, RunRequest, ZeroShotConfig
 from ..core.parsing import parse_fraction, parse_list
+from ..core.status import SweepStatus
 from ..core.errors import ConfigError, EngineError, PruneCancelled
 from ..core.events import BlockFinished, Event, MatrixPruned, StageStarted
 from ..methods import table
@@ -306,12 +307,12 @@ def _sweep(args: argparse.Namespace) -> int:
             _write_figure(fig, path)
             written.append(str(path))
     print(json.dumps({"sweep": result.name, "manifest": str(result.manifest), "status": result.status,
-                      "runs": len(result.points), "complete": result.count("complete"), "failed": result.count("failed"),
+                      "runs": len(result.points), "complete": result.count(SweepStatus.COMPLETE), "failed": result.count(SweepStatus.FAILED),
                       "skipped": [{"label": lab, "reason": why} for lab, why in result.skipped], "figures": written}))
-    if result.status == "cancelled":
+    if result.status == SweepStatus.CANCELLED:
         print("cancelled: the sweep stopped early; finished points are kept", file=sys.stderr)
         return 130
-    if result.count("failed"):
+    if result.count(SweepStatus.FAILED):
         print(f"error: {result.count('failed')} of {len(result.points)} sweep points failed; see {result.manifest}",
               file=sys.stderr)
         return 1

@@ -17,3 +17,15 @@ class RunStatus(StrEnum):
 
 # what a run.json or a repair.json may say; the others are only derived when a run is read
 RECORDED = (RunStatus.RUNNING, RunStatus.COMPLETE, RunStatus.FAILED, RunStatus.CANCELLED)
+
+
+class SweepStatus(StrEnum):
+    """A sweep's, and each of its points': a run's words, and those of points whose runs have not started."""
+
+    PLANNED = "planned"  # no run started yet
+    QUEUED = "queued"  # the app queued its runs
+    RUNNING = "running"
+    COMPLETE = "complete"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    INCOMPLETE = "incomplete"  # some points done, others never started (queued in the app, or abandoned)

@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from ..core.status import RunStatus
 from ..core.errors import ConfigError, EngineError
 from ..core.events import EventCallback, StageStarted, ignore_events
 from ..evaluation.perplexity import check_windows, perplexity
@@ -127,7 +128,7 @@ def _first_record(request: RepairRequest, prep: _Prepared) -> RepairRecord:
     config, model = request.config, prep.start.model
     sparsity, _ = sparsity_of_blocks(model)
     evaluated = EVALUATED[config.evaluate] if config.method == "lora" else EVALUATED["finetune"]
-    return RepairRecord(name=prep.path.name, status="running", created=timestamp(), run=prep.record.name,
+    return RepairRecord(name=prep.path.name, status=RunStatus.RUNNING, created=timestamp(), run=prep.record.name,
                         request=request, start=prep.start.how, evaluated=evaluated,
                         mask_sha256_before=mask_checksum(model), mask_verified=prep.start.mask_verified,
                         sparsity_before=sparsity, train={**prep.text.describe(config), "start": prep.start.detail},

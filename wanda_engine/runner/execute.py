@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from ..config import PruneConfig, RunRequest
+from ..core.status import RunStatus
 from ..core.errors import EngineError
 from ..core.events import EventCallback, ignore_events
 from ..evaluation.perplexity import check_windows, perplexity_on_device
@@ -116,7 +117,7 @@ def _run_path(request: RunRequest, store: RunStore | None, run_dir: str | Path |
 
 def _first_record(path: Path, prep: Prepared, clock: StageClock) -> RunRecord:
     loaded = prep.loaded
-    return RunRecord(name=path.name, status="running", created=timestamp(), request=prep.request,
+    return RunRecord(name=path.name, status=RunStatus.RUNNING, created=timestamp(), request=prep.request,
                      model=ModelInfo.from_json({"source": loaded.source, "label": loaded.label, **loaded.info}),
                      calibration=CalibrationInfo.from_json(prep.calibration), versions=package_versions(),
                      device=str(prep.device), timings=dict(clock.timings), writer=writer_identity())

@@ -20,6 +20,7 @@ import torch
 import transformers
 
 from .. import __version__
+from ..core.status import RunStatus
 from ..core.errors import EngineError, OutOfMemory, PruneCancelled
 from ..core.events import EventCallback, StageStarted, ignore_events
 from ..core.stages import BY_NAME
@@ -131,12 +132,12 @@ def record_lifecycle(kind: RecordKind, folder: Path, record: Record, clock: Stag
     writer = RecordWriter(folder / kind.file, record)
     try:
         yield writer
-        writer.update(status="complete", finished=timestamp(), timings=_timings(writer.record, clock))
+        writer.update(status=RunStatus.COMPLETE, finished=timestamp(), timings=_timings(writer.record, clock))
         writer.write()
     except BaseException as e:
         cancelled = isinstance(e, (PruneCancelled, KeyboardInterrupt))
         stopped_at = {"finished": timestamp()} if kind.finished_when_stopped else {}
-        writer.update(status="cancelled" if cancelled else "failed", **stopped_at,
+        writer.update(status=RunStatus.CANCELLED if cancelled else RunStatus.FAILED, **stopped_at,
                       error=str(e) if isinstance(e, EngineError) else f"{type(e).__name__}: {e}",
                       timings=_timings(writer.record, clock))
         try:  # best effort: the original error matters more than a failed status write

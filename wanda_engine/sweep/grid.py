@@ -23,6 +23,7 @@ from typing import Any
 from ..runner import execute as runner
 from ..config import EvalConfig, PruneConfig, RunRequest, method_label, protect_suffix, update_suffix
 from ..core.parsing import check_run_name, parse_pattern
+from ..core.status import SweepStatus
 from ..core.errors import ConfigError, EngineError, PruneCancelled
 from ..core.events import EventCallback, StageStarted, ignore_events
 from ..inputs.models import load_model
@@ -230,12 +231,12 @@ def _points(plan: SweepPlan) -> list[dict[str, Any]]:
     return [{"index": i, "run": r.name, "label": label, "method": r.prune.method, "variant": r.prune.variant,
              "pattern": r.prune.pattern, "sparsity": r.prune.target_sparsity, "nsamples": r.prune.nsamples,
              "layerwise": r.prune.layerwise, "protect_channels": r.prune.protect_channels,
-             "weight_update": r.prune.weight_update, "status": "planned",
+             "weight_update": r.prune.weight_update, "status": SweepStatus.PLANNED,
              "error": None, "ppl": None}
             for i, (r, label) in enumerate(zip(plan.requests, plan.labels))]
 
 
-def write_manifest(store: RunStore, cfg: SweepConfig, plan: SweepPlan, status: str = "planned",
+def write_manifest(store: RunStore, cfg: SweepConfig, plan: SweepPlan, status: str = SweepStatus.PLANNED,
                    points: list[dict[str, Any]] | None = None, created: str | None = None) -> Path:
     """Write (atomically) the manifest of a named sweep; refuses to overwrite another sweep's on first write."""
     if not cfg.name or plan.name != cfg.name:
@@ -298,19 +299,19 @@ class Sweep:
         return [r for r in self.runs() if r is not None and r.complete]
 
     @property
-    def status(self) -> str:
+    def status(self) -> SweepStatus:
         """complete | running | failed | cancelled (a sweep run to its end by the CLI) | planned (nothing
         started yet) | incomplete (some points done, others not started: queued in the app, or abandoned)."""
         statuses = [p["status"] for p in self.points()]
-        if statuses and all(s == "complete" for s in statuses):
-            return "complete"
-        if "running" in statuses:
-            return "running"
-        if self.manifest.get("status") in ("complete", "failed", "cancelled"):
-            return self.manifest["status"]
-        if "planned" in statuses:
-            return "planned" if all(s == "planned" for s in statuses) else "incomplete"
-        return "cancelled" if "cancelled" in statuses else "failed"
+        if statuses and all(s == SweepStatus.COMPLETE for s in statuses):
+            return SweepStatus.COMPLETE
+        if SweepStatus.RUNNING in statuses:
+            return SweepStatus.RUNNING
+        if self.manifest.get("status") in (SweepStatus.COMPLETE, SweepStatus.FAILED, SweepStatus.CANCELLED):
+            return SweepStatus(self.manifest["status"])
+        if SweepStatus.PLANNED in statuses:
+            return SweepStatus.PLANNED if all(s == SweepStatus.PLANNED for s in statuses) else SweepStatus.INCOMPLETE
+        return SweepStatus.CANCELLED if SweepStatus.CANCELLED in statuses else SweepStatus.FAILED
 
 
 def load_sweep(store: RunStore, name: str) -> Sweep:
@@ -353,7 +354,7 @@ class SweepResult:
     status: str
 
     def runs(self, store: RunStore) -> list[Run]:
-        return [load_run(store.path_for(p["run"])) for p in self.points if p["status"] == "complete"]
+        return [load_run(store.path_for(p["run"])) for p in self.points if p["status"] == SweepStatus.COMPLETE]
 
     def count(self, status: str) -> int:
         return sum(p["status"] == status for p in self.points)
@@ -376,14 +377,14 @@ def _run_point(point: dict[str, Any], request: RunRequest, store: RunStore, on_e
     try:
         run = runner.execute_run(request, store=store, on_event=on_event, cancel=cancel, loaded=loaded)
     except PruneCancelled as e:
-        point["status"], point["error"] = "cancelled", str(e)
+        point["status"], point["error"] = SweepStatus.CANCELLED, str(e)
         return True
     except Exception as e:  # noqa: BLE001 - one bad point must not lose the rest of the grid
-        point["status"] = "failed"
+        point["status"] = SweepStatus.FAILED
         point["error"] = str(e) if isinstance(e, EngineError) else f"{type(e).__name__}: {e}"
     else:
         r = run.record
-        point.update(status="complete", run=run.name, ppl=r.ppl, ppl_dense=r.ppl_dense, achieved_sparsity=r.sparsity,
+        point.update(status=SweepStatus.COMPLETE, run=run.name, ppl=r.ppl, ppl_dense=r.ppl_dense, achieved_sparsity=r.sparsity,
                      seconds=r.timings.get("total_s"))
     return False
 
@@ -420,8 +421,8 @@ def run_sweep(cfg: SweepConfig, store: RunStore | None = None, loaded: Any = Non
     preflight(loaded, plan)
 
     created = time.strftime("%Y-%m-%dT%H:%M:%S")
-    path = write_manifest(store, cfg, plan, status="running", created=created)
-    points, status = _points(plan), "running"
+    path = write_manifest(store, cfg, plan, status=SweepStatus.RUNNING, created=created)
+    points, status = _points(plan), SweepStatus.RUNNING
 
     def save() -> None:
         write_manifest(store, cfg, plan, status=status, points=points, created=created)
@@ -429,26 +430,26 @@ def run_sweep(cfg: SweepConfig, store: RunStore | None = None, loaded: Any = Non
     try:
         for point, request in zip(points, plan.requests):
             if cancel is not None and cancel.is_set():
-                status = "cancelled"
+                status = SweepStatus.CANCELLED
                 break
             on_event(StageStarted(time.perf_counter() - t0, "sweep-point",
                                   f"{point['index'] + 1}/{len(points)}: {point['label']}"))
-            point["status"] = "running"
+            point["status"] = SweepStatus.RUNNING
             save()
             cancelled = _run_point(point, request, store, on_event, cancel, loaded)
             save()
             if on_point is not None:
                 on_point(dict(point))
             if cancelled:
-                status = "cancelled"
+                status = SweepStatus.CANCELLED
                 break
         else:
-            status = "complete" if all(p["status"] == "complete" for p in points) else "failed"
+            status = SweepStatus.COMPLETE if all(p["status"] == SweepStatus.COMPLETE for p in points) else SweepStatus.FAILED
     except BaseException:  # KeyboardInterrupt: the manifest says so before the interrupt propagates
-        status = "cancelled"
+        status = SweepStatus.CANCELLED
         for p in points:
-            if p["status"] == "running":
-                p["status"] = "cancelled"
+            if p["status"] == SweepStatus.RUNNING:
+                p["status"] = SweepStatus.CANCELLED
         with contextlib.suppress(OSError):
             save()
         raise

@@ -136,7 +136,7 @@ def zeroshot_bars(runs: Sequence[RunRecord], metric: str = "acc") -> go.Figure:
         if lab in labels:
             lab = f"{lab} ({run.name})"
         labels.append(lab)
-        bar(lab, zeroshot_results(run, "pruned"), method_style(lab, looks), f"run {run.name}")
+        bar(lab, zeroshot_results(run, "pruned"), method_style(lab, looks, run.request.prune.choice), f"run {run.name}")
     layout(fig, f"Zero-shot {what} of the dense and pruned models", _zs_caption(usable, tasks),
             barmode="group", uniformtext={"minsize": 8, "mode": "hide"})
     fig.update_yaxes(title_text=f"{metric} ({what})", range=[0, 1.08], tickformat=".0%")
