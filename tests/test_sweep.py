@@ -221,4 +221,4 @@ def test_sweep_page_queues_a_batch_and_draws_its_figure(app_env):
     assert line["y"] == [r.record.ppl for r in sweep.complete_runs() if r.record.request.prune.method == "wanda"]
     # a bad list is one sentence and nothing is queued
     at.text_input(key="sw_sparsities").set_value("lots").run()
-    assert any("is not a sparsity" in w.value for w in at.warning) and at.button(key="b_sweep").disabled
+    assert any("sparsity 'lots' is not a number" in w.value for w in at.warning) and at.button(key="b_sweep").disabled
