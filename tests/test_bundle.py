@@ -206,7 +206,7 @@ def test_the_export_command_runs_without_torch(store, tmp_path):
     out = tmp_path / "b.zip"
     code = (
         "import sys, argparse\n"
-        "from wanda_engine import export\n"
+        "from wanda_engine.outputs import export\n"
         "export.export_figure = lambda fig, fmt, **kw: fmt.encode()\n"
         "from wanda_engine.cli.export import add_export_parser, run_export\n"
         "p = argparse.ArgumentParser(); sub = p.add_subparsers(dest='command'); add_export_parser(sub)\n"

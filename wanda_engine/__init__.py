@@ -1,6 +1,23 @@
-"""wanda_engine: prune causal LMs layer by layer with Wanda, magnitude or SparseGPT, and record why.
+"""wanda_engine: prune causal LMs layer by layer with Wanda, magnitude, RIA or SparseGPT, and record why.
 
-No Streamlit here: the app and the CLI are thin faces over this package.
+No Streamlit here: the app and the CLI are thin faces over this package. Its packages, from the bottom up (each may
+import only those above it in this list; tests/test_code_rules.py holds the order):
+
+    core        the shared words: errors, events, the stage table, statuses, parsing of typed values, the palette
+    methods     the one table of methods, and their math: scores, selectors, SparseGPT's solver
+    config.py   validated settings: PruneConfig, EvalConfig, ZeroShotConfig, OffloadConfig, RunRequest
+    store       runs on disk, torch-free: run.json's typed record, the per-matrix records, the run store
+    inputs      the model, its anatomy (blocks, linears), offloading, the device, texts -> token windows
+    pruning     the one layer-by-layer loop: capture -> per block calibrate, score, select, record, propagate
+    evaluation  perplexity and zero-shot accuracy
+    runner      one whole run, and the lifecycle every kind of run shares
+    sweep       grids of runs on one loaded model, and what a plan costs
+    repair      fine-tuning a pruned run with its zeros kept
+    outputs     figures, their export at print size, paper tables, bundles, the Explain page's argument
+    cli         python -m wanda_engine prune | sweep | export | repair
+
+Follow a run: cli.main (or the app's worker) -> runner.execute.execute_run -> pruning.pipeline.prune_model ->
+store.run_record.RunRecord in run.json -> outputs.figures -> the app's pages.
 """
 import os as _os
 
