@@ -118,7 +118,7 @@ def test_module_entry_point_exit_status(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "wanda_engine", "prune", "--sparsity", "2"], cwd=REPO,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1
-    assert proc.stderr.strip().splitlines()[-1].startswith("error: sparsity must be")
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: sparsity 2 is not a fraction below 1")
 
 
 def test_cancel_before_evaluation_marks_the_run_cancelled(tiny_model_dir, tmp_path):

@@ -167,6 +167,11 @@ def stop_export_server() -> None:
             server.close()
 
 
+def export_server_running() -> bool:
+    """Whether the kept-open export browser is up (started by `start_export_server`, not stopped since)."""
+    return _server is not None
+
+
 def _oneshot(fig_dict: dict, opts: dict) -> bytes:
     """Start a browser for one export, on a fresh event loop in its own thread (the caller may have a loop)."""
     import kaleido
