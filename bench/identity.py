@@ -1,6 +1,6 @@
 """Bit-identity check for refactors: every method pruned on the embedded model through the CLI, and a sha256 of
 what it produced (the saved weights tensor by tensor, the masks' checksum, the perplexities: bit for bit; the
-records with their floats rounded to 6 significant digits).
+records to within 1e-6 relative, so that a record computed in another order still agrees).
 
 Run it before a change and after it, then compare the two JSON files:
 
@@ -50,15 +50,22 @@ def tensor_digests(folder: Path) -> dict[str, str]:
     return digests
 
 
-def rounded(value):
-    """Floats to 6 significant digits: records computed in another order agree; a changed record does not."""
-    if isinstance(value, float):
-        return float(f"{value:.6g}")
-    if isinstance(value, dict):
-        return {k: rounded(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [rounded(v) for v in value]
-    return value
+def numbers_differ(a, b, rel: float = 1e-6) -> str | None:
+    """Where two records' JSON differ beyond float rounding: the first path, or None."""
+    if isinstance(a, float) or isinstance(b, float):
+        if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+            same = a == b or abs(a - b) <= rel * max(abs(a), abs(b)) or (a != a and b != b)
+            return None if same else f"{a!r} != {b!r}"
+        return f"{a!r} != {b!r}"
+    if isinstance(a, dict) and isinstance(b, dict):
+        if a.keys() != b.keys():
+            return f"keys {sorted(a.keys() ^ b.keys())}"
+        return next((f"{k}.{why}" for k in a if (why := numbers_differ(a[k], b[k], rel))), None)
+    if isinstance(a, list) and isinstance(b, list):
+        if len(a) != len(b):
+            return f"lengths {len(a)} != {len(b)}"
+        return next((f"[{i}].{why}" for i, (x, y) in enumerate(zip(a, b)) if (why := numbers_differ(x, y, rel))), None)
+    return None if a == b else f"{a!r} != {b!r}"
 
 
 def run_case(name: str, args: list[str], work: Path) -> dict:
@@ -71,7 +78,7 @@ def run_case(name: str, args: list[str], work: Path) -> dict:
     return {"ppl": run["ppl"], "ppl_dense": run["ppl_dense"], "sparsity": run["sparsity"],
             "mask_sha256": run["mask_sha256"],
             "weights_sha256": hashlib.sha256(json.dumps(weights, sort_keys=True).encode()).hexdigest(),
-            "records_sha256": hashlib.sha256(json.dumps(rounded(records), sort_keys=True).encode()).hexdigest(),
+            "records": records,
             "blocks": [[b["sparsity"], b.get("block_error")] for b in run["blocks"]]}
 
 
@@ -87,13 +94,18 @@ def main() -> int:
         for name in names:
             results[name] = run_case(name, CASES[name], Path(tmp))
             print(name, results[name]["ppl"], results[name]["weights_sha256"][:12], flush=True)
-    Path(a.out).write_text(json.dumps(results, indent=1))
+    Path(a.out).write_text(json.dumps(results))
     if not a.compare:
         return 0
     before = json.loads(Path(a.compare).read_text())
-    differ = [(n, k) for n in names if n in before for k in results[n] if results[n][k] != before[n].get(k)]
-    for n, k in differ:
-        print(f"DIFFERS: {n} {k}: {before[n].get(k)!r} -> {results[n][k]!r}")
+    differ = []
+    for n in (n for n in names if n in before):
+        for k in results[n]:
+            why = (numbers_differ(before[n].get(k), results[n][k]) if k == "records"
+                   else None if results[n][k] == before[n].get(k) else f"{before[n].get(k)!r} -> {results[n][k]!r}")
+            if why:
+                differ.append((n, k))
+                print(f"DIFFERS: {n} {k}: {why}"[:400])
     print("identical" if not differ else f"{len(differ)} differences")
     return 1 if differ else 0
 
