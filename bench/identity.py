@@ -1,6 +1,6 @@
 """Bit-identity check for refactors: every method pruned on the embedded model through the CLI, and a sha256 of
 what it produced (the saved weights tensor by tensor, the masks' checksum, the perplexities: bit for bit; the
-records to within 1e-6 relative, so that a record computed in another order still agrees).
+records to within 1e-5 relative: fp32 sums taken in another order differ by a few ulps).
 
 Run it before a change and after it, then compare the two JSON files:
 
@@ -50,7 +50,7 @@ def tensor_digests(folder: Path) -> dict[str, str]:
     return digests
 
 
-def numbers_differ(a, b, rel: float = 1e-6) -> str | None:
+def numbers_differ(a, b, rel: float = 1e-5) -> str | None:
     """Where two records' JSON differ beyond float rounding: the first path, or None."""
     if isinstance(a, float) or isinstance(b, float):
         if isinstance(a, (int, float)) and isinstance(b, (int, float)):
