@@ -56,6 +56,23 @@ def layout(fig: go.Figure, title: str, subtitle: str | None = None, **kwargs: An
     return fig
 
 
+def on_screen(fig: go.Figure, rows: int | None = None, narrow: bool = False) -> go.Figure:
+    """`fig` as the app shows it (changed in place): `rows`, a heatmap's row count, gives each row room;
+    `narrow`, a half-width column, wraps long titles instead of letting them run off the figure."""
+    if narrow and fig.layout.title.text:
+        title = "<br>".join(wrap(fig.layout.title.text, 48))
+        sub = fig.layout.title.subtitle.text if fig.layout.title.subtitle else None
+        sub = "<br>".join(wrap(sub, 66)) if sub else None
+        fig.update_layout(title_text=title)
+        if sub:
+            fig.update_layout(title_subtitle_text=sub)
+        lines = title.count("<br>") + 1 + (sub.count("<br>") + 1 if sub else 0)
+        fig.update_layout(margin_t=max(fig.layout.margin.t or 0, 40 + 22 * lines))
+    if rows and fig.layout.height is None:
+        fig.update_layout(height=int(min(max(450, 190 + 20 * rows), 1400)))
+    return fig
+
+
 def note(fig: go.Figure, text: str) -> go.Figure:
     """A grey sentence in the middle of an empty figure, saying why it is empty."""
     fig.add_annotation(text=text, xref="paper", yref="paper", x=0.5, y=0.5, showarrow=False,
