@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from wanda_engine.outputs import figures as F
+from wanda_engine.outputs.figures.paper import suggested_caption
 from wanda_engine.config import PruneConfig
 from wanda_engine.core.events import BlockFinished
 from wanda_engine.store.run_record import RunRecord
@@ -86,7 +87,9 @@ def test_metric_histograms_counts_match_the_weights(rec):
             assert cut and cut[0].x[0] == pytest.approx(h["cutoff"])
             assert "median over rows" in cut[0].name  # group "row" for wanda
     title = _title(fig)
-    assert rec.full_name in title and f"{numel:,}" in title and "teacher's view" in title
+    # issue 19: the page's name for the figure ("The teacher's view") is not the paper's caption
+    assert rec.full_name in title and f"{numel:,}" in title and "Which weights each metric would prune" in title
+    assert "teacher" not in suggested_caption(fig)
 
 
 def test_channel_norms_highlights_the_top_channels(rec):
@@ -134,7 +137,7 @@ def test_mask_crop_shows_the_codes_and_the_channel_norms(rec):
     np.testing.assert_array_equal(np.asarray(heat.z), rec.arrays["mask_crop"])
     np.testing.assert_array_equal(np.asarray(heat.x), rec.arrays["crop_cols"])
     np.testing.assert_array_equal(np.asarray(heat.y), rec.arrays["crop_rows"])
-    labels = list(heat.colorbar.ticktext)
+    labels = [t.name for t in fig.data if t.showlegend is not False and t.type == "scatter"]  # the codes' legend
     assert "pruned only by wanda" in labels and "pruned only by magnitude" in labels
     assert not any("method" in s or "reference" in s for s in labels)
     bars = fig.data[1]

@@ -56,7 +56,7 @@ def titles(fig) -> str:
 
 def bar_values(fig) -> dict[str, float | None]:
     bars = next(t for t in fig.data if t.type == "bar")
-    return dict(zip(bars.x, bars.y))
+    return dict(zip(bars.y, bars.x))  # horizontal bars: the names down the side
 
 
 def by_prefix(values: dict, prefix: str) -> list:
@@ -78,11 +78,11 @@ def test_the_bars_show_each_records_perplexity_and_the_dense_reference():
     lora_label = next(k for k in values if k.startswith("+LoRA"))
     assert f"{lora.tokens_seen:,} tokens" in lora_label and lora.tokens_seen == 3 * 2 * 16
     line = next(t for t in fig.data if t.type == "scatter")
-    assert set(line.y) == {reference.ppl_after} and "dense fine-tuned" in line.name
+    assert set(line.x) == {reference.ppl_after} and "dense fine-tuned" in line.name
     title = titles(fig)
     assert "50.00% sparsity" in title and WINDOWS.describe() in title and NO_REFERENCE not in title
     table = figure_data(fig)  # exports like every figure
-    assert set(table["y"].dropna()) == {run.ppl_dense, run.ppl, obs.ppl, ft.ppl_after, lora.ppl_after,
+    assert set(table["x"].dropna()) == {run.ppl_dense, run.ppl, obs.ppl, ft.ppl_after, lora.ppl_after,
                                         reference.ppl_after}
 
 

@@ -40,7 +40,8 @@ _MEASURE = """
                    || /^[xy][0-9]*title$/.test(el.getAttribute('class') || '');
       texts.push({text, axis, quad: corners(el, box)});
     }
-    const plots = [...svg.querySelectorAll('rect.bg')].map(r => corners(r, r.getBBox()));
+    const plots = [...svg.querySelectorAll('rect.bg')].filter(r => !r.closest('.legend'))
+                                                      .map(r => corners(r, r.getBBox()));
     out.push({width: view.width, height: view.height, texts, plots});
   }
   return out;
