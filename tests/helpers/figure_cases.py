@@ -93,6 +93,14 @@ def _screen(stem: str) -> tuple[int, ...]:
     return (1100,)
 
 
+def sparsity_cases(runs: dict[str, Run]) -> list[Case]:
+    """The Sparsity page's side-by-side view of the Compare's pair, on the matrix type with the loudest channel."""
+    pair = [runs["wanda"], runs["magnitude"]]
+    loudest = catalog.outlier_matrix(pair[0].records())
+    return [Case(f"zeros-{name}", lambda n=name: F.zeros_where([(r.record.label(), r.records()) for r in pair], n),
+                 rows=60) for name in dict.fromkeys((loudest.name, "self_attn.q_proj"))]
+
+
 def explain_cases(runs: dict[str, Run]) -> list[Case]:
     """Step 1's toy at the slider's ends and default, and steps 2–5 on the Compare's pair (step 5 before and
     after its test ran)."""

@@ -1,4 +1,4 @@
-"""Tick labels that fit their axis: the figures name every tick they could label (each block, 1-2-5 on a log
+"""Numbers as a reader reads them (`significant`, `tick_text`), and tick labels that fit their axis: the figures name every tick they could label (each block, 1-2-5 on a log
 axis), and `fit_ticks` keeps the ones the axis has room for at the size it is drawn at, in print
 (`paper.paper_figure`) and on screen (`style.on_screen`, the screen-size export).
 
@@ -31,6 +31,18 @@ def tick_text(value: float) -> str:
     mantissa = round(value / 10.0**exponent, 6)
     power = f"10{str(exponent).translate(_SUPERSCRIPT)}"
     return power if mantissa == 1 else f"{mantissa:g}×{power}"
+
+
+def significant(x: float, digits: int = 3) -> str:
+    """`digits` significant digits, never a row of zeros: 0.0712 → '0.0712', 0.000123 → '0.000123',
+    3.2e-07 → '3.2×10⁻⁷', 541.3 → '541'."""
+    if x == 0 or not math.isfinite(x):
+        return f"{x:g}"
+    exponent = math.floor(math.log10(abs(x)))
+    if -4 <= exponent < digits + 3:
+        return f"{x:.{max(0, digits - 1 - exponent)}f}"
+    mantissa = f"{x / 10.0**exponent:.{digits}g}"
+    return f"{mantissa}×10{str(exponent).translate(_SUPERSCRIPT)}"
 
 
 def log_ticks(values: Sequence[float | None]) -> dict[str, Any]:
