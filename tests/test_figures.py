@@ -295,8 +295,10 @@ def test_explain_toy_figure_moves_with_the_outlier():
         heat = [tr for tr in fig.data if tr.type == "heatmap"]
         assert [np.asarray(h.z).astype(bool).tolist() for h in heat] == [t.masks["magnitude"].tolist(),
                                                                        t.masks["wanda"].tolist()]
-        errors = next(tr for tr in fig.data if tr.type == "bar" and list(tr.x) == ["magnitude", "Wanda"])
-        assert list(errors.y) == [t.errors["magnitude"], t.errors["wanda"]]
+        # each mask's error stands in its matrix's title (issue 19: no side panel whose ticks sit on the matrix)
+        titles = [a.text.replace("<br>", " ") for a in fig.layout.annotations]
+        assert [f"error {explain.number(t.errors[m])}" in titles[i] for i, m in enumerate(("magnitude", "wanda"))] \
+            == [True, True]
         assert fig.layout.font.size >= 18 and fig.layout.title.font.size >= 22  # projector size
     assert "60× louder" in figs[1].layout.title.text
     assert (quiet.masks["wanda"] != loud.masks["wanda"]).any()  # the slider moves Wanda's mask, and the figure
@@ -311,8 +313,10 @@ def test_explain_figures_draw_exactly_the_evidence(records):
                              explain.error_share(records, run))
     fig = F.explain_outliers(outliers)
     lines = {(tr.name, tr.yaxis): list(tr.y) for tr in fig.data}
-    assert lines[(records[0].name, "y")] == outliers.ratio[records[0].name]
-    assert lines[(records[0].name, "y2")] == outliers.share[records[0].name]
+    # q, k and v read the same input: one line, named for all three (issue 19: no line hidden under another)
+    assert outliers.ratio["self_attn.k_proj"] == outliers.ratio[records[0].name]
+    assert lines[("self_attn.q/k/v_proj", "y")] == outliers.ratio[records[0].name]
+    assert lines[("self_attn.q/k/v_proj", "y2")] == outliers.share[records[0].name]
     fig = F.explain_cuts(cuts)
     assert {tr.name: list(tr.x) for tr in fig.data} == {"magnitude": cuts.pruned["magnitude"],
                                                         "Wanda": cuts.pruned["wanda"]}

@@ -304,7 +304,7 @@ def test_the_page_draws_the_stores_repairs_and_refuses_bad_input(app_env):
     no_exceptions(at)
     assert at.selectbox(key="rp_run").value == "pruned"  # the session's current run
     bars = next(c for c in charts(at) if "after repair" in c["layout"]["title"]["text"])
-    values = dict(zip(bars["data"][0]["x"], bars["data"][0]["y"]))
+    values = dict(zip(bars["data"][0]["y"], bars["data"][0]["x"]))  # horizontal bars
     assert values["dense"] == run.ppl_dense and by_prefix(values, "+LoRA") == [lora.ppl_after]
     text = " ".join(m.value for m in at.markdown)
     share = (run.ppl - lora.ppl_after) / (run.ppl - run.ppl_dense)
@@ -391,7 +391,7 @@ def test_the_page_runs_a_short_repair_live_and_then_shows_the_bars(app_env, tiny
         (record,) = load_repairs(tiny_pruned_run.run.path)
         assert record.complete and [s for s, *_ in record.losses] == [1, 2, 3]
         bars = next(c for c in charts(at) if "after repair" in c["layout"]["title"]["text"])
-        values = dict(zip(bars["data"][0]["x"], bars["data"][0]["y"]))
+        values = dict(zip(bars["data"][0]["y"], bars["data"][0]["x"]))  # horizontal bars
         assert by_prefix(values, "+LoRA") == [record.ppl_after]
         assert by_prefix(values, "pruned") == [tiny_pruned_run.run.record.ppl]
         assert any("training loss" in c["layout"]["title"]["text"] for c in charts(at))

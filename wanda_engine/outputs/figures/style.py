@@ -40,16 +40,18 @@ def wrap(text: str, width: int) -> list[str]:
     return lines
 
 
-TITLE_LINE_PX = {False: 650, True: 390}  # how long a title's line may run: a page's figure, a half-page one
+# how many characters a title's and a subtitle's line may hold at TITLE_PX / SUBTITLE_PX: a page's figure, a
+# half-page one (fewer at larger type)
+LINE_CHARS = {False: (78, 112), True: (48, 66)}
 TITLE_PX, SUBTITLE_PX = 16, 12
 
 
 def title_block(title: str, subtitle: str | None = None, *, narrow: bool = False, title_px: float = TITLE_PX,
                 sub_px: float = SUBTITLE_PX) -> tuple[dict[str, Any], int]:
     """A left-aligned title (and subtitle) broken into lines that fit the figure, and the top margin they take."""
-    room = TITLE_LINE_PX[narrow]
-    title_lines = wrap(title, int(room / (0.5 * title_px)))
-    sub_lines = wrap(subtitle, int(room / (0.5 * sub_px))) if subtitle else []
+    title_chars, sub_chars = LINE_CHARS[narrow]
+    title_lines = wrap(title, int(title_chars * TITLE_PX / title_px))
+    sub_lines = wrap(subtitle, int(sub_chars * SUBTITLE_PX / sub_px)) if subtitle else []
     line, sub_line = 1.25 * title_px, 1.33 * sub_px
     pad = round(14 + line * (len(title_lines) - 1))  # plotly anchors a title's first line: room for the others
     t: dict[str, Any] = {"text": "<br>".join(title_lines), "x": 0.0, "xanchor": "left", "xref": "paper",
