@@ -11,7 +11,7 @@ from app.jobs import JobRunner
 from app.worker import WorkerProcess
 from wanda_engine.core.errors import EngineError
 from wanda_engine.outputs.figures import PLOTLY_CONFIG
-from wanda_engine.outputs.figures.style import wrap
+from wanda_engine.outputs.figures.style import on_screen
 from wanda_engine.store.run_record import RunRecord
 from wanda_engine.store.matrix_records import MatrixRecord
 from wanda_engine.store.run_store import Run, RunStore, load_run
@@ -56,20 +56,9 @@ def favicon() -> Image.Image:
 
 # --- figures --------------------------------------------------------------------------------------
 def chart(fig: go.Figure, key: str | None = None, rows: int | None = None, narrow: bool = False) -> None:
-    """Every chart goes through here. `rows`: a heatmap's row count, to give each row room on screen;
-    `narrow`: the chart sits in a half-width column, so long titles are wrapped instead of cut off."""
-    if narrow and fig.layout.title.text:
-        title = "<br>".join(wrap(fig.layout.title.text, 48))
-        sub = fig.layout.title.subtitle.text if fig.layout.title.subtitle else None
-        sub = "<br>".join(wrap(sub, 66)) if sub else None
-        fig.update_layout(title_text=title)
-        if sub:
-            fig.update_layout(title_subtitle_text=sub)
-        lines = title.count("<br>") + 1 + (sub.count("<br>") + 1 if sub else 0)
-        fig.update_layout(margin_t=max(fig.layout.margin.t or 0, 40 + 22 * lines))
-    if rows and fig.layout.height is None:
-        fig.update_layout(height=int(min(max(450, 190 + 20 * rows), 1400)))
-    st.plotly_chart(fig, config=PLOTLY_CONFIG, key=key)
+    """Every chart goes through here, sized as `style.on_screen` says: `rows`, a heatmap's row count; `narrow`,
+    the chart sits in a half-width column."""
+    st.plotly_chart(on_screen(fig, rows, narrow), config=PLOTLY_CONFIG, key=key)
 
 
 def num_blocks(run: Run) -> int:

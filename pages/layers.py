@@ -6,6 +6,7 @@ import streamlit as st
 from app import ui
 from app.overview import note_without_statistics, outlier_record
 from wanda_engine.outputs import figures
+from wanda_engine.outputs.figures.ticks import significant
 
 st.title("Layers")
 st.markdown("For one weight matrix: how the Wanda score |W|·‖Xⱼ‖₂ and the magnitude |W| split its weights into kept "
@@ -19,7 +20,8 @@ if run is not None:
     if rec is not None:
         st.caption(f"`{rec.full_name}` · shape {rec.shape[0]}×{rec.shape[1]} (out × in) · {rec.method}, "
                    f"comparison group {rec.group} · achieved sparsity {rec.sparsity:.2%}"
-                   + (f" · proxy error Σ ΔW²‖Xⱼ‖² / Σ W²‖Xⱼ‖² = {rec.proxy_error:.4f}" if rec.proxy_error is not None else ""))
+                   + (f" · proxy error Σ ΔW²·‖Xⱼ‖₂² / Σ W²·‖Xⱼ‖₂² = {significant(rec.proxy_error)}"
+                      if rec.proxy_error is not None else ""))
         ui.chart(figures.metric_histograms(rec), key="layers_hist")
         ui.chart(figures.channel_norms(rec), key="layers_channels")
         st.caption(ui.calib_caption(run.record))

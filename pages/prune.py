@@ -12,7 +12,7 @@ from wanda_engine.evaluation.tasks import local_task_names
 
 st.title("Prune a language model")
 st.markdown(
-    "**Wanda** (Sun et al., 2023) removes the weights with the smallest |W|·‖X‖₂ — weight magnitude times the norm "
+    "**Wanda** (Sun et al., 2023) removes the weights with the smallest |W|·‖Xⱼ‖₂ — weight magnitude times the norm "
     "of the input channel's activations on a little calibration text — compared within each output row. "
     "Plain **magnitude** pruning looks at |W| alone and so cuts weights that feed the few *outlier* channels "
     "with huge activations. Press **Compare magnitude vs Wanda** to see the difference on the embedded model."

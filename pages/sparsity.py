@@ -1,17 +1,32 @@
-"""Sparsity: where the run removed weights — per block and matrix, per output row, and across a matrix."""
+"""Sparsity: where the run removed weights — where the zeros fall in the runs the sidebar holds, side by side;
+then per block and matrix, per output row, and across a matrix."""
 from __future__ import annotations
 
 import streamlit as st
 
 from app import ui
 from wanda_engine.outputs import figures
+from wanda_engine.outputs.figures.catalog import outlier_matrix
 
 st.title("Sparsity")
-st.markdown("How evenly the pruning spread: the achieved sparsity of every matrix, then for one matrix the "
-            "fraction pruned in each output row and a down-sampled map of which regions kept their weights.")
+st.markdown("How evenly the pruning spread. First, for one matrix type in every block, the share pruned of each "
+            "output row and each input channel in the runs the sidebar holds, on one colour scale: a per-matrix "
+            "comparison group prunes some rows far more than others, and Wanda spares the weights of the loud input "
+            "channels. Then the current run's achieved sparsity of every matrix, and one matrix up close.")
 run = ui.require_current_run()
 if run is not None:
-    ui.run_caption(run)
+    shown = [r for r in (run, ui.compare_run()) if r is not None]
+    names = list(dict.fromkeys(r.name for r in run.records()))
+    if names:
+        loudest = outlier_matrix(run.records())
+        name = st.selectbox("Matrix type", names, key="sparsity_zeros_matrix",
+                            index=names.index(loudest.name) if loudest is not None else 0,
+                            help="First shown: the type of the matrix with the strongest outlier channel.")
+        for r in shown:
+            ui.run_caption(r)
+        ui.chart(figures.zeros_where([(r.record.label(), r.records()) for r in shown], name), key="sparsity_zeros",
+                 rows=2 * ui.num_blocks(run))
+    st.subheader("Every matrix of the current run")
     st.metric("Achieved sparsity over all pruned matrices", f"{run.record.sparsity or 0:.2%}",
               help="Exact zeros over the decoder blocks' linear weights.")
     ui.chart(figures.sparsity_heatmap(run.records()), key="sparsity_heatmap", rows=ui.num_blocks(run))

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from wanda_engine.outputs import figures as F
+from wanda_engine.outputs.figures.paper import suggested_caption
 from wanda_engine.config import PruneConfig
 from wanda_engine.core.events import BlockFinished
 from wanda_engine.store.run_record import RunRecord
@@ -86,7 +87,9 @@ def test_metric_histograms_counts_match_the_weights(rec):
             assert cut and cut[0].x[0] == pytest.approx(h["cutoff"])
             assert "median over rows" in cut[0].name  # group "row" for wanda
     title = _title(fig)
-    assert rec.full_name in title and f"{numel:,}" in title and "teacher's view" in title
+    # issue 19: the page's name for the figure ("The teacher's view") is not the paper's caption
+    assert rec.full_name in title and f"{numel:,}" in title and "Which weights each metric would prune" in title
+    assert "teacher" not in suggested_caption(fig)
 
 
 def test_channel_norms_highlights_the_top_channels(rec):
@@ -134,7 +137,7 @@ def test_mask_crop_shows_the_codes_and_the_channel_norms(rec):
     np.testing.assert_array_equal(np.asarray(heat.z), rec.arrays["mask_crop"])
     np.testing.assert_array_equal(np.asarray(heat.x), rec.arrays["crop_cols"])
     np.testing.assert_array_equal(np.asarray(heat.y), rec.arrays["crop_rows"])
-    labels = list(heat.colorbar.ticktext)
+    labels = [t.name for t in fig.data if t.showlegend is not False and t.type == "scatter"]  # the codes' legend
     assert "pruned only by wanda" in labels and "pruned only by magnitude" in labels
     assert not any("method" in s or "reference" in s for s in labels)
     bars = fig.data[1]
@@ -292,8 +295,10 @@ def test_explain_toy_figure_moves_with_the_outlier():
         heat = [tr for tr in fig.data if tr.type == "heatmap"]
         assert [np.asarray(h.z).astype(bool).tolist() for h in heat] == [t.masks["magnitude"].tolist(),
                                                                        t.masks["wanda"].tolist()]
-        errors = next(tr for tr in fig.data if tr.type == "bar" and list(tr.x) == ["magnitude", "Wanda"])
-        assert list(errors.y) == [t.errors["magnitude"], t.errors["wanda"]]
+        # each mask's error stands in its matrix's title (issue 19: no side panel whose ticks sit on the matrix)
+        titles = [a.text.replace("<br>", " ") for a in fig.layout.annotations]
+        assert [f"error {explain.number(t.errors[m])}" in titles[i] for i, m in enumerate(("magnitude", "wanda"))] \
+            == [True, True]
         assert fig.layout.font.size >= 18 and fig.layout.title.font.size >= 22  # projector size
     assert "60× louder" in figs[1].layout.title.text
     assert (quiet.masks["wanda"] != loud.masks["wanda"]).any()  # the slider moves Wanda's mask, and the figure
@@ -308,8 +313,10 @@ def test_explain_figures_draw_exactly_the_evidence(records):
                              explain.error_share(records, run))
     fig = F.explain_outliers(outliers)
     lines = {(tr.name, tr.yaxis): list(tr.y) for tr in fig.data}
-    assert lines[(records[0].name, "y")] == outliers.ratio[records[0].name]
-    assert lines[(records[0].name, "y2")] == outliers.share[records[0].name]
+    # q, k and v read the same input: one line, named for all three (issue 19: no line hidden under another)
+    assert outliers.ratio["self_attn.k_proj"] == outliers.ratio[records[0].name]
+    assert lines[("self_attn.q/k/v_proj", "y")] == outliers.ratio[records[0].name]
+    assert lines[("self_attn.q/k/v_proj", "y2")] == outliers.share[records[0].name]
     fig = F.explain_cuts(cuts)
     assert {tr.name: list(tr.x) for tr in fig.data} == {"magnitude": cuts.pruned["magnitude"],
                                                         "Wanda": cuts.pruned["wanda"]}

@@ -78,6 +78,7 @@ def every_figure(pruned) -> dict[str, go.Figure]:
         "cuts": F.explain_cuts(explain.outlier_cuts(records, story)),
         "error_share": F.explain_error_share(explain.error_share(records, story)),
         "protect": F.explain_protect(protect),
+        "zeros": F.zeros_where([("wanda", records), ("owl", records)], records[-1].name),
     }
 
 
@@ -86,7 +87,7 @@ def every_figure(pruned) -> dict[str, go.Figure]:
 DRAWN = {"metric_histograms", "channel_norms", "row_sparsity", "density_map", "mask_crop", "sparsity_heatmap",
          "overlap_heatmap", "block_progress", "owl_block_ratios", "perplexity_bars", "perplexity_vs_sparsity",
          "perplexity_vs_nsamples", "zeroshot_bars", "explain_toy", "explain_outliers", "explain_cuts",
-         "explain_error_share", "explain_protect"}
+         "explain_error_share", "explain_protect", "zeros_where"}
 
 
 def test_every_figure_function_is_drawn():

@@ -56,7 +56,7 @@ def titles(fig) -> str:
 
 def bar_values(fig) -> dict[str, float | None]:
     bars = next(t for t in fig.data if t.type == "bar")
-    return dict(zip(bars.x, bars.y))
+    return dict(zip(bars.y, bars.x))  # horizontal bars: the names down the side
 
 
 def by_prefix(values: dict, prefix: str) -> list:
@@ -78,11 +78,11 @@ def test_the_bars_show_each_records_perplexity_and_the_dense_reference():
     lora_label = next(k for k in values if k.startswith("+LoRA"))
     assert f"{lora.tokens_seen:,} tokens" in lora_label and lora.tokens_seen == 3 * 2 * 16
     line = next(t for t in fig.data if t.type == "scatter")
-    assert set(line.y) == {reference.ppl_after} and "dense fine-tuned" in line.name
+    assert set(line.x) == {reference.ppl_after} and "dense fine-tuned" in line.name
     title = titles(fig)
     assert "50.00% sparsity" in title and WINDOWS.describe() in title and NO_REFERENCE not in title
     table = figure_data(fig)  # exports like every figure
-    assert set(table["y"].dropna()) == {run.ppl_dense, run.ppl, obs.ppl, ft.ppl_after, lora.ppl_after,
+    assert set(table["x"].dropna()) == {run.ppl_dense, run.ppl, obs.ppl, ft.ppl_after, lora.ppl_after,
                                         reference.ppl_after}
 
 
@@ -304,7 +304,7 @@ def test_the_page_draws_the_stores_repairs_and_refuses_bad_input(app_env):
     no_exceptions(at)
     assert at.selectbox(key="rp_run").value == "pruned"  # the session's current run
     bars = next(c for c in charts(at) if "after repair" in c["layout"]["title"]["text"])
-    values = dict(zip(bars["data"][0]["x"], bars["data"][0]["y"]))
+    values = dict(zip(bars["data"][0]["y"], bars["data"][0]["x"]))  # horizontal bars
     assert values["dense"] == run.ppl_dense and by_prefix(values, "+LoRA") == [lora.ppl_after]
     text = " ".join(m.value for m in at.markdown)
     share = (run.ppl - lora.ppl_after) / (run.ppl - run.ppl_dense)
@@ -391,7 +391,7 @@ def test_the_page_runs_a_short_repair_live_and_then_shows_the_bars(app_env, tiny
         (record,) = load_repairs(tiny_pruned_run.run.path)
         assert record.complete and [s for s, *_ in record.losses] == [1, 2, 3]
         bars = next(c for c in charts(at) if "after repair" in c["layout"]["title"]["text"])
-        values = dict(zip(bars["data"][0]["x"], bars["data"][0]["y"]))
+        values = dict(zip(bars["data"][0]["y"], bars["data"][0]["x"]))  # horizontal bars
         assert by_prefix(values, "+LoRA") == [record.ppl_after]
         assert by_prefix(values, "pruned") == [tiny_pruned_run.run.record.ppl]
         assert any("training loss" in c["layout"]["title"]["text"] for c in charts(at))

@@ -61,7 +61,8 @@ def test_the_records_hold_no_activation_statistics():
         assert rec.key == full.key and rec.sparsity == full.sparsity and rec.row_sparsity == full.row_sparsity
         assert rec.proxy_error is None and rec.channels is None and rec.by_metric is None and rec.overlap is None
         assert set(rec.hist) == {"magnitude"} and rec.hist["magnitude"] == full.hist["magnitude"]
-        assert set(rec.arrays) == {"density"} and (rec.arrays["density"] == full.arrays["density"]).all()
+        assert set(rec.arrays) == {"density", "row_pruned", "channel_pruned"}
+        assert all((rec.arrays[k] == full.arrays[k]).all() for k in ("density", "row_pruned", "channel_pruned"))
 
 
 def test_the_views_of_a_run_without_statistics_say_so():

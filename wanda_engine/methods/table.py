@@ -136,14 +136,14 @@ def _imported(reference: str) -> Callable[..., Any]:
 BUILT_IN = (
     Method("magnitude", Kind.MASK, "wanda_engine.methods.scoring:magnitude_score", "Magnitude |W|",
            MethodStyle(ORANGE, "dash", "square", "/"), default_group="matrix", needs_activations=False),
-    Method("wanda", Kind.MASK, "wanda_engine.methods.scoring:wanda_score", "Wanda |W|·‖X‖₂",
+    Method("wanda", Kind.MASK, "wanda_engine.methods.scoring:wanda_score", "Wanda |W|·‖Xⱼ‖₂",
            MethodStyle(BLUE, "solid", "circle", ""),
            variant=Variant("Wanda variant (adaptive α)", MethodStyle(SKY, "longdash", "x", "\\"))),
     Method("sparsegpt", Kind.SOLVER, "wanda_engine.methods.sparsegpt:sparsegpt_solve", "SparseGPT",
            MethodStyle(GREEN, "dot", "diamond", "."), groups=("row",), allows_protection=False,
            allows_weight_update=False, needs_gram=True, own_mask="chooses its mask per column block"),
     # RIA (Zhang et al. 2024) compares within the whole matrix by default.
-    Method("ria", Kind.MASK, "wanda_engine.methods.scoring:ria_score_at", "RIA (relative importance · ‖X‖₂^0.5)",
+    Method("ria", Kind.MASK, "wanda_engine.methods.scoring:ria_score_at", "RIA (relative importance · ‖Xⱼ‖₂^0.5)",
            MethodStyle(PURPLE, "dashdot", "triangle-up", "x"), default_group="matrix"),
 )
 _TABLE: dict[str, Method] = {method.name: method for method in BUILT_IN}

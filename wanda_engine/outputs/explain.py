@@ -24,11 +24,11 @@ from ..store.matrix_records import ERROR_METRICS, MatrixRecord, top1pct_count
 from ..store.run_store import Run
 
 JARGON = {
-    "activation norm": "‖X_j‖₂, the size of input channel j's values over all calibration tokens: how hard "
+    "activation norm": "‖Xⱼ‖₂, the size of input channel j's values over all calibration tokens: how hard "
                        "that input drives the layer.",
     "outlier feature": "an input channel whose activation norm is many times its layer's median channel.",
-    "proxy error": "Σ_ij ΔW_ij²·‖X_j‖², the output error ‖(W − Ŵ)X‖² that pruning causes when the input "
-                   "channels are treated as uncorrelated (its diagonal part), relative to Σ_ij W_ij²·‖X_j‖².",
+    "proxy error": "Σᵢⱼ ΔWᵢⱼ²·‖Xⱼ‖₂², the output error ‖(W − Ŵ)X‖² that pruning causes when the input "
+                   "channels are treated as uncorrelated (its diagonal part), relative to Σᵢⱼ Wᵢⱼ²·‖Xⱼ‖₂².",
 }
 PROTECT_STEPS = (0.001, 0.005, 0.01, 0.02)  # the fractions of input channels step 5 protects
 STRONGEST = 8  # step 3 shows the matrices with the strongest outliers
@@ -93,7 +93,7 @@ class Toy:
         mag, wanda = self.errors["magnitude"], self.errors["wanda"]
         return (f"With channel {self.outlier}'s activation norm at {self.scale:g}× the others', magnitude prunes "
                 f"{pruned['magnitude']} of the {len(self.weight)} weights that channel feeds and Wanda "
-                f"{pruned['wanda']}: the output error Σ ΔW²·‖X_j‖² is {number(mag)} for magnitude and "
+                f"{pruned['wanda']}: the output error Σᵢⱼ ΔWᵢⱼ²·‖Xⱼ‖₂² is {number(mag)} for magnitude and "
                 f"{number(wanda)} for Wanda, magnitude's {_times(mag, wanda)} Wanda's.")
 
 
@@ -156,7 +156,7 @@ def outliers(records: list[MatrixRecord], run: RunRecord) -> Outliers | None:
                 f"{ch['top_index'][0]} of block {extreme.block}'s {extreme.name}, with an activation norm "
                 f"{number(_ratio(extreme))}× its matrix's median channel; there the top 1% of channels "
                 f"({top1pct_count(in_features)} of {in_features}) carry {fraction_text(ch['top1pct_share'])} of "
-                f"the ‖X‖² energy, and in half of the {len(recs)} matrices the largest channel is at least "
+                f"the energy Σⱼ‖Xⱼ‖₂², and in half of the {len(recs)} matrices the largest channel is at least "
                 f"{number(median_ratio)}× the median.")
     return Outliers(blocks, types, ratio, share, extreme, sentence)
 

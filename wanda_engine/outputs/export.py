@@ -37,6 +37,7 @@ from typing import Any
 
 from ..core.errors import ConfigError
 from .figures.paper import CSS_PX_PER_IN, PT_PER_IN, PrintPreset, paper_figure, print_preset
+from .figures.ticks import categorical_axes, fit_ticks
 
 FORMATS = ("png", "svg", "pdf")
 MIME = {"png": "image/png", "svg": "image/svg+xml", "pdf": "application/pdf"}
@@ -199,12 +200,16 @@ def _oneshot(fig_dict: dict, opts: dict) -> bytes:
     return result["value"]
 
 
-def _paper_dict(fig: Any) -> dict:
-    """`fig` as a new plotly dict with paper fonts and a plain white background (`fig` is not touched): the
-    screen-size export. Works on the dict rather than through go.Figure(fig): that re-validates every property (~60 ms).
+def _paper_dict(fig: Any, width: float, height: float) -> dict:
+    """`fig` as a new plotly dict with paper fonts, a plain white background and the ticks that fit `width` ×
+    `height` px (`fig` is not touched): the screen-size export. Works on the dict rather than through
+    go.Figure(fig): that re-validates every property (~60 ms).
     """
     d = fig.to_dict() if hasattr(fig, "to_dict") else copy.deepcopy(dict(fig))
     layout = d.setdefault("layout", {})
+    margin = {"t": 100, "b": 80, "l": 80, "r": 80, **(layout.get("margin") or {})}
+    fit_ticks(layout, width - margin["l"] - margin["r"], height - margin["t"] - margin["b"], PAPER_FONT["size"],
+              categorical_axes(d.get("data") or []))
     layout["font"] = {**(layout.get("font") or {}), **PAPER_FONT}
     title = layout.get("title")
     if isinstance(title, dict):
@@ -281,7 +286,7 @@ def export_figure(fig: Any, fmt: str, width: int = 900, height: int = 600, scale
     paper = _resolve_preset(preset) if preset is not None else None
     if paper is not None and (isinstance(dpi, bool) or not isinstance(dpi, int) or not 50 <= dpi <= 2400):
         raise ConfigError(f"export dpi must be a whole number between 50 and 2400, not {dpi!r}.")
-    fig_dict = paper_figure(fig, paper, keep_title) if paper is not None else _paper_dict(fig)
+    fig_dict = paper_figure(fig, paper, keep_title) if paper is not None else _paper_dict(fig, width, height)
     opts = _render_options(fmt, width, height, scale, paper, dpi)
     image = _render(fig_dict, opts)
     if paper is not None and fmt == "svg":

@@ -183,7 +183,10 @@ def record_matrix(*, block: int, name: str, full_name: str, method: str, group: 
         if metric not in cutoffs or cutoffs[metric] != cutoffs[metric]:  # missing or nan
             cutoffs[metric] = _group_cutoff(score, masks_by_metric[metric], group)
 
-    arrays = {"density": _density_map(mask)}
+    # where the zeros fall, per output row and per input channel (the Sparsity page's side-by-side view): counts
+    # as uint16 (a matrix side is far below 65,536), the column count being one more pass over the mask
+    arrays = {"density": _density_map(mask), "row_pruned": row_counts.to(torch.int32).cpu().numpy().astype(np.uint16),
+              "channel_pruned": mask.sum(dim=0, dtype=torch.int32).cpu().numpy().astype(np.uint16)}
     if ref_mask is not None:
         arrays["mask_crop"], arrays["crop_rows"], arrays["crop_cols"] = _mask_crop(mask, ref_mask, norms)
     if norms is not None:

@@ -19,7 +19,8 @@ MASK_CODE_NAMES = {KEPT: "kept by both", PRUNED_BOTH: "pruned by both",
                    PRUNED_ONLY_METHOD: "pruned only by method", PRUNED_ONLY_REFERENCE: "pruned only by reference"}
 # The metrics whose masks every record decomposes by input channel (ARRAY_KINDS "channel_error_<metric>").
 ERROR_METRICS = ("magnitude", "wanda")
-ARRAY_KINDS = ("density", "channel_norms", "row_sparsity", "mask_crop", "crop_rows", "crop_cols",
+ARRAY_KINDS = ("density", "channel_norms", "row_sparsity", "mask_crop", "crop_rows", "crop_cols", "row_pruned",
+               "channel_pruned",
                *(f"channel_error_{metric}" for metric in ERROR_METRICS))
 
 
@@ -61,7 +62,9 @@ class MatrixRecord:
           top1pct_count channels (by norm) it prunes}. None without activation statistics, and in
           runs recorded before it existed. arrays["channel_error_<metric>"][j] is channel j's part of
           that proxy error, ‖ΔW_:j‖²·‖X_j‖² / Σ W²‖X‖² (float32 [in]; it sums to the proxy error).
-    arrays: small numpy arrays, keyed by ARRAY_KINDS; stored in the run's arrays.npz.
+    arrays: small numpy arrays, keyed by ARRAY_KINDS; stored in the run's arrays.npz. "row_pruned"[i] and
+          "channel_pruned"[j] count the pruned weights of output row i and input channel j (uint16; absent in
+          runs recorded before them).
     """
 
     block: int

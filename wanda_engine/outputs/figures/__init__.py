@@ -3,8 +3,9 @@
 Every figure says in its title what was measured (which matrix, method, comparison group; for
 perplexity the dataset, window length and token count). `figure_data` turns any of them back into
 a long-form table for CSV/JSON export. One module per subject: `matrix` (one pruned matrix), `run`
-(every matrix and block of one run), `perplexity`, `zeroshot`, `explain` (the Explain page's steps),
-`style` (shared look), `data`.
+(every matrix and block of one run), `zeros` (where each run's zeros fall, runs side by side), `perplexity`,
+`zeroshot`, `explain` (the Explain page's steps), `repair`, `style` (shared look), `ticks` (tick labels that fit
+their axis), `data`.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from .repair import repair_bars, repair_loss, repair_progress, repair_summary
 from .run import block_progress, overlap_heatmap, owl_block_ratios, sparsity_heatmap
 from .style import PLOTLY_CONFIG
 from .zeroshot import ZEROSHOT_METRICS, zeroshot_bars, zeroshot_table
+from .zeros import zeros_where
 
 __all__ = [
     "PLOTLY_CONFIG",
@@ -44,4 +46,5 @@ __all__ = [
     "sparsity_heatmap",
     "zeroshot_bars",
     "zeroshot_table",
+    "zeros_where",
 ]

@@ -36,8 +36,8 @@ def figure_data(fig: go.Figure) -> pd.DataFrame:
             if text is not None and np.ndim(text) == 2 and np.shape(text) == za.shape:
                 df["text"] = np.asarray(text, dtype=object).ravel()
         else:
-            if x is None and y is None:
-                continue
+            if all(v is None for v in (*(() if x is None else x), *(() if y is None else y))):
+                continue  # nothing drawn: no data, or a legend entry's key
             if x is not None and isinstance(x, (tuple, list)) and len(x) and isinstance(x[0], (list, tuple, np.ndarray)):
                 x = [" / ".join(str(p) for p in parts) for parts in zip(*x)]
             n = len(y) if y is not None else len(x)

@@ -12,6 +12,8 @@ from ...store.matrix_records import MASK_CODE_NAMES, PRUNED_ONLY_METHOD, PRUNED_
 from ...core.palette import SKY
 from .style import BLUE, GREY, MASK_COLOURS, VERMILLION, layout, method_colour, note
 
+LABELLED_CHANNELS = 5
+LABEL_ROOM = 0.1  # of the axis: a 3-digit label at a one-column figure's 8 pt is ~7% of its 240-px plot
 METRIC_LABELS = {"wanda": "Wanda |W|·‖Xⱼ‖₂", "magnitude": "magnitude |W|", "ria": "RIA (relative importance)·‖Xⱼ‖₂ᵃ"}
 
 
@@ -23,7 +25,7 @@ def metric_histograms(record: MatrixRecord) -> go.Figure:
     """Each metric's log10 score histogram on this matrix, split into kept and pruned by that metric's mask."""
     metrics = [m for m in ("wanda", "magnitude") if m in record.hist] + \
         [m for m in record.hist if m not in ("wanda", "magnitude")]
-    title = f"The teacher's view: which weights each metric would prune in {record.full_name} ({_shape_text(record)})"
+    title = f"Which weights each metric would prune in {record.full_name} ({_shape_text(record)})"
     if not metrics:
         fig = go.Figure()
         return note(layout(fig, title), "no score histograms recorded")
@@ -56,9 +58,7 @@ def metric_histograms(record: MatrixRecord) -> go.Figure:
     sub = f"run: {record.method}, comparison group {record.group}; each metric split by its own mask at the run's sparsity"
     if zeros:
         sub += f"; {zeros:,} exact zeros not shown"
-    layout(fig, title, sub, barmode="stack", bargap=0,
-            legend={"orientation": "h", "y": -0.18, "x": 0.5, "xanchor": "center"})
-    fig.update_layout(margin={"b": 90})
+    layout(fig, title, sub, barmode="stack", bargap=0)
     return fig
 
 
@@ -92,21 +92,33 @@ def channel_norms(record: MatrixRecord, top: int = 16) -> go.Figure:
     idx = np.arange(norms.size)
     fig.add_trace(go.Bar(x=idx, y=norms, name="channel norm", marker={"color": colours, "line": {"width": 0}},
                          hovertemplate="channel %{x}<br>‖Xⱼ‖₂ = %{y:.4g}<extra></extra>"))
-    n_labels = min(5, k)
+    labelled = _apart(top_idx, norms, LABELLED_CHANNELS)
     fig.add_trace(go.Scatter(
         x=top_idx_arr, y=norms[top_idx_arr], mode="markers+text", name=f"top {k} channels",
         marker={"color": VERMILLION, "size": 7, "symbol": "diamond"},
-        text=[str(i) if r < n_labels else "" for r, i in enumerate(top_idx)], textposition="top center",
+        text=[str(i) if i in labelled else "" for i in top_idx], textposition="top center",
         textfont={"size": 11, "color": VERMILLION},
         hovertemplate="top channel %{x}<br>‖Xⱼ‖₂ = %{y:.4g}<extra></extra>"))
     ratio_txt = f"{ratio:.1f}×" if math.isfinite(ratio) else "∞"
     sub = (f"outlier features: the top 1% of {norms.size} channels carry {share:.1%} of the activation energy; "
            f"max/median = {ratio_txt} ({record.method} run)")
-    layout(fig, title, sub, bargap=0, legend={"orientation": "h", "x": 0.5, "xanchor": "center", "y": -0.2})
-    fig.update_layout(margin={"b": 90})
+    layout(fig, title, sub, bargap=0)
     fig.update_xaxes(title_text="input channel j")
     fig.update_yaxes(title_text="‖Xⱼ‖₂ over the calibration tokens", range=[0, float(norms.max()) * 1.12 or 1])
     return fig
+
+
+def _apart(channels: list[int], norms: np.ndarray, most: int) -> set[int]:
+    """Up to `most` of `channels` (loudest first) whose labels stay apart: a label is left out when a louder
+    one is within LABEL_ROOM of the axis in both directions (874 and 926 of 1536 would print over each other)."""
+    top = float(norms.max()) or 1.0
+    kept: list[int] = []
+    for j in sorted(channels, key=lambda c: -norms[c]):
+        if all(abs(j - k) > LABEL_ROOM * norms.size or abs(norms[j] - norms[k]) > LABEL_ROOM * top for k in kept):
+            kept.append(j)
+        if len(kept) == most:
+            break
+    return set(kept)
 
 
 def row_sparsity(record: MatrixRecord) -> go.Figure:
@@ -187,10 +199,9 @@ def mask_crop(record: MatrixRecord) -> go.Figure:
         scale += [[i / n, colour[code]], [(i + 1) / n, colour[code]]]
     label = np.array([names[c] for c in codes], dtype=object)[np.clip(crop, 0, n - 1)]
     fig.add_trace(go.Heatmap(
-        z=crop, x=cols, y=rows, zmin=-0.5, zmax=n - 0.5, colorscale=scale, text=label, name="mask",
-        colorbar={"tickvals": codes, "ticktext": [names[c] for c in codes], "len": 0.72, "y": 1, "yanchor": "top",
-                  "thickness": 14, "outlinewidth": 0},
+        z=crop, x=cols, y=rows, zmin=-0.5, zmax=n - 0.5, colorscale=scale, text=label, name="mask", showscale=False, showlegend=False,
         hovertemplate="output row %{y}, input channel %{x}<br>%{text}<extra></extra>"), row=1, col=1)
+    channel_title = "input channel j"
     fig.update_yaxes(title_text="output row", autorange="reversed", showgrid=False, row=1, col=1)
     norms = record.arrays.get("channel_norms")
     if norms is not None and np.size(norms):
@@ -202,11 +213,7 @@ def mask_crop(record: MatrixRecord) -> go.Figure:
         fig.add_shape(type="rect", x0=cols[peak] - 0.5, x1=cols[peak] + 0.5, y0=rows[0] - 0.5, y1=rows[-1] + 0.5,
                       xref="x", yref="y", line={"color": "black", "width": 1.5}, fillcolor="rgba(0,0,0,0)",
                       opacity=1, layer="above")
-        # anchored away from the nearer edge, so that the label does not widen the axis' autorange
-        fig.add_annotation(x=float(cols[peak]), y=1.0, xref="x", yref="y domain", yanchor="bottom",
-                           xanchor="left" if peak < cols.size / 2 else "right",
-                           text=f"largest ‖Xⱼ‖₂ (channel {int(cols[peak])})", showarrow=False,
-                           font={"size": 11})
+        channel_title = f"input channel j (boxed: {int(cols[peak])}, the largest ‖Xⱼ‖₂)"
         fig.add_trace(go.Bar(x=cols, y=sel, name="‖Xⱼ‖₂", marker={"color": colours, "line": {"width": 0}},
                              showlegend=False, hovertemplate="input channel %{x}<br>‖Xⱼ‖₂ = %{y:.4g}<extra></extra>"),
                       row=2, col=1)
@@ -214,8 +221,12 @@ def mask_crop(record: MatrixRecord) -> go.Figure:
     else:
         fig.add_annotation(text="no activation statistics", xref="x2 domain", yref="y2 domain", x=0.5, y=0.5,
                            showarrow=False, font={"color": GREY})
-    fig.update_xaxes(title_text="input channel j", showgrid=False, row=2, col=1)
+    fig.update_xaxes(title_text=channel_title, showgrid=False, row=2, col=1)
     fig.update_xaxes(range=[float(cols[0]) - 0.5, float(cols[-1]) + 0.5])  # the crop's own columns, no more
+    # the four codes as legend entries (a colour bar's labels would take half a column's width)
+    for code in reversed(codes):
+        fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name=names[code], hoverinfo="skip",
+                                 marker={"symbol": "square", "size": 12, "color": colour[code]}), row=1, col=1)
     ov = record.overlap
     sub = f"rows {int(rows[0])}–{int(rows[-1])}, input channels {int(cols[0])}–{int(cols[-1])}"
     if ov:

@@ -21,7 +21,8 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from ...core.errors import ConfigError
-from .style import FONT_FAMILY, wrap
+from .style import FONT_FAMILY, SCREEN_FONT_PX, unbroken, wrap
+from .ticks import categorical_axes, fit_ticks
 
 CSS_PX_PER_IN = 96.0
 PT_PER_IN = 72.0
@@ -29,11 +30,17 @@ PX_PER_PT = CSS_PX_PER_IN / PT_PER_IN
 CM_PER_IN = 2.54
 SIZE_RANGE_IN = (1.0, 60.0)
 # The screen figures' own sizes that the print sizes are measured against (style.py, the figure modules).
-SCREEN_LINE_PX, SCREEN_MARKER_PX, SCREEN_FONT_PX = 2.0, 8.0, 13.0
+SCREEN_LINE_PX, SCREEN_MARKER_PX = 2.0, 8.0
 MIN_TEXT_PT = 5.0  # labels inside the data smaller than this are dropped, not printed unreadably
 # Layout guesses (plotly measures text only in the browser): a sans-serif glyph's mean width in ems, the
 # plot area's share of the figure, a legend entry's symbol and gaps
 GLYPH_EM, PLOT_SHARE, COLORBAR_SHARE, LEGEND_GAPS_PX = 0.5, 0.8, 0.18, 20.0
+# a legend entry's text measured wide (plotly wraps a row that overflows onto the next one), and a subplot's
+# title kept inside the figure though centred over a plot area that the axis labels push to the right
+LEGEND_GLYPH_EM, SUBPLOT_TITLE_SHARE = 0.6, 0.7
+# an x axis title's lines kept to a share of the width (centred on a plot area pushed right by the y labels);
+# the lines of text (tick labels, a title) an x axis takes under its plot area
+X_TITLE_SHARE, X_AXIS_LINES = 0.6, 2.5
 
 
 @dataclass(frozen=True)
@@ -183,21 +190,12 @@ def _font(font: dict | None, size: float, **extra: Any) -> dict:
     return {**(font or {}), "family": FONT_FAMILY, "size": round(size, 2), **extra}
 
 
-def _text_px(chars: int, font_px: float) -> float:
-    return GLYPH_EM * font_px * chars
-
-
 def _wrapped(text: Any, width_px: float, font_px: float) -> Any:
     """`text` broken at spaces into lines that fit `width_px` (plotly never wraps a label itself)."""
     if not isinstance(text, str) or not text:
         return text
     chars = max(8, int(width_px / (GLYPH_EM * font_px)))
     return "<br>".join(wrap(text, chars))
-
-
-def _unbroken(text: Any) -> Any:
-    """A label with its screen-width line breaks taken out, to be broken again at print width."""
-    return re.sub(r"\s*<br\s*/?>\s*", " ", text, flags=re.I) if isinstance(text, str) else text
 
 
 def _span(ax: dict) -> float:
@@ -212,13 +210,22 @@ def _style_axes(layout: dict, p: PrintPreset) -> None:
         ax = layout.setdefault(key, {})
         title = ax.get("title") or {}
         title = {"text": title} if isinstance(title, str) else dict(title)
-        room = PLOT_SHARE * (p.width_px if key.startswith("x") else p.height_px) * _span(ax)
-        title["text"] = _wrapped(_unbroken(title.get("text")), room, p.title_px)
+        room = (X_TITLE_SHARE * p.width_px if key.startswith("x") else PLOT_SHARE * p.height_px) * _span(ax)
+        title["text"] = _wrapped(unbroken(title.get("text")), room, p.title_px)
         ax.update(tickfont=_font(ax.get("tickfont"), p.body_px, color="black"), automargin=True,
                   title={**title, "font": _font(title.get("font"), p.title_px, color="black"),
                          "standoff": round(0.25 * p.body_px, 2)},
                   linewidth=thin, tickwidth=thin, gridwidth=thin, ticklen=round(0.4 * p.body_px, 2),
                   linecolor="black", tickcolor="black")
+
+
+def _wrap_y_titles(layout: dict, plot_height: float, p: PrintPreset) -> None:
+    """Each y axis' title broken to the height its plot area keeps under the title and legend rows: a longer
+    one would run up into the legend."""
+    for key in [k for k in layout if re.fullmatch(r"yaxis\d*", k)]:
+        title = layout[key].get("title")
+        if isinstance(title, dict) and title.get("text"):
+            title["text"] = _wrapped(unbroken(title["text"]), plot_height * _span(layout[key]), p.title_px)
 
 
 def _cell_text_px(trace: dict, layout: dict, p: PrintPreset) -> float:
@@ -234,7 +241,7 @@ def _cell_text_px(trace: dict, layout: dict, p: PrintPreset) -> float:
     share = PLOT_SHARE - (COLORBAR_SHARE if trace.get("showscale", True) else 0.0)
     cell_w = share * p.width_px * _span(x_axis) / cols
     cell_h = PLOT_SHARE * p.height_px * _span(y_axis) / rows
-    size = min(0.85 * p.body_px, 0.9 * cell_w / (GLYPH_EM * chars), 0.8 * cell_h)
+    size = min(0.85 * p.body_px, 0.9 * cell_w / (GLYPH_EM * chars), 0.65 * cell_h)
     return size if size >= MIN_TEXT_PT * PX_PER_PT else 0.0
 
 
@@ -293,7 +300,7 @@ def _style_annotations(layout: dict, p: PrintPreset) -> float:
     for a in annotations:
         if a in titles:
             per_row = sum(1 for t in titles if t.get("y") == a.get("y"))
-            a["text"] = _wrapped(_unbroken(a.get("text")), PLOT_SHARE * p.width_px / per_row, p.title_px)
+            a["text"] = _wrapped(unbroken(a.get("text")), SUBPLOT_TITLE_SHARE * p.width_px / per_row, p.title_px)
             a["font"] = _font(a.get("font"), p.title_px)
         else:
             a["font"] = _font(a.get("font"), p.body_px)
@@ -342,7 +349,7 @@ def _legend_rows(fig_dict: dict, p: PrintPreset, y_top: float) -> int:
     used = 0.0
     for traces in entries.values():
         name = plain_text(next((t.get("name") for t in traces if t.get("showlegend") is not False), "") or "")
-        width = _legend_symbol_px(p) + LEGEND_GAPS_PX + _text_px(len(name), p.body_px)
+        width = _legend_symbol_px(p) + LEGEND_GAPS_PX + LEGEND_GLYPH_EM * p.body_px * len(name)
         if rows[-1] and used + width > room:
             rows.append([])
             used = 0.0
@@ -412,6 +419,11 @@ def paper_figure(fig: Any, preset: PrintPreset, keep_title: bool = False) -> dic
         if isinstance(shape.get("line"), dict):
             shape["line"]["width"] = round(_scaled(shape["line"].get("width"), preset.line_px, SCREEN_LINE_PX), 2)
     top = _place_title_and_legend(d, preset, keep_title, above)
+    share = PLOT_SHARE - (COLORBAR_SHARE if _has_colorbar(d) else 0.0)
+    # under the title and legend rows, above the x axis' labels and title
+    plot_height = PLOT_SHARE * (preset.height_px - top) - X_AXIS_LINES * preset.body_px
+    fit_ticks(layout, share * preset.width_px, plot_height, preset.body_px, categorical_axes(d.get("data") or []))
+    _wrap_y_titles(layout, plot_height, preset)
     pad = round(0.5 * preset.body_px, 2)
     if isinstance(layout.get("uniformtext"), dict) and layout["uniformtext"].get("minsize"):
         layout["uniformtext"]["minsize"] = round(MIN_TEXT_PT * PX_PER_PT, 2)

@@ -9,7 +9,8 @@ import plotly.graph_objects as go
 
 from ...methods import table
 from ...store.run_record import RunRecord
-from .style import DENSE_STYLE, MethodStyle, finite, layout, log_ticks, method_colour, method_style, note
+from .style import DENSE_STYLE, MethodStyle, finite, layout, method_colour, method_style, note
+from .ticks import log_ticks
 
 
 def _eval_key(run: RunRecord) -> tuple | None:
@@ -170,8 +171,7 @@ def perplexity_vs_sparsity(runs: Sequence[RunRecord]) -> go.Figure:
     xs = [p[0] for pts in series.values() for p in pts]
     _lines(fig, series, choices, "sparsity %{x:.0%}", _dense(same), (min(xs + [0.0]), max(xs + [0.0])))
     sub = _eval_label(key) + _calib_text(same) + _left_out(left_out)
-    layout(fig, f"Perplexity versus sparsity on {key[0]}" if key else "Perplexity versus sparsity", sub,
-           legend={"x": 0.02, "y": 0.98, "xanchor": "left", "yanchor": "top"})
+    layout(fig, f"Perplexity versus sparsity on {key[0]}" if key else "Perplexity versus sparsity", sub)
     fig.update_xaxes(title_text="target sparsity", tickformat=".0%")
     fig.update_yaxes(title_text="perplexity (log scale)", type="log",
                      **log_ticks([y for tr in fig.data for y in (tr.y or ())]))
@@ -201,9 +201,7 @@ def perplexity_vs_nsamples(runs: Sequence[RunRecord]) -> go.Figure:
             sub += f"; {method} uses no calibration data"
     sub += _left_out(left_out)
     layout(fig, f"Perplexity versus number of calibration samples on {key[0]}" if key
-           else "Perplexity versus number of calibration samples", sub,
-           legend={"orientation": "h", "x": 0.5, "xanchor": "center", "y": -0.2, "yanchor": "top"})
-    fig.update_layout(margin={"b": 110})
+           else "Perplexity versus number of calibration samples", sub)
     fig.update_xaxes(title_text="calibration samples (log scale)", type="log", tickvals=xs, ticktext=[str(x) for x in xs])
     fig.update_yaxes(title_text="perplexity (log scale)", type="log",
                      **log_ticks([y for tr in fig.data for y in (tr.y or ())]))

@@ -43,25 +43,23 @@ def train_text(record: RepairRecord) -> str:
 def _loss_traces(fig: go.Figure, name: str, losses: Losses, evals: Evals, colour: str) -> None:
     fig.add_trace(go.Scatter(
         x=[p[0] for p in losses], y=[p[1] for p in losses], customdata=[p[2] for p in losses], mode="lines",
-        name=f"{name}: training loss", line={"color": colour, "width": 1.5}, legendgroup=name,
+        name=name, line={"color": colour, "width": 1.5}, legendgroup=name,
         hovertemplate=f"{name}<br>step %{{x}}<br>loss %{{y:.4f}}<br>lr %{{customdata:.3g}}<extra></extra>"),
         row=1, col=1)
     fig.add_trace(go.Scatter(
         x=[p[0] for p in evals], y=[p[2] for p in evals], customdata=[p[1] for p in evals], mode="lines+markers",
-        name=f"{name}: perplexity", line={"color": colour, "width": 2}, marker={"size": 8}, legendgroup=name,
+        name=name, line={"color": colour, "width": 2}, marker={"size": 8}, legendgroup=name, showlegend=False,
         hovertemplate=f"{name}<br>step %{{x}} (%{{customdata:,}} training tokens)<br>perplexity %{{y:.3f}}"
                       "<extra></extra>"), row=2, col=1)
 
 
 def _loss_figure(series: Sequence[tuple[str, Losses, Evals, str]], steps: int, title: str, subtitle: str) -> go.Figure:
     fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.14, row_heights=[0.55, 0.45],
-                        subplot_titles=("training loss (next-token cross-entropy on each training batch)",
-                                        "perplexity on the pruned run's evaluation windows"))
+                        subplot_titles=("training loss (cross-entropy per batch)",
+                                        "perplexity on the run's evaluation windows"))
     for name, losses, evals, colour in series:
         _loss_traces(fig, name, losses, evals, colour)
-    layout(fig, title, subtitle, height=580, legend={"orientation": "h", "x": 0.5, "xanchor": "center", "y": -0.14,
-                                                     "yanchor": "top"})
-    fig.update_layout(margin={"b": 110})
+    layout(fig, title, subtitle, height=580)
     fig.update_xaxes(range=[0, max(steps, 1)], dtick=1 if steps <= 10 else None)
     fig.update_xaxes(title_text="optimizer step", row=2, col=1)
     fig.update_yaxes(title_text="loss", row=1, col=1)
@@ -170,7 +168,7 @@ def _bars(pruned_run: RunRecord, repairs: Sequence[RepairRecord], obs_run: RunRe
         if not mine:
             bars.append((f"{name}<br>not run", None, REPAIR_COLOURS[method], NOT_MEASURED))
         for r in mine:
-            bars.append((f"{_repair_bar_name(r)}<br>{r.label()}<br>{_tokens(r):,} tokens", finite(r.ppl_after),
+            bars.append((f"{_repair_bar_name(r)}, {_tokens(r):,} tokens<br>{r.label()}", finite(r.ppl_after),
                          repair_colour(r.request.config),
                          f"repair {r.name}: {r.evaluated}, trained on {budget(r.request.config)} of {train_text(r)}"
                          f"<br>{_sparsity_text(r.sparsity_before, r.sparsity_after)}"
@@ -185,24 +183,25 @@ def repair_bars(pruned_run: RunRecord, repairs: list[RepairRecord], obs_run: Run
     bars = _bars(pruned_run, repairs, obs_run)
     labels = [b[0] for b in bars]
     values = [b[1] for b in bars]
+    # horizontal: the bars' names (with their budgets) read across, at a column's width too
     fig = go.Figure(go.Bar(
-        x=labels, y=values, marker={"color": [b[2] for b in bars]}, customdata=[b[3] for b in bars], name="perplexity",
-        showlegend=False,
+        y=labels, x=values, orientation="h", marker={"color": [b[2] for b in bars]}, customdata=[b[3] for b in bars],
+        name="perplexity", showlegend=False,
         text=[f"{v:.2f}" if v is not None else NOT_MEASURED for v in values], textposition="outside",
-        cliponaxis=False, hovertemplate="%{x}<br>perplexity %{y:.3f}<br>%{customdata}<extra></extra>"))
+        cliponaxis=False, hovertemplate="%{y}<br>perplexity %{x:.3f}<br>%{customdata}<extra></extra>"))
     for label, value, _, _ in bars:
         if value is None:
-            fig.add_annotation(x=label, y=0, text=NOT_MEASURED, showarrow=False, yanchor="bottom",
+            fig.add_annotation(y=label, x=0, text=NOT_MEASURED, showarrow=False, xanchor="left",
                                font={"color": GREY, "size": 12})
     reference = dense_reference(pruned_run, repairs)
     if reference is not None:
         ppl = finite(reference.ppl_after)
         fig.add_trace(go.Scatter(
-            x=[labels[0], labels[-1]], y=[ppl, ppl], mode="lines",
+            y=[labels[0], labels[-1]], x=[ppl, ppl], mode="lines",
             line={"color": REPAIR_COLOURS["dense"], "dash": "dash"},
             name=f"dense fine-tuned, {_tokens(reference):,} tokens ({ppl:.2f})",
             hovertemplate=f"the dense model fine-tuned with {budget(reference.request.config)} of "
-                          f"{train_text(reference)}: the fair reference<br>perplexity %{{y:.3f}}<extra></extra>"))
+                          f"{train_text(reference)}: the fair reference<br>perplexity %{{x:.3f}}<extra></extra>"))
     ev = pruned_run.eval
     sparsity = pruned_run.sparsity if pruned_run.sparsity is not None else pruned_run.request.prune.target_sparsity
     title = f"Perplexity after repair at {sparsity:.2%} sparsity" + (f" on {ev.dataset}" if ev else "")
@@ -212,9 +211,11 @@ def repair_bars(pruned_run: RunRecord, repairs: list[RepairRecord], obs_run: Run
     if ev is None or not any(v is not None for v in values):
         layout(fig, title, sub, showlegend=False)
         return note(fig, "the pruned run was not evaluated: nothing to compare")
-    layout(fig, title, sub, showlegend=reference is not None, legend={"x": 1.0, "xanchor": "right", "y": 1.0})
-    fig.update_yaxes(title_text="perplexity", rangemode="tozero")
-    fig.update_xaxes(title_text="model")
+    layout(fig, title, sub, showlegend=reference is not None)
+    measured = [v for v in values if v is not None] + ([finite(reference.ppl_after)] if reference is not None else [])
+    # room on the right for the label outside the longest bar
+    fig.update_xaxes(title_text="perplexity", range=[0, 1.18 * max(measured)])
+    fig.update_yaxes(autorange="reversed")  # the bars' names say what each is
     return fig
 
 

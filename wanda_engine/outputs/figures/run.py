@@ -12,6 +12,7 @@ from ...config import PruneConfig
 from ...core.events import BlockFinished
 from ...store.matrix_records import BlockRecord, MatrixRecord
 from .style import BLUE, GREY, VERMILLION, layout, note
+from .ticks import index_ticks, log_ticks
 
 
 def _block_matrix(records: Sequence[MatrixRecord], value) -> tuple[list[int], list[str], np.ndarray]:
@@ -58,7 +59,7 @@ def sparsity_heatmap(records: list[MatrixRecord]) -> go.Figure:
             f"{len(records)} matrices in {len(blocks)} blocks; overall {overall:.2%}; colour centred on the median "
             f"{centre:.2%} (±{spread:.1%})")
     fig.update_xaxes(title_text="matrix", showgrid=False, tickangle=-30)
-    fig.update_yaxes(title_text="block", autorange="reversed", showgrid=False, dtick=1 if len(blocks) <= 32 else None)
+    fig.update_yaxes(title_text="block", autorange="reversed", showgrid=False, **index_ticks(blocks))
     return fig
 
 
@@ -88,7 +89,7 @@ def overlap_heatmap(records: list[MatrixRecord]) -> go.Figure:
             f"comparison group {', '.join(sorted({r.group for r in with_overlap}))}; mean Jaccard {mean:.3f}; "
             "1 = the same weights pruned")
     fig.update_xaxes(title_text="matrix", showgrid=False, tickangle=-30)
-    fig.update_yaxes(title_text="block", autorange="reversed", showgrid=False, dtick=1 if len(blocks) <= 32 else None)
+    fig.update_yaxes(title_text="block", autorange="reversed", showgrid=False, **index_ticks(blocks))
     return fig
 
 
@@ -115,14 +116,14 @@ def block_progress(blocks: Sequence[BlockRecord | BlockFinished]) -> go.Figure:
     layout(fig, "Per-block sparsity and output error, measured on the calibration data", sub, showlegend=False)
     fig.update_yaxes(title_text="sparsity", tickformat=".0%", rangemode="tozero", row=1, col=1)
     fig.update_yaxes(title_text="relative error", row=2, col=1,
-                     **({"type": "log", "exponentformat": "power"} if log_err else {"rangemode": "tozero"}))
+                     **({"type": "log", **log_ticks(measured)} if log_err else {"rangemode": "tozero"}))
     fig.update_xaxes(title_text="block", row=2, col=1)
     if not len(blocks):
         fig.update_xaxes(range=[-0.5, 9.5])
         fig.update_yaxes(range=[0, 1], row=1, col=1)
         fig.update_yaxes(range=[0, 1], row=2, col=1)
     else:
-        fig.update_xaxes(range=[idx.min() - 0.6, idx.max() + 0.6], dtick=1 if idx.max() - idx.min() < 32 else None)
+        fig.update_xaxes(range=[idx.min() - 0.6, idx.max() + 0.6], **index_ticks(idx))
     return fig
 
 
@@ -158,10 +159,11 @@ def owl_block_ratios(blocks: Sequence[BlockRecord], prune: PruneConfig | None = 
     settings = f"M = {prune.owl_m}, λ = {prune.owl_lambda}" if prune else "M = ?, λ = ?"
     sub = (f"{settings}; block targets {min(targets):.1%} … "
            f"{max(targets):.1%}, mean {mean:.2%}; outlier ratios measured on the dense model's calibration activations")
-    layout(fig, title, sub, barmode="overlay", legend={"orientation": "h", "y": -0.18, "x": 0.5, "xanchor": "center"})
+    layout(fig, title, sub, barmode="overlay")
     fig.update_yaxes(title_text="outlier ratio", tickformat=".2%", rangemode="tozero", row=1, col=1)
     lo = max(0.0, min(targets + achieved) - 0.05)
     fig.update_yaxes(title_text="sparsity", tickformat=".0%", range=[lo, min(1.0, max(targets + achieved) + 0.05)],
                      row=2, col=1)
+    fig.update_xaxes(**index_ticks(idx))
     fig.update_xaxes(title_text="block", row=2, col=1)
     return fig

@@ -4,22 +4,23 @@ from __future__ import annotations
 import math
 import re
 import textwrap
-from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
 import plotly.graph_objects as go
 
 from ...core.errors import ConfigError
 from ...core.palette import BLUE, DARK_GREY, GREY, LIGHT_GREY, VERMILLION, YELLOW, MethodStyle
 from ...methods import table
 from ...store.matrix_records import KEPT, PRUNED_BOTH, PRUNED_ONLY_METHOD, PRUNED_ONLY_REFERENCE
+from .ticks import categorical_axes, fit_ticks
 
 PLOTLY_CONFIG: dict[str, Any] = {
     "toImageButtonOptions": {"format": "svg", "filename": "wanda-figure", "width": 900, "height": 600, "scale": 1},
     "displaylogo": False,
 }
 
+SCREEN_WIDTH_PX = {False: 1100, True: 540}  # the main column beside the sidebar at a 1500-px window; half of it
+SCREEN_HEIGHT_PX, SCREEN_FONT_PX = 450, 13  # plotly's own height (Streamlit keeps it), the figures' text
 FONT_FAMILY = "Arial, 'Liberation Sans', Helvetica, sans-serif"
 TEMPLATE = "simple_white"
 # The palette (Okabe–Ito) and each method's look are the core's and the table of methods' (methods/table.py).
@@ -39,20 +40,78 @@ def wrap(text: str, width: int) -> list[str]:
     return lines
 
 
-def layout(fig: go.Figure, title: str, subtitle: str | None = None, **kwargs: Any) -> go.Figure:
-    """The shared template, fonts and a left-aligned title (and subtitle) with room made for them."""
-    title_lines = wrap(title, 78)
-    sub_lines = wrap(subtitle, 112) if subtitle else []
+# how many characters a title's and a subtitle's line may hold at TITLE_PX / SUBTITLE_PX: a page's figure, a
+# half-page one (fewer at larger type)
+LINE_CHARS = {False: (78, 112), True: (48, 66)}
+TITLE_PX, SUBTITLE_PX = 16, 12
+
+
+def title_block(title: str, subtitle: str | None = None, *, narrow: bool = False, title_px: float = TITLE_PX,
+                sub_px: float = SUBTITLE_PX) -> tuple[dict[str, Any], int]:
+    """A left-aligned title (and subtitle) broken into lines that fit the figure, and the top margin they take."""
+    title_chars, sub_chars = LINE_CHARS[narrow]
+    title_lines = wrap(title, int(title_chars * TITLE_PX / title_px))
+    sub_lines = wrap(subtitle, int(sub_chars * SUBTITLE_PX / sub_px)) if subtitle else []
+    line, sub_line = 1.25 * title_px, 1.33 * sub_px
+    pad = round(14 + line * (len(title_lines) - 1))  # plotly anchors a title's first line: room for the others
     t: dict[str, Any] = {"text": "<br>".join(title_lines), "x": 0.0, "xanchor": "left", "xref": "paper",
-                         "yref": "container", "y": 1.0, "yanchor": "top", "pad": {"t": 14 + 20 * (len(title_lines) - 1)},
-                         "font": {"size": 16}}
+                         "yref": "container", "y": 1.0, "yanchor": "top", "pad": {"t": pad},
+                         "font": {"size": title_px}}
     if sub_lines:
-        t["subtitle"] = {"text": "<br>".join(sub_lines), "font": {"size": 12, "color": "#555555"}}
+        t["subtitle"] = {"text": "<br>".join(sub_lines), "font": {"size": sub_px, "color": "#555555"}}
     # Fixed pixel offsets: title.automargin mis-draws bars in static exports (kaleido 1.5, plotly.js 3).
-    top = 14 + 20 * (len(title_lines) - 1) + 20 * len(title_lines) + (6 + 16 * len(sub_lines) if sub_lines else 0) + 28
+    top = pad + line * len(title_lines) + (6 + sub_line * len(sub_lines) if sub_lines else 0) + 28
+    return t, round(top)
+
+
+def layout(fig: go.Figure, title: str, subtitle: str | None = None, *, title_px: float = TITLE_PX,
+           sub_px: float = SUBTITLE_PX, **kwargs: Any) -> go.Figure:
+    """The shared template, fonts and a left-aligned title (and subtitle) with room made for them; `title_px`
+    and `sub_px` for larger type (the Explain page's)."""
+    t, top = title_block(title, subtitle, title_px=title_px, sub_px=sub_px)
     fig.update_layout(template=TEMPLATE, title=t, font={"family": FONT_FAMILY, "size": 13},
                       margin={"t": top, "l": 70, "r": 30, "b": 60}, hoverlabel={"font_family": FONT_FAMILY},
                       **kwargs)
+    return fig
+
+
+def on_screen(fig: go.Figure, rows: int | None = None, narrow: bool = False) -> go.Figure:
+    """`fig` as the app shows it (changed in place): `rows`, a heatmap's row count, gives each row room;
+    `narrow`, a half-width column, wraps long titles instead of letting them run off the figure."""
+    title = fig.layout.title
+    if narrow and title.text:
+        sub = title.subtitle.text if title.subtitle else None
+        t, top = title_block(unbroken(title.text), unbroken(sub) if sub else None, narrow=True,
+                             title_px=title.font.size or TITLE_PX,
+                             sub_px=(title.subtitle.font.size if sub else None) or SUBTITLE_PX)
+        fig.update_layout(title=t, margin_t=max(fig.layout.margin.t or 0, top))
+    if rows and fig.layout.height is None:
+        fig.update_layout(height=int(min(max(450, 190 + 20 * rows), 1400)))
+    # the page's width, or the modebar's download (PLOTLY_CONFIG) where that is smaller
+    download = PLOTLY_CONFIG["toImageButtonOptions"]
+    width = min(SCREEN_WIDTH_PX[narrow], download["width"])
+    height = min(fig.layout.height or SCREEN_HEIGHT_PX, download["height"])
+    fit_on_screen(fig, width, height)
+    return fig
+
+
+def unbroken(text: Any) -> Any:
+    """A label with its line breaks taken out, to be broken again at another width."""
+    return re.sub(r"\s*<br\s*/?>\s*", " ", text, flags=re.I) if isinstance(text, str) else text
+
+
+def fit_on_screen(fig: go.Figure, width: float, height: float) -> go.Figure:
+    """Thin the axes' explicit ticks (`ticks.fit_ticks`) for `fig` drawn `width` × `height` px (in place)."""
+    margin = fig.layout.margin
+    plot_w = width - (margin.l if margin.l is not None else 80) - (margin.r if margin.r is not None else 80)
+    plot_h = height - (margin.t if margin.t is not None else 100) - (margin.b if margin.b is not None else 80)
+    axes = {key: fig.layout[key].to_plotly_json() for key in fig.layout if re.fullmatch(r"[xy]axis\d*", key)}
+    font = fig.layout.font.size or SCREEN_FONT_PX
+    for key, ax in fit_ticks(axes, plot_w, plot_h, font, categorical_axes(fig.data)).items():
+        if ax.get("tickmode") == "array" and "ticktext" in ax:
+            fig.layout[key].update(tickvals=ax["tickvals"], ticktext=ax["ticktext"], tickmode="array")
+        if ax.get("nticks"):
+            fig.layout[key].nticks = ax["nticks"]
     return fig
 
 
@@ -109,17 +168,6 @@ def method_style(label: str, seen: dict[str, MethodStyle] | None = None, choice:
 def method_colour(label: str, seen: dict[str, MethodStyle] | None = None, choice: str | None = None) -> str:
     """The colour of the series `label`: its method's, in every figure (see `method_style`)."""
     return method_style(label, seen, choice).colour
-
-
-def log_ticks(values: Sequence[float]) -> dict[str, Any]:
-    """Tick values 1-2-5 × 10^k spanning `values`, for a readable log axis (plotly labels minor ticks '2', '5')."""
-    v = np.asarray([x for x in values if x is not None and x > 0], dtype=float)
-    if not v.size:
-        return {}
-    lo, hi = math.floor(math.log10(v.min())), math.ceil(math.log10(v.max()))
-    ticks = [m * 10.0**k for k in range(lo, hi + 1) for m in (1, 2, 5)]
-    ticks = [t for t in ticks if v.min() / 2.5 <= t <= v.max() * 2.5]
-    return {"tickvals": ticks, "ticktext": [f"{t:g}" for t in ticks]}
 
 
 def finite(v: Any) -> float | None:
