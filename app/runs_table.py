@@ -7,6 +7,7 @@ from typing import Any
 import pandas as pd
 import plotly.graph_objects as go
 
+from wanda_engine.core.names import text_title
 from wanda_engine.core.status import RunStatus
 from wanda_engine.outputs.figures import catalog
 from wanda_engine.store.run_record import RunRecord
@@ -38,7 +39,7 @@ def _eval_text(record: RunRecord, done: bool) -> str:
     """What the run's perplexity was measured on or, unless it finished, was to be measured on."""
     ev, asked = record.eval, record.request.eval
     if done and ev is not None:
-        return f"{ev.dataset} {ev.windows}×{ev.seqlen} = {ev.tokens:,} tok"
+        return f"{text_title(ev.dataset)} {ev.windows}×{ev.seqlen} = {ev.tokens:,} tok"
     return f"{asked.dataset} ×{asked.seqlen}" if asked is not None else "none"
 
 
