@@ -9,6 +9,7 @@ import plotly.graph_objects as go
 
 from wanda_engine.core.names import text_title
 from wanda_engine.core.status import RunStatus
+from wanda_engine.outputs.bundle import same_model_runs
 from wanda_engine.outputs.figures import catalog
 from wanda_engine.store.run_record import RunRecord
 from wanda_engine.store.matrix_records import MatrixRecord
@@ -22,8 +23,7 @@ STATUS_MARK = {RunStatus.COMPLETE: "✔ complete", RunStatus.FAILED: "✘ failed
 
 def model_runs(run: Run, complete: list[Run]) -> list[RunRecord]:
     """`run`'s record first, then those of every other finished run of the same model."""
-    model = run.record.request.model
-    return [run.record] + [r.record for r in complete if r.record.request.model == model and r.name != run.name]
+    return same_model_runs([run], complete)
 
 
 def build_figure(which: str, run: Run, compare: Run | None, record: MatrixRecord | None,
