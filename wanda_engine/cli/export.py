@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 from typing import Any
 
 from ..core.errors import ConfigError
@@ -45,12 +44,7 @@ def _runs(args: argparse.Namespace, store: RunStore) -> list[Run]:
     """The runs named on the command line (folders, or names in the store), each complete and given once."""
     out = []
     for given in args.run_dirs:
-        path = Path(given)
-        if not path.is_dir():
-            path = store.path_for(given)  # a run's name in the store
-        if not (path / "run.json").is_file():
-            raise ConfigError(f"{given!r} is not a run directory (no run.json there, nor a run of that name in {store.root})")
-        run = load_run(path)
+        run = load_run(store.locate(given))
         if not run.complete:
             raise ConfigError(f"run {given!r} is {run.status}, not complete; only complete runs are exported")
         if any(r.path.resolve() == run.path.resolve() for r in out):
@@ -81,6 +75,8 @@ def run_export(args: argparse.Namespace) -> int:
                              unit=args.unit)
     out = check_out(args.out)
     store = RunStore(args.runs)
+    if store.root.exists() and not store.root.is_dir():
+        raise ConfigError(f"--runs {str(store.root)!r} is a file, not a run store")
     sweep = read_sweep(store, args.sweep) if args.sweep else None
     runs = _runs(args, store) if sweep is None else []
     if sweep is not None and not sweep.runs:

@@ -39,6 +39,7 @@ from .figures.catalog import FigureSpec, Omitted, plan
 from .figures.data import figure_data
 from .figures.paper import PrintPreset, print_preset, suggested_caption
 from ..core.parsing import parse_list
+from ..core.paths import new_file, new_folder
 from ..store.run_record import RunRecord
 from ..store.reproduce import CardRun, card, sweep_command
 from ..store.run_store import Run, RunStore, atomic_write_bytes, load_run, safe_file_stem
@@ -104,17 +105,9 @@ def check_out(out: str | Path) -> Path:
     text = str(out or "").strip()
     if not text:
         raise ConfigError("export needs --out: a new folder or a .zip file")
-    path = Path(text).expanduser()
-    if path.suffix.lower() == ".zip":
-        if path.is_dir():
-            raise ConfigError(f"export target {text!r} is a folder, not a .zip file")
-    elif path.exists() and (not path.is_dir() or any(path.iterdir())):
-        raise ConfigError(f"export folder {text!r} already exists and is not empty; name a new folder or a .zip")
-    parent = next((p for p in path.absolute().parents if p.exists()), Path("/"))
-    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
-        raise ConfigError(f"export target {text!r} cannot be written: {str(parent)!r} is not a folder this user "
-                          "can write in")
-    return path
+    if Path(text).suffix.lower() == ".zip":
+        return new_file(text, "export target")
+    return new_folder(text, "export folder")
 
 
 def same_model_runs(runs: Sequence[Run], candidates: Sequence[Run]) -> list[RunRecord]:
