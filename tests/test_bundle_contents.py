@@ -166,3 +166,31 @@ def test_every_file_name_in_a_bundle_is_at_most_70_characters(compare, tmp_path)
     # a shortened name keeps the figure it names at its end, and two long names stay apart
     a, b = bundles.file_stem("x" * 100 + "-mask_crop-b11-mlp.down_proj"), bundles.file_stem("y" * 100 + "-mask_crop")
     assert len(a) + 4 <= bundles.MAX_FILE_NAME and a.endswith("mlp.down_proj") and a != b
+
+
+def test_the_runs_page_offers_only_the_figures_a_run_can_draw_and_says_why_not(app_env, compare, monkeypatch):
+    """AppTest: the Runs page's picker and Export all ask the catalog (kaleido stood in for: the page is under test)."""
+    from test_app import goto, new_app, no_exceptions
+
+    from wanda_engine.outputs import export
+
+    shutil.copytree(compare / "magnitude-50", app_env.runs / "magnitude-50")
+    monkeypatch.setattr(export, "export_figure", lambda fig, fmt, **kw: fake_render(fig, fmt))
+    monkeypatch.setattr(export, "start_export_server", lambda: None)
+    at = new_app()
+    at.session_state["current_run"] = "magnitude-50"
+    goto(at, "runs")
+    no_exceptions(at)
+    offered = at.selectbox(key="export_figure").options
+    record = load_run(app_env.runs / "magnitude-50")
+    for which, title in catalog.FIGURES.items():
+        assert (title in offered) == (not catalog.missing(which, record.record, record.records())), which
+    assert not {catalog.FIGURES[w] for w in ("channels", "mask_crop", "overlap", "blocks")} & set(offered)
+    said = " ".join(c.value for c in at.caption)
+    assert "Not drawn for this run" in said and "pruned from the weights alone" in said
+    dpi = at.number_input(key="export_all_dpi")
+    assert (dpi.min, dpi.max) == export.DPI_RANGE  # the app offers exactly the engine's range
+    at.button(key="export_all_all").click().run()
+    no_exceptions(at)
+    omitted = at.session_state["_export_all_bundle"][4]
+    assert omitted and all(o.title in " ".join(c.value for c in at.caption) for o in omitted)

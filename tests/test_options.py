@@ -12,6 +12,12 @@ from test_bundle import make_store
 from wanda_engine.cli.main import main
 
 
+def command(name: str, positional: list[str], defaults: dict[str, str], args: list[str]) -> list[str]:
+    """`name positional... --option value... args... --quiet`, the options of `args` replacing the defaults."""
+    kept = {flag: value for flag, value in defaults.items() if flag not in args[::2]}
+    return [name, *positional, *[x for kv in kept.items() for x in kv], *args, "--quiet"]
+
+
 def refused(capsys, argv: list[str], words: str, *written: Path) -> None:
     """`argv` ends with status 1 and one `error:` line holding `words`, and none of `written` exists."""
     rc = main(argv)
@@ -68,7 +74,7 @@ def no_rendering(monkeypatch):
 def test_export_refuses_a_bad_option_before_drawing_anything(case, capsys, store, tmp_path, no_rendering):
     args, words = EXPORT[case]
     for out in (tmp_path / "bundle.zip", tmp_path / "bundle"):
-        refused(capsys, ["export", str(store / "wanda"), *args, "--quiet", "--out", str(out)], words, out)
+        refused(capsys, command("export", [str(store / "wanda")], {"--out": str(out)}, args), words, out)
 
 
 def test_export_refuses_a_target_it_cannot_write_or_would_merge_into(capsys, store, tmp_path, places, no_rendering):
@@ -124,11 +130,9 @@ PRUNE = {
 
 
 def _prune(tiny_model_dir: Path, tmp_path: Path, args: list[str]) -> list[str]:
-    base = {"--model": str(tiny_model_dir), "--nsamples": "4", "--seqlen": "32", "--eval-windows": "2",
-            "--out": str(tmp_path / "run"), "--save-model": str(tmp_path / "saved")}
-    for flag in args[::2]:
-        base.pop(flag, None)
-    return ["prune", *[x for kv in base.items() for x in kv], *args, "--quiet"]
+    return command("prune", [], {"--model": str(tiny_model_dir), "--nsamples": "4", "--seqlen": "32",
+                                 "--eval-windows": "2", "--out": str(tmp_path / "run"),
+                                 "--save-model": str(tmp_path / "saved")}, args)
 
 
 @pytest.mark.parametrize("case", list(PRUNE))
@@ -171,11 +175,9 @@ SWEEP = {
 
 
 def _sweep(tiny_model_dir: Path, tmp_path: Path, args: list[str]) -> list[str]:
-    base = {"--model": str(tiny_model_dir), "--nsamples": "4", "--seqlen": "32", "--eval-windows": "2",
-            "--runs-dir": str(tmp_path / "store"), "--methods": "magnitude"}
-    for flag in args[::2]:
-        base.pop(flag, None)
-    return ["sweep", *[x for kv in base.items() for x in kv], *args, "--quiet"]
+    return command("sweep", [], {"--model": str(tiny_model_dir), "--nsamples": "4", "--seqlen": "32",
+                                 "--eval-windows": "2", "--runs-dir": str(tmp_path / "store"),
+                                 "--methods": "magnitude"}, args)
 
 
 @pytest.mark.parametrize("case", list(SWEEP))
@@ -221,10 +223,8 @@ def pruned(store) -> Path:
 
 
 def _repair(run: str, args: list[str]) -> list[str]:
-    base = {"--steps": "2", "--batch-size": "2", "--seqlen": "32", "--eval-every": "1"}
-    for flag in args[::2]:
-        base.pop(flag, None)
-    return ["repair", run, *[x for kv in base.items() for x in kv], *args, "--quiet"]
+    return command("repair", [run], {"--steps": "2", "--batch-size": "2", "--seqlen": "32", "--eval-every": "1"},
+                   args)
 
 
 @pytest.mark.parametrize("case", list(REPAIR))

@@ -241,12 +241,8 @@ def run_figures(run: RunRecord, matrices: Sequence[MatrixRecord], prefix: str,
     return specs, omitted
 
 
-def comparison_figures(runs: Sequence[RunRecord], model_runs: Sequence[RunRecord] = ()) -> list[FigureSpec]:
-    """The runs side by side: perplexity bars, perplexity versus sparsity, zero-shot bars where any run has them."""
-    return _side_by_side(runs, model_runs)[0]
-
-
 def _side_by_side(runs: Sequence[RunRecord], model_runs: Sequence[RunRecord]) -> tuple[list[FigureSpec], list[Omitted]]:
+    """The runs side by side: perplexity bars, perplexity versus sparsity, zero-shot bars (where any run has data)."""
     shown = list(runs)
     drawn = {"perplexity": ("Perplexity of the dense and pruned models", lambda: perplexity_bars(shown)),
              "ppl_vs_sparsity": ("Perplexity versus sparsity",
@@ -283,7 +279,9 @@ def plan(runs: Sequence[RunRecord], matrices: Mapping[str, Sequence[MatrixRecord
     if sweep:
         return _sweep_plan(runs)
     specs, omitted = _side_by_side(runs, model_runs)
-    notes = []
+    elsewhere = [r.name for r in model_runs if r.name not in {run.name for run in runs}]
+    notes = [f"Perplexity versus sparsity also draws runs of the run store that are not in this bundle: "
+             f"{', '.join(elsewhere)}."] if elsewhere and any(s.stem == "ppl_vs_sparsity" for s in specs) else []
     if len(runs) > 1:
         explained = explain_plan(runs, matrices, model_runs)
         specs, omitted, notes = specs + list(explained.figures), omitted + list(explained.omitted), list(explained.notes)
