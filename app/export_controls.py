@@ -11,8 +11,8 @@ import streamlit as st
 from wanda_engine.outputs import export
 from wanda_engine.outputs import figures
 from wanda_engine.core.errors import ConfigError
+from wanda_engine.outputs.bundle import file_stem
 from wanda_engine.outputs.figures.paper import PRESETS, PrintPreset, print_preset, suggested_caption
-from wanda_engine.store.run_store import safe_file_stem
 
 CUSTOM, SCREEN = "custom", "screen (pixels)"
 SIZES = [*PRESETS, CUSTOM, SCREEN]
@@ -82,7 +82,7 @@ def print_settings(key: str, screen: bool = True) -> PrintSettings:
     else:
         preset = print_preset(size)
         d1, d2 = c2, c3
-    dpi = d1.number_input("PNG dpi", 72, 1200, 300, step=50, key=f"{key}_dpi",
+    dpi = d1.number_input("PNG dpi", *export.DPI_RANGE, 300, step=50, key=f"{key}_dpi",
                           help="Pixels per inch of the PNG; PDF and SVG are vector at the physical size.")
     keep_title = d2.checkbox("Keep the title on the figure", False, key=f"{key}_title",
                              help="Papers caption in LaTeX: by default the title becomes the suggested caption.")
@@ -95,7 +95,7 @@ def export_controls(fig: go.Figure, name: str, key: str) -> pd.DataFrame:
 
     `name` says which figure this is and names the downloaded files; `key` prefixes the widgets' keys,
     one per figure on a page. Returns the data behind the figure, for the page to show if it wants to."""
-    stem = safe_file_stem(name)
+    stem = file_stem(name, len(".json"))  # the longest of the downloads' extensions
     try:
         settings = print_settings(key)
     except ConfigError as e:

@@ -7,7 +7,9 @@ from typing import Any
 import pandas as pd
 import plotly.graph_objects as go
 
+from wanda_engine.core.names import text_title
 from wanda_engine.core.status import RunStatus
+from wanda_engine.outputs.bundle import same_model_runs
 from wanda_engine.outputs.figures import catalog
 from wanda_engine.store.run_record import RunRecord
 from wanda_engine.store.matrix_records import MatrixRecord
@@ -21,8 +23,7 @@ STATUS_MARK = {RunStatus.COMPLETE: "✔ complete", RunStatus.FAILED: "✘ failed
 
 def model_runs(run: Run, complete: list[Run]) -> list[RunRecord]:
     """`run`'s record first, then those of every other finished run of the same model."""
-    model = run.record.request.model
-    return [run.record] + [r.record for r in complete if r.record.request.model == model and r.name != run.name]
+    return same_model_runs([run], complete)
 
 
 def build_figure(which: str, run: Run, compare: Run | None, record: MatrixRecord | None,
@@ -38,7 +39,7 @@ def _eval_text(record: RunRecord, done: bool) -> str:
     """What the run's perplexity was measured on or, unless it finished, was to be measured on."""
     ev, asked = record.eval, record.request.eval
     if done and ev is not None:
-        return f"{ev.dataset} {ev.windows}×{ev.seqlen} = {ev.tokens:,} tok"
+        return f"{text_title(ev.dataset)} {ev.windows}×{ev.seqlen} = {ev.tokens:,} tok"
     return f"{asked.dataset} ×{asked.seqlen}" if asked is not None else "none"
 
 

@@ -32,7 +32,8 @@ def show_error() -> None:
 
 def step_toy() -> None:
     st.header("1. A toy you can play with")
-    scale = st.slider("Activation norm of input channel 2, times the other channels'", 1, 100, 30, key="x_outlier",
+    scale = st.slider("Activation norm of input channel 2, times the other channels'", 1, 100, explain.TOY_SCALE,
+                      key="x_outlier",
                       help="Every other input channel has norm 1. No model needed: this runs as you drag.")
     toy = explain.toy(scale)
     show(figures.explain_toy(toy), "explain_toy")

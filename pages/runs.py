@@ -9,9 +9,10 @@ from app import ui
 from app.bundle_controls import export_all_controls
 from app.export_controls import export_controls
 from app.progress import watch
-from app.runs_table import build_figure, model_runs, runs_table
-from wanda_engine.outputs.bundle import build_bundle
+from app.runs_table import build_figure, runs_table
+from wanda_engine.outputs.bundle import build_bundle, same_model_runs
 from wanda_engine.core.errors import ConfigError, EngineError
+from wanda_engine.outputs.figures import catalog
 from wanda_engine.outputs.figures.catalog import FIGURES, MATRIX_FIGURES
 from wanda_engine.store.run_store import Run
 
@@ -73,21 +74,36 @@ def save_again(run: Run, folder: str) -> None:
     st.success(f"Queued; the model will be saved in {path}. Progress is in the sidebar.")
 
 
-st.subheader("Export a figure of the current run")
-run = ui.require_current_run()
-if run is not None:
-    ui.run_caption(run)
+def figure_preview(run: Run, compare: Run | None) -> None:
+    """The catalog's figures this run can draw (the others named, with why), the chosen one and its export."""
+    without = {w: catalog.missing(w, run.record, run.records(), compare=compare.record if compare else None)
+               for w in FIGURES}
     c1, c2 = st.columns([2, 3])
-    which = c1.selectbox("Figure", list(FIGURES), format_func=FIGURES.get, key="export_figure")
+    which = c1.selectbox("Figure", [w for w in FIGURES if not without[w]], format_func=FIGURES.get,
+                         key="export_figure")
+    if any(without.values()):
+        c1.caption("Not drawn for this run: " + "; ".join(f"{FIGURES[w].lower()} ({why})"
+                                                            for w, why in without.items() if why) + ".")
     record = None
     if which in MATRIX_FIGURES:
         with c2:
             record = ui.pick_matrix(run, "export")
-    fig = build_figure(which, run, ui.compare_run(), record, ui.complete_runs())
+        if record is None or catalog.missing(which, run.record, matrix=record):
+            st.info(f"{FIGURES[which]}: " + (catalog.missing(which, run.record, matrix=record) if record else
+                                             "pick a matrix") + ".")
+            return
+    fig = build_figure(which, run, compare, record, ui.complete_runs())
     ui.chart(fig, key="export_preview")
     data = export_controls(fig, f"{run.name}-{which}" + (f"-b{record.block}-{record.name}" if record else ""), "export")
     with st.expander("The data behind this figure"):
         st.dataframe(data, hide_index=True, width="stretch")
+
+
+st.subheader("Export a figure of the current run")
+run = ui.require_current_run()
+if run is not None:
+    ui.run_caption(run)
+    figure_preview(run, ui.compare_run())
 
     # --- export all: every figure, the tables, the windows and the reproducibility card in one .zip ---
     st.subheader("Export all")
@@ -98,7 +114,7 @@ if run is not None:
                + ": every figure at print size, the data behind each, the perplexity table as LaTeX / Markdown / "
                "CSV, the calibration windows and REPRODUCE.md, whose commands re-create the masks bit for bit.")
     export_all_controls("-vs-".join(r.name for r in bundled), "export_all", lambda **kw: build_bundle(
-        bundled, model_runs=model_runs(run, ui.complete_runs()), **kw))
+        bundled, model_runs=same_model_runs(bundled, ui.complete_runs()), **kw))
 
     # --- saving the pruned model: runs keep records, not weights; re-run with a folder to save into ---
     st.subheader("Save the pruned model")

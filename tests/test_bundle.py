@@ -293,7 +293,7 @@ def test_export_all_on_the_sweep_page_offers_the_sweeps_bundle(app_env, store, m
     at.button(key="sw_all_all").click().run()
     no_exceptions(at)
     assert any(b.proto.label.startswith("Download bundle") for b in at.get("download_button"))
-    spec, data, failed, _ = at.session_state["_sw_all_bundle"]
+    spec, data, failed, *_ = at.session_state["_sw_all_bundle"]
     assert spec[0] == "sw" and failed == ()
     with zipfile.ZipFile(io.BytesIO(data)) as z:
         names = z.namelist()

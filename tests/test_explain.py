@@ -129,7 +129,7 @@ def test_outlier_sentence_follows_the_records(tiny_runs):
     records = tiny_runs["wanda"][1]
     run = _run_record("wanda", ppl=40.0)
     before = explain.outliers(records, run)
-    assert _numbers(before.sentence) and "4 × 32 calibration tokens of austen:emma" in before.sentence
+    assert _numbers(before.sentence) and "4 × 32 calibration tokens of Emma (Austen)" in before.sentence
     louder = [dataclasses.replace(r, channels={**r.channels, "max_over_median": 777.0, "top_index": [5]})
               if r.key == records[3].key else r for r in records]
     after = explain.outliers(louder, run)

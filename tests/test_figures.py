@@ -207,7 +207,7 @@ def test_perplexity_bars_one_per_run_plus_dense():
     assert list(bar.text) == ["10.00", "14.20", "51.00", "15.00", "13.10"]
     assert "r2" in bar.customdata[2]
     title = _title(fig)
-    assert "austen:emma" in title and "128" in title and "512" in title and "left out" in title
+    assert "Emma (Austen)" in title and "128" in title and "512" in title and "left out" in title
     assert F.perplexity_bars(runs, log_y=True).layout.yaxis.type == "log"
 
     mixed = F.perplexity_bars([runs[0], runs[1], _run("r6", "wanda", 0.5, 30.0, dense=20.0, seqlen=256)])
@@ -226,7 +226,7 @@ def test_perplexity_vs_sparsity_lines_per_method():
     dense = next(t for t in fig.data if t.name.startswith("dense"))
     assert set(dense.y) == {10.0} and dense.line.dash == "dash"
     assert fig.layout.yaxis.type == "log"
-    assert "austen:emma" in _title(fig) and "left out" in _title(fig)
+    assert "Emma (Austen)" in _title(fig) and "left out" in _title(fig)
     assert len(F.perplexity_vs_sparsity([]).data) == 0
 
 

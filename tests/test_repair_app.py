@@ -116,7 +116,7 @@ def test_the_summary_computes_the_share_of_the_gap_closed():
     text = repair_summary(run, [lora, reference], None)
     share = (run.ppl - lora.ppl_after) / (run.ppl - run.ppl_dense)
     assert f"closes {share:.0%} of the gap" in text and "at exactly the pruned sparsity 50.00%" in text
-    assert WINDOWS.describe() in text and f"{lora.tokens_seen:,} training tokens of austen:emma" in text
+    assert WINDOWS.describe() in text and f"{lora.tokens_seen:,} training tokens of Emma (Austen)" in text
     assert f"reaches {reference.ppl_after:.2f}" in text and NO_REFERENCE not in text
     below = repair_summary(run, [repair_record("finetune", 18.0)], None)
     assert "below the dense model" in below and "style" in below
@@ -129,7 +129,7 @@ def test_the_loss_figure_draws_every_step_and_evaluation():
     assert list(loss.x) == [s for s, *_ in lora.losses] and list(loss.y) == [v for _, v, *_ in lora.losses]
     assert list(ppl.x) == [s for s, *_ in lora.evals] and list(ppl.y) == [p for *_, p in lora.evals]
     title = titles(fig)
-    assert "austen:emma" in title and f"{lora.request.config.tokens():,} tokens" in title
+    assert "Emma (Austen)" in title and f"{lora.request.config.tokens():,} tokens" in title
     assert WINDOWS.describe() in title
     assert len(repair_loss([lora, ft]).data) == 4
     assert "no repair yet" in repair_loss([]).layout.annotations[0].text

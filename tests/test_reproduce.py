@@ -17,6 +17,7 @@ from conftest import REPO
 from test_bundle import fake_render, make_store
 from wanda_engine.outputs import bundle as bundles
 from wanda_engine.cli import main as cli
+from wanda_engine.core.names import emphasize
 from wanda_engine.store import reproduce
 from wanda_engine.config import ConfigError, EvalConfig, OffloadConfig, PruneConfig, RunRequest, ZeroShotConfig
 from wanda_engine.store.run_record import RunRecord
@@ -120,7 +121,7 @@ def test_the_card_states_what_the_run_recorded(store):
     record = run.record
     assert record.calibration.sha256 in card and record.mask_sha256 in card
     assert ", ".join(str(s) for s in record.calibration.starts) in card
-    assert record.eval.describe() in card and json.dumps(record.timings) in card
+    assert emphasize(record.eval.describe(), "markdown") in card and json.dumps(record.timings) in card
     assert all(f"{k} {v}" in card for k, v in record.versions.items())
     assert f"{record.model.params} parameters" in card
     command = reproduce.shell_line(reproduce.prune_command(record, "calibration/wanda.npy", out="reproduced/wanda"))

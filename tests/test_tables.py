@@ -1,9 +1,11 @@
 """Paper tables: the LaTeX of a known comparison holds its run.json values and bolds the best per column,
-parses as a booktabs table (always) and compiles with pdflatex (where a TeX installation is present:
-Debian's texlive-latex-recommended has booktabs); Markdown and CSV carry the same numbers; captions state
-the protocol from the records."""
+parses as a booktabs table, names its header cells and the sparsity columns, and compiles with pdflatex into
+a page that reads right (scripts/setup.sh installs Debian's texlive-latex-recommended, which has booktabs);
+Markdown and CSV carry the same numbers; captions state the protocol from the records, naming the texts and
+the model as a paper does."""
 from __future__ import annotations
 
+import dataclasses
 import io
 import re
 import shutil
@@ -73,10 +75,13 @@ def latex_problems(tex: str) -> list[str]:
     if rules != ["toprule", "midrule", "bottomrule"]:
         problems.append(f"booktabs rules {rules}, not toprule, midrule, bottomrule")
     columns = len(re.findall(r"[lcrp]", spec))
+    body = re.sub(r"\\cmidrule(\([lr]*\))?\{(\d+)-(\d+)\}", "", body)
     rows = [r for r in re.sub(r"\\(toprule|midrule|bottomrule)", "", body).split("\\\\") if r.strip()]
     for row in rows:
-        if row.count("&") != columns - 1:
-            problems.append(f"row {row.strip()!r} has {row.count('&') + 1} cells, the spec {spec!r} {columns}")
+        # a \multicolumn{n} cell counts n columns
+        cells = row.count("&") + 1 + sum(int(n) - 1 for n in re.findall(r"\\multicolumn\{(\d+)\}", row))
+        if cells != columns:
+            problems.append(f"row {row.strip()!r} has {cells} cells, the spec {spec!r} {columns}")
     return problems
 
 
@@ -87,9 +92,18 @@ def test_the_parse_finds_what_is_broken():
     assert any("never closed" in p for p in latex_problems(good.replace("a & b", "{a & b")))
     assert any("rules" in p for p in latex_problems(good.replace("\\midrule\n", "")))
     assert any("tabular environments" in p for p in latex_problems(good + good))
+    spanned = good.replace("\\toprule\n", "\\toprule\n & \\multicolumn{1}{c}{S} \\\\\n\\cmidrule(lr){2-2}\n")
+    assert latex_problems(spanned) == []
+    assert any("cells" in p for p in latex_problems(spanned.replace("multicolumn{1}", "multicolumn{2}")))
 
 
 # ---------------------------------------------------------------- the perplexity comparison
+
+def _header_rows(tex: str) -> list[list[str]]:
+    """The header's rows (between \\toprule and \\midrule), each a list of cells, \\cmidrule left out."""
+    header = re.sub(r"\\cmidrule\S*", "", tex.split("\\toprule", 1)[1].split("\\midrule", 1)[0])
+    return [[c.strip() for c in row.split("&")] for row in header.split("\\\\") if row.strip()]
+
 
 def _cells(tex: str) -> dict[str, list[str]]:
     """Each body row of the one tabular: first cell -> the other cells."""
@@ -102,8 +116,7 @@ def test_the_latex_of_a_comparison_holds_its_values_and_bolds_the_best(compariso
     table = tables.perplexity_table(comparison)
     tex = tables.to_latex(table)
     assert latex_problems(tex) == []
-    header = tex.split("\\toprule", 1)[1].split("\\midrule", 1)[0]
-    columns = [c.strip() for c in header.replace("\\\\", "").split("&")][1:]
+    columns = _header_rows(tex)[-1][1:]
     assert columns == ["50\\%", "60\\%", "2:4"]
     cells = _cells(tex)
     by_cell: dict[tuple[str, str], float] = {}
@@ -126,7 +139,7 @@ def test_the_caption_states_the_protocol_from_the_records(comparison):
     ev = comparison[0].eval
     assert comparison[0].model.label.split(" (")[0] in caption
     assert f"{comparison[0].request.prune.nsamples} × {comparison[0].request.prune.seqlen} tokens" in caption
-    assert comparison[0].calibration.label in caption and "seed 0" in caption
+    assert comparison[0].calibration.text_name() in caption and "seed 0" in caption
     assert ev.describe() in caption and "lower is better" in caption
     mixed = tables.perplexity_table([record("a", 40.0, seed=0), record("b", 41.0, seed=1, sparsity=0.6)]).caption
     assert "seed 0/1" in mixed  # runs that differ say so instead of claiming one protocol
@@ -139,7 +152,7 @@ def test_markdown_and_csv_carry_the_same_numbers(comparison):
     md = tables.to_markdown(table)
     wanda_row = next(line for line in md.splitlines() if line.startswith("| wanda "))
     assert "**41.75**" in wanda_row and "**90.30**" in wanda_row and "**80.20**" in wanda_row
-    assert table.caption in md
+    assert table.caption in md.replace("*", "")  # the novels' titles are in italics
 
 
 def test_a_sweep_grid_has_a_row_per_method_and_calibration_size():
@@ -171,14 +184,69 @@ def test_zero_shot_accuracies_bold_the_highest_per_task():
     assert "higher is better" in table.caption
 
 
-@pytest.mark.skipif(shutil.which("pdflatex") is None,
-                    reason="no pdflatex: apt-get install texlive-latex-recommended to compile the table")
-def test_the_latex_compiles_with_pdflatex(comparison, tmp_path):
+def _paper_runs() -> list[RunRecord]:
+    """A Compare as the app makes it: magnitude from the weights alone and Wanda, on the embedded model's label."""
+    from wanda_engine.inputs.models import DEFAULT_LABEL
+
+    runs = [record("magnitude-50", 304.51, method="magnitude", calibrate=False), record("wanda-50", 41.75)]
+    return [dataclasses.replace(r, model=dataclasses.replace(r.model, label=DEFAULT_LABEL, dtype="float32"))
+            for r in runs]
+
+
+def test_the_header_names_the_row_labels_and_spans_the_sparsity_columns(comparison):
+    rows = _header_rows(tables.to_latex(tables.perplexity_table(comparison)))
+    assert rows[0] == ["", "\\multicolumn{3}{c}{Sparsity}"] and rows[-1][0] == "Method"
     grid = [record(f"w{n}", 40.0 + n, nsamples=n) for n in (8, 32)]
-    tex = tables.to_latex(tables.perplexity_table(comparison)) + "\n" + tables.to_latex(tables.sweep_table(grid, "g_1"))
+    assert _header_rows(tables.to_latex(tables.sweep_table(grid, "g")))[-1][:3] == ["Method", "Calibration windows",
+                                                                                    "50\\%"]
+    md_header = tables.to_markdown(tables.perplexity_table(comparison)).splitlines()[0]
+    assert [c.strip() for c in md_header.strip("|").split("|")] == ["Method", "50% sparsity", "60% sparsity",
+                                                                    "2:4 sparsity"]
+
+
+def test_captions_name_the_texts_and_the_model_as_a_paper_does():
+    runs = _paper_runs()
+    table = tables.perplexity_table(runs)
+    for text in (table.caption, tables.to_latex(table), tables.to_markdown(table)):
+        assert "austen:" not in text and "SmolLM2-135M-Instruct" in text
+    assert "SmolLM2-135M-Instruct, dequantized from a Q4_1 GGUF to fp32" in table.caption
+    assert "Emma (Austen)" in table.caption and "Pride and Prejudice (Austen)" in table.caption
+    assert "\\emph{Pride and Prejudice} (Austen)" in tables.to_latex(table)
+    assert "*Pride and Prejudice* (Austen)" in tables.to_markdown(table)
+    # the magnitude run read no calibration data: the caption does not say it did
+    assert "wanda calibrated on 16 × 256 tokens" in table.caption
+    assert "magnitude scored from the weights alone" in table.caption
+    assert "whole matrix (magnitude)" in table.caption and "output row (wanda)" in table.caption
+
+
+def test_the_latex_compiles_with_pdflatex_and_reads_right(comparison, tmp_path):
+    """scripts/setup.sh installs TeX (texlive-latex-recommended): a missing pdflatex is a failed setup."""
+    from pypdf import PdfReader
+
+    assert shutil.which("pdflatex"), "no pdflatex: run scripts/setup.sh (it installs texlive-latex-recommended)"
+    grid = [record(f"w{n}", 40.0 + n, nsamples=n) for n in (8, 32)]
+    tex = "\n".join(tables.to_latex(t) for t in (tables.perplexity_table(comparison + _paper_runs()),
+                                                   tables.sweep_table(grid, "g_1")))
     document = "\\documentclass{article}\n\\usepackage{booktabs}\n\\begin{document}\n" + tex + "\n\\end{document}\n"
     (tmp_path / "t.tex").write_text(document)
-    done = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "t.tex"], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stdout[-2000:]
-    assert (tmp_path / "t.pdf").stat().st_size > 0
+    for _ in range(2):  # twice, as a paper is built: the second pass has the labels
+        done = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "t.tex"], cwd=tmp_path,
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stdout[-2000:]
+    assert "Overfull" not in done.stdout and "Warning" not in done.stdout, done.stdout[-2000:]
+    page = re.sub(r"\s+", " ", "".join(p.extract_text() for p in PdfReader(tmp_path / "t.pdf").pages))
+    for words in ("Method", "Sparsity", "50%", "60%", "2:4", "Calibration windows", "304.51",
+                  "Pride and Prejudice (Austen)", "dequantized from a Q4 1 GGUF to fp32"):
+        assert words in page.replace("_", " "), words
+
+
+def test_every_text_the_loader_names_reads_as_a_title():
+    from wanda_engine.core.names import AUSTEN_BOOKS, emphasize, text_title
+
+    assert text_title("austen:prideprejudice") == "Pride and Prejudice (Austen)"
+    assert all(text_title(f"austen:{book}") == f"{title} (Austen)" for book, title in AUSTEN_BOOKS.items())
+    assert text_title("wikitext2:test") == "WikiText-2 (test split)" and text_title("c4:train") == "C4 (train split)"
+    assert text_title("text:notes.txt") == "notes.txt" and text_title("/data/notes.txt") == "notes.txt"
+    assert text_title("tokens:calib.npy") == "the token file calib.npy"
+    assert emphasize("of Emma (Austen); Emma", "latex") == "of \\emph{Emma} (Austen); Emma"
+    assert emphasize("of Emma (Austen)", "markdown") == "of *Emma* (Austen)"

@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from .core.errors import ConfigError
-from .core.parsing import DTYPES, canonical_dtype, check_run_name, parse_pattern, parse_size
+from .core.parsing import DTYPES, canonical_dtype, check_device, check_run_name, parse_pattern, parse_size
 from .methods import table
 from .methods.table import GROUPS, Kind, Method, Pattern
 
@@ -105,8 +105,7 @@ class PruneConfig:
             raise ConfigError(f"percdamp must be in (0, 1), got {self.percdamp!r}")
         if not isinstance(self.calib, str) or not self.calib:
             raise ConfigError("calib must name a source: default, wikitext2, c4, a .txt file or a .npy file")
-        if self.device not in ("auto", "cpu", "cuda", "mps") and not str(self.device).startswith("cuda:"):
-            raise ConfigError(f"device must be auto, cpu, cuda, cuda:N or mps, got {self.device!r}")
+        check_device(self.device)
         self._check_protection(method)
         if self.weight_update not in WEIGHT_UPDATES:
             raise ConfigError(f"weight_update must be one of {', '.join(WEIGHT_UPDATES)}, got {self.weight_update!r}")

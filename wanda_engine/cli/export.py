@@ -2,7 +2,8 @@
 command line, for a run, a comparison or a sweep (wanda_engine.outputs.bundle).
 
 It reads run directories only and imports no torch or model code, so it runs on a laptop from a copied
-run store. Progress goes to stderr, one JSON line to stdout; a figure that failed to render is named, the
+run store. Every option, the runs and the target are checked before anything is drawn (one `error:` line,
+nothing written). Progress goes to stderr, one JSON line to stdout; a figure that failed to render is named, the
 rest of the bundle is written, and the exit status is 1.
 """
 from __future__ import annotations
@@ -10,7 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 from typing import Any
 
 from ..core.errors import ConfigError
@@ -41,14 +41,15 @@ def add_export_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def _runs(args: argparse.Namespace, store: RunStore) -> list[Run]:
+    """The runs named on the command line (folders, or names in the store), each complete and given once."""
     out = []
     for given in args.run_dirs:
-        path = Path(given)
-        if not path.is_dir():
-            path = store.path_for(given)  # a run's name in the store
-        if not (path / "run.json").is_file():
-            raise ConfigError(f"{given!r} is not a run directory (no run.json there, nor a run of that name in {store.root})")
-        out.append(load_run(path))
+        run = load_run(store.locate(given))
+        if not run.complete:
+            raise ConfigError(f"run {given!r} is {run.status}, not complete; only complete runs are exported")
+        if any(r.path.resolve() == run.path.resolve() for r in out):
+            raise ConfigError(f"run {given!r} is given twice")
+        out.append(run)
     return out
 
 
@@ -64,21 +65,29 @@ def _progress(quiet: bool):
 
 
 def run_export(args: argparse.Namespace) -> int:
-    """Build and write the bundle `args` describe; 0 when every figure rendered, 1 when some failed."""
-    from ..outputs.bundle import build_bundle, read_sweep
-    from ..outputs.figures.paper import print_preset
+    """Build and write the bundle `args` describe; 0 when every figure rendered, 1 when some failed. Every
+    option, the runs and the target are checked before anything is drawn or written."""
+    from ..outputs.bundle import build_bundle, check_out, export_options, read_sweep, same_model_runs
 
     if bool(args.run_dirs) == bool(args.sweep):
         raise ConfigError("export needs either run directories or --sweep NAME (not both)")
-    preset = print_preset(args.preset, args.width, args.height, args.unit)
+    options = export_options(args.preset, args.formats, args.dpi, width=args.width, height=args.height,
+                             unit=args.unit)
+    out = check_out(args.out)
     store = RunStore(args.runs)
+    if store.root.exists() and not store.root.is_dir():
+        raise ConfigError(f"--runs {str(store.root)!r} is a file, not a run store")
     sweep = read_sweep(store, args.sweep) if args.sweep else None
-    bundle = build_bundle(_runs(args, store) if sweep is None else (), sweep=sweep, preset=preset,
-                          formats=[f.strip() for f in args.formats.split(",") if f.strip()], dpi=args.dpi,
+    runs = _runs(args, store) if sweep is None else []
+    if sweep is not None and not sweep.runs:
+        raise ConfigError(f"sweep {sweep.name!r} has no complete run to export")
+    candidates = [r for r in store.list() if r.complete] if runs else []
+    bundle = build_bundle(runs, sweep=sweep, preset=options.preset, formats=options.formats, dpi=options.dpi,
+                          model_runs=same_model_runs(runs, candidates) if runs else (),
                           on_event=_progress(args.quiet))
-    path = bundle.write(args.out)
+    path = bundle.write(out)
     print(json.dumps({"bundle": str(path), "files": len(bundle.files), "figures": len(bundle.rendered),
-                      "failed": [{"figure": f, "error": e} for f, e in bundle.failed],
+                      "left_out": len(bundle.omitted), "failed": [{"figure": f, "error": e} for f, e in bundle.failed],
                       "seconds": round(bundle.seconds, 2)}))
     if bundle.failed:
         print(f"error: {len(bundle.failed)} figure(s) failed to render; the rest is in {path} (see REPRODUCE.md)",

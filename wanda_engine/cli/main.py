@@ -18,6 +18,7 @@ from .progress import EventBar
 from .repair import add_repair_parser, run_repair_command
 from ..config import WEIGHT_UPDATES, EvalConfig, OffloadConfig, PruneConfig, RunRequest, ZeroShotConfig
 from ..core.parsing import parse_fraction, parse_list
+from ..core.paths import new_file, new_folder, usable_folder
 from ..core.status import SweepStatus
 from ..core.errors import ConfigError, EngineError, PruneCancelled
 from ..core.events import BlockFinished, Event, MatrixPruned, StageStarted
@@ -207,11 +208,22 @@ def _summary(path: Path, record: RunRecord) -> dict[str, Any]:
     return summary
 
 
+def _check_prune_outputs(args: argparse.Namespace) -> None:
+    """--out and --save-model checked before the model loads: one sentence, nothing written."""
+    if args.out:
+        out = usable_folder(args.out, "--out")
+        if (out / "run.json").exists():
+            raise ConfigError(f"--out {args.out!r} already holds a run; choose another folder")
+    if args.save_model:
+        new_folder(args.save_model, "--save-model")
+
+
 def _prune(args: argparse.Namespace) -> int:
     from ..pruning.distributed import finish, init_from_env
     from ..runner.execute import execute_run, prune_on_rank
 
     request = _request(args)
+    _check_prune_outputs(args)
     if args.trust_remote_code:
         print("warning: --trust-remote-code runs Python code from the model repository", file=sys.stderr)
     rank, world = init_from_env()  # under torchrun: data-parallel calibration
@@ -274,6 +286,9 @@ def _sweep(args: argparse.Namespace) -> int:
     figure = Path(args.figure) if args.figure else None
     if figure is not None and figure.suffix.lower().lstrip(".") not in FIGURE_FORMATS:
         raise ConfigError(f"--figure must end in {', '.join('.' + f for f in FIGURE_FORMATS)}, got {args.figure!r}")
+    if figure is not None:
+        new_file(figure, "--figure")
+    store = RunStore(usable_folder(RunStore(args.runs_dir).root, "--runs-dir"))
     cfg = _sweep_config(args)
     plan = plan_sweep(cfg)  # bad combinations are reported before the model loads
     if not plan.requests:
@@ -282,7 +297,6 @@ def _sweep(args: argparse.Namespace) -> int:
         print(f"skipped {label}: {why}", file=sys.stderr)
     if args.trust_remote_code:
         print("warning: --trust-remote-code runs Python code from the model repository", file=sys.stderr)
-    store = RunStore(args.runs_dir)
     cancel = threading.Event()
     progress = _Progress(args.quiet)
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from .progress import EventBar
 from ..core.events import Event, StageStarted
+from ..core.paths import new_folder, usable_folder
 from ..repair.config import EVALUATE, REPAIR_METHODS, RepairConfig, RepairRequest
 from ..repair.events import RepairEval, RepairStep
 from ..repair.record import RepairRecord
@@ -61,10 +62,14 @@ def _request(args: argparse.Namespace) -> RepairRequest:
                           lora_targets=tuple(t.strip() for t in args.targets.split(",") if t.strip()),
                           evaluate=args.evaluate, train_text=args.train_text, eval_every=args.eval_every,
                           seed=args.seed, device=args.device, dense=args.dense)
-    run = Path(args.run).expanduser()
-    if not run.is_dir():
-        run = RunStore(args.runs_dir).path_for(args.run)
-    return RepairRequest(run=str(run.resolve()), config=config, name=args.name, save_model=args.save_model)
+    if args.save_model:
+        new_folder(args.save_model, "--save-model")
+    return RepairRequest(run=str(_run_dir(args).resolve()), config=config, name=args.name, save_model=args.save_model)
+
+
+def _run_dir(args: argparse.Namespace) -> Path:
+    """RUN_DIR as a folder, or a run's name in the run store; ConfigError saying which it is not."""
+    return RunStore(usable_folder(RunStore(args.runs_dir).root, "--runs-dir")).locate(args.run)
 
 
 class _Progress(EventBar):

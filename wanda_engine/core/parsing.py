@@ -92,3 +92,15 @@ def parse_size(text: str) -> int:
     if size <= 0:
         raise ConfigError(f"a memory size must be positive, got {text!r}")
     return int(size)
+
+
+DEVICES = ("auto", "cpu", "cuda", "mps")  # and cuda:N
+
+
+def check_device(device: Any, what: str = "device") -> str:
+    """`device` when torch can be asked for it (auto, cpu, cuda, cuda:N, mps); else ConfigError naming `what`."""
+    text = str(device) if isinstance(device, str) else ""
+    index = text.removeprefix("cuda:")
+    if text not in DEVICES and not (text.startswith("cuda:") and index.isdigit()):
+        raise ConfigError(f"{what} must be auto, cpu, cuda, cuda:N or mps, got {device!r}")
+    return text

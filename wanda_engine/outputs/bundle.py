@@ -1,13 +1,15 @@
 """Export all: one bundle for a run, a comparison of runs or a sweep, for the paper and its reviewers.
 
-A bundle holds every figure of the catalog (figures.catalog) in a print preset and the chosen formats
-(`figures/`), the data behind each (`data/*.csv`), the tables as LaTeX, Markdown and CSV (`tables/`), each
-run's calibration windows (`calibration/*.npy`) and run.json (`runs/`), and `REPRODUCE.md`, the card whose
-commands re-run each run from the unzipped folder on the very same windows. Torch-free: it reads run
-directories only, so it runs on a laptop from a copied run store.
+A bundle holds every figure of the catalog that has data (figures.catalog.plan) in a print preset and the
+chosen formats (`figures/`), the data behind each (`data/*.csv`), the tables as LaTeX, Markdown and CSV
+(`tables/`), each run's calibration windows (`calibration/*.npy`) and run.json (`runs/`), and `REPRODUCE.md`,
+the card whose commands re-run each run from the unzipped folder on the very same windows and which names,
+once, every figure left out for want of data. Torch-free: it reads run directories only, so it runs on a laptop
+from a copied run store. Every file name is at most MAX_FILE_NAME characters.
 
-A figure that fails to render is named (in the result and the card) and the rest is kept; the zip is
-written to a temporary file and renamed, so no half-written bundle is ever there to download.
+Every option is checked (`export_options`, `check_out`) before anything is drawn. A figure that fails to render
+is named (in the result and the card) and the rest is kept, unless none rendered: then nothing is written. The
+zip is written to a temporary file and renamed, so no half-written bundle is ever there to download.
 """
 from __future__ import annotations
 
@@ -33,9 +35,11 @@ from . import tables
 from ..core.parsing import check_run_name
 from ..core.errors import ConfigError, EngineError
 from ..core.events import Event, EventCallback, ignore_events
-from .figures.catalog import FigureSpec, catalog
+from .figures.catalog import FigureSpec, Omitted, plan
 from .figures.data import figure_data
-from .figures.paper import print_preset, suggested_caption
+from .figures.paper import PrintPreset, print_preset, suggested_caption
+from ..core.parsing import parse_list
+from ..core.paths import new_file, new_folder
 from ..store.run_record import RunRecord
 from ..store.reproduce import CardRun, card, sweep_command
 from ..store.run_store import Run, RunStore, atomic_write_bytes, load_run, safe_file_stem
@@ -43,6 +47,76 @@ from ..store.run_store import Run, RunStore, atomic_write_bytes, load_run, safe_
 CARD = "REPRODUCE.md"
 DEFAULT_FORMATS = ("pdf", "png")
 SWEEP_DIR = ".sweeps"  # sweep.SWEEP_DIR; sweep.py imports the runner (torch), so it is not imported here
+MAX_FILE_NAME = 70  # characters of any file name a bundle or a download holds, its extension included
+_LONGEST_EXTENSION = 4  # '.pdf', '.png', '.svg', '.csv', '.npy'
+
+
+def file_stem(text: str, extension_chars: int = _LONGEST_EXTENSION) -> str:
+    """`text` as a file-safe stem that, with an extension of `extension_chars` characters, is at most
+    MAX_FILE_NAME long: a longer one keeps its start and its end (the figure it names) around a short hash of
+    the whole, so two long names stay apart."""
+    safe = safe_file_stem(text, limit=10_000)
+    room = MAX_FILE_NAME - extension_chars
+    if len(safe) <= room:
+        return safe
+    digest = hashlib.sha256(safe.encode()).hexdigest()[:6]
+    head = (room - len(digest) - 2) // 2
+    tail = room - len(digest) - 2 - head
+    return f"{safe[:head]}-{digest}-{safe[-tail:]}"
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    """A bundle's options, checked: the print preset, the image formats and the PNG resolution."""
+
+    preset: PrintPreset
+    formats: tuple[str, ...] = DEFAULT_FORMATS
+    dpi: int = 300
+
+
+def export_options(preset: PrintPreset | str = "two-column", formats: str | Sequence[str] = DEFAULT_FORMATS,
+                   dpi: Any = 300, *, width: float | None = None, height: float | None = None,
+                   unit: str = "in") -> ExportOptions:
+    """Every option of an export checked before anything is drawn; ConfigError, one sentence, for the first bad
+    one. `preset`: a name of figures.paper.PRESETS, 'custom', or a PrintPreset; `width`/`height` in `unit`
+    resize it; `formats`: some of export.FORMATS (a list, or one string split on commas or spaces)."""
+    if isinstance(preset, PrintPreset):
+        if width is not None or height is not None:
+            raise ConfigError("export width and height resize a named preset; give a preset's name with them")
+        paper = preset
+    elif isinstance(preset, str):
+        if unit != "in" and width is None and height is None:
+            raise ConfigError(f"export unit {unit!r} is the unit of the width and height; give one of them too")
+        paper = print_preset(preset, width, height, unit)
+    else:
+        raise ConfigError(f"export preset must be a preset's name or a PrintPreset, not {preset!r}")
+    given = parse_list(formats, "export formats") if isinstance(formats, str) else [str(f) for f in formats]
+    chosen = tuple(dict.fromkeys(str(f).strip().lower().lstrip(".") for f in given if str(f).strip()))
+    bad = [f for f in chosen if f not in export.FORMATS]
+    if bad or not chosen:
+        raise ConfigError(f"export formats must be some of {', '.join(export.FORMATS)}, got "
+                          f"{','.join(map(str, given)) or 'none'!r}")
+    return ExportOptions(paper, chosen, export.check_dpi(dpi))
+
+
+def check_out(out: str | Path) -> Path:
+    """Where a bundle may be written: a .zip file (it may replace one) or a folder that does not exist yet or is
+    empty, under a folder this process can write in. ConfigError, one sentence, otherwise; nothing is created."""
+    text = str(out or "").strip()
+    if not text:
+        raise ConfigError("export needs --out: a new folder or a .zip file")
+    if Path(text).suffix.lower() == ".zip":
+        return new_file(text, "export target")
+    return new_folder(text, "export folder")
+
+
+def same_model_runs(runs: Sequence[Run], candidates: Sequence[Run]) -> list[RunRecord]:
+    """The records of `runs`, then of every other complete run among `candidates` of the same model: the runs a
+    bundle's perplexity-versus-sparsity line and the Explain page's protection test may draw on."""
+    models = {r.record.request.model for r in runs}
+    names = {r.name for r in runs}
+    return [r.record for r in runs] + [r.record for r in candidates if r.complete and r.name not in names
+                                       and r.record.request.model in models]
 
 
 class ExportCancelled(EngineError):
@@ -72,12 +146,14 @@ class SweepSource:
 @dataclass(frozen=True)
 class Bundle:
     """A built bundle: `files` (path inside the bundle -> bytes, in order), the figures that failed
-    ((stem, why)), the seconds it took and the figures rendered. `zip_bytes` and `write` turn it into a download or files."""
+    ((stem, why)), the seconds it took, the figures rendered and those left out for want of data.
+    `zip_bytes` and `write` turn it into a download or files."""
 
     files: dict[str, bytes]
     failed: tuple[tuple[str, str], ...] = ()
     seconds: float = 0.0
     rendered: tuple[str, ...] = ()  # the stems of the figures rendered
+    omitted: tuple[Omitted, ...] = ()
 
     def zip_bytes(self) -> bytes:
         buffer = io.BytesIO()
@@ -89,13 +165,11 @@ class Bundle:
     def write(self, out: str | Path) -> Path:
         """Write to `out`: a .zip (a temporary file renamed into place) or a new folder (built beside it,
         renamed into place). ConfigError if the folder exists and is not empty."""
-        out = Path(out)
+        out = check_out(out)
         out.parent.mkdir(parents=True, exist_ok=True)
         if out.suffix.lower() == ".zip":
             atomic_write_bytes(out, self.zip_bytes())  # a temporary name, then renamed: never half a zip
             return out
-        if out.exists() and (not out.is_dir() or any(out.iterdir())):
-            raise ConfigError(f"export folder {str(out)!r} already exists and is not empty; name a new folder or a .zip")
         tmp_dir = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".new"))
         try:
             for name, data in self.files.items():
@@ -149,11 +223,10 @@ def _windows(run: Run) -> tuple[bytes | None, str]:
 
 
 def _unique(stem: str, taken: set[str]) -> str:
-    base, n = safe_file_stem(stem), 1
-    name = base
+    name, n = file_stem(stem), 1
     while name in taken:
         n += 1
-        name = f"{base}-{n}"
+        name = file_stem(f"{stem}-{n}")
     taken.add(name)
     return name
 
@@ -234,30 +307,38 @@ def _checked_runs(runs: Sequence[Run]) -> list[Run]:
     return list(runs)
 
 
+def _left_out(omitted: Sequence[Omitted]) -> list[tuple[str, str]]:
+    """The figures left out, each named once: (whose and which, why), those of one run and one reason together."""
+    groups: dict[tuple[str, str], list[str]] = {}
+    for o in omitted:
+        groups.setdefault((o.run, o.why), []).append(o.title)
+    return [(f"{run}: " * bool(run) + "; ".join(titles), why) for (run, why), titles in groups.items()]
+
+
 def build_bundle(runs: Sequence[Run] = (), *, sweep: SweepSource | None = None, preset: Any = "two-column",
                  formats: Sequence[str] = DEFAULT_FORMATS, dpi: int = 300, model_runs: Sequence[RunRecord] = (),
                  on_event: EventCallback = ignore_events, cancel: threading.Event | None = None,
                  render: Render | None = None) -> Bundle:
     """The bundle of `runs` (one run, or a comparison) or of `sweep` (its complete runs): figures in `preset`
     (a name of figures.paper.PRESETS or a PrintPreset) and `formats` at `dpi`, their data, the tables, the
-    windows, the run.json files and REPRODUCE.md. Emits FigureRendered per figure; ExportCancelled when
-    `cancel` is set between figures. `render(fig, fmt) -> bytes` replaces kaleido (default: export_figure)."""
+    windows, the run.json files and REPRODUCE.md; `model_runs`: every finished run of the model (see
+    same_model_runs). Every option is checked first (ConfigError). Emits FigureRendered per figure;
+    ExportCancelled when `cancel` is set between figures; EngineError when no figure rendered.
+    `render(fig, fmt) -> bytes` replaces kaleido (default: export_figure)."""
     start = time.monotonic()
+    options = export_options(preset, formats, dpi)
     runs = _checked_runs(sweep.runs if sweep is not None else runs)
-    formats = [str(f).lower().lstrip(".") for f in formats]
-    bad = [f for f in formats if f not in export.FORMATS]
-    if bad or not formats:
-        raise ConfigError(f"export formats must be some of {', '.join(export.FORMATS)}, got {','.join(formats)!r}")
     if render is None:
-        preset = print_preset(preset) if isinstance(preset, str) else preset  # a bad name fails before any render
         with contextlib.suppress(Exception):  # one kept-open browser for every figure; else one each
             export.start_export_server()
-        render = lambda fig, fmt: export.export_figure(fig, fmt, preset=preset, dpi=dpi)  # noqa: E731
+        render = lambda fig, fmt: export.export_figure(fig, fmt, preset=options.preset, dpi=options.dpi)  # noqa: E731
     records = [r.record for r in runs]
-    specs = catalog(records, {r.name: r.records() for r in runs} if sweep is None else {}, sweep=sweep is not None,
-                    model_runs=model_runs)
+    drawn = plan(records, {r.name: r.records() for r in runs} if sweep is None else {}, sweep=sweep is not None,
+                 model_runs=model_runs)
     files: dict[str, bytes] = {}
-    listed, failed = _render_figures(specs, formats, render, files, on_event, cancel, start)
+    listed, failed = _render_figures(drawn.figures, options.formats, render, files, on_event, cancel, start)
+    if failed and not listed:
+        raise EngineError(f"no figure rendered ({failed[0][0]}: {failed[0][1]}), so no bundle was written")
     made = _tables(records, sweep)
     files.update(_table_files(made))
     run_files, entries = _run_files(runs)
@@ -265,7 +346,9 @@ def build_bundle(runs: Sequence[Run] = (), *, sweep: SweepSource | None = None, 
     title = f"Sweep {sweep.name}" if sweep else (runs[0].name if len(runs) == 1 else f"Comparison of {len(runs)} runs")
     pinned = entries[0].calib_path if sweep and len({r.request.prune.nsamples for r in records}) == 1 else None
     command = sweep_command(sweep.manifest.get("config") or {}, pinned, name=f"{sweep.name[:30]}-repro") if sweep else None
-    files = {CARD: card(title, entries, figures=listed, failed=failed,
-                        tables=[n for n in files if n.startswith("tables/")], sweep=command).encode(), **files}
+    text = card(title, entries, figures=listed, failed=failed, omitted=_left_out(drawn.omitted), notes=drawn.notes,
+                size=f"{options.preset.describe()}; PNG at {options.dpi} dpi",
+                tables=[n for n in files if n.startswith("tables/")], sweep=command)
+    files = {CARD: text.encode(), **files}
     rendered = tuple(dict.fromkeys(Path(n).stem for n in files if n.startswith("figures/")))
-    return Bundle(files, tuple(failed), time.monotonic() - start, rendered)
+    return Bundle(files, tuple(failed), time.monotonic() - start, rendered, drawn.omitted)

@@ -31,6 +31,7 @@ JARGON = {
                    "channels are treated as uncorrelated (its diagonal part), relative to Σᵢⱼ Wᵢⱼ²·‖Xⱼ‖₂².",
 }
 PROTECT_STEPS = (0.001, 0.005, 0.01, 0.02)  # the fractions of input channels step 5 protects
+TOY_SCALE = 30  # step 1's outlier channel, times the others' norm, as the page opens (and as bundles draw it)
 STRONGEST = 8  # step 3 shows the matrices with the strongest outliers
 FRACTIONS = np.unique(np.concatenate([np.geomspace(1e-3, 1.0, 121), [0.01]]))  # step 4's x axis
 NAMES = {"magnitude": "magnitude", "wanda": "Wanda"}

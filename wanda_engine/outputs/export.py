@@ -40,6 +40,7 @@ from .figures.paper import CSS_PX_PER_IN, PT_PER_IN, PrintPreset, paper_figure, 
 from .figures.ticks import categorical_axes, fit_ticks
 
 FORMATS = ("png", "svg", "pdf")
+DPI_RANGE = (50, 2400)  # PNG resolution at the print size: a screen's preview to an art print
 MIME = {"png": "image/png", "svg": "image/svg+xml", "pdf": "application/pdf"}
 
 PAPER_FONT = {"family": "Arial, 'Liberation Sans', Helvetica, sans-serif", "size": 14, "color": "black"}
@@ -219,6 +220,14 @@ def _paper_dict(fig: Any, width: float, height: float) -> dict:
     return d
 
 
+def check_dpi(dpi: Any) -> int:
+    """`dpi` when it is a whole number in DPI_RANGE; else ConfigError, one sentence."""
+    lo, hi = DPI_RANGE
+    if isinstance(dpi, bool) or not isinstance(dpi, int) or not lo <= dpi <= hi:
+        raise ConfigError(f"export dpi must be a whole number between {lo} and {hi}, not {dpi!r}.")
+    return dpi
+
+
 def _check_number(name: str, value: Any) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
         raise ValueError(f"export {name} must be a positive number, not {value!r}.")
@@ -284,8 +293,8 @@ def export_figure(fig: Any, fmt: str, width: int = 900, height: int = 600, scale
     for name, value in (("width", width), ("height", height), ("scale", scale)):
         _check_number(name, value)
     paper = _resolve_preset(preset) if preset is not None else None
-    if paper is not None and (isinstance(dpi, bool) or not isinstance(dpi, int) or not 50 <= dpi <= 2400):
-        raise ConfigError(f"export dpi must be a whole number between 50 and 2400, not {dpi!r}.")
+    if paper is not None:
+        check_dpi(dpi)
     fig_dict = paper_figure(fig, paper, keep_title) if paper is not None else _paper_dict(fig, width, height)
     opts = _render_options(fmt, width, height, scale, paper, dpi)
     image = _render(fig_dict, opts)

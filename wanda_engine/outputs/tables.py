@@ -1,9 +1,10 @@
 """Paper tables from run records: the perplexity comparison, a sweep's grid, zero-shot accuracies.
 
-Torch-free. Each table is a `Table`: its DataFrame, which way is better in each column, and a suggested
-caption that states the protocol as the records give it (never a hard-coded one). Writers: LaTeX through
-pandas' Styler.to_latex (booktabs rules, the best value of each column in bold, as papers do), Markdown
-through DataFrame.to_markdown, CSV.
+Torch-free. Each table is a `Table`: its DataFrame, which way is better in each column, the header words (the
+row labels' title, a title over the value columns) and a suggested caption that states the protocol as the
+records give it (never a hard-coded one): the model as a paper names it, the texts by title (core.names), and
+which runs calibrated. Writers: LaTeX as a booktabs table that needs `\\usepackage{booktabs}` only (the best
+value of each column in bold, as papers do), Markdown (pipe table), CSV (the numbers at full precision).
 """
 from __future__ import annotations
 
@@ -14,27 +15,32 @@ from typing import Any
 
 import pandas as pd
 
-from .figures.zeroshot import zeroshot_mean, zeroshot_results, zeroshot_tasks
+from .figures.zeroshot import ZEROSHOT_METRICS, zeroshot_mean, zeroshot_results, zeroshot_tasks
 from ..config import ZeroShotConfig
+from ..core.names import emphasize
 from ..store.run_record import RunRecord
 from ..store.zeroshot_record import ZeroShotScores
 
 LOWER, HIGHER = "lower", "higher"
 DENSE = "dense"
+MISSING = "--"  # a cell no run measured (an en dash in LaTeX)
 _LATEX_SPECIALS = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
                    "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
-                   "×": r"$\times$", "±": r"$\pm$", "\u00a0": "~"}
+                   "×": r"$\times$", "±": r"$\pm$", "→": r"$\to$", "\u00a0": "~"}
 
 
 @dataclass(frozen=True)
 class Table:
     """A paper table: `frame` (rows × columns of numbers, NaN where no run measured it), `better` per column
-    (LOWER or HIGHER), the suggested `caption` and the LaTeX `label`; `decimals` for the writers."""
+    (LOWER or HIGHER), the suggested `caption` and the LaTeX `label`; `row_titles` head the row labels' columns
+    (one per index level) and `column_title` spans the value columns ('Sparsity'); `decimals` for the writers."""
 
     frame: pd.DataFrame
     better: dict[str, str]
     caption: str
     label: str
+    row_titles: tuple[str, ...] = ("Method",)
+    column_title: str = ""
     decimals: int = 2
 
     def ranked_rows(self) -> list[Any]:
@@ -49,6 +55,22 @@ class Table:
             if len(values):
                 out[col] = values.min() if way == LOWER else values.max()
         return out
+
+    def cells(self) -> list[tuple[tuple[str, ...], list[tuple[str, bool]]]]:
+        """Each row as (its labels, one per index level; its cells as (text, is the column's best))."""
+        best, ranked = self.best(), set(self.ranked_rows())
+        rows = []
+        for row in self.frame.index:
+            labels = tuple(str(x) for x in (row if isinstance(row, tuple) else (row,)))
+            cells = []
+            for col in self.frame.columns:
+                v = self.frame.at[row, col]
+                if v is None or (isinstance(v, float) and math.isnan(v)):
+                    cells.append((MISSING, False))
+                else:
+                    cells.append((f"{v:.{self.decimals}f}", row in ranked and col in best and v == best[col]))
+            rows.append((labels, cells))
+        return rows
 
 
 def _joined(runs: Sequence[RunRecord], value: Callable[[RunRecord], Any]) -> str:
@@ -66,18 +88,48 @@ def _calib_source(run: RunRecord) -> str:
 
 
 def _model_text(run: RunRecord) -> str:
-    return (run.model.label or run.request.model).split(" (")[0]
+    return run.model.describe(run.request.model)
+
+
+def _method(run: RunRecord) -> str:
+    return run.request.prune.method_name
 
 
 def calibration_protocol(runs: Sequence[RunRecord]) -> str:
-    """'SmolLM2-135M-Instruct; calibration 16 × 256 tokens of austen:emma, seed 0' from the records."""
-    return (f"{_joined(runs, _model_text)}; calibration {_joined(runs, lambda r: r.request.prune.nsamples)} × "
-            f"{_joined(runs, lambda r: r.request.prune.seqlen)} tokens of {_joined(runs, _calib_source)}, "
-            f"seed {_joined(runs, lambda r: r.request.prune.seed)}")
+    """'SmolLM2-135M-Instruct, dequantized from a Q4_1 GGUF to fp32; calibration 16 × 256 tokens of Emma (Austen),
+    seed 0' from the records; when some runs' masks need no activations: '...; wanda calibrated on 16 × 256
+    tokens of ...; magnitude scored from the weights alone (no calibration data)'."""
+    calibrated = [r for r in runs if r.request.prune.needs_calibration]
+    alone = [r for r in runs if not r.request.prune.needs_calibration]
+    parts = [_joined(runs, _model_text)]
+    if calibrated:
+        windows = (f"{_joined(calibrated, lambda r: r.request.prune.nsamples)} × "
+                   f"{_joined(calibrated, lambda r: r.request.prune.seqlen)} tokens of "
+                   f"{_joined(calibrated, _calib_source)}, seed {_joined(calibrated, lambda r: r.request.prune.seed)}")
+        parts.append(f"{_joined(calibrated, _method)} calibrated on {windows}" if alone else f"calibration {windows}")
+    if alone:
+        parts.append(f"{_joined(alone, _method)} scored from the weights alone (no calibration data)")
+    return "; ".join(parts)
+
+
+def group_protocol(runs: Sequence[RunRecord]) -> str:
+    """'weights compared within each output row (wanda) or whole matrix (magnitude)': each method's comparison
+    group, from the records (the reference's default differs between methods)."""
+    words = {"row": "output row", "matrix": "whole matrix", "nm": "N:M group of consecutive weights"}
+    groups: dict[str, list[str]] = {}
+    for run in runs:
+        group = words.get(run.request.prune.resolved_group, run.request.prune.resolved_group)
+        methods = groups.setdefault(group, [])
+        if _method(run) not in methods:
+            methods.append(_method(run))
+    if len(groups) == 1:
+        return f"weights compared within each {next(iter(groups))}"
+    named = [f"{group} ({', '.join(methods)})" for group, methods in groups.items()]
+    return f"weights compared within each {', '.join(named[:-1])} or {named[-1]}"
 
 
 def eval_protocol(runs: Sequence[RunRecord]) -> str:
-    """'evaluated on austen:prideprejudice, 10 windows × 512 tokens = 5,120 tokens' from the records."""
+    """'evaluated on Pride and Prejudice (Austen), 10 windows × 512 tokens = 5,120 tokens' from the records."""
     evaluated = [r for r in runs if r.eval is not None]
     if not evaluated:
         return "not evaluated"
@@ -115,13 +167,18 @@ def _grid(runs: Sequence[RunRecord], row: Callable[[RunRecord], Any]) -> pd.Data
     return frame.astype(float)
 
 
+def _perplexity_caption(runs: Sequence[RunRecord], whose: str = "") -> str:
+    done = [r for r in runs if _finite(r.ppl) is not None] or list(runs)
+    return (f"Perplexity (lower is better){whose} of {calibration_protocol(done)}; {group_protocol(done)}; "
+            f"{eval_protocol(done)}. The dense row is the unpruned model.")
+
+
 def perplexity_table(runs: Sequence[RunRecord]) -> Table:
     """Rows: the dense model and each method; columns: the sparsities or N:M patterns; values: perplexity."""
     frame = _grid(runs, lambda r: r.request.prune.method_name)
     frame.index.name = "method"
-    done = [r for r in runs if _finite(r.ppl) is not None] or list(runs)
-    caption = (f"Perplexity (lower is better) of {calibration_protocol(done)}; {eval_protocol(done)}.")
-    return Table(frame, {c: LOWER for c in frame.columns}, caption, "tab:perplexity")
+    return Table(frame, {c: LOWER for c in frame.columns}, _perplexity_caption(runs), "tab:perplexity",
+                 column_title="Sparsity")
 
 
 def sweep_table(runs: Sequence[RunRecord], sweep_name: str = "") -> Table:
@@ -136,10 +193,9 @@ def sweep_table(runs: Sequence[RunRecord], sweep_name: str = "") -> Table:
     else:
         frame = _grid(runs, lambda r: r.request.prune.method_name)
         frame.index.name = "method"
-    done = [r for r in runs if _finite(r.ppl) is not None] or list(runs)
-    named = f" of sweep {sweep_name}" if sweep_name else ""
-    caption = f"Perplexity (lower is better){named}: {calibration_protocol(done)}; {eval_protocol(done)}."
-    return Table(frame, {c: LOWER for c in frame.columns}, caption, "tab:sweep")
+    titles = ("Method", "Calibration windows") if nsamples_vary else ("Method",)
+    caption = _perplexity_caption(runs, f" of sweep {sweep_name}" if sweep_name else "")
+    return Table(frame, {c: LOWER for c in frame.columns}, caption, "tab:sweep", titles, "Sparsity")
 
 
 def _zeroshot_protocol(runs: Sequence[RunRecord]) -> str:
@@ -172,50 +228,54 @@ def zeroshot_table(runs: Sequence[RunRecord], metric: str = "acc") -> Table:
     frame = pd.DataFrame.from_dict(rows, orient="index", dtype=float)
     frame.index.name = "method"
     caption = (f"Zero-shot {metric} in % (higher is better) of {calibration_protocol(scored or runs)}; "
-               f"{_zeroshot_protocol(scored or runs)}.")
-    return Table(frame, {c: HIGHER for c in frame.columns}, caption, "tab:zeroshot")
+               f"{_zeroshot_protocol(scored or runs)}. The dense row is the unpruned model.")
+    words = ZEROSHOT_METRICS.get(metric, metric)
+    return Table(frame, {c: HIGHER for c in frame.columns}, caption, "tab:zeroshot",
+                 column_title=f"{words[0].upper()}{words[1:]} (%)")
 
 
 def latex_escape(text: str) -> str:
-    """`text` with LaTeX's special characters escaped, for a caption (table cells go through Styler's escape)."""
+    """`text` with LaTeX's special characters escaped (×, ±, → as math; a no-break space as ~)."""
     return "".join(_LATEX_SPECIALS.get(ch, ch) for ch in str(text))
 
 
+def _latex_row(cells: Sequence[str]) -> str:
+    return " & ".join(cells) + r" \\"
+
+
 def to_latex(table: Table) -> str:
-    """A booktabs table (`\\toprule`, `\\midrule`, `\\bottomrule`) with the best value of each column in bold,
-    the caption and the label. Needs `\\usepackage{booktabs}` only."""
-    styler = table.frame.style.format(precision=table.decimals, na_rep="--", escape="latex")
-    styler = styler.format_index(escape="latex", axis=0).format_index(escape="latex", axis=1).hide(names=True)
-    rows = table.ranked_rows()
-    for col, way in table.better.items():
-        highlight = styler.highlight_min if way == LOWER else styler.highlight_max
-        styler = highlight(subset=(rows, [col]), props="textbf:--rwrap;")
-    n_index = table.frame.index.nlevels
-    return styler.to_latex(hrules=True, caption=latex_escape(table.caption), label=table.label,
-                           position="htbp", position_float="centering",
-                           column_format="l" * n_index + "r" * len(table.frame.columns),
-                           sparse_index=False)  # every row names its method: no multirow package needed
+    """A booktabs table: the caption (the novels' titles in italics) and label, a header whose first row spans
+    the value columns with `column_title` (under a \\cmidrule) and whose second names the row labels' columns
+    and each value column, the best value of each column in bold. Needs `\\usepackage{booktabs}` only."""
+    n_index, n_cols = table.frame.index.nlevels, len(table.frame.columns)
+    lines = [r"\begin{table}[htbp]", r"\centering", rf"\caption{{{emphasize(latex_escape(table.caption), 'latex')}}}",
+             rf"\label{{{table.label}}}", rf"\begin{{tabular}}{{{'l' * n_index}{'r' * n_cols}}}", r"\toprule"]
+    if table.column_title:
+        lines.append(_latex_row([""] * n_index + [rf"\multicolumn{{{n_cols}}}{{c}}{{{latex_escape(table.column_title)}}}"]))
+        lines.append(rf"\cmidrule(lr){{{n_index + 1}-{n_index + n_cols}}}")
+    lines.append(_latex_row([latex_escape(t) for t in table.row_titles]
+                            + [latex_escape(c) for c in table.frame.columns]))
+    lines.append(r"\midrule")
+    for labels, cells in table.cells():
+        lines.append(_latex_row([latex_escape(x) for x in labels]
+                                + [rf"\textbf{{{text}}}" if best else text for text, best in cells]))
+    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}", ""]
+    return "\n".join(lines)
 
 
-def _marked(table: Table) -> pd.DataFrame:
-    """The frame as text, each column's best value (among the ranked rows) in Markdown bold."""
-    best, ranked = table.best(), set(table.ranked_rows())
-    frame = table.frame
-
-    def text(row: Any, col: str) -> str:
-        v = frame.at[row, col]
-        if v is None or (isinstance(v, float) and math.isnan(v)):
-            return "–"
-        shown = f"{v:.{table.decimals}f}"
-        return f"**{shown}**" if row in ranked and col in best and v == best[col] else shown
-
-    return pd.DataFrame([[text(row, col) for col in frame.columns] for row in frame.index],
-                        index=frame.index, columns=frame.columns)
+def _markdown_header(table: Table, column: Any) -> str:
+    """A value column's header: '50% sparsity' (Markdown has no header cell spanning the columns)."""
+    return f"{column} {table.column_title[0].lower()}{table.column_title[1:]}" if table.column_title else str(column)
 
 
 def to_markdown(table: Table) -> str:
-    """A Markdown (pipe) table, best values in bold, the caption below it."""
-    return f"{_marked(table).to_markdown(colalign=('left',) + ('right',) * len(table.frame.columns))}\n\n{table.caption}\n"
+    """A Markdown (pipe) table, best values in bold, the caption (the novels' titles in italics) below it."""
+    header = [*table.row_titles, *(_markdown_header(table, c) for c in table.frame.columns)]
+    align = ["---"] * len(table.row_titles) + ["---:"] * len(table.frame.columns)
+    rows = [[*labels, *((f"**{text}**" if best else text.replace(MISSING, "–")) for text, best in cells)]
+            for labels, cells in table.cells()]
+    lines = ["| " + " | ".join(cells) + " |" for cells in (header, align, *rows)]
+    return "\n".join(lines) + f"\n\n{emphasize(table.caption, 'markdown')}\n"
 
 
 def to_csv(table: Table) -> str:

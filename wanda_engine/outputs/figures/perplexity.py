@@ -7,6 +7,7 @@ from typing import Any
 
 import plotly.graph_objects as go
 
+from ...core.names import text_title
 from ...methods import table
 from ...store.run_record import RunRecord
 from .style import DENSE_STYLE, MethodStyle, finite, layout, method_colour, method_style, note
@@ -22,6 +23,7 @@ def _eval_label(key: tuple | None, short: bool = False) -> str:
     if key is None:
         return "no evaluation"
     dataset, seqlen, windows, tokens = key
+    dataset = text_title(dataset)
     if short:
         return f"{dataset}, {windows}×{seqlen}"
     return f"{dataset}, {windows} windows × {seqlen} tokens = {tokens:,} tokens" if tokens else f"{dataset}, seqlen {seqlen}"
@@ -34,12 +36,12 @@ def series_label(run: RunRecord) -> str:
 
 
 def _calib_text(runs: Sequence[RunRecord]) -> str:
-    """'; calibration 16 × 256 tokens of austen:emma, seed 0' — values that differ between runs joined by '/'."""
+    """'; calibration 16 × 256 tokens of Emma (Austen), seed 0' — values that differ between runs joined by '/'."""
     def joined(value: Callable[[RunRecord], Any]) -> str:
         return "/".join(str(v) for v in sorted({value(run) for run in runs}))
 
     def source(run: RunRecord) -> str:
-        return run.calibration.label or run.request.prune.calib.replace("\\", "/").rsplit("/", 1)[-1]
+        return run.calibration.text_name(run.request.prune.calib)
 
     return (f"; calibration {joined(lambda r: r.request.prune.nsamples)} × {joined(lambda r: r.request.prune.seqlen)} "
             f"tokens of {joined(source)}, seed\u00a0{joined(lambda r: r.request.prune.seed)}")
@@ -102,7 +104,7 @@ def perplexity_bars(runs: Sequence[RunRecord], *, log_y: bool = False) -> go.Fig
         sub = "; ".join(_eval_label(k) for k in groups)
     else:
         key = next(iter(groups))
-        title = f"Perplexity on {key[0]}" if key else "Perplexity"
+        title = f"Perplexity on {text_title(key[0])}" if key else "Perplexity"
         sub = _eval_label(key) + ("; lower is better" if key else "")
     if len(usable) < len(runs):
         sub += f"; {len(runs) - len(usable)} run(s) without perplexity left out"
@@ -171,7 +173,7 @@ def perplexity_vs_sparsity(runs: Sequence[RunRecord]) -> go.Figure:
     xs = [p[0] for pts in series.values() for p in pts]
     _lines(fig, series, choices, "sparsity %{x:.0%}", _dense(same), (min(xs + [0.0]), max(xs + [0.0])))
     sub = _eval_label(key) + _calib_text(same) + _left_out(left_out)
-    layout(fig, f"Perplexity versus sparsity on {key[0]}" if key else "Perplexity versus sparsity", sub)
+    layout(fig, f"Perplexity versus sparsity on {text_title(key[0])}" if key else "Perplexity versus sparsity", sub)
     fig.update_xaxes(title_text="target sparsity", tickformat=".0%")
     fig.update_yaxes(title_text="perplexity (log scale)", type="log",
                      **log_ticks([y for tr in fig.data for y in (tr.y or ())]))
@@ -200,7 +202,7 @@ def perplexity_vs_nsamples(runs: Sequence[RunRecord]) -> go.Figure:
         if not table.get(method).needs_activations:
             sub += f"; {method} uses no calibration data"
     sub += _left_out(left_out)
-    layout(fig, f"Perplexity versus number of calibration samples on {key[0]}" if key
+    layout(fig, f"Perplexity versus number of calibration samples on {text_title(key[0])}" if key
            else "Perplexity versus number of calibration samples", sub)
     fig.update_xaxes(title_text="calibration samples (log scale)", type="log", tickvals=xs, ticktext=[str(x) for x in xs])
     fig.update_yaxes(title_text="perplexity (log scale)", type="log",

@@ -13,6 +13,7 @@ from plotly.subplots import make_subplots
 from ...store.run_record import EvalInfo, RunRecord
 from ...repair.config import RepairConfig
 from ...repair.record import RepairRecord
+from ...core.names import text_title
 from ...core.palette import GREEN, PURPLE
 from ...methods.table import Kind
 from .style import DARK_GREY, GREY, VERMILLION, finite, layout, method_colour, note
@@ -37,7 +38,7 @@ def budget(config: RepairConfig) -> str:
 def train_text(record: RepairRecord) -> str:
     """What the repair trained on: the record's label of its training text, else the requested source."""
     train: Mapping[str, Any] = record.train
-    return str(train.get("text") or train.get("label") or record.request.config.train_text)
+    return text_title(str(train.get("text") or train.get("label") or record.request.config.train_text))
 
 
 def _loss_traces(fig: go.Figure, name: str, losses: Losses, evals: Evals, colour: str) -> None:
@@ -204,7 +205,7 @@ def repair_bars(pruned_run: RunRecord, repairs: list[RepairRecord], obs_run: Run
                           f"{train_text(reference)}: the fair reference<br>perplexity %{{x:.3f}}<extra></extra>"))
     ev = pruned_run.eval
     sparsity = pruned_run.sparsity if pruned_run.sparsity is not None else pruned_run.request.prune.target_sparsity
-    title = f"Perplexity after repair at {sparsity:.2%} sparsity" + (f" on {ev.dataset}" if ev else "")
+    title = f"Perplexity after repair at {sparsity:.2%} sparsity" + (f" on {text_title(ev.dataset)}" if ev else "")
     sub = (f"{ev.describe() if ev else 'not evaluated'}; lower is better; each repair labelled with its training "
            f"budget (tokens seen)")
     sub += "" if reference is not None else f"; {NO_REFERENCE}"
