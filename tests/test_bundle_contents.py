@@ -62,9 +62,16 @@ def drawn_values(fig) -> int:
     return sum(n for n in map(_finite_values, fig.data) if n)
 
 
+def _legend_key(trace) -> bool:
+    """A trace drawn only as a legend entry (x = y = [None], a name): a key, not a panel."""
+    xs, ys = getattr(trace, "x", None), getattr(trace, "y", None)
+    return bool(trace.name) and trace.showlegend is not False and xs is not None and ys is not None and \
+        all(v is None for v in (*xs, *ys))
+
+
 def empty_panels(fig) -> list[str]:
     """The traces that draw nothing: a panel left empty inside a figure that otherwise has data."""
-    return [trace.name or trace.type for trace in fig.data if _finite_values(trace) == 0]
+    return [trace.name or trace.type for trace in fig.data if _finite_values(trace) == 0 and not _legend_key(trace)]
 
 
 def test_a_compare_bundle_holds_only_figures_with_data_and_names_the_rest_once(compare):
