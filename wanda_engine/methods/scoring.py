@@ -16,13 +16,15 @@ class InputStats:
     """Running statistics of one layer's inputs, accumulated in fp32.
 
     sq_sum[j]  = Σ over calibration tokens of x_j²            (Wanda's ‖X_j‖₂²)
+    sum[j]     = Σ over calibration tokens of x_j             (FLAP's mean and fluctuation, if asked)
     gram[i, j] = Σ over calibration tokens of x_i·x_j          (SparseGPT's Hessian, if asked)
     """
 
-    def __init__(self, in_features: int, device: torch.device, with_gram: bool = False):
+    def __init__(self, in_features: int, device: torch.device, with_gram: bool = False, with_sum: bool = False):
         # fp64 across batches: the sum then hardly depends on how the windows were split into
         # batches or ranks (each batch's own sum stays one fp32 reduction).
         self.sq_sum = torch.zeros(in_features, dtype=torch.float64, device=device)
+        self.sum = torch.zeros(in_features, dtype=torch.float64, device=device) if with_sum else None
         self.gram = torch.zeros(in_features, in_features, dtype=torch.float32, device=device) if with_gram else None
         self.nsamples = 0  # calibration windows seen
         self.ntokens = 0
@@ -32,6 +34,8 @@ class InputStats:
         batch = x.shape[0] if x.dim() > 2 else 1
         x = x.reshape(-1, x.shape[-1]).float()  # [tokens, in]
         self.sq_sum += x.pow(2).sum(dim=0)  # fp32 per batch, added in fp64
+        if self.sum is not None:
+            self.sum += x.sum(dim=0)
         if self.gram is not None:
             self.gram.addmm_(x.t(), x)
         self.nsamples += batch
@@ -40,7 +44,7 @@ class InputStats:
     def all_reduce(self) -> None:
         """Sum the statistics over the ranks of torch.distributed (data-parallel calibration)."""
         counts = torch.tensor([self.nsamples, self.ntokens], dtype=torch.float64, device=self.sq_sum.device)
-        for t in (self.sq_sum, counts) + ((self.gram,) if self.gram is not None else ()):
+        for t in (self.sq_sum, counts) + tuple(t for t in (self.sum, self.gram) if t is not None):
             dist.all_reduce(t)
         self.nsamples, self.ntokens = int(counts[0]), int(counts[1])
 
@@ -56,6 +60,19 @@ class InputStats:
     def channel_norms(self) -> torch.Tensor:
         """‖X_j‖₂ per input channel, in the reference's scale (sqrt of scaler_row)."""
         return self.scaler_row.sqrt()
+
+    @property
+    def mean(self) -> torch.Tensor:
+        """X̄_j: the mean of input channel j over the calibration tokens (fp64)."""
+        assert self.sum is not None, "the sum was not collected"
+        return self.sum / max(self.ntokens, 1)
+
+    @property
+    def variance(self) -> torch.Tensor:
+        """FLAP's fluctuation of input channel j: 1/(N−1) Σ_n (X_nj − X̄_j)² over the N calibration tokens (fp64,
+        from the running sums: (Σx² − N·X̄²)/(N−1), never below 0)."""
+        n = max(self.ntokens, 2)
+        return ((self.sq_sum - self.ntokens * self.mean.pow(2)) / (n - 1)).clamp_min(0.0)
 
     def hessian(self) -> torch.Tensor:
         """SparseGPT's H = 2/n · Σ x xᵀ over the n calibration windows (reference scaling)."""
