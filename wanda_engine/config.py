@@ -465,6 +465,8 @@ class RunRequest:
             raise ConfigError("save_model must be a folder path or None")
         if self.name is not None:
             check_run_name(self.name)
+        if self.speed is not None and self.offload is not None:
+            raise ConfigError("speed is measured with the whole model on one device; leave out offload or speed")
 
     def model_spec(self) -> ModelSpec:
         return ModelSpec(self.model, self.dtype, self.trust_remote_code, self.offload)

@@ -121,18 +121,22 @@ def block_anatomy(block: nn.Module, config: object, model_name: str) -> BlockAna
                         channels=linears[mlp[0]].in_features)
 
 
+def _parameter(data: torch.Tensor, like: nn.Parameter) -> nn.Parameter:
+    """A new parameter holding `data`: a normal tensor even when made under inference mode (the pruned model is
+    used, and may be trained, afterwards), with `like`'s requires_grad."""
+    with torch.inference_mode(False), torch.no_grad():
+        return nn.Parameter(data.clone().contiguous(), requires_grad=like.requires_grad)
+
+
 def _keep_rows(layer: nn.Linear, rows: torch.Tensor) -> None:
-    layer.weight = nn.Parameter(layer.weight.data.index_select(0, rows.to(layer.weight.device)).contiguous(),
-                                requires_grad=layer.weight.requires_grad)
+    layer.weight = _parameter(layer.weight.data.index_select(0, rows.to(layer.weight.device)), layer.weight)
     if layer.bias is not None:
-        layer.bias = nn.Parameter(layer.bias.data.index_select(0, rows.to(layer.bias.device)).contiguous(),
-                                  requires_grad=layer.bias.requires_grad)
+        layer.bias = _parameter(layer.bias.data.index_select(0, rows.to(layer.bias.device)), layer.bias)
     layer.out_features = len(rows)
 
 
 def _keep_columns(layer: nn.Linear, columns: torch.Tensor) -> None:
-    layer.weight = nn.Parameter(layer.weight.data.index_select(1, columns.to(layer.weight.device)).contiguous(),
-                                requires_grad=layer.weight.requires_grad)
+    layer.weight = _parameter(layer.weight.data.index_select(1, columns.to(layer.weight.device)), layer.weight)
     layer.in_features = len(columns)
 
 
@@ -177,10 +181,8 @@ def keep_channels(block: nn.Module, anatomy: BlockAnatomy, channels: torch.Tenso
 def add_to_bias(layer: nn.Linear, delta: torch.Tensor) -> None:
     """bias += delta, giving the layer a bias first if it has none."""
     delta = delta.to(layer.weight.device, layer.weight.dtype)
-    if layer.bias is None:
-        layer.bias = nn.Parameter(delta.clone(), requires_grad=layer.weight.requires_grad)
-    else:
-        layer.bias.data += delta
+    layer.bias = _parameter(delta if layer.bias is None else layer.bias.data + delta,
+                            layer.weight if layer.bias is None else layer.bias)
 
 
 def remove_blocks(model: nn.Module, blocks_path: str, keep: Sequence[int]) -> None:

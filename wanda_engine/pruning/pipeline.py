@@ -42,6 +42,8 @@ from ..inputs.device import resolve_device
 from ..inputs.layers import find_blocks, find_linears, weight_of
 from ..inputs.offload import block_on_device, has_offloaded_weights
 from ..store.matrix_records import BlockRecord, MatrixRecord
+from ..store.shrink_record import StructureRecord
+from .structure import Shrinker, check_removable
 from .recording import record_matrix
 from ..methods.scoring import InputStats, magnitude_score, wanda_score
 from ..methods.selection import (Selection, prune_adaptive_alpha, prune_adaptive_alpha_protected, protection_shortfall, select,
@@ -51,7 +53,7 @@ from ..methods.table import Kind
 from ..core.stages import BY_NAME
 
 # The stages the pipeline announces itself (the runner announces 'prune' around it).
-OWL_STAGE, CAPTURE_STAGE = BY_NAME["owl"], BY_NAME["capture"]
+OWL_STAGE, CAPTURE_STAGE, SCORES_STAGE = BY_NAME["owl"], BY_NAME["capture"], BY_NAME["structure-scores"]
 
 
 @dataclass
@@ -67,6 +69,8 @@ class PruneResult:
     block_targets: list[float] = field(default_factory=list)  # each block's sparsity (OWL: non-uniform)
     world_size: int = 1  # torch.distributed ranks that shared the calibration windows
     peak_device_bytes: int | None = None  # CUDA only: torch.cuda.max_memory_allocated during pruning
+    # a structure remover's run: what it took out (and `sparsity` is the fraction of the blocks' parameters removed)
+    structure: StructureRecord | None = None
 
 
 def _scores(config: PruneConfig, weight: torch.Tensor, stats: InputStats | None) -> dict[str, torch.Tensor]:
@@ -190,6 +194,8 @@ def check_prunable(model: nn.Module, config: PruneConfig) -> None:
     layers = {f"{blocks_path}.{i}.{n}": l for i, b in enumerate(blocks) for n, l in find_linears(b).items()}
     if not layers:
         raise ConfigError("the model's decoder blocks hold no linear layers to prune")
+    if config.structure is not None:
+        check_removable(model, config)
     if config.nm is not None:
         m = config.nm[1]
         bad = sorted({weight_of(l).shape[1] for l in layers.values() if weight_of(l).shape[1] % m})
@@ -288,6 +294,26 @@ def _prune_block_from_weights(run: PruningRun, block: nn.Module, index: int, tar
     return _finish_block(run, index, zeros, total, None, started, target, None)
 
 
+class _Masks:
+    """The mask methods' and solvers' step of the loop: each block's masks now, from the dense block's inputs' statistics
+    (or from its weights alone), recorded as it goes."""
+
+    def __init__(self, run: PruningRun, chunks: list[Chunk] | None, targets: list[float],
+                 ratios: list[float | None]):
+        self.run, self.chunks, self.targets, self.ratios = run, chunks, targets, ratios
+        self.records: list[BlockRecord] = []
+
+    def prune_block(self, block: nn.Module, index: int) -> None:
+        if self.chunks is not None:
+            self.records.append(_prune_block(self.run, block, index, self.chunks, self.targets[index],
+                                             self.ratios[index]))
+        else:
+            self.records.append(_prune_block_from_weights(self.run, block, index, self.targets[index]))
+
+    def finish(self, model: nn.Module) -> tuple[list[BlockRecord], None]:
+        return self.records, None
+
+
 def prune_model(model: nn.Module, windows: torch.Tensor, config: PruneConfig,
                 on_event: EventCallback = ignore_events, cancel: threading.Event | None = None,
                 record: bool = True, checked: CheckedForPruning | None = None) -> PruneResult:
@@ -318,24 +344,25 @@ def prune_model(model: nn.Module, windows: torch.Tensor, config: PruneConfig,
             with run.timed("owl_s"):
                 ratios, targets = _owl_targets(model, blocks, windows, config, device, storage, cancel)
 
+        chunks = None
         if config.calibrate:
             on_event(StageStarted(run.elapsed(), CAPTURE_STAGE.name,
                                   f"{len(windows)} windows x {windows.shape[1]} tokens"))
             with run.timed("capture_s"):
                 chunks = capture_block_inputs(model, blocks, windows, config.batch_size, storage)
 
-        block_records = []
+        kind = Shrinker(run, model, chunks) if config.structure else _Masks(run, chunks, targets, ratios)
+        if config.structure and kind.dense_first:
+            on_event(StageStarted(run.elapsed(), SCORES_STAGE.name, f"{len(blocks)} blocks of the dense model"))
         for i, block in enumerate(blocks):
             if cancel is not None and cancel.is_set():
                 raise PruneCancelled(f"pruning was cancelled after {i} of {len(blocks)} blocks")
-            if config.calibrate:
-                block_records.append(_prune_block(run, block, i, chunks, targets[i], ratios[i]))
-            else:
-                block_records.append(_prune_block_from_weights(run, block, i, targets[i]))
+            kind.prune_block(block, i)
+        block_records, structure = kind.finish(model)
 
-    sparsity = run.zeros / run.total if run.total else 0.0
+    sparsity = structure.removed_fraction if structure else run.zeros / run.total if run.total else 0.0
     on_event(PruneFinished(run.elapsed(), len(blocks), sparsity))
-    return PruneResult(config=config, records=run.records, blocks=block_records, sparsity=sparsity,
+    return PruneResult(config=config, records=run.records, blocks=block_records, sparsity=sparsity, structure=structure,
                        seconds=run.elapsed(), timings={k: round(v, 4) for k, v in run.timings.items()},
                        device=str(device), activations_on=str(storage), block_targets=targets, world_size=world,
                        peak_device_bytes=torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None)
