@@ -32,7 +32,7 @@ from ..core.events import BlockFinished, MatrixPruned
 from ..inputs.anatomy import BlockAnatomy, add_to_bias, block_anatomy, keep_channels, keep_groups, remove_blocks
 from ..inputs.layers import find_blocks
 from ..inputs.offload import has_offloaded_weights
-from ..inputs.shrunk import align_config, bias_flags
+from ..inputs.shrunk import add_zero_biases, align_config, bias_flags
 from ..methods.scoring import InputStats
 from ..methods.structure import (cut_in_order, global_selection, group_scores, lowest, standardized,
                                  uniform_counts)
@@ -205,6 +205,8 @@ class Shrinker:
         elif self.dense_first:
             self._remove_globally(blocks)
         if self.config.structure is Structure.WIDTH:
+            if self.config.bias_compensation:
+                self._config_biases(model, blocks)
             align_config(model, self.model_name)  # uniform widths: the config says them, as from_pretrained will
         records = []
         done = 0.0
@@ -216,6 +218,17 @@ class Shrinker:
             self.run.on_event(BlockFinished(self.run.elapsed(), s.index, self.run.num_blocks, fraction, s.error, so_far))
         return records, structure_record(self.config, self.scored, self.model_params_dense, _params(model),
                                          self.dense_first, self.cutoff)
+
+    def _config_biases(self, model: nn.Module, blocks: nn.ModuleList) -> None:
+        """The config flags that give the compensated projections their biases, and the zero biases those flags give
+        other layers too (Llama's attention_bias: q, k and v), so that the model is what its config describes."""
+        biased = [name for name, m in model.named_modules() if isinstance(m, nn.Linear) and m.bias is not None]
+        flags = bias_flags(model, biased)
+        add_zero_biases(model, flags)
+        for flag in flags:
+            setattr(model.config, flag, True)
+        for s in self.scored:
+            s.params_kept = _params(blocks[s.index])
 
     def _remove_globally(self, blocks: nn.ModuleList) -> None:
         scored = self.scored
