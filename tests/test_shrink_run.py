@@ -26,12 +26,17 @@ def prune(capsys, model: Path, out: Path, *args: str) -> tuple[int, str, str]:
     return rc, printed.out, printed.err
 
 
-def test_a_structured_run_records_what_it_removed_and_its_speed(capsys, tiny_model_dir, tmp_path):
+def saved_run(capsys, model: Path, tmp_path: Path, *args: str) -> tuple:
+    """A run of `args` that saves its model: (its record, the saved folder, what it printed)."""
     saved = tmp_path / "saved"
-    rc, out, err = prune(capsys, tiny_model_dir, tmp_path / "run", "--method", "flap", "--structure", "width",
-                         "--ratio", "0.3", "--bias-compensation", "--save-model", str(saved))
+    rc, out, err = prune(capsys, model, tmp_path / "run", *args, "--save-model", str(saved))
     assert rc == 0, err
-    record = load_run(tmp_path / "run").record
+    return load_run(tmp_path / "run").record, saved, out
+
+
+def test_a_structured_run_records_what_it_removed_and_its_speed(capsys, tiny_model_dir, tmp_path):
+    record, saved, out = saved_run(capsys, tiny_model_dir, tmp_path, "--method", "flap", "--structure", "width",
+                                   "--ratio", "0.3", "--bias-compensation")
     structure, speed = record.structure, record.speed
     assert isinstance(structure, StructureRecord) and isinstance(speed, SpeedRecord)
     assert structure.method == "flap" and structure.bias_compensation and structure.loader == "from_pretrained"
@@ -70,11 +75,8 @@ def test_an_unstructured_run_measures_its_speed_too_and_its_ideal_is_one(capsys,
 def test_depth_through_the_cli_and_the_saved_folder_loads_in_the_engine(capsys, tiny_model_dir, tmp_path):
     from wanda_engine.inputs.models import load_model
 
-    saved = tmp_path / "saved"
-    rc, _, err = prune(capsys, tiny_model_dir, tmp_path / "run", "--structure", "depth", "--ratio", "0.5",
-                       "--no-speed", "--save-model", str(saved))
-    assert rc == 0, err
-    record = load_run(tmp_path / "run").record
+    record, saved, _ = saved_run(capsys, tiny_model_dir, tmp_path, "--structure", "depth", "--ratio", "0.5",
+                                 "--no-speed")
     assert record.request.prune.method == "block-influence" and record.speed is None
     assert len(record.structure.removed_blocks) == 1 and record.structure.scored_dense_first
     assert load_model(str(saved)).info["num_blocks"] == 1
@@ -83,11 +85,8 @@ def test_depth_through_the_cli_and_the_saved_folder_loads_in_the_engine(capsys, 
 def test_global_allocation_saves_a_folder_the_engine_loads(capsys, tiny_model_dir, tmp_path):
     from wanda_engine.inputs.models import load_model
 
-    saved = tmp_path / "saved"
-    rc, _, err = prune(capsys, tiny_model_dir, tmp_path / "run", "--method", "flap", "--allocation", "global",
-                       "--ratio", "0.3", "--no-speed", "--save-model", str(saved))
-    assert rc == 0, err
-    record = load_run(tmp_path / "run").record
+    record, saved, _ = saved_run(capsys, tiny_model_dir, tmp_path, "--method", "flap", "--allocation", "global",
+                                 "--ratio", "0.3", "--no-speed")
     assert record.structure.loader == "wanda_engine.inputs.shrunk.load_shrunk" and (saved / "shrink.json").exists()
     assert load_model(str(saved)).info["params"] == record.structure.model_params_kept
     assert "load_shrunk(FOLDER)" in (saved / "README.md").read_text()

@@ -15,6 +15,10 @@ calibration and propagation: each block's masks come from its weights alone. The
 nothing of architectures: it replays whatever arguments the model itself passed each block (masks,
 positions, rotary tables), recorded once per calibration batch by `capture`.
 
+A structure remover (wanda-sp, flap, magnitude-sp, block-influence) is another kind of step in the same loop
+(`structure.Shrinker`): per block it scores KV groups and MLP channels and removes them now (uniform), or scores
+every block of the dense model first and removes after the loop (global allocation, depth).
+
 OWL (layerwise='owl') adds one dense pass before the loop to measure each block's outlier ratio
 and turn it into that block's sparsity. Under torch.distributed every rank calibrates on its own
 share of the windows and the statistics are summed over ranks, so every rank selects the same masks.

@@ -20,8 +20,19 @@ def _typed(cls: type, d: Mapping[str, Any], **nested: Any) -> Any:
     return cls(**{**values, **nested})
 
 
+class _Flat:
+    """JSON for a record of scalars and tuples of scalars: tuples are written as lists and read back as tuples."""
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> Any:
+        return _typed(cls, d)
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+
 @dataclass(frozen=True)
-class ScoreHistogram:
+class ScoreHistogram(_Flat):
     """The scores of one kind of structure (head groups, MLP channels, blocks), split into kept and removed on
     shared bins, with the cut-off: the highest score removed (None when none was)."""
 
@@ -31,13 +42,6 @@ class ScoreHistogram:
     kept: tuple[int, ...]
     removed: tuple[int, ...]
     cutoff: float | None  # on the bins' scale
-
-    @classmethod
-    def from_json(cls, d: Mapping[str, Any]) -> "ScoreHistogram":
-        return _typed(cls, d)
-
-    def to_json(self) -> dict[str, Any]:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
 
 @dataclass(frozen=True)
@@ -68,9 +72,7 @@ class BlockShrink:
         return _typed(cls, d, channel_scores=ScoreHistogram.from_json(hist) if hist else None)
 
     def to_json(self) -> dict[str, Any]:
-        out = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
-        out["channel_scores"] = self.channel_scores.to_json() if self.channel_scores else None
-        return out
+        return {**_Flat.to_json(self), "channel_scores": self.channel_scores.to_json() if self.channel_scores else None}
 
 
 @dataclass(frozen=True)
@@ -111,7 +113,7 @@ class StructureRecord:
 
 
 @dataclass(frozen=True)
-class SpeedSample:
+class SpeedSample(_Flat):
     """One model's measurement (medians over the repeats; each repeat's seconds kept)."""
 
     prefill_tokens_per_s: float
@@ -124,13 +126,6 @@ class SpeedSample:
     kv_cache_bytes: int  # the KV cache after the decode (prompt + new tokens)
     peak_device_bytes: int | None  # CUDA: max allocated during this model's measurement; None on a CPU
     pid: int  # the process that measured it
-
-    @classmethod
-    def from_json(cls, d: Mapping[str, Any]) -> "SpeedSample":
-        return _typed(cls, d)
-
-    def to_json(self) -> dict[str, Any]:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
 
 @dataclass(frozen=True)
