@@ -262,3 +262,28 @@ def test_block_influence_ranks_blocks_as_the_direct_computation(arch):
         out = model(tokens[:1, :8], use_cache=True)
         step = model(tokens[:1, 8:9], cache=out.cache, use_cache=True)
     assert out.cache.get_seq_length() == 9 and torch.isfinite(step.logits).all()
+
+
+def _removed_only_up_to_the_cutoff(hist) -> bool:
+    """No structure scoring above the cut-off was removed: every bin that starts above it has no removed count."""
+    return all(not gone for low, gone in zip(hist.edges[:-1], hist.removed) if low > hist.cutoff + 1e-12)
+
+
+@pytest.mark.parametrize("allocation", ["uniform", "global"])
+def test_the_score_distributions_split_kept_and_removed_at_the_cutoff(allocation):
+    model = tiny("llama", layers=3)
+    record = prune_model(model, windows(), config("flap", 0.3, allocation=allocation)).structure
+    groups, channels = record.distributions
+    assert (groups.structure, channels.structure) == ("KV group", "MLP channel")
+    assert sum(channels.removed) == sum(b.channels - b.channels_kept for b in record.blocks)
+    assert sum(channels.kept) == sum(b.channels_kept for b in record.blocks)
+    assert sum(groups.removed) == sum(b.kv_heads - len(b.heads_kept) // 2 for b in record.blocks)
+    for block in record.blocks:  # each block's channels on the shared bins, cut where its selection cut them
+        hist = block.channel_scores
+        assert hist.edges == channels.edges and sum(hist.removed) == block.channels - block.channels_kept
+        assert _removed_only_up_to_the_cutoff(hist)
+    if allocation == "global":  # one cut for every block, on standardized scores
+        assert channels.scale == "standardized score" and channels.cutoff == groups.cutoff is not None
+        assert _removed_only_up_to_the_cutoff(channels)
+    else:
+        assert channels.scale == "log10 score" and channels.cutoff is None  # each block has its own

@@ -51,7 +51,7 @@ def check_removable(model: nn.Module, config: PruneConfig) -> None:
     name = type(model).__name__
     if has_offloaded_weights(model):
         raise ConfigError(f"method {config.method!r} replaces whole weight matrices, which accelerate's offload hooks "
-                          "hold; load the model without --max-memory")
+                          "hold; load the model without offloading it")
     _, blocks = find_blocks(model)
     ratio = float(config.sparsity)
     if config.structure is Structure.DEPTH:
@@ -146,8 +146,8 @@ class Shrinker:
         if self.chunks is None:  # from the weights alone (magnitude-sp, calibrate=False)
             return None, []
         with self.run.timed("calibrate_s"):
-            return calibrate(block, index, self.chunks, self.run.device, False,
-                             None if self.dense_first else self.run.storage, with_sum=self.needs_mean)
+            return calibrate(block, index, self.chunks, self.run.device, False, self.run.storage,
+                             with_sum=self.needs_mean)
 
     def _influence(self, outputs: list[torch.Tensor]) -> float:
         """ShortGPT's BI of the block: 1 − cos(x_in, x_out) averaged over every calibration token (of every rank)."""
