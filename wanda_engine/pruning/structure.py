@@ -106,7 +106,6 @@ class Shrinker:
         self.model_name, self.model_config = type(model).__name__, model.config
         self.model_params_dense = _params(model)
         self.dense_first = self.config.allocation == "global" or self.config.structure is Structure.DEPTH
-        self.needs_mean = self.config.bias_compensation or self.config.method == "flap"
         self.scored: list[_Scored] = []
         self.cutoff: float | None = None  # global allocation: the highest standardized score removed
 
@@ -129,8 +128,8 @@ class Shrinker:
                 counts = uniform_counts(self.config.target, float(self.config.sparsity), a.kv_heads,
                                         a.heads_per_group, a.channels, a.group_params(block), a.channel_params(block),
                                         scored.params_dense)
-                scored.removed_groups, scored.removed_channels = lowest(scored.groups, counts[0]), lowest(
-                    scored.channels, counts[1])
+                scored.removed_groups = lowest(scored.groups, counts[0])
+                scored.removed_channels = lowest(scored.channels, counts[1])
                 self._remove_width(block, linears, scored)
                 if self.chunks is not None:
                     with self.run.timed("propagate_s"):
@@ -146,8 +145,9 @@ class Shrinker:
         if self.chunks is None:  # from the weights alone (magnitude-sp, calibrate=False)
             return None, []
         with self.run.timed("calibrate_s"):
-            return calibrate(block, index, self.chunks, self.run.device, False, self.run.storage,
-                             with_sum=self.needs_mean)
+            # with the mean and the squared deviations of every input (FLAP's fluctuation, the compensation): one
+            # more reduction per layer input beside Wanda's Σx², little next to the block's forward
+            return calibrate(block, index, self.chunks, self.run.device, False, self.run.storage, with_sum=True)
 
     def _influence(self, outputs: list[torch.Tensor]) -> float:
         """ShortGPT's BI of the block: 1 − cos(x_in, x_out) averaged over every calibration token (of every rank)."""
