@@ -175,3 +175,12 @@ def test_compensation_where_no_config_flag_gives_a_bias_is_refused(capsys, tmp_p
     line = err.strip().removeprefix("error: ")
     assert rc == 1 and "bias compensation needs a bias on model.layers.0.mlp.down_proj" in line and one_sentence(line)
     assert not (tmp_path / "run").exists()
+
+
+def test_the_records_and_the_model_card_are_read_without_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys; import wanda_engine.store.shrink_record, wanda_engine.store.model_card, "
+            "wanda_engine.store.run_record; assert 'torch' not in sys.modules, 'torch was imported'")
+    subprocess.run([sys.executable, "-c", code], check=True)

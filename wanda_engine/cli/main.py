@@ -123,8 +123,8 @@ def _structure_args(p: argparse.ArgumentParser) -> None:
                    help="FLAP: add the removed channels' mean contribution to the output projection's bias")
     g = p.add_argument_group("speed (measured beside the dense model in the same run)")
     g.add_argument("--speed", action=argparse.BooleanOptionalAction, default=None,
-                   help="measure prefill and decode tokens/s of the dense and the pruned model (default: on for "
-                        "structure removers)")
+                   help="measure prefill and decode tokens/s of the dense and the pruned model, a copy of the dense "
+                        "one kept in memory for it (default: on for structure removers)")
     g.add_argument("--speed-decode-tokens", type=int, default=speed.decode_tokens, help="greedy tokens decoded")
     g.add_argument("--speed-repeats", type=int, default=speed.repeats, help="interleaved rounds (the median is kept)")
 
