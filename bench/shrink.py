@@ -71,7 +71,7 @@ def main() -> None:
     p.add_argument("--eval-windows", type=int, default=10)
     p.add_argument("--eval-seqlen", type=int, default=512)
     p.add_argument("--decode-tokens", type=int, default=32)
-    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--repeats", type=int, default=9, help="interleaved rounds per run (the median is kept)")
     p.add_argument("--json", help="also write the rows as JSON here")
     args = p.parse_args()
     names = [n.strip() for n in args.methods.split(",") if n.strip()]
