@@ -62,3 +62,18 @@ def test_app_against_cli_benchmark_runs(tmp_path):
     assert 0 < row["wanda_cli_s"] < row["cli_pair_s"] and row["compare_over_wanda"] > row["ratio"], row
     assert row["app_runs_s"] > 0 and row["cli_runs_s"] > 0  # both sides wrote their two runs
     assert "| ratio |" in proc.stdout
+
+
+def test_shrink_benchmark_runs(tmp_path, tiny_model_dir):
+    """bench/shrink.py at tiny settings: one row per method, the structured ones against Wanda's pruning time."""
+    out = tmp_path / "rows.json"
+    proc = subprocess.run([sys.executable, str(REPO / "bench" / "shrink.py"), "--model", str(tiny_model_dir),
+                           "--nsamples", "2", "--seqlen", "16", "--eval-windows", "1", "--eval-seqlen", "32",
+                           "--decode-tokens", "2", "--repeats", "1", "--methods", "wanda,flap,depth", "--ratio", "0.5",
+                           "--json", str(out)], capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = json.loads(out.read_text())
+    assert [r["method"] for r in rows] == ["wanda 50%", "flap+bias 50%", "block-influence 50%"]
+    assert rows[0]["ideal_speedup"] == 1.0 and rows[0]["prune_vs_wanda"] == 1.0
+    assert all(r["ideal_speedup"] > 1 and r["params"] < r["params_dense"] for r in rows[1:])
+    assert "| prefill_speedup |" in proc.stdout

@@ -16,7 +16,7 @@ from wanda_engine.config import PruneConfig
 from wanda_engine.core.errors import ConfigError
 from wanda_engine.core.palette import BLUE, GREEN, ORANGE, PURPLE, SKY, MethodStyle
 from wanda_engine.methods import table
-from wanda_engine.methods.table import GROUPS, Kind, Method, Pattern, Variant
+from wanda_engine.methods.table import GROUPS, Kind, Method, Pattern, Structure, Variant
 from wanda_engine.outputs.figures.perplexity import perplexity_bars, perplexity_vs_sparsity
 from wanda_engine.store.run_store import RunStore, load_run
 
@@ -150,11 +150,15 @@ def test_each_built_in_entry_says_what_the_settings_accept(method: Method):
 
 
 def test_the_built_in_entries_are_the_references_and_look_as_before():
-    assert table.names() == ("magnitude", "wanda", "sparsegpt", "ria")
+    assert table.names() == ("magnitude", "wanda", "sparsegpt", "ria", "wanda-sp", "flap", "magnitude-sp",
+                             "block-influence")
     assert {m.name: m.default_group for m in table.BUILT_IN} == {"magnitude": "matrix", "wanda": "row",
-                                                                 "sparsegpt": "row", "ria": "matrix"}
+                                                                 "sparsegpt": "row", "ria": "matrix", "wanda-sp": "",
+                                                                 "flap": "", "magnitude-sp": "", "block-influence": ""}
     assert {m.name: m.kind for m in table.BUILT_IN} == {"magnitude": Kind.MASK, "wanda": Kind.MASK,
-                                                        "sparsegpt": Kind.SOLVER, "ria": Kind.MASK}
+                                                        "sparsegpt": Kind.SOLVER, "ria": Kind.MASK,
+                                                        **dict.fromkeys(table.removers(), Kind.STRUCTURE)}
+    assert table.removers() == ("wanda-sp", "flap", "magnitude-sp", "block-influence")
     assert {choice: table.look(choice) for choice in table.choices()} == {
         "wanda": MethodStyle(BLUE, "solid", "circle", ""), "magnitude": MethodStyle(ORANGE, "dash", "square", "/"),
         "sparsegpt": MethodStyle(GREEN, "dot", "diamond", "."), "ria": MethodStyle(PURPLE, "dashdot", "triangle-up", "x"),
@@ -176,7 +180,8 @@ def test_a_new_entrys_capabilities_are_the_settings_rules():
     narrow = Method("narrow", Kind.MASK, squared_norm_score, "Narrow", LOOK, groups=("row",),
                     patterns=(Pattern.UNSTRUCTURED,), allows_protection=False, allows_weight_update=False)
     remover = Method("heads", Kind.STRUCTURE, squared_norm_score, "Heads", LOOK, allows_protection=False,
-                     allows_weight_update=False)
+                     allows_weight_update=False, groups=(), default_group="", patterns=(Pattern.UNSTRUCTURED,),
+                     removes=Structure.WIDTH, own_mask="removes whole heads")
     table.register(narrow)
     table.register(remover)
     try:
@@ -190,8 +195,17 @@ def test_a_new_entrys_capabilities_are_the_settings_rules():
             with pytest.raises(ConfigError, match=words) as caught:
                 PruneConfig(method="narrow", **kwargs)
             assert one_sentence(str(caught.value))
-        with pytest.raises(ConfigError, match="removes whole structures"):
-            PruneConfig(method="heads")
+        # a structure remover runs (issue 20); its entry still decides what its settings refuse
+        assert PruneConfig(method="heads", sparsity=0.2).structure is Structure.WIDTH
+        for kwargs, words in (({"pattern": "2:4"}, "pattern '2:4' does not apply to method 'heads', which removes whole"),
+                              ({"group": "row"}, "group 'row' does not apply to method 'heads'"),
+                              ({"sparsity": 0.0}, "the ratio to remove must be a number in \\(0, 1\\)")):
+            with pytest.raises(ConfigError, match=words) as caught:
+                PruneConfig(method="heads", **kwargs)
+            assert one_sentence(str(caught.value))
+        with pytest.raises(ConfigError, match="says what it removes"):
+            Method("odd", Kind.STRUCTURE, squared_norm_score, "Odd", LOOK, allows_protection=False,
+                   allows_weight_update=False, groups=(), default_group="", patterns=(Pattern.UNSTRUCTURED,))
     finally:
         table.unregister("narrow")
         table.unregister("heads")

@@ -67,7 +67,8 @@ def _changed(field: dataclasses.Field) -> PruneConfig:
     default = field.default
     value = (not default if isinstance(default, bool) else default + 1 if isinstance(default, int)
              else round(default + 0.01, 6) if isinstance(default, float) else default)
-    for method in ("wanda", "magnitude"):  # some switches belong to one method (the variant, no calibration)
+    # some switches belong to one method (the variant, no calibration, a structure remover's bias compensation)
+    for method in ("wanda", "magnitude", "flap"):
         try:
             return dataclasses.replace(PruneConfig(method=method), **{field.name: value})
         except ConfigError:

@@ -1,15 +1,17 @@
-"""wanda_engine: prune causal LMs layer by layer with Wanda, magnitude, RIA or SparseGPT, and record why.
+"""wanda_engine: prune causal LMs layer by layer with Wanda, magnitude, RIA or SparseGPT, or make them smaller by
+removing whole heads, MLP channels or blocks (Wanda-sp, FLAP, magnitude-sp, block influence), and record why.
 
 No Streamlit here: the app and the CLI are thin faces over this package. Its packages, from the bottom up (each may
 import only those above it in this list; tests/test_code_rules.py holds the order):
 
     core        the shared words: errors, events, the stage table, statuses, parsing of typed values, the palette
-    methods     the one table of methods, and their math: scores, selectors, SparseGPT's solver
+    methods     the one table of methods, and their math: scores, selectors, SparseGPT's solver, structure scores
     config.py   validated settings: PruneConfig, EvalConfig, ZeroShotConfig, OffloadConfig, RunRequest
     store       runs on disk, torch-free: run.json's typed record, the per-matrix records, the run store
-    inputs      the model, its anatomy (blocks, linears), offloading, the device, texts -> token windows
-    pruning     the one layer-by-layer loop: capture -> per block calibrate, score, select, record, propagate
-    evaluation  perplexity and zero-shot accuracy
+    inputs      the model, its anatomy (blocks, linears, heads, channels), offloading, the device, texts -> token
+                windows, the loader of a model whose blocks differ in width
+    pruning     the one layer-by-layer loop: capture -> per block calibrate, score, select (or remove), record, propagate
+    evaluation  perplexity, zero-shot accuracy, and the dense and pruned model's measured speed
     runner      one whole run, and the lifecycle every kind of run shares
     sweep       grids of runs on one loaded model, and what a plan costs
     repair      fine-tuning a pruned run with its zeros kept

@@ -10,13 +10,15 @@ from typing import Any
 from .core.errors import ConfigError
 from .core.parsing import DTYPES, canonical_dtype, check_device, check_run_name, parse_pattern, parse_size
 from .methods import table
-from .methods.table import GROUPS, Kind, Method, Pattern
+from .methods.table import GROUPS, PARAMS, PER_BLOCK, Kind, Method, Pattern, Structure
 
 LAYERWISE = ("uniform", "owl")
 WEIGHT_UPDATES = ("none", "obs")
+# A structure remover's allocation: the same heads and channels from every block, or FLAP's global competition of
+# every block's standardized scores; and what its ratio counts (methods/structure.py: uniform_counts).
+ALLOCATIONS, TARGETS = ("uniform", "global"), (PARAMS, PER_BLOCK)
 # The Wanda paper's zero-shot tasks (Sun et al. 2023, table 2), in its order.
 PAPER_TASKS = ("boolq", "rte", "hellaswag", "winogrande", "arc_easy", "arc_challenge", "openbookqa")
-
 
 
 def method_label(method_name: str, pattern: str, sparsity: float) -> str:
@@ -69,13 +71,20 @@ class PruneConfig:
     # False: magnitude's mask from the weights alone, no calibration or propagation passes (the records then
     # hold no activation statistics); the masks are exactly a calibrated magnitude run's.
     calibrate: bool = True
+    # Structure removers only (their `sparsity` is the ratio to remove): see ALLOCATIONS and TARGETS. FLAP's bias
+    # compensation adds W[:, removed]·mean(x_removed) to the output projection's bias.
+    allocation: str = "uniform"
+    target: str = PARAMS
+    bias_compensation: bool = False
 
     def __post_init__(self) -> None:
         method = table.get(self.method)
+        removes = method.kind is Kind.STRUCTURE  # its sparsity is the ratio of the blocks' parameters to remove
         if isinstance(self.sparsity, bool) or not isinstance(self.sparsity, (int, float)) or not 0 <= self.sparsity < 1:
-            raise ConfigError(f"sparsity must be a number in [0, 1), got {self.sparsity!r}")
+            raise ConfigError(f"{'the ratio to remove' if removes else 'sparsity'} must be a number in "
+                              f"{'(0, 1)' if removes else '[0, 1)'}, got {self.sparsity!r}")
         nm = parse_pattern(self.pattern)
-        if nm is not None and self.sparsity != 0.5 and abs(self.sparsity - nm[0] / nm[1]) > 1e-9:
+        if nm is not None and not removes and self.sparsity != 0.5 and abs(self.sparsity - nm[0] / nm[1]) > 1e-9:
             raise ConfigError(
                 f"sparsity {self.sparsity} contradicts pattern {self.pattern} (which prunes {nm[0] / nm[1]:g}); "
                 "leave sparsity at its default or set it to N/M"
@@ -116,16 +125,16 @@ class PruneConfig:
             raise ConfigError(method.refusal(f"weight_update {self.weight_update!r}"))
         if not isinstance(self.calibrate, bool):
             raise ConfigError(f"calibrate must be true or false, got {self.calibrate!r}")
+        self._check_structure(method)
         if not self.calibrate and self.needs_calibration:
             raise ConfigError(f"calibrate false (pruning from the weights alone) does not apply here: "
                               f"{self.needs_calibration}")
 
     def _check_method(self, method: Method, nm: tuple[int, int] | None) -> None:
         """The method's own rules, read off its entry in the table: its kind, patterns, groups and variant."""
-        if method.kind is Kind.STRUCTURE:
-            raise ConfigError(f"method {self.method!r} removes whole structures (heads, channels, blocks), which the "
-                              "layer-by-layer masks of a prune run do not do")
         pattern = Pattern.NM if nm is not None else Pattern.UNSTRUCTURED
+        if pattern not in method.patterns and method.kind is Kind.STRUCTURE:
+            raise ConfigError(method.refusal(f"pattern {self.pattern!r}"))
         if pattern not in method.patterns:
             raise ConfigError(f"pattern {self.pattern!r} does not apply to method {self.method!r}, which prunes only "
                               f"{' or '.join(p.value for p in method.patterns)}")
@@ -138,6 +147,32 @@ class PruneConfig:
             raise ConfigError("group 'matrix' applies only to the unstructured pattern; N:M groups are M consecutive inputs")
         if self.group is not None and self.group not in method.groups:
             raise ConfigError(method.refusal(f"group {self.group!r}"))
+
+    def _check_structure(self, method: Method) -> None:
+        """A structure remover's settings, and none of them on a method that masks weights."""
+        for name, allowed in (("allocation", ALLOCATIONS), ("target", TARGETS), ("bias_compensation", (False, True))):
+            if getattr(self, name) not in allowed or type(getattr(self, name)) is not type(allowed[0]):
+                raise ConfigError(f"{name} must be one of {', '.join(map(str, allowed))}, got {getattr(self, name)!r}")
+        changed = [name for name, default in (("allocation", "uniform"), ("target", PARAMS), ("bias_compensation", False))
+                   if getattr(self, name) != default]
+        if method.removes is None:
+            if changed:
+                raise ConfigError(f"{changed[0]} applies only to the structure removers "
+                                  f"({', '.join(table.removers())}), not to method {self.method!r}")
+            return
+        if not self.sparsity:
+            raise ConfigError(f"the ratio to remove must be a number in (0, 1), got {self.sparsity!r}")
+        if self.layerwise != "uniform":
+            raise ConfigError(method.refusal(f"layerwise {self.layerwise!r}") + "; its allocation is uniform or global")
+        if method.removes is Structure.DEPTH and changed:
+            raise ConfigError(method.refusal(changed[0]))
+        if self.target == PER_BLOCK and self.allocation != "uniform":
+            raise ConfigError("target 'per-block' takes the same share of every block, which needs allocation 'uniform'")
+
+    @property
+    def structure(self) -> Structure | None:
+        """What a structure remover takes out (width or depth); None for methods that mask weights."""
+        return self.method_entry.removes
 
     @property
     def method_entry(self) -> Method:
@@ -162,6 +197,8 @@ class PruneConfig:
             return f"layerwise {self.layerwise!r} measures each block's outliers on the activations"
         if self.weight_update != "none":
             return f"weight_update {self.weight_update!r} solves on the block's Gram matrix of the activations"
+        if self.bias_compensation:
+            return "bias_compensation adds the removed channels' mean activations to the biases"
         return ""
 
     @property
@@ -210,7 +247,11 @@ class PruneConfig:
     @property
     def method_name(self) -> str:
         """The method as runs are named after it: 'wanda', 'wanda-variant', 'owl-magnitude', 'magnitude+protect1%',
-        'wanda+obs', ... (not whether it calibrated: that changes no mask)."""
+        'wanda+obs', 'flap+global+bias', 'wanda-sp+per-block' ... (not whether it calibrated: that changes no mask)."""
+        if self.structure is not None:
+            return self.choice + "".join(suffix for on, suffix in (
+                (self.allocation == "global", "+global"), (self.target == PER_BLOCK, "+per-block"),
+                (self.bias_compensation, "+bias")) if on)
         return self._plain_method_name + protect_suffix(self.protect_channels) + update_suffix(self.weight_update)
 
     @property
@@ -222,6 +263,8 @@ class PruneConfig:
     def stem(self) -> str:
         """The label as a folder name's part: 'wanda-unstructured-0.50', 'owl-wanda-unstructured-0.70',
         'magnitude-protect0.01-unstructured-0.50', 'wanda-obs-unstructured-0.50'."""
+        if self.structure is not None:  # 'flap-global-bias-width-0.20'
+            return f"{self.method_name.replace('+', '-')}-{self.structure.value}-{self.target_sparsity:.2f}"
         protect = f"-protect{self.protect_channels:g}" if self.protect_channels else ""
         update = update_suffix(self.weight_update).replace("+", "-")
         return f"{self._plain_method_name}{protect}{update}-{self.pattern.replace(':', 'of')}-{self.target_sparsity:.2f}"
@@ -355,6 +398,23 @@ class ZeroShotConfig:
 
 
 @dataclass(frozen=True)
+class SpeedConfig:
+    """How the dense and the pruned model's speed is measured in a run: prefill of one window of the evaluation
+    length, batch 1, and `decode_tokens` greedy new tokens with the KV cache; `repeats` interleaved rounds (median)."""
+
+    decode_tokens: int = 32
+    repeats: int = 5
+
+    def __post_init__(self) -> None:
+        for name, value in asdict(self).items():
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"speed {name} must be a positive integer, got {value!r}")
+
+    to_dict = EvalConfig.to_dict
+    from_dict = classmethod(EvalConfig.from_dict.__func__)
+
+
+@dataclass(frozen=True)
 class ModelSpec:
     """What decides which weights a run prunes: a loaded model is reused only for a request of the same spec."""
 
@@ -386,12 +446,13 @@ class RunRequest:
     trust_remote_code: bool = False
     zeroshot: ZeroShotConfig | None = None
     offload: OffloadConfig | None = None
+    speed: SpeedConfig | None = None  # None: the speed of the dense and pruned models is not measured
 
     def __post_init__(self) -> None:
         if not isinstance(self.model, str) or not self.model.strip():
             raise ConfigError("model must be 'default', a Hugging Face id, a folder or a .gguf file")
         for name, cls in (("prune", PruneConfig), ("eval", EvalConfig), ("zeroshot", ZeroShotConfig),
-                          ("offload", OffloadConfig)):
+                          ("offload", OffloadConfig), ("speed", SpeedConfig)):
             value = getattr(self, name)
             if not isinstance(value, cls) and (name == "prune" or value is not None):
                 raise ConfigError(f"{name} must be a {cls.__name__}{'' if name == 'prune' else ' or None'}, "
@@ -403,6 +464,8 @@ class RunRequest:
             raise ConfigError("save_model must be a folder path or None")
         if self.name is not None:
             check_run_name(self.name)
+        if self.speed is not None and self.offload is not None:
+            raise ConfigError("speed is measured with the whole model on one device; leave out offload or speed")
 
     def model_spec(self) -> ModelSpec:
         return ModelSpec(self.model, self.dtype, self.trust_remote_code, self.offload)
@@ -413,7 +476,8 @@ class RunRequest:
                 "eval": self.eval.to_dict() if self.eval else None, "save_model": self.save_model,
                 "trust_remote_code": self.trust_remote_code,
                 "zeroshot": self.zeroshot.to_dict() if self.zeroshot else None,
-                "offload": self.offload.to_dict() if self.offload else None}
+                "offload": self.offload.to_dict() if self.offload else None,
+                **({"speed": self.speed.to_dict()} if self.speed else {})}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], name: str | None = None) -> "RunRequest":
@@ -421,7 +485,8 @@ class RunRequest:
         if not isinstance(d, dict):
             raise ConfigError(f"a run's config must be a mapping, got {type(d).__name__}")
         parts = {}
-        for key, cls_ in (("eval", EvalConfig), ("zeroshot", ZeroShotConfig), ("offload", OffloadConfig)):
+        for key, cls_ in (("eval", EvalConfig), ("zeroshot", ZeroShotConfig), ("offload", OffloadConfig),
+                          ("speed", SpeedConfig)):
             value = d.get(key, {} if key == "eval" else None)
             if value is not None and not isinstance(value, dict):
                 raise ConfigError(f"a run's config field {key!r} must be a mapping or null, got {type(value).__name__}")

@@ -72,7 +72,8 @@ def catalog_cases(runs: dict[str, Run]) -> list[Case]:
     model_runs = [r.record for r in runs.values()]
     specs = catalog.catalog([r.record for r in pair], {r.name: r.records() for r in pair}, model_runs=model_runs)
     owl = runs["owl-wanda"]
-    specs += [s for s in catalog.run_figures(owl.record, owl.records(), "owl-") if s.stem == "owl-owl_ratios"]
+    owl_story = catalog.story_matrix([owl.record], {owl.name: owl.records()})
+    specs += [s for s in catalog.run_figures(owl.record, owl.records(), "owl-", owl_story)[0] if s.stem == "owl-owl_ratios"]
     sweep = [r.record for name, r in runs.items() if name != "magnitude-protect"]
     specs += [replace(s, stem=f"sweep-{s.stem}") for s in catalog.catalog(sweep, {}, sweep=True)]
     return [Case(spec.stem, spec.build, _screen(spec.stem), 30 if spec.stem.endswith(HEATMAPS) else None)

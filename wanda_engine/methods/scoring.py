@@ -16,13 +16,20 @@ class InputStats:
     """Running statistics of one layer's inputs, accumulated in fp32.
 
     sq_sum[j]  = Σ over calibration tokens of x_j²            (Wanda's ‖X_j‖₂²)
+    sum[j]     = Σ over calibration tokens of x_j             (FLAP's mean, if asked)
+    m2[j]      = Σ over calibration tokens of (x_j − x̄_j)²    (FLAP's fluctuation, with the sum)
     gram[i, j] = Σ over calibration tokens of x_i·x_j          (SparseGPT's Hessian, if asked)
+
+    m2 is not Σx² − N·x̄²: that cancels catastrophically for a channel whose mean dwarfs its spread (a massive
+    activation; a constant channel). Each batch's own squared deviations are combined with Chan et al.'s update.
     """
 
-    def __init__(self, in_features: int, device: torch.device, with_gram: bool = False):
+    def __init__(self, in_features: int, device: torch.device, with_gram: bool = False, with_sum: bool = False):
         # fp64 across batches: the sum then hardly depends on how the windows were split into
         # batches or ranks (each batch's own sum stays one fp32 reduction).
         self.sq_sum = torch.zeros(in_features, dtype=torch.float64, device=device)
+        self.sum = torch.zeros(in_features, dtype=torch.float64, device=device) if with_sum else None
+        self.m2 = torch.zeros(in_features, dtype=torch.float64, device=device) if with_sum else None
         self.gram = torch.zeros(in_features, in_features, dtype=torch.float32, device=device) if with_gram else None
         self.nsamples = 0  # calibration windows seen
         self.ntokens = 0
@@ -32,15 +39,35 @@ class InputStats:
         batch = x.shape[0] if x.dim() > 2 else 1
         x = x.reshape(-1, x.shape[-1]).float()  # [tokens, in]
         self.sq_sum += x.pow(2).sum(dim=0)  # fp32 per batch, added in fp64
+        if self.sum is not None:
+            self._add_moments(x.shape[0], x.mean(dim=0), (x - x.mean(dim=0)).pow(2).sum(dim=0))
         if self.gram is not None:
             self.gram.addmm_(x.t(), x)
         self.nsamples += batch
-        self.ntokens += x.shape[0]
+        self.ntokens += x.shape[0]  # after the moments: they read the tokens seen before this batch
+
+    def _add_moments(self, n: int, mean: torch.Tensor, m2: torch.Tensor) -> None:
+        """Fold in n tokens of mean `mean` and squared deviations `m2` (Chan, Golub & LeVeque 1979)."""
+        before = self.ntokens
+        delta = mean.double() - self.sum / max(before, 1)
+        self.m2 += m2.double() + delta.pow(2) * (before * n / (before + n))
+        self.sum += mean.double() * n
 
     def all_reduce(self) -> None:
         """Sum the statistics over the ranks of torch.distributed (data-parallel calibration)."""
+        if self.sum is not None:  # the moments of every rank, folded in one by one (every rank alike)
+            moments = torch.stack([torch.full_like(self.sum, float(self.ntokens)), self.sum, self.m2])
+            gathered = [torch.empty_like(moments) for _ in range(dist.get_world_size())]
+            dist.all_gather(gathered, moments)
+            self.sum.zero_(), self.m2.zero_()
+            local, self.ntokens = self.ntokens, 0
+            for n, total, m2 in gathered:
+                if int(n[0]):
+                    self._add_moments(int(n[0]), total / n[0], m2)
+                    self.ntokens += int(n[0])
+            self.ntokens = local  # the counts below are summed over the ranks
         counts = torch.tensor([self.nsamples, self.ntokens], dtype=torch.float64, device=self.sq_sum.device)
-        for t in (self.sq_sum, counts) + ((self.gram,) if self.gram is not None else ()):
+        for t in (self.sq_sum, counts) + tuple(t for t in (self.gram,) if t is not None):
             dist.all_reduce(t)
         self.nsamples, self.ntokens = int(counts[0]), int(counts[1])
 
@@ -56,6 +83,18 @@ class InputStats:
     def channel_norms(self) -> torch.Tensor:
         """‖X_j‖₂ per input channel, in the reference's scale (sqrt of scaler_row)."""
         return self.scaler_row.sqrt()
+
+    @property
+    def mean(self) -> torch.Tensor:
+        """X̄_j: the mean of input channel j over the calibration tokens (fp64)."""
+        assert self.sum is not None, "the sum was not collected"
+        return self.sum / max(self.ntokens, 1)
+
+    @property
+    def variance(self) -> torch.Tensor:
+        """FLAP's fluctuation of input channel j: 1/(N−1) Σ_n (X_nj − X̄_j)² over the N calibration tokens (fp64)."""
+        assert self.m2 is not None, "the moments were not collected"
+        return self.m2 / max(self.ntokens - 1, 1)
 
     def hessian(self) -> torch.Tensor:
         """SparseGPT's H = 2/n · Σ x xᵀ over the n calibration windows (reference scaling)."""

@@ -1,9 +1,10 @@
 """The one table of pruning methods: what each method is, what it accepts, where its math lives and how it looks.
 
 Every reader asks the table instead of comparing method names: the settings' rules (`config.PruneConfig`), the
-pipeline's dispatch (score -> select, or solve), the sweep, the CLI, the app's forms and the figures. A method is
-one frozen `Method`; `register` adds one (a plugin, a test), `get` finds one by name; the built-in four are
-magnitude, Wanda, SparseGPT and RIA.
+pipeline's dispatch (score -> select, solve, or remove structures), the sweep, the CLI, the app's forms and the
+figures. A method is one frozen `Method`; `register` adds one (a plugin, a test), `get` finds one by name. Built in:
+the masks and solver magnitude, Wanda, SparseGPT and RIA, and the structure removers wanda-sp, flap and
+magnitude-sp (width: attention heads and MLP channels) and block-influence (depth: whole decoder blocks).
 
 A *choice* is how a user names a method where its variant is a method of its own (forms, sweeps, figure
 series): 'wanda' or 'wanda-variant'; `parse_choice` is the one parser of it.
@@ -22,11 +23,16 @@ from functools import cache
 from typing import Any
 
 from ..core.errors import ConfigError
-from ..core.palette import BLUE, GREEN, ORANGE, PURPLE, SKY, MethodStyle
+from ..core.palette import BLUE, DARK_GREY, GREEN, ORANGE, PURPLE, SKY, VERMILLION, MethodStyle
 
 GROUPS = ("row", "matrix")  # the comparison groups of an unstructured mask (N:M patterns bring their own)
 VARIANT_SUFFIX = "-variant"
-_NAME = re.compile(r"[a-z][a-z0-9_]*")  # no '-', '+', ' ' or '(': labels and folder names are built around it
+# How a structure remover counts its ratio (PruneConfig.target): the fraction of the decoder blocks' parameters, or
+# the published tables' per-block pruning_ratio of heads and channels (methods/structure.py: uniform_counts).
+PARAMS, PER_BLOCK = "params", "per-block"
+# no '+', ' ' or '(' and no '-' at either end: labels and folder names are built around it ('wanda-sp' is a name,
+# 'wanda-variant' a method's variant)
+_NAME = re.compile(r"[a-z][a-z0-9_]*(?:-[a-z0-9_]+)*")
 _REFERENCE = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*")
 
 
@@ -35,7 +41,14 @@ class Kind(enum.Enum):
 
     MASK = "mask"  # scores every weight; the generic selectors choose the mask (row, matrix, N:M, variant, protection)
     SOLVER = "solver"  # chooses its own mask and updates the kept weights
-    STRUCTURE = "structure"  # removes whole heads, MLP channels or blocks (the mask pipeline does not run these)
+    STRUCTURE = "structure"  # removes whole heads, MLP channels or blocks: the model gets smaller, not sparser
+
+
+class Structure(enum.Enum):
+    """What a structure remover takes out of the decoder blocks."""
+
+    WIDTH = "width"  # attention heads (whole KV groups) and MLP intermediate channels
+    DEPTH = "depth"  # whole decoder blocks
 
 
 class Pattern(enum.Enum):
@@ -62,7 +75,10 @@ class Method:
       MASK    scorer(weight [out, in], stats: InputStats | None, config: PruneConfig) -> score [out, in], low = pruned
               first (stats is None only when the method prunes from the weights alone, calibrate=False);
       SOLVER  solver(weight [out, in], stats: InputStats, sparsity: float, config: PruneConfig) -> the pruned and
-              updated weight, fp32 [out, in], whose zeros are the mask.
+              updated weight, fp32 [out, in], whose zeros are the mask;
+      STRUCTURE, width  scorer(weight [out, in] of an output projection (o_proj, down_proj), stats of its input or
+              None) -> one score per input channel [in], low = removed first (a head group sums its channels);
+      STRUCTURE, depth  scorer(block input [tokens, hidden], block output [tokens, hidden]) -> the block's score.
     """
 
     name: str
@@ -80,6 +96,7 @@ class Method:
     needs_gram: bool = False  # the Gram matrix of each layer's inputs (SparseGPT's Hessian)
     # how a solver picks its own mask, said where it refuses a selector's option: 'chooses its mask per column block'
     own_mask: str = ""
+    removes: Structure | None = None  # a structure remover's structure; None for masks and solvers
 
     def __post_init__(self) -> None:
         why = self._incoherence()
@@ -87,13 +104,19 @@ class Method:
             raise ConfigError(f"method {self.name!r} cannot be registered: {why}")
 
     def _incoherence(self) -> str:
-        if not isinstance(self.name, str) or not _NAME.fullmatch(self.name):
-            return "a name is lower-case letters, digits and '_', starting with a letter"
+        if not isinstance(self.name, str) or not _NAME.fullmatch(self.name) or self.name.endswith(VARIANT_SUFFIX):
+            return (f"a name is lower-case letters, digits, '_' and inner '-', starting with a letter and not ending "
+                    f"in {VARIANT_SUFFIX!r}")
         if not isinstance(self.kind, Kind):
             return f"kind must be one of {', '.join(k.name for k in Kind)}"
         if not callable(self.math) and not (isinstance(self.math, str) and _REFERENCE.fullmatch(self.math)):
             return "math must be a callable or 'module:function'"
-        if not self.groups or not set(self.groups) <= set(GROUPS) or self.default_group not in self.groups:
+        if (self.kind is Kind.STRUCTURE) != isinstance(self.removes, Structure):
+            return "a structure remover, and only it, says what it removes (Structure.WIDTH or Structure.DEPTH)"
+        if self.kind is Kind.STRUCTURE and (self.groups or self.needs_gram or self.patterns != (Pattern.UNSTRUCTURED,)):
+            return "a structure remover takes no comparison group, N:M pattern or Gram matrix"
+        if self.kind is not Kind.STRUCTURE and (not self.groups or not set(self.groups) <= set(GROUPS)
+                                                or self.default_group not in self.groups):
             return f"groups must be some of {', '.join(GROUPS)}, the default group among them"
         if not self.patterns or not all(isinstance(p, Pattern) for p in self.patterns):
             return "patterns must be some of Pattern.UNSTRUCTURED, Pattern.NM"
@@ -122,6 +145,14 @@ class Method:
         """A mask method's score per weight (see the class)."""
         return self.function(weight, stats, config)
 
+    def channel_score(self, weight: Any, stats: Any) -> Any:
+        """A width remover's score per input channel of an output projection (see the class)."""
+        return self.function(weight, stats)
+
+    def block_score(self, block_input: Any, block_output: Any) -> Any:
+        """A depth remover's score of one block from its input and output hidden states (see the class)."""
+        return self.function(block_input, block_output)
+
     def solve(self, weight: Any, stats: Any, sparsity: float, config: Any) -> Any:
         """A solver's pruned and updated weight (see the class)."""
         return self.function(weight, stats, sparsity, config)
@@ -132,6 +163,10 @@ def _imported(reference: str) -> Callable[..., Any]:
     module, _, name = reference.partition(":")
     return getattr(importlib.import_module(module), name)
 
+
+# What every structure remover's entry shares: no comparison group, pattern, variant, protection or weight update.
+_REMOVER: dict[str, Any] = dict(groups=(), default_group="", patterns=(Pattern.UNSTRUCTURED,), allows_protection=False,
+                                allows_weight_update=False, own_mask="removes whole attention heads and MLP channels")
 
 BUILT_IN = (
     Method("magnitude", Kind.MASK, "wanda_engine.methods.scoring:magnitude_score", "Magnitude |W|",
@@ -145,6 +180,20 @@ BUILT_IN = (
     # RIA (Zhang et al. 2024) compares within the whole matrix by default.
     Method("ria", Kind.MASK, "wanda_engine.methods.scoring:ria_score_at", "RIA (relative importance · ‖Xⱼ‖₂^0.5)",
            MethodStyle(PURPLE, "dashdot", "triangle-up", "x"), default_group="matrix"),
+    # Structure removers: an open marker and a dotted line say 'structured' next to their mask relatives' colours.
+    # Wanda-sp: Wanda's score summed over the output rows (the Wanda paper's structured variant as FLAP ports it).
+    Method("wanda-sp", Kind.STRUCTURE, "wanda_engine.methods.structure:wanda_sp_score", "Wanda-sp Σ_i |W_ij|·‖X_j‖₂",
+           MethodStyle(BLUE, "dot", "circle-open", "-"), **_REMOVER, removes=Structure.WIDTH),
+    # FLAP (An et al., AAAI 2024): the fluctuation of each input channel times its column's squared norm.
+    Method("flap", Kind.STRUCTURE, "wanda_engine.methods.structure:flap_score", "FLAP Var(X_j)·‖W_:j‖²",
+           MethodStyle(VERMILLION, "solid", "hexagon-open", "|"), **_REMOVER, removes=Structure.WIDTH),
+    Method("magnitude-sp", Kind.STRUCTURE, "wanda_engine.methods.structure:magnitude_sp_score",
+           "Magnitude-sp ‖W_:j‖₂", MethodStyle(ORANGE, "dot", "square-open", "-"), **_REMOVER,
+           needs_activations=False, removes=Structure.WIDTH),
+    # ShortGPT (Men et al. 2024): a block that changes its input least (high cosine) is removed first.
+    Method("block-influence", Kind.STRUCTURE, "wanda_engine.methods.structure:block_influence",
+           "Block influence 1 − cos(x_in, x_out)", MethodStyle(DARK_GREY, "dashdot", "star-open", "+"),
+           **{**_REMOVER, "own_mask": "removes whole decoder blocks"}, removes=Structure.DEPTH),
 )
 _TABLE: dict[str, Method] = {method.name: method for method in BUILT_IN}
 
@@ -197,10 +246,18 @@ def choice(name: str, variant: bool) -> str:
     return name + (VARIANT_SUFFIX if variant else "")
 
 
-def choices() -> dict[str, str]:
-    """Every choice and its label for the forms: each method, its variant right after it."""
+def removers() -> tuple[str, ...]:
+    """The structure removers' names (they make the model smaller instead of sparser)."""
+    return tuple(method.name for method in _TABLE.values() if method.kind is Kind.STRUCTURE)
+
+
+def choices(structures: bool = False) -> dict[str, str]:
+    """The choices and their labels for the forms: each method that masks weights, its variant right after it; with
+    `structures`, the structure removers instead."""
     out = {}
     for method in _TABLE.values():
+        if (method.kind is Kind.STRUCTURE) != structures:
+            continue
         out[method.name] = method.label
         if method.variant is not None:
             out[choice(method.name, True)] = method.variant.label
@@ -212,7 +269,7 @@ def parse_choice(text: str) -> tuple[Method, bool]:
     text = str(text).strip()
     name, variant = (text.removesuffix(VARIANT_SUFFIX), True) if text.endswith(VARIANT_SUFFIX) else (text, False)
     if name not in _TABLE:
-        raise ConfigError(f"method {text!r} is not one of {', '.join(choices())}")
+        raise ConfigError(f"method {text!r} is not one of {', '.join([*choices(), *choices(True)])}")
     if variant and _TABLE[name].variant is None:
         raise ConfigError(f"{text!r}: only {', '.join(with_variant()) or 'no method'} has a variant (adaptive alpha)")
     return _TABLE[name], variant

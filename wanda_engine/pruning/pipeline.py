@@ -15,6 +15,10 @@ calibration and propagation: each block's masks come from its weights alone. The
 nothing of architectures: it replays whatever arguments the model itself passed each block (masks,
 positions, rotary tables), recorded once per calibration batch by `capture`.
 
+A structure remover (wanda-sp, flap, magnitude-sp, block-influence) is another kind of step in the same loop
+(`structure.Shrinker`): per block it scores KV groups and MLP channels and removes them now (uniform), or scores
+every block of the dense model first and removes after the loop (global allocation, depth).
+
 OWL (layerwise='owl') adds one dense pass before the loop to measure each block's outlier ratio
 and turn it into that block's sparsity. Under torch.distributed every rank calibrates on its own
 share of the windows and the statistics are summed over ranks, so every rank selects the same masks.
@@ -23,28 +27,27 @@ A model whose weights accelerate offloaded (to host memory or disk) runs the sam
 """
 from __future__ import annotations
 
-import contextlib
 import math
 import threading
 import time
-from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
 
 import torch
-import torch.distributed as dist
 from torch import nn
 
-from .capture import Chunk, activation_storage, capture_block_inputs, run_block
+from .blocks import PruningRun, block_held, calibrate, distributed, propagate, rank_share
+from .capture import Chunk, activation_storage, capture_block_inputs
 from .checks import CheckedForPruning, check_finite_weights, model_layout
 from ..config import PruneConfig
 from ..core.errors import ConfigError, NumericalError, PruneCancelled
-from ..core.events import BlockFinished, BlockStarted, EventCallback, MatrixPruned, PruneFinished, StageStarted, ignore_events
+from ..core.events import BlockFinished, EventCallback, MatrixPruned, PruneFinished, StageStarted, ignore_events
 from ..inputs.device import resolve_device
 from ..inputs.layers import find_blocks, find_linears, weight_of
 from ..inputs.offload import block_on_device, has_offloaded_weights
 from ..store.matrix_records import BlockRecord, MatrixRecord
+from ..store.shrink_record import StructureRecord
+from .structure import Shrinker, check_removable
 from .recording import record_matrix
 from ..methods.scoring import InputStats, magnitude_score, wanda_score
 from ..methods.selection import (Selection, prune_adaptive_alpha, prune_adaptive_alpha_protected, protection_shortfall, select,
@@ -54,7 +57,7 @@ from ..methods.table import Kind
 from ..core.stages import BY_NAME
 
 # The stages the pipeline announces itself (the runner announces 'prune' around it).
-OWL_STAGE, CAPTURE_STAGE = BY_NAME["owl"], BY_NAME["capture"]
+OWL_STAGE, CAPTURE_STAGE, SCORES_STAGE = BY_NAME["owl"], BY_NAME["capture"], BY_NAME["structure-scores"]
 
 
 @dataclass
@@ -70,6 +73,8 @@ class PruneResult:
     block_targets: list[float] = field(default_factory=list)  # each block's sparsity (OWL: non-uniform)
     world_size: int = 1  # torch.distributed ranks that shared the calibration windows
     peak_device_bytes: int | None = None  # CUDA only: torch.cuda.max_memory_allocated during pruning
+    # a structure remover's run: what it took out (and `sparsity` is the fraction of the blocks' parameters removed)
+    structure: StructureRecord | None = None
 
 
 def _scores(config: PruneConfig, weight: torch.Tensor, stats: InputStats | None) -> dict[str, torch.Tensor]:
@@ -193,6 +198,8 @@ def check_prunable(model: nn.Module, config: PruneConfig) -> None:
     layers = {f"{blocks_path}.{i}.{n}": l for i, b in enumerate(blocks) for n, l in find_linears(b).items()}
     if not layers:
         raise ConfigError("the model's decoder blocks hold no linear layers to prune")
+    if config.structure is not None:
+        check_removable(model, config)
     if config.nm is not None:
         m = config.nm[1]
         bad = sorted({weight_of(l).shape[1] for l in layers.values() if weight_of(l).shape[1] % m})
@@ -215,58 +222,6 @@ def check_for_pruning(model: nn.Module, config: PruneConfig) -> CheckedForPrunin
     return CheckedForPruning(config, model_layout(model))
 
 
-def _distributed() -> tuple[int, int]:
-    """(rank, world size) of torch.distributed, or (0, 1) when it is not initialised."""
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-def _calibrate(block: nn.Module, index: int, chunks: list[Chunk], device: torch.device, with_gram: bool,
-               keep: torch.device | None) -> tuple[dict[str, InputStats], list[torch.Tensor]]:
-    """Run the dense block over every chunk with hooks feeding each linear's InputStats.
-
-    Returns the statistics (summed over torch.distributed ranks) and, if `keep`, the dense outputs there.
-    """
-    linears = find_linears(block)
-    stats = {name: InputStats(weight_of(layer).shape[1], device, with_gram) for name, layer in linears.items()}
-    # Layers fed the very same tensor (q/k/v, gate/up) share one InputStats: Σx² (and SparseGPT's
-    # Gram matrix) is computed once per input instead of once per layer.
-    fed: dict[tuple, tuple[torch.Tensor, InputStats]] = {}  # this chunk's inputs -> the stats they went to
-
-    def hook(name: str):
-        def add(module: nn.Module, inputs: tuple, output: Any) -> None:
-            x = inputs[0]
-            key = (x.data_ptr(), tuple(x.shape), x.stride(), x.dtype)
-            if key in fed:
-                if stats[name] is not fed[key][1]:
-                    stats[name] = fed[key][1]  # first chunk: share from now on
-                return
-            stats[name].add(x)
-            fed[key] = (x, stats[name])  # holding x keeps its memory from being reused within the chunk
-        return add
-
-    handles = [layer.register_forward_hook(hook(name)) for name, layer in linears.items()]
-    outputs = []
-    try:
-        for chunk in chunks:
-            fed.clear()
-            out = run_block(block, index, chunk, device)
-            outputs.append(out.to(keep) if keep is not None else out)
-        fed.clear()
-    finally:
-        for h in handles:
-            h.remove()
-    if _distributed()[1] > 1:
-        for st in {id(st): st for st in stats.values()}.values():  # each shared InputStats once
-            st.all_reduce()
-    for name, st in stats.items():
-        if not st.is_finite():
-            raise NumericalError(f"block {index} {name}: calibration activations contain NaN or Inf "
-                                 "(the inputs of this block overflowed or the model is broken)")
-    return stats, outputs
-
-
 def _owl_targets(model: nn.Module, blocks: nn.ModuleList, windows: torch.Tensor, config: PruneConfig,
                  device: torch.device, storage: torch.device, cancel: threading.Event | None) -> tuple[list[float], list[float]]:
     """One dense pass over all blocks: each block's outlier ratio, and OWL's block sparsities from them."""
@@ -277,7 +232,7 @@ def _owl_targets(model: nn.Module, blocks: nn.ModuleList, windows: torch.Tensor,
             raise PruneCancelled(f"pruning was cancelled while measuring outliers, after {i} of {len(blocks)} blocks")
         with block_on_device(block, device):
             linears = find_linears(block)
-            stats, outputs = _calibrate(block, i, chunks, device, False, storage)
+            stats, outputs = calibrate(block, i, chunks, device, False, storage)
             ratios.append(outlier_ratio([wanda_score(weight_of(linears[n]).float(), st) for n, st in stats.items()],
                                         config.owl_m))
         for chunk, out in zip(chunks, outputs):
@@ -285,53 +240,7 @@ def _owl_targets(model: nn.Module, blocks: nn.ModuleList, windows: torch.Tensor,
     return ratios, owl_sparsities(ratios, config.target_sparsity, config.owl_lambda)
 
 
-@dataclass
-class _Pruning:
-    """What every block of one pruning shares: its settings, where tensors live, the clock and the tallies."""
-
-    config: PruneConfig
-    device: torch.device
-    storage: torch.device  # where the calibration activations stay between blocks
-    blocks_path: str
-    num_blocks: int
-    on_event: EventCallback
-    record: bool
-    world: int
-    offloaded: bool  # accelerate offloaded some weights: each block's are checked as it loads
-    started: float = field(default_factory=time.perf_counter)
-    timings: dict[str, float] = field(
-        default_factory=lambda: {"capture_s": 0.0, "calibrate_s": 0.0, "select_s": 0.0, "propagate_s": 0.0})
-    records: list[MatrixRecord] = field(default_factory=list)
-    zeros: float = 0.0  # over the matrices pruned so far
-    total: int = 0
-
-    def elapsed(self) -> float:
-        return time.perf_counter() - self.started
-
-    @contextlib.contextmanager
-    def timed(self, key: str) -> Iterator[None]:
-        t = time.perf_counter()
-        yield
-        self.timings[key] = self.timings.get(key, 0.0) + time.perf_counter() - t
-
-
-def _propagate(block: nn.Module, index: int, chunks: list[Chunk], dense_outputs: list[torch.Tensor],
-               run: _Pruning) -> tuple[float, float]:
-    """Run the pruned block over every chunk: its outputs become the next block's inputs.
-
-    Returns ‖pruned − dense‖² and ‖dense‖² over the calibration windows of every rank."""
-    err = torch.zeros(2, dtype=torch.float64)
-    for chunk, dense in zip(chunks, dense_outputs):
-        out = run_block(block, index, chunk, run.device)
-        dense = dense.to(run.device)
-        err += torch.stack([torch.sub(out, dense).float().pow_(2).sum(), dense.float().pow(2).sum()]).double().cpu()
-        chunk.hidden = out.to(run.storage)
-    if run.world > 1:
-        dist.all_reduce(err)
-    return float(err[0]), float(err[1])
-
-
-def _prune_linears(run: _Pruning, linears: dict[str, nn.Module], index: int, target: float,
+def _prune_linears(run: PruningRun, linears: dict[str, nn.Module], index: int, target: float,
                    stats: dict[str, InputStats] | None) -> tuple[float, int]:
     """Score, select, record and apply every linear of block `index` (from the dense block's inputs' statistics,
     or from the weights alone when `stats` is None); returns the block's zeros and weights."""
@@ -348,7 +257,7 @@ def _prune_linears(run: _Pruning, linears: dict[str, nn.Module], index: int, tar
     return zeros, total
 
 
-def _finish_block(run: _Pruning, index: int, zeros: float, total: int, block_error: float | None, started: float,
+def _finish_block(run: PruningRun, index: int, zeros: float, total: int, block_error: float | None, started: float,
                   target: float, outlier_ratio: float | None) -> BlockRecord:
     run.zeros, run.total = run.zeros + zeros, run.total + total
     run.on_event(BlockFinished(run.elapsed(), index, run.num_blocks, zeros / total, block_error, run.zeros / run.total))
@@ -356,34 +265,22 @@ def _finish_block(run: _Pruning, index: int, zeros: float, total: int, block_err
                        outlier_ratio=outlier_ratio)
 
 
-@contextlib.contextmanager
-def _block_held(run: _Pruning, block: nn.Module, index: int) -> Iterator[dict[str, nn.Module]]:
-    """Announce the block and hold only it on the compute device (read from accelerate's offload, if the model
-    has one); yields its prunable linears."""
-    run.on_event(BlockStarted(run.elapsed(), index, run.num_blocks))
-    linears = find_linears(block)
-    with block_on_device(block, run.device, write_back=linears.values()):
-        if run.offloaded:
-            check_finite_weights(block, f"block {index}")
-        yield linears
-
-
-def _prune_block(run: _Pruning, block: nn.Module, index: int, chunks: list[Chunk], target: float,
+def _prune_block(run: PruningRun, block: nn.Module, index: int, chunks: list[Chunk], target: float,
                  outlier_ratio: float | None) -> BlockRecord:
     """Calibrate, prune and propagate one block; `chunks` then hold the next block's inputs."""
     started = time.perf_counter()
-    with _block_held(run, block, index) as linears:
+    with block_held(run, block, index) as linears:
         # 1. calibration pass through the dense block; keep its outputs to measure the block error.
         #    (Magnitude needs no statistics to prune, but its records compare it with Wanda's masks.)
         with run.timed("calibrate_s"):
-            stats, dense_outputs = _calibrate(block, index, chunks, run.device, run.config.needs_gram, run.storage)
+            stats, dense_outputs = calibrate(block, index, chunks, run.device, run.config.needs_gram, run.storage)
         # 2. score, select, record, apply: every linear of the block from the dense block's inputs
         with run.timed("select_s"):
             zeros, total = _prune_linears(run, linears, index, target, stats)
             del stats
         # 3. propagation pass through the pruned block: the next block sees pruned activations
         with run.timed("propagate_s"):
-            err_num, err_den = _propagate(block, index, chunks, dense_outputs, run)
+            err_num, err_den = propagate(block, index, chunks, dense_outputs, run)
         del dense_outputs
     if not math.isfinite(err_num):
         raise NumericalError(f"block {index}: the pruned block's outputs contain NaN or Inf")
@@ -391,23 +288,34 @@ def _prune_block(run: _Pruning, block: nn.Module, index: int, chunks: list[Chunk
                          outlier_ratio)
 
 
-def _prune_block_from_weights(run: _Pruning, block: nn.Module, index: int, target: float) -> BlockRecord:
+def _prune_block_from_weights(run: PruningRun, block: nn.Module, index: int, target: float) -> BlockRecord:
     """Magnitude's masks of one block from its weights alone (calibrate=False): no activations, so no
     block error and no statistics in the records."""
     started = time.perf_counter()
-    with _block_held(run, block, index) as linears:
+    with block_held(run, block, index) as linears:
         with run.timed("select_s"):
             zeros, total = _prune_linears(run, linears, index, target, None)
     return _finish_block(run, index, zeros, total, None, started, target, None)
 
 
-def _rank_share(windows: torch.Tensor, rank: int, world: int) -> torch.Tensor:
-    """This rank's contiguous share of the calibration windows."""
-    if world == 1:
-        return windows
-    if len(windows) < world:
-        raise ConfigError(f"nsamples {len(windows)} is smaller than the {world} ranks sharing the calibration")
-    return windows.tensor_split(world)[rank]
+class _Masks:
+    """The mask methods' and solvers' step of the loop: each block's masks now, from the dense block's inputs' statistics
+    (or from its weights alone), recorded as it goes."""
+
+    def __init__(self, run: PruningRun, chunks: list[Chunk] | None, targets: list[float],
+                 ratios: list[float | None]):
+        self.run, self.chunks, self.targets, self.ratios = run, chunks, targets, ratios
+        self.records: list[BlockRecord] = []
+
+    def prune_block(self, block: nn.Module, index: int) -> None:
+        if self.chunks is not None:
+            self.records.append(_prune_block(self.run, block, index, self.chunks, self.targets[index],
+                                             self.ratios[index]))
+        else:
+            self.records.append(_prune_block_from_weights(self.run, block, index, self.targets[index]))
+
+    def finish(self, model: nn.Module) -> tuple[list[BlockRecord], None]:
+        return self.records, None
 
 
 def prune_model(model: nn.Module, windows: torch.Tensor, config: PruneConfig,
@@ -424,12 +332,12 @@ def prune_model(model: nn.Module, windows: torch.Tensor, config: PruneConfig,
     if checked is None or not checked.fits(model, config):
         check_for_pruning(model, config)
     blocks_path, blocks = find_blocks(model)
-    rank, world = _distributed()
-    windows = _rank_share(windows, rank, world)
+    rank, world = distributed()
+    windows = rank_share(windows, rank, world)
     storage = activation_storage(model, windows, device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    run = _Pruning(config, device, storage, blocks_path, len(blocks), on_event, record, world,
+    run = PruningRun(config, device, storage, blocks_path, len(blocks), on_event, record, world,
                    offloaded=has_offloaded_weights(model), started=started)
 
     with torch.inference_mode():
@@ -440,24 +348,25 @@ def prune_model(model: nn.Module, windows: torch.Tensor, config: PruneConfig,
             with run.timed("owl_s"):
                 ratios, targets = _owl_targets(model, blocks, windows, config, device, storage, cancel)
 
+        chunks = None
         if config.calibrate:
             on_event(StageStarted(run.elapsed(), CAPTURE_STAGE.name,
                                   f"{len(windows)} windows x {windows.shape[1]} tokens"))
             with run.timed("capture_s"):
                 chunks = capture_block_inputs(model, blocks, windows, config.batch_size, storage)
 
-        block_records = []
+        kind = Shrinker(run, model, chunks) if config.structure else _Masks(run, chunks, targets, ratios)
+        if config.structure and kind.dense_first:
+            on_event(StageStarted(run.elapsed(), SCORES_STAGE.name, f"{len(blocks)} blocks of the dense model"))
         for i, block in enumerate(blocks):
             if cancel is not None and cancel.is_set():
                 raise PruneCancelled(f"pruning was cancelled after {i} of {len(blocks)} blocks")
-            if config.calibrate:
-                block_records.append(_prune_block(run, block, i, chunks, targets[i], ratios[i]))
-            else:
-                block_records.append(_prune_block_from_weights(run, block, i, targets[i]))
+            kind.prune_block(block, i)
+        block_records, structure = kind.finish(model)
 
-    sparsity = run.zeros / run.total if run.total else 0.0
+    sparsity = structure.removed_fraction if structure else run.zeros / run.total if run.total else 0.0
     on_event(PruneFinished(run.elapsed(), len(blocks), sparsity))
-    return PruneResult(config=config, records=run.records, blocks=block_records, sparsity=sparsity,
+    return PruneResult(config=config, records=run.records, blocks=block_records, sparsity=sparsity, structure=structure,
                        seconds=run.elapsed(), timings={k: round(v, 4) for k, v in run.timings.items()},
                        device=str(device), activations_on=str(storage), block_targets=targets, world_size=world,
                        peak_device_bytes=torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None)

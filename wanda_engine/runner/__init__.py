@@ -1,5 +1,5 @@
 """One whole run: prepare (every check that can fail on bad input) -> run directory -> dense results -> prune ->
-evaluate -> save. The CLI, the sweep and the app all call `execute.execute_run`.
+evaluate -> speed (dense and pruned, if asked) -> save (with a model card). The CLI, the sweep and the app all call `execute.execute_run`.
 
 execute.py    the run's steps, top to bottom
 lifecycle.py  what every kind of run shares: StageClock, out-of-memory sentences, versions and time stamps, and

@@ -29,11 +29,15 @@ from ..evaluation.zeroshot import evaluate_zeroshot
 from ..inputs.data import calibration_windows, eval_tokens, save_token_windows
 from ..inputs.device import resolve_device
 from ..inputs.layers import check_context
-from ..inputs.models import LoadedModel, load_model
-from ..inputs.offload import discard_pruned_copies, is_dispatched
+from ..evaluation.speed import measure_speed
+from ..inputs.models import LoadedModel, base_model, load_model
+from ..inputs.offload import discard_pruned_copies, is_dispatched, model_on_device
+from ..inputs.shrunk import save_pruned
 from ..pruning.checks import CheckedForPruning, mask_checksum, sparsity_of_blocks
 from ..pruning.pipeline import check_for_pruning, prune_model
+from ..store.model_card import CARD_FILE, model_card
 from ..store.run_record import CalibrationInfo, EvalInfo, LayerSparsity, ModelInfo, RunRecord
+from ..store.shrink_record import SpeedRecord
 from ..store.run_store import Run, RunStore, create_run_dir, load_run, write_records, writer_identity
 from .dense import dense_perplexity, dense_zeroshot
 from .lifecycle import RecordKind, StageClock, package_versions, record_lifecycle, timestamp
@@ -142,14 +146,18 @@ def execute_run(request: RunRequest, store: RunStore | None = None, run_dir: str
         if not prep.owns_model:
             with clock.stage("copy", prep.loaded.label):
                 model = copy.deepcopy(model)
+        dense = _dense_kept_for_speed(model, prep, clock)  # before pruning: `model` may be the dense model itself
         run.update(**_evaluate_dense(prep, clock))
-        zeroshot_dense = _zeroshot_dense(prep, clock)  # before pruning: `model` may be the dense model itself
+        zeroshot_dense = _zeroshot_dense(prep, clock)
         run.update(**_prune(model, prep, clock, path))
         run.update(**_evaluate_pruned(model, prep, clock))
         if zeroshot_dense is not None:
             run.update(zeroshot=_zeroshot_pruned(model, prep, clock, *zeroshot_dense))
+        if request.speed is not None:
+            run.update(speed=_speed(dense, model, prep, clock))
+        del dense
         if request.save_model:
-            run.update(saved_model=_save(model, prep, clock))
+            run.update(**_save(model, prep, clock, run.record))
     return load_run(path)
 
 
@@ -185,7 +193,7 @@ def _prune(model: Any, prep: Prepared, clock: StageClock, path: Path) -> dict[st
         save_token_windows(path / CALIBRATION_FILE, prep.windows)
     peak = result.peak_device_bytes
     calibration = CalibrationInfo.from_json({**prep.calibration, "file": CALIBRATION_FILE})
-    return {"activations_on": result.activations_on, "world_size": result.world_size, "calibration": calibration,
+    return {"structure": result.structure, "activations_on": result.activations_on, "world_size": result.world_size, "calibration": calibration,
             "mask_sha256": mask_checksum(model),
             "peak_device_mib": round(peak / 2**20, 1) if peak is not None else None, "sparsity": sparsity,
             "layers": tuple(LayerSparsity(**layer) for layer in layers),
@@ -211,13 +219,44 @@ def _zeroshot_pruned(model: Any, prep: Prepared, clock: StageClock, dense: dict[
                           harness=pruned["harness"], dense_cached=dense_cached)
 
 
-def _save(model: Any, prep: Prepared, clock: StageClock) -> str:
+def _dense_kept_for_speed(model: Any, prep: Prepared, clock: StageClock) -> Any:
+    """The dense model the speed measurement compares with: the loaded model when the run prunes a copy of it, else
+    a copy made here before pruning (None when the run measures no speed)."""
+    if prep.request.speed is None:
+        return None
+    if model is not prep.loaded.model:
+        return prep.loaded.model
+    with clock.stage("copy", "the dense model, kept for the speed measurement"):
+        return copy.deepcopy(model)
+
+
+def _speed(dense: Any, model: Any, prep: Prepared, clock: StageClock) -> SpeedRecord:
+    """Dense and pruned, interleaved in this process, on the run's device: prefill of one evaluation window (a
+    calibration window without evaluation), decode with the KV cache."""
+    ev = prep.request.eval
+    window = prep.eval_data[0][:, :ev.seqlen] if prep.eval_data is not None else prep.windows[:1]
+    with clock.stage("speed", f"{window.shape[1]} tokens prefill, {prep.request.speed.decode_tokens} decoded"):
+        with model_on_device(dense, prep.device), model_on_device(model, prep.device):
+            return measure_speed(dense, model, window, prep.request.speed, prep.device)
+
+
+def _save(model: Any, prep: Prepared, clock: StageClock, record: RunRecord) -> dict[str, Any]:
+    """The pruned model (structurally pruned: in the form `inputs.shrunk` says loads it) and its model card."""
     folder = prep.request.save_model
+    structure = record.structure
     with clock.stage("save", folder):
-        # an offloaded model is gathered shard by shard in host memory: keep the shards small
-        model.save_pretrained(folder, safe_serialization=True, **({"max_shard_size": "1GB"} if is_dispatched(model) else {}))
-        prep.loaded.tokenizer.save_pretrained(folder)
-    return str(folder)
+        if structure is not None:
+            loader = save_pruned(model, prep.loaded.tokenizer, folder, width=structure.structure == "width")
+            structure = dataclasses.replace(structure, loader=loader)
+        else:
+            # an offloaded model is gathered shard by shard in host memory: keep the shards small
+            model.save_pretrained(folder, safe_serialization=True,
+                                  **({"max_shard_size": "1GB"} if is_dispatched(model) else {}))
+            prep.loaded.tokenizer.save_pretrained(folder)
+            loader = "from_pretrained"
+        card = model_card(dataclasses.replace(record, structure=structure), base_model(prep.loaded.source), loader)
+        (Path(folder) / CARD_FILE).write_text(card)
+    return {"saved_model": str(folder), "structure": structure}
 
 
 def prune_on_rank(request: RunRequest) -> None:

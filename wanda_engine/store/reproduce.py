@@ -15,7 +15,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..config import EvalConfig, OffloadConfig, PruneConfig, ZeroShotConfig
+from ..config import EvalConfig, OffloadConfig, PruneConfig, SpeedConfig, ZeroShotConfig
 from ..core.names import emphasize
 from .run_record import RunRecord
 
@@ -24,7 +24,8 @@ PROGRAM = ["python", "-m", "wanda_engine"]
 # imported: it imports the export command, which imports this module.) tests/test_reproduce.py parses the
 # commands with cli.build_parser, so a setting whose option is missing or named otherwise fails there.
 _OPTIONS = {"eval": {"dataset": "--eval", "seqlen": "--eval-seqlen", "windows": "--eval-windows"},
-            "zeroshot": {"limit": "--zeroshot-limit"}, "offload": {"folder": "--offload-folder"}}
+            "zeroshot": {"limit": "--zeroshot-limit"}, "offload": {"folder": "--offload-folder"},
+            "speed": {"decode_tokens": "--speed-decode-tokens", "repeats": "--speed-repeats"}}
 _NEGATED = {"calibrate": "--no-calibration"}  # a setting that is on by default, and the flag that turns it off
 NO_OPTION = {"prune": {"blocksize", "percdamp", "ria_power"}, "eval": {"batch_size"},
              "zeroshot": {"num_fewshot", "batch_size"}, "run": {"save_model"}}
@@ -41,7 +42,7 @@ def _settings(record: RunRecord, calib_path: str) -> Iterator[tuple[str, str, An
     prune = dataclasses.replace(request.prune, calib=calib_path)
     yield from (("prune", f.name, getattr(prune, f.name), f.default) for f in dataclasses.fields(PruneConfig))
     for section, config, cls in (("eval", request.eval, EvalConfig), ("zeroshot", request.zeroshot, ZeroShotConfig),
-                                 ("offload", request.offload, OffloadConfig)):
+                                 ("offload", request.offload, OffloadConfig), ("speed", request.speed, SpeedConfig)):
         if config is not None:
             yield from ((section, f.name, getattr(config, f.name), f.default) for f in dataclasses.fields(cls))
 
@@ -74,6 +75,8 @@ def _arguments(record: RunRecord, calib_path: str) -> tuple[list[str], list[str]
             args += _option(_OPTIONS.get(section, {}).get(name, "--" + name.replace("_", "-")), value)
     if record.request.eval is None:
         args += ["--eval", "none"]
+    if (record.request.speed is not None) != (record.request.prune.structure is not None):  # the CLI's default
+        args += ["--speed" if record.request.speed is not None else "--no-speed"]
     return args, missing
 
 

@@ -17,6 +17,7 @@ from ..core.errors import EngineError
 from ..core.names import text_title
 from ..core.status import RECORDED, RunStatus
 from .matrix_records import BlockRecord
+from .shrink_record import SpeedRecord, StructureRecord
 from .zeroshot_record import ZeroShotRecord
 
 FORMAT_VERSION = 1
@@ -35,7 +36,7 @@ _TYPES: dict[str, tuple[type, ...]] = {  # run.json's top-level fields and the J
     "files": (dict,), "versions": (dict,), "device": (str,), "writer": (dict,), "zeroshot": (dict,),
     "error": (str,), "saved_model": (str,), "activations_on": (str,), "world_size": (int,),
     "sparsity": _NUMBER, "ppl": _NUMBER, "ppl_dense": _NUMBER, "ppl_dense_cached": (bool,),
-    "peak_device_mib": _NUMBER, "format": (int,), "mask_sha256": (str,),
+    "peak_device_mib": _NUMBER, "format": (int,), "mask_sha256": (str,), "structure": (dict,), "speed": (dict,),
 }
 
 
@@ -210,6 +211,8 @@ class RunRecord:
     world_size: int | None = None  # torch.distributed ranks that shared the calibration windows
     peak_device_mib: float | None = None
     mask_sha256: str | None = None  # checks.mask_checksum of the pruned model: equal masks, equal checksum
+    structure: StructureRecord | None = None  # a structure remover's run: what it took out
+    speed: SpeedRecord | None = None  # the dense and pruned model's measured speed, when the run measured it
     format: int = FORMAT_VERSION
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -237,7 +240,9 @@ class RunRecord:
             blocks = tuple(BlockRecord(**b) for b in d.get("blocks") or [])
             layers = tuple(LayerSparsity(**layer) for layer in d.get("layers") or [])
             zeroshot = ZeroShotRecord.from_json(d["zeroshot"]) if d.get("zeroshot") else None
-        except (EngineError, TypeError) as e:
+            structure = StructureRecord.from_json(d["structure"]) if d.get("structure") else None
+            speed = SpeedRecord.from_json(d["speed"]) if d.get("speed") else None
+        except (EngineError, TypeError, KeyError) as e:
             raise RunRecordError(f"run.json does not describe a run's settings or results ({e})") from None
         known, extra = _split(cls, d)
         known.pop("config", None)
@@ -246,6 +251,7 @@ class RunRecord:
                       "model": ModelInfo.from_json(d.get("model") or {}),
                       "calibration": CalibrationInfo.from_json(d.get("calibration") or {}),
                       "eval": EvalInfo.from_json(d["eval"]) if d.get("eval") else None, "zeroshot": zeroshot,
+                      "structure": structure, "speed": speed,
                       "blocks": blocks, "layers": layers, "timings": dict(d.get("timings") or {}),
                       "versions": dict(d.get("versions") or {}), "device": d.get("device") or ""}, extra=extra)
 
@@ -270,6 +276,9 @@ class RunRecord:
             out["eval"] = self.eval.to_json() if self.eval else None
         if self.zeroshot is not None:
             out["zeroshot"] = self.zeroshot.to_json()
+        for key in ("structure", "speed"):
+            if getattr(self, key) is not None:
+                out[key] = getattr(self, key).to_json()
         for key in ("saved_model", "finished", "error"):
             if getattr(self, key) is not None:
                 out[key] = getattr(self, key)
