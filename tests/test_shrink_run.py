@@ -59,7 +59,7 @@ def test_a_structured_run_records_what_it_removed_and_its_speed(capsys, tiny_mod
     assert StructureRecord.from_json(meta["structure"]) == structure and SpeedRecord.from_json(meta["speed"]) == speed
     assert meta["config"]["allocation"] == "uniform" and meta["config"]["speed"] == {"decode_tokens": 4, "repeats": 3}
     card = (saved / "README.md").read_text()
-    assert card.startswith("---\n") and 'method: "flap+bias"' in card and "austen:prideprejudice" in card
+    assert card.startswith("---\n") and 'method: "flap+bias"' in card and "Pride and Prejudice (Austen)" in card
     assert f"ppl {record.ppl}" not in card and f"{record.ppl:.3f}" in card
 
 

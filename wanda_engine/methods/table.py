@@ -182,7 +182,7 @@ BUILT_IN = (
            MethodStyle(PURPLE, "dashdot", "triangle-up", "x"), default_group="matrix"),
     # Structure removers: an open marker and a dotted line say 'structured' next to their mask relatives' colours.
     # Wanda-sp: Wanda's score summed over the output rows (the Wanda paper's structured variant as FLAP ports it).
-    Method("wanda-sp", Kind.STRUCTURE, "wanda_engine.methods.structure:wanda_sp_score", "Wanda-sp Σ_i |W_ij|·‖X_j‖₂",
+    Method("wanda-sp", Kind.STRUCTURE, "wanda_engine.methods.structure:wanda_sp_score", "Wanda-sp Σᵢ |W|·‖Xⱼ‖₂",
            MethodStyle(BLUE, "dot", "circle-open", "-"), **_REMOVER, removes=Structure.WIDTH),
     # FLAP (An et al., AAAI 2024): the fluctuation of each input channel times its column's squared norm.
     Method("flap", Kind.STRUCTURE, "wanda_engine.methods.structure:flap_score", "FLAP Var(X_j)·‖W_:j‖²",
