@@ -51,8 +51,8 @@ def ask_for_comparison(why: str) -> None:
 def steps_from_records(pair: explain.Comparison) -> None:
     source = pair.evidence
     records, record = source.records(), source.record
-    st.caption(f"Steps 2–4 read the records of run **{source.name}** ({record.label()}), where both metrics chose "
-               f"their masks on the same weights: {ui.measured_on(record)}.")
+    masks, theirs = explain.mask_sources(pair)
+    (st.caption if theirs else st.warning)(f"{masks} Measured on {ui.measured_on(record)}.")
     st.header("2. Do outliers exist in this model?")
     if not draw(explain.outliers(records, record), figures.explain_outliers, "explain_outliers",
                 "This run recorded no activation statistics, so there are no channel norms to show."):
