@@ -22,16 +22,19 @@ from typing import Any
 from app.messages import JobPrepared, JobRequest, JobStatus, Outcome
 from wanda_engine.core import stages
 from wanda_engine.core.errors import EngineError
-from wanda_engine.core.events import BlockFinished, BlockStarted, Event, MatrixPruned, PruneFinished, StageStarted
+from wanda_engine.core.events import (BlockFinished, BlockStarted, Event, MatrixPruned, PruneFinished, StageStarted,
+                                     WindowsEvaluated)
 from wanda_engine.repair.config import RepairRequest
 from wanda_engine.repair.events import RepairEval, RepairStep
 from wanda_engine.store.run_store import RunStore, load_run
+from wanda_engine.sweep.cost import run_cost
 
 PRUNE, REPAIR = "prune", "repair"  # a job's kind
 MAX_QUEUE = 64
 MAX_HISTORY = 50
 Loss = tuple[int, float, float, float]  # a repair's (step, loss, lr, elapsed_s)
 Evaluation = tuple[int, int, float]  # a repair's (step, tokens_seen, ppl)
+Eta = tuple[float | None, bool, float | None]  # (seconds left, leaves the evaluation out, the current stage's)
 
 _ids = itertools.count(1)
 
@@ -78,6 +81,10 @@ class JobView:
     cancel_requested: bool
     time_left_s: float | None = None  # the running job's estimate; None when not known
     time_left_partial: bool = False  # the estimate leaves the evaluation out (see stages.time_left)
+    stage_done: int = 0  # the current stage's own progress: windows evaluated (0 for stages that report none)
+    stage_total: int = 0
+    stage_left_s: float | None = None  # the current stage's own time left (see stages.stage_left)
+    expected_s: float | None = None  # a prune's seconds in this machine's past runs alike, the dense evaluation left out
 
     @property
     def kind(self) -> str:
@@ -121,6 +128,13 @@ class Job:
     pace_from: tuple[float, int] | None = None  # (time, step) of the first step seen: seconds per step since
     last_step_at: float | None = None
     repair_name: str | None = None
+    stage_done: int = 0  # windows evaluated in the current stage
+    stage_total: int = 0
+    # each stage's seconds in this machine's past runs alike (the run store's timings; sweep.cost), and the dense
+    # evaluation's when it is not cached: what the time left goes by before this server has run one alike
+    expected: dict[str, float] = field(default_factory=dict)
+    dense_ahead: float | None = None
+    expected_s: float | None = None  # the whole run, the dense evaluation left out
     cancel: threading.Event = field(default_factory=threading.Event, repr=False)
 
     def __post_init__(self) -> None:
@@ -146,8 +160,14 @@ class Job:
             done += min(self.matrices_done / self.matrices_per_block, 0.99)
         return min(done / self.num_blocks, 1.0)
 
-    def view(self, time_left: tuple[float | None, bool] = (None, False)) -> JobView:
-        """A frozen copy for the pages (taken under the runner's lock); `time_left`: (seconds, partial)."""
+    @property
+    def stage_fraction(self) -> float:
+        """Of the current stage, where it reports its progress (an evaluation's windows)."""
+        return min(self.stage_done / self.stage_total, 1.0) if self.stage_total else 0.0
+
+    def view(self, time_left: Eta = (None, False, None)) -> JobView:
+        """A frozen copy for the pages (taken under the runner's lock); `time_left`: (seconds, partial, the
+        current stage's seconds)."""
         elapsed = (self.finished or time.time()) - self.started if self.started else 0.0
         return JobView(
             id=self.id, request=self.request, owner=self.owner, label=self.label, model=self.model, batch=self.batch,
@@ -158,7 +178,8 @@ class Job:
             run_name=self.run_name, repair_name=self.repair_name, error=self.error, step=self.step,
             steps=self.steps, tokens_seen=self.tokens_seen, losses=tuple(self.losses), evals=tuple(self.evals),
             elapsed_s=elapsed, cancel_requested=self.cancel.is_set(), time_left_s=time_left[0],
-            time_left_partial=time_left[1])
+            time_left_partial=time_left[1], stage_done=self.stage_done, stage_total=self.stage_total,
+            stage_left_s=time_left[2], expected_s=self.expected_s)
 
 
 class JobRunner:
@@ -186,13 +207,25 @@ class JobRunner:
         """Queue a prune (RunRequest) or a repair (RepairRequest) behind every job already waiting."""
         getattr(self._executor, "start", lambda: None)()  # a worker process starts importing while the job queues
         model = _repaired_model(request) if isinstance(request, RepairRequest) else ""
+        expected = self._expectations(request)
         with self._lock:
             if len(self._queue) >= MAX_QUEUE:
                 raise EngineError(f"the queue already holds {MAX_QUEUE} runs; wait for some to finish or cancel them")
-            job = Job(request=request, owner=owner, label=label, batch=batch, model=model)
+            job = Job(request=request, owner=owner, label=label, batch=batch, model=model, **expected)
             self._queue.append(job)
             self._wake.notify_all()
             return job.view()
+
+    def batch_time_left(self, batch: str) -> float | None:
+        """Seconds until every job of `batch` is done: the running one's time left, then each queued one's
+        expected seconds; None when one of them is not known."""
+        with self._lock:
+            running = self._current if self._current is not None and self._current.batch == batch else None
+            ahead = [j.expected_s for j in self._queue if j.batch == batch]
+            left = self._eta(running)[0] if running is not None else 0.0
+        if left is None or any(s is None for s in ahead):
+            return None
+        return left + sum(ahead)
 
     def cancel(self, job_id: int) -> bool:
         """Cancel a queued job (removed at once) or the running one (stops at the next block, step or stage)."""
@@ -267,18 +300,37 @@ class JobRunner:
         ev = tuple(sorted(r.eval.to_dict().items())) if r.eval else None
         return (r.model, r.prune.label, r.prune.nsamples, r.prune.seqlen), (r.model, ev)
 
-    def _eta(self, job: Job) -> tuple[float | None, bool]:
-        """Seconds left and whether the estimate leaves the evaluation out (see stages.time_left)."""
+    def _eta(self, job: Job) -> Eta:
+        """Seconds left, whether the estimate leaves the evaluation out (see stages.time_left), and the current
+        stage's own seconds left: this server's memory of the last run alike first, else this machine's past runs."""
         if job.status != JobStatus.RUNNING:
-            return None, False
+            return None, False, None
         if job.kind == REPAIR:
-            return _repair_time_left(job)
+            return (*_repair_time_left(job), None)
         now = time.time()
         prune_key, eval_key = self._memory_keys(job)
-        expected = stages.expected_seconds(self._stage_memory.get(prune_key, {}), self._stage_memory.get(eval_key, {}),
-                                           job.stage_seconds)
-        return stages.time_left(stages.stage_order(job.request), job.stage, now - (job.stage_started or now), expected,
-                                job.prune_fraction, now - (job.prune_started or now))
+        expected = {**job.expected, **stages.expected_seconds(self._stage_memory.get(prune_key, {}),
+                                                              self._stage_memory.get(eval_key, {}), job.stage_seconds)}
+        spent = now - (job.stage_started or now)
+        left, partial = stages.time_left(stages.stage_order(job.request), job.stage, spent, expected,
+                                         job.prune_fraction, now - (job.prune_started or now), job.stage_fraction,
+                                         job.dense_ahead)
+        fraction = job.prune_fraction if job.stage == "prune" else job.stage_fraction
+        since = now - (job.prune_started or now) if job.stage == "prune" else spent
+        return left, partial, stages.stage_left(job.stage, since, expected, fraction)
+
+    def _expectations(self, request: JobRequest) -> dict[str, Any]:
+        """What a prune's stages took in this machine's past runs alike (read off the lock, from the run store): the
+        Job fields `expected`, `dense_ahead` and `expected_s`; none for a repair, or when the store is unreadable."""
+        if kind_of(request) != PRUNE:
+            return {}
+        listing = getattr(self._store_factory(), "list", None)  # None: a stand-in store that keeps no runs
+        try:
+            cost = run_cost(request, [run.record for run in listing() if run.complete] if listing else [])
+        except (EngineError, OSError):  # an unreadable store only costs the estimate
+            return {}
+        return {"expected": cost.stage_seconds(), "expected_s": cost.seconds(with_dense=False),
+                "dense_ahead": cost.dense_evaluation if cost.known and not cost.dense_cached else None}
 
     def _remember(self, job: Job) -> None:
         if job.status == JobStatus.COMPLETE and job.kind == PRUNE:
@@ -298,6 +350,11 @@ class JobRunner:
                 job.status, job.started = JobStatus.RUNNING, time.time()
                 self._current = job
             try:
+                # again as it starts: the run before it (the first of a Compare) may have measured what it will take
+                expected = self._expectations(job.request)
+                with self._lock:
+                    for name, value in expected.items():
+                        setattr(job, name, value)
                 self._run(job)
             finally:
                 with self._lock:
@@ -316,6 +373,7 @@ class JobRunner:
         if job.stage_started is not None and job.stage in stages.BY_NAME:
             job.stage_seconds[job.stage] = job.stage_seconds.get(job.stage, 0.0) + now - job.stage_started
         job.stage, job.detail, job.stage_started = stage, detail, now
+        job.stage_done = job.stage_total = 0
         if stage == "prune" and job.prune_started is None:
             job.prune_started = now
 
@@ -344,6 +402,8 @@ class JobRunner:
                 job.blocks.append(event)
             elif isinstance(event, PruneFinished):
                 job.num_blocks = event.num_blocks
+            elif isinstance(event, WindowsEvaluated):
+                job.stage_done, job.stage_total = event.done, event.windows
             elif isinstance(event, (RepairStep, RepairEval)):
                 _repair_progress(job, event)
 

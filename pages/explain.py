@@ -11,7 +11,7 @@ import streamlit as st
 from app import ui
 from app.export_controls import export_controls
 from app.progress import job_panel
-from app.submit import ERROR, submit, submit_sweep
+from app.submit import ERROR, submit, submit_sweep, time_sentences
 from wanda_engine.outputs import explain
 from wanda_engine.outputs import figures
 
@@ -41,7 +41,7 @@ def step_toy() -> None:
 
 def ask_for_comparison(why: str) -> None:
     st.info(f"{why} Steps 2–5 need a Wanda run and a magnitude run at the same settings: the button runs both with "
-            "the Prune page's settings (about a minute on the embedded model), and this page then explains them.")
+            f"the Prune page's settings, and this page then explains them. {time_sentences(single=False)}")
     st.button("Compare magnitude vs Wanda", type="primary", icon=":material/compare_arrows:", key="x_compare",
               on_click=submit, args=("compare",))
     show_error()

@@ -6,7 +6,7 @@ import streamlit as st
 from app import forms, ui
 from app.overview import overview
 from app.progress import job_panel
-from app.submit import ERROR, ensure_form_defaults, submit
+from app.submit import ERROR, ensure_form_defaults, submit, time_sentences
 from wanda_engine.config import PAPER_TASKS
 from wanda_engine.evaluation.tasks import local_task_names
 
@@ -90,8 +90,8 @@ c1.button("Compare magnitude vs Wanda", type="primary", icon=":material/compare_
           help="Queues a magnitude run and a Wanda run with the settings above, then shows them side by side.")
 c2.button("Run" + (" (queue)" if busy else ""), key="b_run", icon=":material/play_arrow:", on_click=submit, args=("single",),
           help="Prune with the method above." + (" Another run is in progress: this one waits in the queue." if busy else ""))
-c3.caption("With the defaults a run takes under a minute on a 2-core laptop CPU. Runs go on in the background while you "
-           "switch pages; one run at a time per server, the rest wait in a queue.")
+c3.caption(f"{time_sentences()} Runs go on in the background while you switch pages; one run at a time per server, the "
+           "rest wait in a queue.")
 if err := st.session_state.pop(ERROR, None):
     st.error(err)
 
