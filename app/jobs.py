@@ -20,6 +20,7 @@ from types import MappingProxyType
 from typing import Any
 
 from app.messages import JobPrepared, JobRequest, JobStatus, Outcome
+from wanda_engine.config import ScoreRequest
 from wanda_engine.core import stages
 from wanda_engine.core.errors import EngineError
 from wanda_engine.core.events import (BlockFinished, BlockStarted, Event, MatrixPruned, PruneFinished, StageStarted,
@@ -29,7 +30,7 @@ from wanda_engine.repair.events import RepairEval, RepairStep
 from wanda_engine.store.run_store import RunStore, load_run
 from wanda_engine.sweep.cost import run_cost
 
-PRUNE, REPAIR = "prune", "repair"  # a job's kind
+PRUNE, REPAIR, SCORE = "prune", "repair", "score"  # a job's kind
 MAX_QUEUE = 64
 MAX_HISTORY = 50
 Loss = tuple[int, float, float, float]  # a repair's (step, loss, lr, elapsed_s)
@@ -40,8 +41,10 @@ _ids = itertools.count(1)
 
 
 def kind_of(request: JobRequest) -> str:
-    """PRUNE for a RunRequest, REPAIR for a RepairRequest."""
-    return REPAIR if isinstance(request, RepairRequest) else PRUNE
+    """PRUNE for a RunRequest, REPAIR for a RepairRequest, SCORE for a ScoreRequest (an existing run's zero-shot)."""
+    if isinstance(request, RepairRequest):
+        return REPAIR
+    return SCORE if isinstance(request, ScoreRequest) else PRUNE
 
 
 @dataclass(frozen=True)
@@ -142,6 +145,9 @@ class Job:
             self.label = self.label or f"{self.request.config.label()} of {Path(self.request.run).name}"
             self.run_name = Path(self.request.run).name
             self.steps = self.request.config.steps
+        elif isinstance(self.request, ScoreRequest):
+            self.label = self.label or f"zero-shot {', '.join(self.request.zeroshot.tasks)} of {Path(self.request.run).name}"
+            self.run_name = Path(self.request.run).name
         else:
             self.label = self.label or self.request.prune.label
             self.model = self.model or self.request.model
@@ -206,7 +212,7 @@ class JobRunner:
     def submit(self, request: JobRequest, owner: str = "?", label: str = "", batch: str | None = None) -> JobView:
         """Queue a prune (RunRequest) or a repair (RepairRequest) behind every job already waiting."""
         getattr(self._executor, "start", lambda: None)()  # a worker process starts importing while the job queues
-        model = _repaired_model(request) if isinstance(request, RepairRequest) else ""
+        model = _repaired_model(request) if isinstance(request, (RepairRequest, ScoreRequest)) else ""
         expected = self._expectations(request)
         with self._lock:
             if len(self._queue) >= MAX_QUEUE:
@@ -307,6 +313,8 @@ class JobRunner:
             return None, False, None
         if job.kind == REPAIR:
             return (*_repair_time_left(job), None)
+        if job.kind == SCORE:  # each stage's own time only: no run alike to go by
+            return None, False, None
         now = time.time()
         prune_key, eval_key = self._memory_keys(job)
         expected = {**job.expected, **stages.expected_seconds(self._stage_memory.get(prune_key, {}),
@@ -419,9 +427,9 @@ class JobRunner:
             job.repair_name = outcome.repair_name or job.repair_name
 
 
-def _repaired_model(request: RepairRequest) -> str:
-    """The model a repair's run was pruned from, as its record names it ('' if the record cannot be read:
-    the repair itself then fails with one sentence)."""
+def _repaired_model(request: RepairRequest | ScoreRequest) -> str:
+    """The model a repaired or scored run was pruned from, as its record names it ('' if the record cannot be
+    read: the job itself then fails with one sentence)."""
     record = load_run(request.run).record
     return record.request.model if record is not None else ""
 

@@ -37,7 +37,7 @@ def _finish_batches() -> bool:
             ui.select_runs(current=by_method.get("wanda", done[-1].run_name),
                            compare=by_method.get("magnitude", done[0].run_name))
             st.session_state[COMPARE_DONE] = compare_total(done)
-        elif done and info["kind"] != "sweep":
+        elif done and info["kind"] not in ("sweep", "score"):  # a sweep's or a scoring's runs leave the selection
             ui.select_runs(current=done[-1].run_name)
         del batches[batch]
         changed = True

@@ -8,11 +8,14 @@ import streamlit as st
 
 from app import forms, ui
 from app.progress import COMPARE_DONE, watch
-from wanda_engine.config import RunRequest
-from wanda_engine.core.errors import EngineError
+from wanda_engine.config import RunRequest, ScoreRequest, ZeroShotConfig
+from wanda_engine.core.errors import ConfigError, EngineError
+from wanda_engine.store.run_store import Run
+from wanda_engine.store.zeroshot_record import joined_config
 from wanda_engine.sweep.cost import batch_sentence, run_cost, run_sentence
 
 ERROR = "_submit_error"  # one sentence for the page to show after a refused submission
+SCORE_NOTE = "_score_note"  # the runs a zero-shot scoring left out, and why
 
 
 def ensure_form_defaults() -> None:
@@ -99,3 +102,37 @@ def submit_sweep(requests: list[RunRequest], batch: str, purpose: str) -> None:
         return
     st.session_state.pop(ERROR, None)
     watch([j.id for j in jobs], "sweep")
+
+
+def score_requests(runs: list[Run], tasks: tuple[str, ...], limit: int | None) -> tuple[list[ScoreRequest], list[str]]:
+    """The zero-shot scorings the runs shown need: one per run that lacks one of `tasks` at this limit; and a
+    sentence for each run left out (scored already, or its earlier results were scored otherwise)."""
+    zc = ZeroShotConfig(tasks=tasks, limit=limit)
+    requests, said = [], []
+    for run in runs:
+        earlier = run.record.zeroshot
+        if earlier is not None and set(tasks) <= set(earlier.pruned.results) and earlier.config.limit == limit:
+            said.append(f"{run.name} has {', '.join(tasks)} at this limit already")
+            continue
+        try:
+            joined_config(earlier, zc)
+        except ConfigError as e:
+            said.append(f"{run.name}: {e}")
+            continue
+        requests.append(ScoreRequest(run=str(run.path), zeroshot=zc))
+    return requests, said
+
+
+def submit_scores(runs: list[Run], tasks: tuple[str, ...], limit: int | None) -> None:
+    """Queue the scorings `score_requests` plans, one batch; what was left out, or a refusal, in one sentence."""
+    try:
+        requests, said = score_requests(runs, tasks, limit)
+        runner = ui.job_runner()
+        jobs = [runner.submit(r, owner=ui.session_id(), batch=f"score-{uuid.uuid4().hex[:12]}") for r in requests]
+    except EngineError as e:
+        st.session_state[ERROR] = str(e)
+        return
+    st.session_state.pop(ERROR, None)
+    st.session_state[SCORE_NOTE] = "; ".join(said) + "." if said else ""
+    if jobs:
+        watch([j.id for j in jobs], "score")
