@@ -157,10 +157,10 @@ def test_an_existing_run_is_scored_from_its_re_created_model_and_bad_requests_wr
     assert json.loads(run_json.read_text()) == after.to_json()
 
     # another question limit than the run's results: refused before any model is loaded
-    monkeypatch.setattr(recreate, "load_model", lambda *a, **k: pytest.fail("a model was loaded"))
-    with pytest.raises(ConfigError, match="scored at 3 question"):
-        score_run(ScoreRequest(run=str(tiny_run.path), zeroshot=ZeroShotConfig(tasks=("boolq",), limit=5)))
-    monkeypatch.undo()
+    with monkeypatch.context() as patched:
+        patched.setattr(recreate, "load_model", lambda *a, **k: pytest.fail("a model was loaded"))
+        with pytest.raises(ConfigError, match="scored at 3 question"):
+            score_run(ScoreRequest(run=str(tiny_run.path), zeroshot=ZeroShotConfig(tasks=("boolq",), limit=5)))
     # a mask that is not the run's: one sentence, run.json as it was
     atomic_write_json(run_json, {**json.loads(run_json.read_text()), "mask_sha256": "0" * 64})
     tampered = run_json.read_bytes()
