@@ -91,13 +91,14 @@ def _progress_text(job: JobView) -> tuple[float, str]:
     return 0.0, stage_label(stage)
 
 
-def time_left_text(job: JobView) -> str:
-    """'~1:10', '~0:40 + eval', or the current stage's own ('~0:25 for evaluating the dense model'), or '…'."""
+def time_left_text(job: JobView) -> tuple[str, str]:
+    """(label, value) of the time left: the run's ('~1:10', '~0:40 + eval'), else the current stage's own
+    ('Time left in this stage', '~25 s'), else '…'."""
     if job.time_left_s is not None:
-        return f"~{ui.fmt_seconds(job.time_left_s)}" + (" + eval" if job.time_left_partial else "")
+        return "Time left (estimate)", f"~{ui.fmt_seconds(job.time_left_s)}" + (" + eval" if job.time_left_partial else "")
     if job.stage_left_s is not None:
-        return f"~{ui.fmt_seconds(job.stage_left_s)} for {stage_label(job.stage)}"
-    return "…"
+        return "Time left in this stage", f"~{ui.fmt_seconds(job.stage_left_s)}"
+    return "Time left (estimate)", "…"
 
 
 def _job_line(job: JobView) -> str:
@@ -113,7 +114,7 @@ def _running(job: JobView, live_chart: bool = True) -> None:
     st.progress(fraction, text=text)
     c1, c2, c3, c4 = st.columns([1, 1, 1, 1])
     c1.metric("Elapsed", ui.fmt_seconds(job.elapsed_s))
-    c2.metric("Time left (estimate)", time_left_text(job),
+    c2.metric(*time_left_text(job),
               help="Pruning extrapolated from the blocks done so far, an evaluation from its windows; the other "
                    "stages from the last run alike on this server, else from this machine's past runs alike. "
                    "Nothing is promised for a stage no run alike has measured here.")

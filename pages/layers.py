@@ -20,7 +20,7 @@ if run is not None:
         masks = " and ".join(rec.mask_label(m) for m in rec.hist)
         st.caption(f"`{rec.full_name}` · shape {rec.shape[0]}×{rec.shape[1]} (out × in) · run: {rec.mask_label(rec.method)}"
                    f" · the histograms split each metric by its own mask: {masks} · achieved sparsity {rec.sparsity:.2%}"
-                   + (f" · proxy error Σ ΔW²‖Xⱼ‖² / Σ W²‖Xⱼ‖² = {rec.proxy_error:.4f}" if rec.proxy_error is not None else ""))
+                   + (f" · proxy error Σ ΔW²‖Xⱼ‖² / Σ W²‖Xⱼ‖² = {rec.proxy_error:.3g}" if rec.proxy_error is not None else ""))
         ui.chart(figures.metric_histograms(rec), key="layers_hist")
         ui.chart(figures.channel_norms(rec), key="layers_channels")
         st.caption(ui.calib_caption(run.record))

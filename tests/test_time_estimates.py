@@ -105,7 +105,8 @@ def test_the_sentences_say_the_numbers_or_that_nothing_is_measured():
     assert none.startswith("No run like wanda 50% (16 × 256 calibration tokens, 10 × 512 evaluation tokens) has "
                            "finished on this machine yet") and not re.search(r"\d+ s\b|min", none)
     some = cost.run_sentence(cost.run_cost(request, the_compares_pair() + [past_run("wanda", 50.0, name="w2")]))
-    assert "takes about 1 min 13 s (2 runs alike: 1 min 3 s to 1 min 13 s)" in some, some
+    assert "takes about 1 min 13 s (1 min 3 s to 1 min 13 s, from the 2 runs pruned and 3 runs evaluated alike " \
+           "here)" in some, some
     first = cost.run_sentence(cost.run_cost(RunRequest(prune=PruneConfig(), eval=EvalConfig(seqlen=512, windows=4)),
                                             [past_run("wanda", 40.0, name="w")]))
     assert "No run like" in first  # no evaluation at these settings measured: no promise
@@ -136,7 +137,7 @@ def test_perplexity_reports_its_windows_batch_by_batch():
     tokens = torch.randint(0, 512, (1, 5 * 32 + 7), generator=torch.Generator().manual_seed(0))
     seen: list[tuple[int, int]] = []
     result = perplexity(model, tokens, 32, "random", windows=5, batch_size=2, on_windows=lambda d, n: seen.append((d, n)))
-    assert seen == [(2, 5), (4, 5), (5, 5)] and result.windows == 5
+    assert seen == [(0, 5), (2, 5), (4, 5), (5, 5)] and result.windows == 5
     assert perplexity(model, tokens, 32, "random", windows=5, batch_size=2).ppl == result.ppl
 
 
@@ -160,8 +161,9 @@ def test_a_run_reports_the_dense_evaluations_windows_until_it_is_cached(tiny_mod
         execute_run(request, run_dir=run_dir, on_event=on_event, loaded=loaded)
         return seen
 
-    assert windows_by_stage(tmp_path / "first") == {"eval-dense": [(4, 6), (6, 6)], "eval": [(4, 6), (6, 6)]}
-    assert windows_by_stage(tmp_path / "second") == {"eval": [(4, 6), (6, 6)]}  # the dense result is cached now
+    assert windows_by_stage(tmp_path / "first") == {"eval-dense": [(0, 6), (4, 6), (6, 6)],
+                                                    "eval": [(0, 6), (4, 6), (6, 6)]}
+    assert windows_by_stage(tmp_path / "second") == {"eval": [(0, 6), (4, 6), (6, 6)]}  # the dense result is cached
 
 
 def _write_run(root: Path, record: RunRecord) -> None:
@@ -199,7 +201,7 @@ def test_the_runner_gives_the_dense_evaluation_progress_and_a_time_left(tmp_path
         job = runner.current()
         assert (job.stage_done, job.stage_total) == (2, 10)
         assert 1.2 < job.stage_left_s < 2.5, job  # 0.4 s for 2 of 10 windows: about 1.6 s for the other 8
-        assert job.time_left_s is None and time_left_text(job).endswith("for evaluating the dense model")
+        assert job.time_left_s is None and time_left_text(job)[0] == "Time left in this stage"
         go.set()
         assert runner.wait_idle(30)
         # this machine's past runs alike (another evaluation setting: the dense model is not cached for this one)
@@ -235,7 +237,8 @@ def test_the_pages_say_what_runs_alike_took_here_or_that_none_has(app_env):
     said = _captions(at)
     assert "No run like wanda 50% (16 × 256 calibration tokens, 10 × 512 evaluation tokens) has finished on this " \
            "machine yet" in said
-    assert "The Compare (magnitude 50% from the weights alone, then wanda 50%) has no time on this machine yet" in said
+    assert "The Compare (magnitude 50% from the weights alone, then wanda 50%) has no time on this machine yet: " \
+           "magnitude 50% and wanda 50% at these settings not measured here." in said
     assert "Estimated time" in [m.label for m in goto(at, "sweep").metric]
     assert next(m.value for m in at.metric if m.label == "Estimated time") == "unknown"
     at = goto(at, "explain")  # no comparison yet: the page offers the Compare and says what it is known to take
@@ -248,7 +251,7 @@ def test_the_pages_say_what_runs_alike_took_here_or_that_none_has(app_env):
     at = new_app()
     said = _captions(at)
     assert "On this machine a run like wanda 50% (16 × 256 calibration tokens, 10 × 512 evaluation tokens) takes " \
-           "about 1 min 3 s (1 run alike: 1 min 3 s)" in said, said
+           "about 1 min 3 s (from the 1 run pruned and 2 runs evaluated alike here)" in said, said
     assert "The Compare (magnitude 50% from the weights alone, then wanda 50%) takes about 1 min 34 s on this " \
            "machine" in said, said
     at = goto(at, "sweep")

@@ -64,6 +64,8 @@ def perplexity(model: nn.Module, tokens: torch.Tensor, seqlen: int, dataset: str
     batches = tokens.view(-1)[: n * seqlen].view(n, seqlen).split(batch_size)  # [n, seqlen]
     t0 = time.perf_counter()
     nll_sum, count = 0.0, 0
+    if on_windows is not None:
+        on_windows(0, n)  # how many there are, before the first batch takes its time
     with torch.inference_mode():
         for batch in batches:
             if cancel is not None and cancel.is_set():

@@ -168,11 +168,14 @@ def run_sentence(cost: RunCost) -> str:
         return (f"No run like {what} has finished on this machine yet, so no time is promised: the progress "
                 "shows each stage and estimates the time left as it goes.")
     low, high = cost.span()
-    spread = f"{duration_text(low)} to {duration_text(high)}" if round(high) > round(low) else duration_text(low)
-    alike = f"{cost.runs} run alike" if cost.runs == 1 else f"{cost.runs} runs alike"
+    spread = f"{duration_text(low)} to {duration_text(high)}, " if round(high) > round(low) else ""
+    runs = lambda n: f"{n} run" if n == 1 else f"{n} runs"  # noqa: E731
+    alike = (f"{runs(cost.runs)} pruned and {runs(len(cost.evaluation))} evaluated alike here" if cost.evaluation
+             else f"{runs(cost.runs)} pruned alike here")
     dense = (f", its first run also evaluating the dense model (~{duration_text(cost.dense_evaluation)}, cached "
              "afterwards)" if cost.dense_evaluation else "")
-    return f"On this machine a run like {what} takes about {duration_text(cost.seconds())} ({alike}: {spread}){dense}."
+    return f"On this machine a run like {what} takes about {duration_text(cost.seconds())} ({spread}from the " \
+           f"{alike}){dense}."
 
 
 def batch_sentence(requests: Sequence[RunRequest], past_runs: Sequence[RunRecord], what: str) -> str:
@@ -183,7 +186,7 @@ def batch_sentence(requests: Sequence[RunRequest], past_runs: Sequence[RunRecord
                           for c in costs)
     seconds = batch_seconds(requests, past_runs)
     if seconds is None:
-        missing = ", ".join(settings_text(c.request) for c in costs if not c.known)
-        return f"{what} ({runs}) has no time on this machine yet: no run like {missing} has finished here."
+        missing = " and ".join(c.request.prune.label for c in costs if not c.known)
+        return f"{what} ({runs}) has no time on this machine yet: {missing} at these settings not measured here."
     return (f"{what} ({runs}) takes about {duration_text(seconds)} on this machine, from its past runs alike"
             + ("" if all(c.dense_cached for c in costs) else ", the dense model's first evaluation included") + ".")
