@@ -2,8 +2,8 @@
 SystemError "AST constructor recursion depth mismatch" that failed test_repair_app once on a fresh machine.
 
 The stress runs, at once, what converts syntax trees in this project's threads: a script thread compiling a page as
-Streamlit's ScriptCache does (with the project's .streamlit/config.toml), a job thread reading a run's
-calibration.npy as a repair does (numpy parses every .npy header with ast.literal_eval), a second session reading a
+Streamlit's ScriptCache did with magic on (the project turns magic off now; the lock must hold without that), a job
+thread reading a run's calibration.npy as a repair does (numpy parses every .npy header with ast.literal_eval), a second session reading a
 run's arrays.npz, and pytest rewriting a test module (a tree compiled). The race needs a thread switch in the middle
 of a conversion, which happens when a garbage collection there runs Python code: the stress makes that frequent (a
 gc callback, a low collection threshold, a tiny switch interval) so that seconds show what a fresh machine hit once
@@ -60,16 +60,17 @@ def _npz(arrays: dict[str, np.ndarray]) -> bytes:
 
 def stress(seconds: float, stop_at_first: bool = False) -> tuple[list[str], dict[str, int]]:
     """Run the four converting threads for `seconds`; returns the SystemErrors they met and each one's count."""
-    from streamlit.runtime.scriptrunner.script_cache import ScriptCache
+    from streamlit.runtime.scriptrunner import magic
 
     calibration = _npy(np.arange(16 * 256, dtype=np.int64).reshape(16, 256))  # a run's calibration.npy
     arrays = _npz({f"{b}/mlp.down_proj/{k}": np.zeros(64, np.float32) for b in range(4)
                    for k in ("density", "channel_norms")})  # a run's arrays.npz: one header per array
     rewritten = ast.parse((REPO / "tests" / "test_explain.py").read_text())  # what pytest compiles after rewriting
-    page = str(REPO / "pages" / "explain.py")
+    page = REPO / "pages" / "explain.py"
+    source = page.read_text()
 
-    def page_compile() -> None:
-        ScriptCache().get_bytecode(page)
+    def page_compile() -> None:  # Streamlit's ScriptCache with magic on, as the server compiled pages before
+        compile(magic.add_magic(source, str(page)), str(page), "exec", dont_inherit=True)
 
     def job_thread() -> None:
         np.load(io.BytesIO(calibration), allow_pickle=False)
