@@ -204,6 +204,7 @@ class JobRunner:
         self._history: collections.deque[Job] = collections.deque(maxlen=MAX_HISTORY)
         # seconds each stage took last time, per (model, eval settings): estimates the time left
         self._stage_memory: dict[tuple, dict[str, float]] = {}
+        self._past: tuple[float, list[Any]] | None = None  # (when, the store's complete runs' records): _past_runs
         self._thread = threading.Thread(target=self._work, name="wanda-job-runner", daemon=True)
         self._closed = False
         self._thread.start()
@@ -327,18 +328,26 @@ class JobRunner:
         since = now - (job.prune_started or now) if job.stage == "prune" else spent
         return left, partial, stages.stage_left(job.stage, since, expected, fraction)
 
-    def _expectations(self, request: JobRequest) -> dict[str, Any]:
+    def _expectations(self, request: JobRequest, fresh: bool = False) -> dict[str, Any]:
         """What a prune's stages took in this machine's past runs alike (read off the lock, from the run store): the
         Job fields `expected`, `dense_ahead` and `expected_s`; none for a repair, or when the store is unreadable."""
         if kind_of(request) != PRUNE:
             return {}
-        listing = getattr(self._store_factory(), "list", None)  # None: a stand-in store that keeps no runs
         try:
-            cost = run_cost(request, [run.record for run in listing() if run.complete] if listing else [])
+            cost = run_cost(request, self._past_runs(fresh))
         except (EngineError, OSError):  # an unreadable store only costs the estimate
             return {}
         return {"expected": cost.stage_seconds(), "expected_s": cost.seconds(with_dense=False),
                 "dense_ahead": cost.dense_evaluation if cost.known and not cost.dense_cached else None}
+
+    def _past_runs(self, fresh: bool = False) -> list[Any]:
+        """The store's complete runs' records, read at most once a second while jobs are queued (a sweep queues its
+        points at once); `fresh`: read now (a job starts: the one before it may have just finished)."""
+        now = time.monotonic()
+        if fresh or self._past is None or now - self._past[0] > 1.0:
+            listing = getattr(self._store_factory(), "list", None)  # None: a stand-in store that keeps no runs
+            self._past = (now, [run.record for run in listing() if run.complete] if listing else [])
+        return self._past[1]
 
     def _remember(self, job: Job) -> None:
         if job.status == JobStatus.COMPLETE and job.kind == PRUNE:
@@ -359,7 +368,7 @@ class JobRunner:
                 self._current = job
             try:
                 # again as it starts: the run before it (the first of a Compare) may have measured what it will take
-                expected = self._expectations(job.request)
+                expected = self._expectations(job.request, fresh=True)
                 with self._lock:
                     for name, value in expected.items():
                         setattr(job, name, value)
