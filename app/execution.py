@@ -13,7 +13,7 @@ from dataclasses import replace
 from typing import Any
 
 from app.messages import ENDED, Cancel, JobPrepared, JobRequest, JobStatus, Loader, Outcome
-from wanda_engine.config import RunRequest
+from wanda_engine.config import RunRequest, ScoreRequest
 from wanda_engine.core.errors import EngineError, PruneCancelled
 from wanda_engine.core.events import Event, StageStarted
 from wanda_engine.inputs.layers import find_blocks, find_linears
@@ -22,6 +22,7 @@ from wanda_engine.repair.config import RepairRequest
 from wanda_engine.repair.run import execute_repair
 from wanda_engine.runner.execute import execute_run, run_stem
 from wanda_engine.runner.lifecycle import OOM_ERRORS, out_of_memory
+from wanda_engine.runner.score import score_run, scorable_run
 from wanda_engine.store.run_store import RunStore, load_run
 
 DenseLookup = Callable[[RunRequest], Any]  # a run's request -> the dense model it was pruned from, or None
@@ -81,6 +82,20 @@ def run_repair_job(request: RepairRequest, lookup: DenseLookup, repair: Callable
     return Outcome(status, run_name=record.run, error=record.error, repair_name=record.name)
 
 
+def run_score_job(request: ScoreRequest, lookup: DenseLookup, score: Callable[..., Any],
+                  on_event: Callable[[Event], None], cancel: Cancel) -> Outcome:
+    """Score an existing run on zero-shot tasks, its dense model from `lookup` (loaded once it is known the run can
+    be scored); every error becomes an Outcome."""
+    try:
+        run = scorable_run(request)
+        on_event(StageStarted(0.0, "load-model", run.record.request.model))
+        loaded = lookup(run.record.request)
+        record = score(request, on_event=on_event, cancel=cancel, loaded=loaded)
+    except Exception as e:  # noqa: BLE001 - every error, a bug too, ends this job only: keep the worker alive
+        return _stopped(e, "scoring the run")
+    return Outcome(JobStatus.COMPLETE, run_name=record.name)
+
+
 class ModelCache:
     """The dense models jobs start from, keyed by everything that changes the loaded weights."""
 
@@ -113,12 +128,14 @@ class InProcess:
     the dense model `loader` gives for the repaired run's request."""
 
     def __init__(self, loader: Loader, runner: Callable[..., Any] = execute_run,
-                 repairer: Callable[..., Any] = execute_repair):
-        self._loader, self._runner, self._repairer = loader, runner, repairer
+                 repairer: Callable[..., Any] = execute_repair, scorer: Callable[..., Any] = score_run):
+        self._loader, self._runner, self._repairer, self._scorer = loader, runner, repairer, scorer
 
     def run(self, request: JobRequest, store: Any, on_event: Callable[[Event], None], cancel: Cancel) -> Outcome:
         if isinstance(request, RepairRequest):
             return run_repair_job(request, self._loader, self._repairer, on_event, cancel)
+        if isinstance(request, ScoreRequest):
+            return run_score_job(request, self._loader, self._scorer, on_event, cancel)
         return run_job(request, store, self._loader, self._runner, on_event, cancel)
 
     def close(self) -> None:
@@ -126,13 +143,15 @@ class InProcess:
 
 
 def serve(orders: Any, messages: Any, cancel: Any) -> None:
-    """The child process: run each order (a prune or a repair, one at a time), stream its events, then its
-    outcome; None stops it."""
+    """The child process: run each order (a prune, a repair or a zero-shot scoring, one at a time), stream its
+    events, then its outcome; None stops it."""
     models = ModelCache()
     while (order := orders.get()) is not None:
         request, store_root = order
         if isinstance(request, RepairRequest):
             outcome = run_repair_job(request, models.cached, execute_repair, messages.put, cancel)
+        elif isinstance(request, ScoreRequest):
+            outcome = run_score_job(request, models.get, score_run, messages.put, cancel)
         else:
             outcome = run_job(request, RunStore(store_root), models.get, execute_run, messages.put, cancel)
         messages.put(outcome)

@@ -19,7 +19,7 @@ from wanda_engine.methods import table
 from wanda_engine.core.errors import ConfigError, DataError
 from wanda_engine.store.run_store import RunStore, atomic_write_bytes
 
-# What the first-time visitor gets: the embedded model runs in about a minute on 2 CPU cores.
+# What the first-time visitor gets: the embedded model at small settings (the Prune page says what runs alike took here).
 DEFAULTS: dict[str, Any] = {
     "model_kind": "default", "model_text": "", "method": "wanda", "sparsity": 0.5, "pattern": "unstructured",
     "custom_nm": "", "group": "default", "calib": "default", "nsamples": 16, "seqlen": 256, "seed": 0,

@@ -20,25 +20,31 @@ from types import MappingProxyType
 from typing import Any
 
 from app.messages import JobPrepared, JobRequest, JobStatus, Outcome
+from wanda_engine.config import ScoreRequest
 from wanda_engine.core import stages
 from wanda_engine.core.errors import EngineError
-from wanda_engine.core.events import BlockFinished, BlockStarted, Event, MatrixPruned, PruneFinished, StageStarted
+from wanda_engine.core.events import (BlockFinished, BlockStarted, Event, MatrixPruned, PruneFinished, StageStarted,
+                                     WindowsEvaluated)
 from wanda_engine.repair.config import RepairRequest
 from wanda_engine.repair.events import RepairEval, RepairStep
 from wanda_engine.store.run_store import RunStore, load_run
+from wanda_engine.sweep.cost import run_cost
 
-PRUNE, REPAIR = "prune", "repair"  # a job's kind
+PRUNE, REPAIR, SCORE = "prune", "repair", "score"  # a job's kind
 MAX_QUEUE = 64
 MAX_HISTORY = 50
 Loss = tuple[int, float, float, float]  # a repair's (step, loss, lr, elapsed_s)
 Evaluation = tuple[int, int, float]  # a repair's (step, tokens_seen, ppl)
+Eta = tuple[float | None, bool, float | None]  # (seconds left, leaves the evaluation out, the current stage's)
 
 _ids = itertools.count(1)
 
 
 def kind_of(request: JobRequest) -> str:
-    """PRUNE for a RunRequest, REPAIR for a RepairRequest."""
-    return REPAIR if isinstance(request, RepairRequest) else PRUNE
+    """PRUNE for a RunRequest, REPAIR for a RepairRequest, SCORE for a ScoreRequest (an existing run's zero-shot)."""
+    if isinstance(request, RepairRequest):
+        return REPAIR
+    return SCORE if isinstance(request, ScoreRequest) else PRUNE
 
 
 @dataclass(frozen=True)
@@ -78,6 +84,10 @@ class JobView:
     cancel_requested: bool
     time_left_s: float | None = None  # the running job's estimate; None when not known
     time_left_partial: bool = False  # the estimate leaves the evaluation out (see stages.time_left)
+    stage_done: int = 0  # the current stage's own progress: windows evaluated (0 for stages that report none)
+    stage_total: int = 0
+    stage_left_s: float | None = None  # the current stage's own time left (see stages.stage_left)
+    expected_s: float | None = None  # a prune's seconds in this machine's past runs alike, the dense evaluation left out
 
     @property
     def kind(self) -> str:
@@ -121,6 +131,13 @@ class Job:
     pace_from: tuple[float, int] | None = None  # (time, step) of the first step seen: seconds per step since
     last_step_at: float | None = None
     repair_name: str | None = None
+    stage_done: int = 0  # windows evaluated in the current stage
+    stage_total: int = 0
+    # each stage's seconds in this machine's past runs alike (the run store's timings; sweep.cost), and the dense
+    # evaluation's when it is not cached: what the time left goes by before this server has run one alike
+    expected: dict[str, float] = field(default_factory=dict)
+    dense_ahead: float | None = None
+    expected_s: float | None = None  # the whole run, the dense evaluation left out
     cancel: threading.Event = field(default_factory=threading.Event, repr=False)
 
     def __post_init__(self) -> None:
@@ -128,6 +145,9 @@ class Job:
             self.label = self.label or f"{self.request.config.label()} of {Path(self.request.run).name}"
             self.run_name = Path(self.request.run).name
             self.steps = self.request.config.steps
+        elif isinstance(self.request, ScoreRequest):
+            self.label = self.label or f"zero-shot {', '.join(self.request.zeroshot.tasks)} of {Path(self.request.run).name}"
+            self.run_name = Path(self.request.run).name
         else:
             self.label = self.label or self.request.prune.label
             self.model = self.model or self.request.model
@@ -146,8 +166,14 @@ class Job:
             done += min(self.matrices_done / self.matrices_per_block, 0.99)
         return min(done / self.num_blocks, 1.0)
 
-    def view(self, time_left: tuple[float | None, bool] = (None, False)) -> JobView:
-        """A frozen copy for the pages (taken under the runner's lock); `time_left`: (seconds, partial)."""
+    @property
+    def stage_fraction(self) -> float:
+        """Of the current stage, where it reports its progress (an evaluation's windows)."""
+        return min(self.stage_done / self.stage_total, 1.0) if self.stage_total else 0.0
+
+    def view(self, time_left: Eta = (None, False, None)) -> JobView:
+        """A frozen copy for the pages (taken under the runner's lock); `time_left`: (seconds, partial, the
+        current stage's seconds)."""
         elapsed = (self.finished or time.time()) - self.started if self.started else 0.0
         return JobView(
             id=self.id, request=self.request, owner=self.owner, label=self.label, model=self.model, batch=self.batch,
@@ -158,7 +184,8 @@ class Job:
             run_name=self.run_name, repair_name=self.repair_name, error=self.error, step=self.step,
             steps=self.steps, tokens_seen=self.tokens_seen, losses=tuple(self.losses), evals=tuple(self.evals),
             elapsed_s=elapsed, cancel_requested=self.cancel.is_set(), time_left_s=time_left[0],
-            time_left_partial=time_left[1])
+            time_left_partial=time_left[1], stage_done=self.stage_done, stage_total=self.stage_total,
+            stage_left_s=time_left[2], expected_s=self.expected_s)
 
 
 class JobRunner:
@@ -177,6 +204,7 @@ class JobRunner:
         self._history: collections.deque[Job] = collections.deque(maxlen=MAX_HISTORY)
         # seconds each stage took last time, per (model, eval settings): estimates the time left
         self._stage_memory: dict[tuple, dict[str, float]] = {}
+        self._past: tuple[float, list[Any]] | None = None  # (when, the store's complete runs' records): _past_runs
         self._thread = threading.Thread(target=self._work, name="wanda-job-runner", daemon=True)
         self._closed = False
         self._thread.start()
@@ -185,14 +213,26 @@ class JobRunner:
     def submit(self, request: JobRequest, owner: str = "?", label: str = "", batch: str | None = None) -> JobView:
         """Queue a prune (RunRequest) or a repair (RepairRequest) behind every job already waiting."""
         getattr(self._executor, "start", lambda: None)()  # a worker process starts importing while the job queues
-        model = _repaired_model(request) if isinstance(request, RepairRequest) else ""
+        model = _repaired_model(request) if isinstance(request, (RepairRequest, ScoreRequest)) else ""
+        expected = self._expectations(request)
         with self._lock:
             if len(self._queue) >= MAX_QUEUE:
                 raise EngineError(f"the queue already holds {MAX_QUEUE} runs; wait for some to finish or cancel them")
-            job = Job(request=request, owner=owner, label=label, batch=batch, model=model)
+            job = Job(request=request, owner=owner, label=label, batch=batch, model=model, **expected)
             self._queue.append(job)
             self._wake.notify_all()
             return job.view()
+
+    def batch_time_left(self, batch: str) -> float | None:
+        """Seconds until every job of `batch` is done: the running one's time left, then each queued one's
+        expected seconds; None when one of them is not known."""
+        with self._lock:
+            running = self._current if self._current is not None and self._current.batch == batch else None
+            ahead = [j.expected_s for j in self._queue if j.batch == batch]
+            left = self._eta(running)[0] if running is not None else 0.0
+        if left is None or any(s is None for s in ahead):
+            return None
+        return left + sum(ahead)
 
     def cancel(self, job_id: int) -> bool:
         """Cancel a queued job (removed at once) or the running one (stops at the next block, step or stage)."""
@@ -267,18 +307,47 @@ class JobRunner:
         ev = tuple(sorted(r.eval.to_dict().items())) if r.eval else None
         return (r.model, r.prune.label, r.prune.nsamples, r.prune.seqlen), (r.model, ev)
 
-    def _eta(self, job: Job) -> tuple[float | None, bool]:
-        """Seconds left and whether the estimate leaves the evaluation out (see stages.time_left)."""
+    def _eta(self, job: Job) -> Eta:
+        """Seconds left, whether the estimate leaves the evaluation out (see stages.time_left), and the current
+        stage's own seconds left: this server's memory of the last run alike first, else this machine's past runs."""
         if job.status != JobStatus.RUNNING:
-            return None, False
+            return None, False, None
         if job.kind == REPAIR:
-            return _repair_time_left(job)
+            return (*_repair_time_left(job), None)
+        if job.kind == SCORE:  # each stage's own time only: no run alike to go by
+            return None, False, None
         now = time.time()
         prune_key, eval_key = self._memory_keys(job)
-        expected = stages.expected_seconds(self._stage_memory.get(prune_key, {}), self._stage_memory.get(eval_key, {}),
-                                           job.stage_seconds)
-        return stages.time_left(stages.stage_order(job.request), job.stage, now - (job.stage_started or now), expected,
-                                job.prune_fraction, now - (job.prune_started or now))
+        expected = {**job.expected, **stages.expected_seconds(self._stage_memory.get(prune_key, {}),
+                                                              self._stage_memory.get(eval_key, {}), job.stage_seconds)}
+        spent = now - (job.stage_started or now)
+        left, partial = stages.time_left(stages.stage_order(job.request), job.stage, spent, expected,
+                                         job.prune_fraction, now - (job.prune_started or now), job.stage_fraction,
+                                         job.dense_ahead)
+        fraction = job.prune_fraction if job.stage == "prune" else job.stage_fraction
+        since = now - (job.prune_started or now) if job.stage == "prune" else spent
+        return left, partial, stages.stage_left(job.stage, since, expected, fraction)
+
+    def _expectations(self, request: JobRequest, fresh: bool = False) -> dict[str, Any]:
+        """What a prune's stages took in this machine's past runs alike (read off the lock, from the run store): the
+        Job fields `expected`, `dense_ahead` and `expected_s`; none for a repair, or when the store is unreadable."""
+        if kind_of(request) != PRUNE:
+            return {}
+        try:
+            cost = run_cost(request, self._past_runs(fresh))
+        except (EngineError, OSError):  # an unreadable store only costs the estimate
+            return {}
+        return {"expected": cost.stage_seconds(), "expected_s": cost.seconds(with_dense=False),
+                "dense_ahead": cost.dense_evaluation if cost.known and not cost.dense_cached else None}
+
+    def _past_runs(self, fresh: bool = False) -> list[Any]:
+        """The store's complete runs' records, read at most once a second while jobs are queued (a sweep queues its
+        points at once); `fresh`: read now (a job starts: the one before it may have just finished)."""
+        now = time.monotonic()
+        if fresh or self._past is None or now - self._past[0] > 1.0:
+            listing = getattr(self._store_factory(), "list", None)  # None: a stand-in store that keeps no runs
+            self._past = (now, [run.record for run in listing() if run.complete] if listing else [])
+        return self._past[1]
 
     def _remember(self, job: Job) -> None:
         if job.status == JobStatus.COMPLETE and job.kind == PRUNE:
@@ -298,6 +367,11 @@ class JobRunner:
                 job.status, job.started = JobStatus.RUNNING, time.time()
                 self._current = job
             try:
+                # again as it starts: the run before it (the first of a Compare) may have measured what it will take
+                expected = self._expectations(job.request, fresh=True)
+                with self._lock:
+                    for name, value in expected.items():
+                        setattr(job, name, value)
                 self._run(job)
             finally:
                 with self._lock:
@@ -316,6 +390,7 @@ class JobRunner:
         if job.stage_started is not None and job.stage in stages.BY_NAME:
             job.stage_seconds[job.stage] = job.stage_seconds.get(job.stage, 0.0) + now - job.stage_started
         job.stage, job.detail, job.stage_started = stage, detail, now
+        job.stage_done = job.stage_total = 0
         if stage == "prune" and job.prune_started is None:
             job.prune_started = now
 
@@ -344,6 +419,8 @@ class JobRunner:
                 job.blocks.append(event)
             elif isinstance(event, PruneFinished):
                 job.num_blocks = event.num_blocks
+            elif isinstance(event, WindowsEvaluated):
+                job.stage_done, job.stage_total = event.done, event.windows
             elif isinstance(event, (RepairStep, RepairEval)):
                 _repair_progress(job, event)
 
@@ -359,9 +436,9 @@ class JobRunner:
             job.repair_name = outcome.repair_name or job.repair_name
 
 
-def _repaired_model(request: RepairRequest) -> str:
-    """The model a repair's run was pruned from, as its record names it ('' if the record cannot be read:
-    the repair itself then fails with one sentence)."""
+def _repaired_model(request: RepairRequest | ScoreRequest) -> str:
+    """The model a repaired or scored run was pruned from, as its record names it ('' if the record cannot be
+    read: the job itself then fails with one sentence)."""
     record = load_run(request.run).record
     return record.request.model if record is not None else ""
 

@@ -47,7 +47,8 @@ def _why(rec: MatrixRecord, source: Run) -> str:
             "any others; Wanda multiplies |W| by ‖Xⱼ‖₂ and keeps them, so the pruned model stays close to the dense one.")
     if rec.overlap is not None:
         text += (f" In this matrix the two methods agree on only {rec.overlap.jaccard:.0%} of the pruned weights "
-                 f"(Jaccard index of the {source.record.request.prune.method} and {rec.overlap.reference} masks).")
+                 f"(Jaccard index of the two masks: {rec.mask_label(rec.method)}; {rec.mask_label(rec.overlap.reference)})"
+                 ".")
     return text
 
 

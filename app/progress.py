@@ -12,6 +12,7 @@ from wanda_engine.outputs import figures
 BATCHES = "_batches"  # batch id -> {"kind": "compare"|"sweep"|"single", "jobs": [ids]}, submitted by this session
 SEEN = "_seen_finished"  # id of the newest finished job this session has reloaded for
 BUSY_SEEN = "_busy_seen"  # whether the runner was busy when this session's page last ran in full
+COMPARE_DONE = "_compare_done"  # the sentence that says what this session's last Compare took
 
 
 def watch(job_ids: list[int], kind: str) -> None:
@@ -35,7 +36,8 @@ def _finish_batches() -> bool:
             by_method = {j.request.prune.method: j.run_name for j in done}
             ui.select_runs(current=by_method.get("wanda", done[-1].run_name),
                            compare=by_method.get("magnitude", done[0].run_name))
-        elif done and info["kind"] != "sweep":
+            st.session_state[COMPARE_DONE] = compare_total(done)
+        elif done and info["kind"] not in ("sweep", "score"):  # a sweep's or a scoring's runs leave the selection
             ui.select_runs(current=done[-1].run_name)
         del batches[batch]
         changed = True
@@ -47,6 +49,33 @@ def _finish_batches() -> bool:
     return changed
 
 
+def compare_total(jobs: list[JobView]) -> str:
+    """'Compare finished in 1:12: magnitude 50% 0:18, then wanda 50% 0:54 (the dense model's evaluation 0:30 of
+    it)': what the pair took, measured here, from the first start to the last end."""
+    jobs = sorted(jobs, key=lambda j: j.started or 0.0)
+    total = max(j.finished or 0.0 for j in jobs) - min(j.started or 0.0 for j in jobs)
+    parts = ", then ".join(f"{j.label} {ui.fmt_seconds(j.elapsed_s)}" for j in jobs)
+    dense = [(j.label, j.stage_seconds["eval-dense"]) for j in jobs if j.stage_seconds.get("eval-dense", 0.0) >= 1.0]
+    dense_txt = "".join(f" (the dense model's evaluation {ui.fmt_seconds(s)} of {label}'s; cached from now on)"
+                        for label, s in dense)
+    return f"Compare finished in {ui.fmt_seconds(total)}: {parts}{dense_txt}."
+
+
+def _batch_line(info: dict) -> None:
+    """A running Compare as one: which of its runs, the time so far and the time left for both."""
+    runner = ui.job_runner()
+    jobs = [j for j in (runner.job(i) for i in info["jobs"]) if j is not None]
+    running = next((j for j in jobs if j.status == JobStatus.RUNNING), None)
+    if running is None or running.batch is None:
+        return
+    so_far = sum(j.elapsed_s for j in jobs if j.started)
+    left = runner.batch_time_left(running.batch)
+    position = sorted(j.id for j in jobs).index(running.id) + 1
+    st.markdown(f"**Compare**: run {position} of {len(jobs)} · {ui.fmt_seconds(so_far)} so far · "
+                + (f"~{ui.fmt_seconds(left)} left for both" if left is not None else
+                   "time left for both not yet measured on this machine"))
+
+
 def _progress_text(job: JobView) -> tuple[float, str]:
     stage = job.stage
     if job.kind == REPAIR and job.step:
@@ -55,9 +84,21 @@ def _progress_text(job: JobView) -> tuple[float, str]:
         block = min(job.block + 1, job.num_blocks)
         matrix = f" · {job.matrix}" if job.matrix else ""
         return job.prune_fraction, f"block {block}/{job.num_blocks}{matrix}"
+    if job.stage_total:  # an evaluation, window by window
+        return job.stage_done / job.stage_total, f"{stage_label(stage)}: window {job.stage_done}/{job.stage_total}"
     if stage in ("eval", "save"):
         return 1.0, stage_label(stage)
     return 0.0, stage_label(stage)
+
+
+def time_left_text(job: JobView) -> tuple[str, str]:
+    """(label, value) of the time left: the run's ('~1:10', '~0:40 + eval'), else the current stage's own
+    ('Time left in this stage', '~25 s'), else '…'."""
+    if job.time_left_s is not None:
+        return "Time left (estimate)", f"~{ui.fmt_seconds(job.time_left_s)}" + (" + eval" if job.time_left_partial else "")
+    if job.stage_left_s is not None:
+        return "Time left in this stage", f"~{ui.fmt_seconds(job.stage_left_s)}"
+    return "Time left (estimate)", "…"
 
 
 def _job_line(job: JobView) -> str:
@@ -71,11 +112,12 @@ def _running(job: JobView, live_chart: bool = True) -> None:
     fraction, text = _progress_text(job)
     st.markdown(f":material/hourglass_top: Running {_job_line(job)} · {stage_label(job.stage)}")
     st.progress(fraction, text=text)
-    left = job.time_left_s
     c1, c2, c3, c4 = st.columns([1, 1, 1, 1])
     c1.metric("Elapsed", ui.fmt_seconds(job.elapsed_s))
-    c2.metric("Time left (estimate)", "…" if left is None else f"~{ui.fmt_seconds(left)}" + (" + eval" if job.time_left_partial else ""),
-              help="Pruning extrapolated from the blocks done so far; other stages from the last run alike on this server.")
+    c2.metric(*time_left_text(job),
+              help="Pruning extrapolated from the blocks done so far, an evaluation from its windows; the other "
+                   "stages from the last run alike on this server, else from this machine's past runs alike. "
+                   "Nothing is promised for a stage no run alike has measured here.")
     if job.kind == REPAIR and job.evals:
         c3.metric("Last perplexity", f"{job.evals[-1][2]:.2f}", help=f"after step {job.evals[-1][0]}, on the "
                   "pruned run's evaluation windows (see the Repair page)")
@@ -109,6 +151,8 @@ def _queued(queued: list[JobView]) -> None:
 
 
 def _recent(history: list[JobView]) -> None:
+    if total := st.session_state.get(COMPARE_DONE):
+        st.success(total, icon=":material/timer:")
     mine = [j for j in history if j.owner == ui.session_id()][:4]
     for job in mine:
         if job.status == JobStatus.COMPLETE:
@@ -129,6 +173,9 @@ def _panel(live: bool) -> None:
     if current is None and not queued:
         _recent(runner.history())
         return
+    for info in st.session_state.get(BATCHES, {}).values():
+        if info["kind"] == "compare":
+            _batch_line(info)
     if current is not None:
         _running(current)
     _queued(queued)

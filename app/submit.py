@@ -1,16 +1,21 @@
 """Queueing runs from any page: the Prune form's settings (kept in the session) -> requests -> the job runner."""
 from __future__ import annotations
 
+import uuid
 from dataclasses import replace
 
 import streamlit as st
 
 from app import forms, ui
-from app.progress import watch
-from wanda_engine.config import RunRequest
-from wanda_engine.core.errors import EngineError
+from app.progress import COMPARE_DONE, watch
+from wanda_engine.config import RunRequest, ScoreRequest, ZeroShotConfig
+from wanda_engine.core.errors import ConfigError, EngineError
+from wanda_engine.store.run_store import Run
+from wanda_engine.store.zeroshot_record import joined_config
+from wanda_engine.sweep.cost import batch_sentence, run_cost, run_sentence
 
 ERROR = "_submit_error"  # one sentence for the page to show after a refused submission
+SCORE_NOTE = "_score_note"  # the runs a zero-shot scoring left out, and why
 
 
 def ensure_form_defaults() -> None:
@@ -37,26 +42,51 @@ def _from_the_weights(request: RunRequest) -> RunRequest:
     return replace(request, prune=replace(request.prune, calibrate=False))
 
 
-def submit(kind: str) -> None:
-    """Build the request(s) from the form and queue them ('compare': magnitude, from the weights alone where it
-    can, and Wanda; 'single': the form's method); a bad setting leaves one sentence under ERROR."""
+def compare_requests(values: dict) -> list[RunRequest]:
+    """The Compare's pair at the form's settings: magnitude, from the weights alone where it can, then Wanda."""
+    if values["pattern"] != "unstructured" and values["group"] == "matrix":
+        values = {**values, "group": "default"}
+    magnitude, wanda = (forms.build_request({**values, "run_name": ""}, ui.store(), _upload(), method=m)
+                        for m in ("magnitude", "wanda"))
+    return [_from_the_weights(magnitude), wanda]
+
+
+def _estimated_values() -> dict:
+    """The form's values as far as the time goes: the time depends on how many calibration tokens, not which (so no
+    upload is written to estimate it), and never on the run's name."""
+    values = {**form_values(), "run_name": ""}
+    return {**values, "calib": "default"} if values["calib"] == "upload" else values
+
+
+def time_sentences(single: bool = True) -> str:
+    """What the form's run (if `single`) and the Compare take on this machine, from its past runs alike, or that
+    none has run here yet; empty while the form holds a bad setting (said when a button is pressed)."""
+    past = [run.record for run in ui.complete_runs()]
     try:
-        store = ui.store()
+        pair = compare_requests(_estimated_values())
+        one = forms.build_request(_estimated_values(), ui.store()) if single else None
+    except EngineError:
+        return ""
+    compare = batch_sentence(pair, past, "The Compare")
+    return f"{run_sentence(run_cost(one, past))} {compare}" if one is not None else compare
+
+
+def submit(kind: str) -> None:
+    """Build the request(s) from the form and queue them ('compare': the pair of `compare_requests`, one batch;
+    'single': the form's method); a bad setting leaves one sentence under ERROR."""
+    try:
         if kind == "compare":
-            v = form_values()
-            if v["pattern"] != "unstructured" and v["group"] == "matrix":
-                v["group"] = "default"
-            magnitude, wanda = (forms.build_request({**v, "run_name": ""}, store, _upload(), method=m)
-                                for m in ("magnitude", "wanda"))
-            reqs = [_from_the_weights(magnitude), wanda]
+            reqs, batch = compare_requests(form_values()), f"compare-{uuid.uuid4().hex[:12]}"
         else:
-            reqs = [forms.build_request(form_values(), store, _upload())]
+            reqs, batch = [forms.build_request(form_values(), ui.store(), _upload())], None
         runner = ui.job_runner()
-        jobs = [runner.submit(r, owner=ui.session_id()) for r in reqs]
+        jobs = [runner.submit(r, owner=ui.session_id(), batch=batch) for r in reqs]
     except EngineError as e:
         st.session_state[ERROR] = str(e)
         return
     st.session_state.pop(ERROR, None)
+    if kind == "compare":
+        st.session_state.pop(COMPARE_DONE, None)  # the last Compare's time: this one will say its own
     watch([j.id for j in jobs], kind)
 
 
@@ -72,3 +102,37 @@ def submit_sweep(requests: list[RunRequest], batch: str, purpose: str) -> None:
         return
     st.session_state.pop(ERROR, None)
     watch([j.id for j in jobs], "sweep")
+
+
+def score_requests(runs: list[Run], tasks: tuple[str, ...], limit: int | None) -> tuple[list[ScoreRequest], list[str]]:
+    """The zero-shot scorings the runs shown need: one per run that lacks one of `tasks` at this limit; and a
+    sentence for each run left out (scored already, or its earlier results were scored otherwise)."""
+    zc = ZeroShotConfig(tasks=tasks, limit=limit)
+    requests, said = [], []
+    for run in runs:
+        earlier = run.record.zeroshot
+        if earlier is not None and set(tasks) <= set(earlier.pruned.results) and earlier.config.limit == limit:
+            said.append(f"{run.name} has {', '.join(tasks)} at this limit already")
+            continue
+        try:
+            joined_config(earlier, zc)
+        except ConfigError as e:
+            said.append(f"{run.name}: {e}")
+            continue
+        requests.append(ScoreRequest(run=str(run.path), zeroshot=zc))
+    return requests, said
+
+
+def submit_scores(runs: list[Run], tasks: tuple[str, ...], limit: int | None) -> None:
+    """Queue the scorings `score_requests` plans, one batch; what was left out, or a refusal, in one sentence."""
+    try:
+        requests, said = score_requests(runs, tasks, limit)
+        runner = ui.job_runner()
+        jobs = [runner.submit(r, owner=ui.session_id(), batch=f"score-{uuid.uuid4().hex[:12]}") for r in requests]
+    except EngineError as e:
+        st.session_state[ERROR] = str(e)
+        return
+    st.session_state.pop(ERROR, None)
+    st.session_state[SCORE_NOTE] = "; ".join(said) + "." if said else ""
+    if jobs:
+        watch([j.id for j in jobs], "score")

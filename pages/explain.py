@@ -11,7 +11,7 @@ import streamlit as st
 from app import ui
 from app.export_controls import export_controls
 from app.progress import job_panel
-from app.submit import ERROR, submit, submit_sweep
+from app.submit import ERROR, submit, submit_sweep, time_sentences
 from wanda_engine.outputs import explain
 from wanda_engine.outputs import figures
 
@@ -42,7 +42,7 @@ def step_toy() -> None:
 
 def ask_for_comparison(why: str) -> None:
     st.info(f"{why} Steps 2–5 need a Wanda run and a magnitude run at the same settings: the button runs both with "
-            "the Prune page's settings (about a minute on the embedded model), and this page then explains them.")
+            f"the Prune page's settings, and this page then explains them. {time_sentences(single=False)}")
     st.button("Compare magnitude vs Wanda", type="primary", icon=":material/compare_arrows:", key="x_compare",
               on_click=submit, args=("compare",))
     show_error()
@@ -52,8 +52,8 @@ def ask_for_comparison(why: str) -> None:
 def steps_from_records(pair: explain.Comparison) -> None:
     source = pair.evidence
     records, record = source.records(), source.record
-    st.caption(f"Steps 2–4 read the records of run **{source.name}** ({record.label()}), where both metrics chose "
-               f"their masks on the same weights: {ui.measured_on(record)}.")
+    masks, theirs = explain.mask_sources(pair)
+    (st.caption if theirs else st.warning)(f"{masks} Measured on {ui.measured_on(record)}.")
     st.header("2. Do outliers exist in this model?")
     if not draw(explain.outliers(records, record), figures.explain_outliers, "explain_outliers",
                 "This run recorded no activation statistics, so there are no channel norms to show."):

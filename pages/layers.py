@@ -18,8 +18,9 @@ if run is not None:
     note_without_statistics(run)
     rec = ui.pick_matrix(run, "layers", default=outlier_record(run))
     if rec is not None:
-        st.caption(f"`{rec.full_name}` · shape {rec.shape[0]}×{rec.shape[1]} (out × in) · {rec.method}, "
-                   f"comparison group {rec.group} · achieved sparsity {rec.sparsity:.2%}"
+        masks = " and ".join(rec.mask_label(m) for m in rec.hist)
+        st.caption(f"`{rec.full_name}` · shape {rec.shape[0]}×{rec.shape[1]} (out × in) · run: {rec.mask_label(rec.method)}"
+                   f" · the histograms split each metric by its own mask: {masks} · achieved sparsity {rec.sparsity:.2%}"
                    + (f" · proxy error Σ ΔW²·‖Xⱼ‖₂² / Σ W²·‖Xⱼ‖₂² = {significant(rec.proxy_error)}"
                       if rec.proxy_error is not None else ""))
         ui.chart(figures.metric_histograms(rec), key="layers_hist")

@@ -6,9 +6,9 @@ import streamlit as st
 from app import forms, ui
 from app.overview import overview
 from app.progress import job_panel
-from app.submit import ERROR, ensure_form_defaults, submit
+from app.submit import ERROR, ensure_form_defaults, submit, time_sentences
 from wanda_engine.config import PAPER_TASKS
-from wanda_engine.evaluation.tasks import local_task_names
+from wanda_engine.evaluation.tasks import LASTWORD_TASK, local_task_names
 
 st.title("Prune a language model")
 st.markdown(
@@ -72,12 +72,14 @@ with col_eval:
         st.text_input("Task folder (optional)", key="f_zs_task_dir", placeholder="/path/to/local/tasks",
                       help="A folder of lm-eval task YAMLs with local JSON/JSONL data (dataset_path: json): "
                            "needed offline, where the paper's tasks cannot download their data.")
-        zs_options = list(dict.fromkeys([*PAPER_TASKS, *local_task_names(st.session_state.f_zs_task_dir),
+        zs_options = list(dict.fromkeys([LASTWORD_TASK, *PAPER_TASKS, *local_task_names(st.session_state.f_zs_task_dir),
                                          *st.session_state.f_zs_tasks]))
         st.multiselect("Zero-shot tasks", zs_options, key="f_zs_tasks", accept_new_options=True,
                        placeholder="none (off)",
-                       help="Scored by EleutherAI's lm-eval harness on the dense and the pruned model, as in the "
-                            "Wanda paper (boolq … openbookqa). Type any lm-eval task name, or one from the folder.")
+                       help=f"Scored by EleutherAI's lm-eval harness on the dense and the pruned model, as in the "
+                            f"Wanda paper (boolq … openbookqa; their data comes from the hub). {LASTWORD_TASK} is the "
+                            "project's own, built from Pride and Prejudice: it works offline. Type any lm-eval task "
+                            "name, or one from the folder.")
         st.number_input("Questions per task (0 = all)", 0, 1_000_000, step=10, key="f_zs_limit",
                         help="A limit makes a quick estimate; the paper scores every question.")
     st.text_input("Run name (optional)", key="f_run_name", placeholder="named automatically",
@@ -90,8 +92,8 @@ c1.button("Compare magnitude vs Wanda", type="primary", icon=":material/compare_
           help="Queues a magnitude run and a Wanda run with the settings above, then shows them side by side.")
 c2.button("Run" + (" (queue)" if busy else ""), key="b_run", icon=":material/play_arrow:", on_click=submit, args=("single",),
           help="Prune with the method above." + (" Another run is in progress: this one waits in the queue." if busy else ""))
-c3.caption("With the defaults a run takes under a minute on a 2-core laptop CPU. Runs go on in the background while you "
-           "switch pages; one run at a time per server, the rest wait in a queue.")
+c3.caption(f"{time_sentences()} Runs go on in the background while you switch pages; one run at a time per server, the "
+           "rest wait in a queue.")
 if err := st.session_state.pop(ERROR, None):
     st.error(err)
 

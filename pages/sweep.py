@@ -107,9 +107,19 @@ if plan is not None:
     work = estimate_work(plan, [r.record for r in ui.complete_runs()])
     m1, m2, m3 = st.columns(3)
     m1.metric("Runs planned", work["runs"], help="One run per valid point of the grid; the dense model is measured once.")
-    m2.metric("Calibration tokens", f"{work['calibration_tokens']:,}", help="Summed over the runs (magnitude reads none).")
+    others = work["runs"] - work["calibrating_runs"]
+    m2.metric("Calibration tokens", f"{work['calibration_tokens']:,}",
+              help=f"Summed over the {work['calibrating_runs']} runs that calibrate"
+                   + (f"; {others} prune from the weights alone and read none." if others else
+                      "; every point calibrates, magnitude's too: its records compare its mask with Wanda's on the "
+                      "same activations."))
     m3.metric("Estimated time", "unknown" if work["seconds"] is None else f"~{ui.fmt_seconds(work['seconds'])}",
-              help="From earlier runs of this model with the same methods and evaluation; unknown until such runs exist.")
+              help="From this machine's past runs of this model alike (a Compare at these settings measures both "
+                   "kinds of selection), the dense model's evaluation once unless cached; unknown until such runs "
+                   "exist.")
+    if work["unmeasured"]:
+        st.caption("No time is estimated until a run like each of these has finished on this machine: "
+                   + "; ".join(work["unmeasured"]) + ".")
     if plan.skipped:
         with st.expander(f"{len(plan.skipped)} combination(s) left out"):
             for label, why in plan.skipped:

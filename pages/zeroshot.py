@@ -1,17 +1,24 @@
-"""Zero-shot: lm-eval accuracy of the dense and pruned models, the current run next to its comparison."""
+"""Zero-shot: accuracy of the dense and pruned models, the current run next to its comparison; the runs shown can be
+scored here, on the project's own offline task or on lm-eval's."""
 from __future__ import annotations
 
 import streamlit as st
 
 from app import ui
+from app.progress import job_panel
+from app.submit import ERROR, SCORE_NOTE, submit_scores
+from wanda_engine.config import PAPER_TASKS
+from wanda_engine.evaluation import lastword
+from wanda_engine.evaluation.tasks import LASTWORD_TASK
 from wanda_engine.outputs import figures
 from wanda_engine.store.run_store import Run
 
 st.title("Zero-shot accuracy")
-st.markdown("Accuracy on multiple-choice tasks scored by EleutherAI's **lm-eval** harness, as in the Wanda paper "
-            "(its table 2): the model's answer is the choice it gives the highest log-likelihood. **acc** is the "
-            "paper's metric; **acc_norm** first divides each choice's log-likelihood by its length in characters. "
-            "Δ = pruned − dense, in percentage points.")
+st.markdown("Accuracy on tasks scored by EleutherAI's **lm-eval** harness, as in the Wanda paper (its table 2): for "
+            "a multiple-choice task the model's answer is the choice it gives the highest log-likelihood; for "
+            f"**{LASTWORD_TASK}** it must predict a passage's last word. **acc** is the paper's metric; **acc_norm** "
+            "first divides each choice's log-likelihood by its length in characters. Δ = pruned − dense, in "
+            "percentage points.")
 cur, cmp = ui.current_run(), ui.compare_run()
 shown = [r for r in (cmp, cur) if r is not None]
 runs = [r for r in shown if r.record.zeroshot]
@@ -26,15 +33,36 @@ def measured_on(run: Run) -> str:
     dense = "dense results from the cache" if zs.dense_cached else "dense model scored in this run"
     seconds = zs.pruned.seconds
     took = f" · {ui.fmt_seconds(seconds)} for the pruned model" if seconds is not None else ""
+    later = zs.extra.get("scored_later") or []
+    how = "".join(f" · {', '.join(s['tasks'])} scored after the run on its pruned model "
+                  f"({s['pruned_model']}; mask {'checked' if s.get('mask_verified') else 'not verified'})"
+                  for s in later)
     return (f"Run **{run.name}** — lm-eval {zs.harness or '?'}, {cfg.num_fewshot}-shot, {limit}: "
-            f"{tasks}{folder} · {dense}{took}")
+            f"{tasks}{folder} · {dense}{took}{how}")
 
 
-if not runs:
-    st.info("Neither the current run nor its comparison has zero-shot results. On the **Prune** page, open "
-            "*Zero-shot accuracy (lm-eval)*, choose tasks and run. The paper's tasks download their data from "
-            "the Hugging Face hub; offline, give a folder of local lm-eval task files.")
-else:
+def score_controls() -> None:
+    """Score the runs shown: the dense and the pruned model of each, their results added to the run."""
+    st.subheader("Score the runs shown")
+    st.caption(lastword.said() + " The paper's tasks download their data from the Hugging Face hub: offline they "
+               "are refused within seconds.")
+    c1, c2 = st.columns([2, 1])
+    tasks = c1.multiselect("Tasks", [LASTWORD_TASK, *PAPER_TASKS], default=[LASTWORD_TASK], key="zs_score_tasks")
+    limit = c2.number_input("Questions per task (0 = all)", 0, 1_000_000, value=50, step=10, key="zs_score_limit",
+                            help="A limit makes a quick estimate; the first questions of each task are scored.")
+    names = " and ".join(r.name for r in shown)
+    st.button(f"Score {names}", key="zs_score", icon=":material/quiz:", disabled=not (shown and tasks),
+              on_click=submit_scores, args=(shown, tuple(tasks), int(limit) or None),
+              help="Each run's pruned model is its saved model, or re-created from its record with its mask checked "
+                   "against the run's checksum; the dense model's results are cached per model and task settings.")
+    if err := st.session_state.pop(ERROR, None):
+        st.error(err)
+    if note := st.session_state.pop(SCORE_NOTE, None):
+        st.caption(f"Left out: {note}")
+    job_panel()
+
+
+def results() -> None:
     if len(runs) < len(shown):
         missing = ", ".join(r.name for r in shown if r not in runs)
         st.caption(f"Without zero-shot results, left out: {missing}.")
@@ -61,3 +89,16 @@ else:
     for r in reversed(runs):
         st.caption(measured_on(r))
     st.caption("Image export (PNG, SVG, PDF) of this chart: **Runs & export** → *Zero-shot accuracy*.")
+
+
+if not shown:
+    st.info("No finished run is selected. Start one on the **Prune** page (try *Compare magnitude vs Wanda*), then "
+            "score it here.")
+else:
+    if runs:
+        results()
+    else:
+        who = f"{shown[0].name} has no" if len(shown) == 1 else f"Neither {shown[0].name} nor {shown[1].name} has"
+        st.info(f"{who} zero-shot results yet: score {'it' if len(shown) == 1 else 'them'} below (the project's own "
+                f"task, {LASTWORD_TASK}, works offline), or choose tasks on the **Prune** page before a run.")
+    score_controls()

@@ -102,3 +102,10 @@ def app_env(runs_dir, tiny_model_dir, tmp_path, monkeypatch):
     ui.job_runner().wait_idle(60)
     ui.job_runner().close()
     st.cache_resource.clear()
+
+
+# Syntax-tree conversions take turns in this process, as in the app's server (app/ast_lock.py): the tests run page
+# scripts and in-process jobs on threads at once.
+from app import ast_lock  # noqa: E402
+
+ast_lock.install()

@@ -49,7 +49,8 @@ def test_toy_slider_ends():
 # --- the records: per-channel errors of both metrics ---------------------------------------------------
 @pytest.fixture(scope="module")
 def tiny_runs():
-    """A tiny LLaMA pruned by Wanda and by magnitude per row (same weights, same windows), with the dense copy."""
+    """A tiny LLaMA pruned by Wanda and by magnitude, each in its own default group (Wanda per row, magnitude per
+    matrix: the Compare's two runs), on the same weights and windows, with the dense copy."""
     from conftest import tiny_model
 
     from wanda_engine.pruning.pipeline import prune_model
@@ -60,7 +61,7 @@ def tiny_runs():
     out = {"dense": copy.deepcopy(dense)}
     for method in ("wanda", "magnitude"):
         model = copy.deepcopy(dense)
-        config = PruneConfig(method=method, group="row", nsamples=4, seqlen=32, batch_size=4, device="cpu")
+        config = PruneConfig(method=method, nsamples=4, seqlen=32, batch_size=4, device="cpu")
         out[method] = (model, prune_model(model, windows, config).records)
     return out
 
@@ -96,6 +97,42 @@ def test_per_channel_error_and_top1pct_pruned_from_the_weights(tiny_runs):
         assert np.allclose(rec.arrays["channel_error_wanda"], expected.numpy(), rtol=1e-5, atol=1e-12)
         top = torch.topk(torch.from_numpy(rec.arrays["channel_norms"]), top1pct_count(rec.shape[1])).indices
         assert rec.by_metric["wanda"]["top1pct_pruned"] == pytest.approx(float(mask[:, top].double().mean()))
+
+
+def test_a_wanda_runs_magnitude_mask_is_the_magnitude_runs_own(monkeypatch):
+    """Issue 19 item 7: the magnitude mask a Wanda run records is chosen per matrix, magnitude's own group, so it is
+    weight for weight the mask of the magnitude run the Compare makes (from the weights alone), in every block:
+    magnitude's mask depends on the weights alone, and no block's weights change before it is pruned."""
+    from conftest import tiny_model
+
+    from wanda_engine.inputs.layers import find_blocks, find_linears, weight_of
+    from wanda_engine.pruning import pipeline
+
+    recorded: dict[tuple[int, str], torch.Tensor] = {}
+    real = pipeline.record_matrix
+
+    def spy(**kw):
+        recorded[kw["block"], kw["name"]] = kw["masks_by_metric"]["magnitude"].clone()
+        return real(**kw)
+
+    monkeypatch.setattr(pipeline, "record_matrix", spy)
+    torch.manual_seed(2)
+    windows = torch.randint(0, 512, (4, 32))
+    dense = tiny_model("llama", seed=3)
+    wanda_model, magnitude_model = copy.deepcopy(dense), copy.deepcopy(dense)
+    records = pipeline.prune_model(wanda_model, windows, PruneConfig(nsamples=4, seqlen=32, device="cpu")).records
+    pipeline.prune_model(magnitude_model, windows, PruneConfig(method="magnitude", calibrate=False, nsamples=4,
+                                                               seqlen=32, device="cpu"), record=False)
+    assert len(recorded) == len(records) == 14
+    for i, block in enumerate(find_blocks(magnitude_model)[1]):
+        for name, layer in find_linears(block).items():
+            assert torch.equal(recorded[i, name], weight_of(layer) == 0), (i, name)
+    for rec in records:
+        assert rec.group_of("wanda") == "row" and rec.group_of("magnitude") == "matrix"
+        assert rec.mask_label("magnitude") == "magnitude, per matrix" and rec.overlap.group == "row"
+        # the histogram's cut-off is the per-matrix threshold: the largest pruned |W|
+        w = weight_of(find_linears(find_blocks(dense)[1][rec.block])[rec.name]).abs()
+        assert rec.hist["magnitude"]["cutoff"] == pytest.approx(np.log10(float(w[recorded[rec.block, rec.name]].max())))
 
 
 def test_records_without_the_decomposition_still_load_and_say_so(tiny_runs):
@@ -269,3 +306,57 @@ def test_explain_page_on_runs_recorded_before_the_decomposition(app_env):
     assert len(warnings) == 2 and all("Compare magnitude vs Wanda" in w and "again" in w for w in warnings)
     assert len(charts(at)) == 3 and len(_sentences(at)) == 3  # the toy, the outliers, the protection test
     assert any(b.label == "Compare magnitude vs Wanda" for b in at.button)
+
+
+# --- issue 19 item 7: every number says which magnitude it belongs to --------------------------------------------
+def _as_recorded_before_groups(records: list[MatrixRecord]) -> list[MatrixRecord]:
+    """Records as written before each metric's own group: `groups` absent, so every mask reads as the run's group."""
+    return [dataclasses.replace(r, groups=None) for r in records]
+
+
+def test_sentences_and_legends_name_each_masks_group(tiny_runs):
+    records, run = tiny_runs["wanda"][1], _run_record("wanda", ppl=40.0)
+    cuts, share = explain.outlier_cuts(records, run), explain.error_share(records, run)
+    assert "while magnitude prunes 50% of every matrix and Wanda 50% of every output row" in cuts.sentence
+    assert "(its mask per matrix)" in share.sentence and "of Wanda's (per output row)" in share.sentence
+    assert cuts.labels == share.labels == {"magnitude": "magnitude, per matrix", "wanda": "Wanda, per output row"}
+    from wanda_engine.outputs import figures
+
+    for fig in (figures.explain_cuts(cuts), figures.explain_error_share(share)):
+        names = {t.name for t in fig.data}
+        assert {"magnitude, per matrix", "Wanda, per output row"} <= names, names
+    old = _as_recorded_before_groups(records)
+    assert "while both prune 50% of every output row" in explain.outlier_cuts(old, run).sentence
+    assert explain.error_share(old, run).labels["magnitude"] == "magnitude, per output row"
+
+
+def test_the_page_says_whether_the_records_magnitude_is_the_magnitude_runs(tiny_runs):
+    from types import SimpleNamespace
+
+    records = tiny_runs["wanda"][1]
+
+    def run(name: str, record: RunRecord, recs: list[MatrixRecord]) -> SimpleNamespace:
+        return SimpleNamespace(name=name, record=record, records=lambda: recs)
+
+    magnitude = run("mag", _run_record("magnitude", ppl=300.0), tiny_runs["magnitude"][1])
+    pair = explain.Comparison(run("wan", _run_record("wanda", ppl=40.0), records), magnitude)
+    sentence, theirs = explain.mask_sources(pair)
+    assert theirs and "the very mask of run mag" in sentence and "magnitude, per matrix" in sentence
+    assert "its own mask (Wanda, per output row)" in sentence
+    stale = explain.Comparison(run("wan", _run_record("wanda", ppl=40.0), _as_recorded_before_groups(records)),
+                               magnitude)
+    sentence, theirs = explain.mask_sources(stale)
+    assert not theirs and "magnitude, per output row mask, but run mag pruned per matrix" in sentence
+    assert "do not describe the mask of run mag" in sentence and "again" in sentence
+    # a magnitude run pruned per row is what such records describe
+    per_row = run("mag-row", _run_record("magnitude", ppl=290.0, group="row"), tiny_runs["magnitude"][1])
+    assert explain.mask_sources(explain.Comparison(stale.wanda, per_row))[1]
+
+
+def test_the_interventions_sentence_names_both_groups():
+    magnitude, wanda = _run_record("magnitude", 300.0), _run_record("wanda", 40.0)
+    plain = explain.intervention(magnitude, wanda, [])
+    assert "plain magnitude (per matrix) scores perplexity 300" in plain.sentence
+    assert "Wanda (per output row) scores 40" in plain.sentence
+    helped = explain.intervention(magnitude, wanda, [_run_record("magnitude", 60.0, 0.01)])
+    assert "takes magnitude (per matrix) from perplexity 300 to 60" in helped.sentence

@@ -85,7 +85,8 @@ def test_metric_histograms_counts_match_the_weights(rec):
         cut = [t for t in fig.data if t.type == "scatter" and (t.xaxis or "x") == axis]
         if math.isfinite(h["cutoff"]):
             assert cut and cut[0].x[0] == pytest.approx(h["cutoff"])
-            assert "median over rows" in cut[0].name  # group "row" for wanda
+            # each metric's own group: Wanda per row, magnitude per matrix (issue 19 item 7)
+            assert ("median over rows" if rec.group_of(metric) == "row" else "(matrix)") in cut[0].name
     title = _title(fig)
     # issue 19: the page's name for the figure ("The teacher's view") is not the paper's caption
     assert rec.full_name in title and f"{numel:,}" in title and "Which weights each metric would prune" in title
@@ -318,13 +319,14 @@ def test_explain_figures_draw_exactly_the_evidence(records):
     assert lines[("self_attn.q/k/v_proj", "y")] == outliers.ratio[records[0].name]
     assert lines[("self_attn.q/k/v_proj", "y2")] == outliers.share[records[0].name]
     fig = F.explain_cuts(cuts)
-    assert {tr.name: list(tr.x) for tr in fig.data} == {"magnitude": cuts.pruned["magnitude"],
-                                                        "Wanda": cuts.pruned["wanda"]}
+    # each legend names the mask with its group (issue 19 item 7): 'magnitude, per matrix', 'Wanda, per output row'
+    assert {tr.name: list(tr.x) for tr in fig.data} == {cuts.labels["magnitude"]: cuts.pruned["magnitude"],
+                                                        cuts.labels["wanda"]: cuts.pruned["wanda"]}
     assert list(fig.data[0].y) == cuts.matrices
     fig = F.explain_error_share(share)
-    curves = {tr.name: tr for tr in fig.data if tr.name in ("magnitude", "Wanda")}
-    assert np.allclose(curves["magnitude"].y, share.cumulative["magnitude"])
-    assert curves["Wanda"].y[-1] == pytest.approx(1.0)
+    curves = {tr.name: tr for tr in fig.data if tr.name in share.labels.values()}
+    assert np.allclose(curves[share.labels["magnitude"]].y, share.cumulative["magnitude"])
+    assert curves[share.labels["wanda"]].y[-1] == pytest.approx(1.0)
     marks = [tr for tr in fig.data if tr.mode == "markers+text"]
     assert [m.y[0] for m in marks] == [share.top1pct["magnitude"], share.top1pct["wanda"]]
     for fig in (F.explain_outliers(outliers), F.explain_cuts(cuts), F.explain_error_share(share)):

@@ -494,3 +494,21 @@ class RunRequest:
         return cls(model=d.get("model", "default"), prune=PruneConfig.from_dict(d), dtype=d.get("dtype", "float32"),
                    save_model=d.get("save_model"), name=name, trust_remote_code=d.get("trust_remote_code", False),
                    **parts)
+
+
+@dataclass(frozen=True)
+class ScoreRequest:
+    """Score an existing run on zero-shot tasks: its dense model and its pruned model (its saved model, or re-created
+    from its record, the mask checked) on `zeroshot`'s tasks; the results go into its run.json."""
+
+    run: str  # the run's directory
+    zeroshot: ZeroShotConfig
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.run, str) or not self.run.strip():
+            raise ConfigError("score run must be the run's directory")
+        if not isinstance(self.zeroshot, ZeroShotConfig):
+            raise ConfigError(f"score zeroshot must be a ZeroShotConfig, got {type(self.zeroshot).__name__}")
+        if self.device not in ("auto", "cpu", "cuda") and not str(self.device).startswith("cuda:"):
+            raise ConfigError(f"score device must be cpu, cuda or auto, got {self.device!r}")

@@ -54,6 +54,15 @@ class BlockFinished(Event):
 
 
 @dataclass(frozen=True)
+class WindowsEvaluated(Event):
+    """An evaluation's progress in the stage now running ('eval-dense' or 'eval'): `done` of `windows` windows
+    scored; the app draws its progress bar and extrapolates the time left from it."""
+
+    done: int
+    windows: int
+
+
+@dataclass(frozen=True)
 class PruneFinished(Event):
     num_blocks: int
     sparsity: float

@@ -36,6 +36,8 @@ STAGES = (  # in the order a run goes through them
     Stage("zeroshot", "running the zero-shot tasks on the pruned model", "zeroshot_s"),
     Stage("speed", "measuring the dense and the pruned model's speed", "speed_s"),
     Stage("save", "saving the pruned model", "save_s"),
+    # scoring a run that exists (runner/score.py): its pruned model again, from its saved model or its record
+    Stage("recreate", "re-creating the pruned model from its record (its mask checked)"),
     # a repair's (repair/run.py), timed into repair.json's timings
     Stage("repair-load", "loading the pruned model to repair", "load_s"),
     Stage("repair-data", "preparing the training text", "data_s"),
@@ -58,7 +60,7 @@ def label(name: str) -> str:
 def stage_order(request: Any, copies_model: bool = True) -> list[str]:
     """The stages `request` (a RunRequest) goes through, in order. `copies_model`: the run was handed a
     loaded model (the app's cache), which it copies before pruning."""
-    skipped = {"queued", "sweep-point", *REPAIR_ORDER}
+    skipped = {"queued", "sweep-point", "recreate", *REPAIR_ORDER}
     if request.eval is None:
         skipped |= {"eval-dense", "eval"}
     if request.zeroshot is None:
@@ -88,30 +90,41 @@ def expected_seconds(prune_memory: Mapping[str, float], eval_memory: Mapping[str
     return expected
 
 
+def stage_left(current: str, spent_in_current: float, remembered: Mapping[str, float], fraction: float) -> float | None:
+    """Seconds left in the stage now running: extrapolated from its own pace when it reports its progress
+    (`fraction` done: pruning by blocks, an evaluation by windows), else what is left of its remembered time;
+    None when neither is known."""
+    if fraction > 0:
+        return spent_in_current / fraction * (1 - fraction)
+    if current in remembered:
+        return max(remembered[current] - spent_in_current, 0.0)
+    return None
+
+
 def time_left(order: Sequence[str], current: str, spent_in_current: float, remembered: Mapping[str, float],
-              prune_fraction: float, prune_spent: float) -> tuple[float | None, bool]:
+              prune_fraction: float, prune_spent: float, stage_fraction: float = 0.0,
+              dense_ahead: float | None = None) -> tuple[float | None, bool]:
     """Seconds left in a run now in stage `current`, and whether the estimate leaves a stage out.
 
-    Pruning is extrapolated from its own pace (`prune_fraction` done in `prune_spent` seconds); the
-    current stage takes what is left of its remembered time; each stage after it takes its remembered
-    time once. The dense evaluation ahead is left out (cached after the first run alike). None when
-    pruning is still ahead or under way with nothing to go by; partial when the pruned model's
-    evaluation has no remembered time.
+    Pruning is extrapolated from its own pace (`prune_fraction` done in `prune_spent` seconds), an evaluation
+    from its windows (`stage_fraction` done); otherwise the current stage takes what is left of its remembered
+    time; each stage after it takes its remembered time once. The dense evaluation ahead is left out (cached after
+    the first run alike) unless `dense_ahead` says what it will take. None when pruning is still ahead or under
+    way with nothing to go by; partial when the pruned model's evaluation has no remembered time.
     """
-    if current == "prune" and prune_fraction > 0:
-        left = prune_spent / prune_fraction * (1 - prune_fraction)
-    elif current == "prune":
-        if "prune" not in remembered:
+    if current == "prune":
+        left = stage_left(current, prune_spent, {}, prune_fraction) if prune_fraction > 0 else \
+            stage_left(current, spent_in_current, remembered, 0.0)
+        if left is None:
             return None, False
-        left = max(remembered["prune"] - spent_in_current, 0.0)
     else:
-        left = max(remembered.get(current, 0.0) - spent_in_current, 0.0)
+        left = stage_left(current, spent_in_current, remembered, stage_fraction) or 0.0
     ahead = order[order.index(current) + 1:] if current in order else order
     partial = False
     for name in ahead:
         if name == "eval-dense":
-            continue
-        if name in remembered:
+            left += dense_ahead or 0.0
+        elif name in remembered:
             left += remembered[name]
         elif name == "prune":
             return None, False

@@ -36,8 +36,11 @@ from ..core.errors import ConfigError, DataError
 from ..inputs.hub import hub_offline, hub_reachable
 from ..core.paths import cache_dir
 from ..store.run_store import atomic_write_json
+from .lastword import LASTWORD_TASK, ensure_task
 
 LM_EVAL_PIN = "lm-eval[hf]==0.4.13"
+# The project's own task, built from text it already has (evaluation/lastword.py): works offline on the default.
+PROJECT_TASKS = (LASTWORD_TASK,)
 METRICS = ("acc", "acc_norm")
 # `datasets` builders that read local files: a task using one of these needs no hub.
 LOCAL_BUILDERS = ("json", "csv", "parquet", "text", "arrow", "pandas")
@@ -303,6 +306,9 @@ def check_tasks(cfg: ZeroShotConfig) -> list[TaskPlan]:
             raise ConfigError(f"zero-shot task_dir {cfg.task_dir!r} holds no lm-eval task YAML files")
     plans: list[TaskPlan] = []
     for name in cfg.tasks:
+        if name in PROJECT_TASKS and name not in local:  # a folder's own task of that name would come first
+            plans.append(_plan_yaml(name, str(ensure_task())))  # written once, from the novel, under the cache
+            continue
         if name in local:
             entry = local[name]
             if entry.kind.name == "TASK" and entry.yaml_path:

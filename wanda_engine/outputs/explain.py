@@ -8,7 +8,9 @@ numbers of the run in front of the class (never a claim written in advance).
     5. intervention   perplexity of magnitude when the top-p channels are protected, against plain magnitude and Wanda
 
 Pure numpy over the records (MatrixRecord) and run records (RunRecord): no torch, no Streamlit.
-Steps 2–4 read one run's records, where both metrics' masks were chosen on the same weights and inputs.
+Steps 2–4 read one run's records, where both metrics' masks were chosen on the same weights and inputs, each in
+its own default group: in the Wanda run's records the magnitude mask is per matrix, the very mask of the magnitude
+run whose perplexity the page quotes (`mask_sources` says so, or says where older records differ).
 """
 from __future__ import annotations
 
@@ -20,7 +22,8 @@ import numpy as np
 
 from ..config import RunRequest
 from ..store.run_record import RunRecord
-from ..store.matrix_records import ERROR_METRICS, MatrixRecord, top1pct_count
+from ..store.matrix_records import (ERROR_METRICS, GROUP_WORDS, METRIC_NAMES, MatrixRecord, mask_label,
+                                    top1pct_count)
 from ..store.run_store import Run
 
 JARGON = {
@@ -34,7 +37,8 @@ PROTECT_STEPS = (0.001, 0.005, 0.01, 0.02)  # the fractions of input channels st
 TOY_SCALE = 30  # step 1's outlier channel, times the others' norm, as the page opens (and as bundles draw it)
 STRONGEST = 8  # step 3 shows the matrices with the strongest outliers
 FRACTIONS = np.unique(np.concatenate([np.geomspace(1e-3, 1.0, 121), [0.01]]))  # step 4's x axis
-NAMES = {"magnitude": "magnitude", "wanda": "Wanda"}
+NAMES = METRIC_NAMES
+GROUP_NOUNS = {"row": "output row", "matrix": "matrix", "nm": "N:M group"}  # "50% of every output row"
 
 
 def protect_text(p: float) -> str:
@@ -173,9 +177,28 @@ def _decomposed(rec: MatrixRecord) -> bool:
             and "channel_norms" in rec.arrays and all(f"channel_error_{m}" in rec.arrays for m in ERROR_METRICS))
 
 
-def _group_text(run: RunRecord) -> str:
-    group = run.request.prune.resolved_group
-    return {"row": "output row", "matrix": "matrix"}.get(group, f"{group} group")
+def _groups(recs: list[MatrixRecord]) -> dict[str, str | None]:
+    """Each metric's comparison group in these records (None where they disagree)."""
+    found = {m: {r.group_of(m) for r in recs} for m in ERROR_METRICS}
+    return {m: next(iter(g)) if len(g) == 1 else None for m, g in found.items()}
+
+
+def _words(recs: list[MatrixRecord]) -> dict[str, str]:
+    """'per matrix' for each metric: the group its masks were chosen in, in words."""
+    return {m: GROUP_WORDS.get(g, f"per {g} group") if g else "in mixed groups" for m, g in _groups(recs).items()}
+
+
+def _labels(recs: list[MatrixRecord]) -> dict[str, str]:
+    """'magnitude, per matrix' for each metric: what a legend and a sentence name each mask."""
+    return {m: mask_label(m, g) if g else f"{NAMES[m]}, {_words(recs)[m]}" for m, g in _groups(recs).items()}
+
+
+def _every_group(recs: list[MatrixRecord], sparsity: float) -> str:
+    """'magnitude prunes 50% of every matrix and Wanda 50% of every output row' (or 'both prune ...')."""
+    nouns = {m: GROUP_NOUNS.get(g, f"{g} group") if g else "comparison group" for m, g in _groups(recs).items()}
+    if nouns["magnitude"] == nouns["wanda"]:
+        return f"both prune {sparsity:.0%} of every {nouns['wanda']}"
+    return f"magnitude prunes {sparsity:.0%} of every {nouns['magnitude']} and Wanda {sparsity:.0%} of every {nouns['wanda']}"
 
 
 @dataclass(frozen=True)
@@ -188,6 +211,7 @@ class OutlierCuts:
     pooled: dict[str, float]  # metric -> the same over all the matrices shown
     sparsity: float  # of every comparison group, for both metrics
     sentence: str
+    labels: dict[str, str]  # metric -> its mask, named with its group: 'magnitude, per matrix'
 
 
 def outlier_cuts(records: list[MatrixRecord], run: RunRecord, count: int = STRONGEST) -> OutlierCuts | None:
@@ -202,11 +226,10 @@ def outlier_cuts(records: list[MatrixRecord], run: RunRecord, count: int = STRON
     lo, hi = _ratio(recs[-1]), _ratio(recs[0])
     sentence = (f"In the {len(recs)} matrices with the strongest outliers ({number(lo)}× to {number(hi)}× "
                 f"max/median), magnitude prunes {fraction_text(pooled['magnitude'])} of the weights that feed the top "
-                f"1% of channels and Wanda {fraction_text(pooled['wanda'])}, while both prune {sparsity:.0%} of every "
-                f"{_group_text(run)} "
+                f"1% of channels and Wanda {fraction_text(pooled['wanda'])}, while {_every_group(recs, sparsity)} "
                 f"(both masks chosen on the same weights in the {run.label()} run, {calibration_text(run)}).")
     return OutlierCuts([f"block {r.block} · {r.name}" for r in recs], [_ratio(r) for r in recs], pruned, pooled,
-                       sparsity, sentence)
+                       sparsity, sentence, _labels(recs))
 
 
 # --- step 4: that is where the error comes from ------------------------------------------------------
@@ -220,6 +243,7 @@ class ErrorShare:
     mean_error: dict[str, float]  # metric -> mean relative proxy error per matrix
     matrices: int
     sentence: str
+    labels: dict[str, str]  # metric -> its mask, named with its group: 'magnitude, per matrix'
 
 
 def error_share(records: list[MatrixRecord], run: RunRecord) -> ErrorShare | None:
@@ -241,12 +265,13 @@ def error_share(records: list[MatrixRecord], run: RunRecord) -> ErrorShare | Non
     share = {m: cumulative[m] / total[m] if total[m] > 0 else cumulative[m] for m in ERROR_METRICS}
     top1 = {m: top[m] / total[m] if total[m] > 0 else 0.0 for m in ERROR_METRICS}
     mean = {m: total[m] / len(recs) for m in ERROR_METRICS}
+    words = _words(recs)
     sentence = (f"Summed over the {len(recs)} matrices of the {run.label()} run, the top 1% of channels by "
-                f"activation norm carry {fraction_text(top1['magnitude'])} of magnitude's proxy error and "
-                f"{fraction_text(top1['wanda'])} of Wanda's; "
+                f"activation norm carry {fraction_text(top1['magnitude'])} of magnitude's proxy error (its mask "
+                f"{words['magnitude']}) and {fraction_text(top1['wanda'])} of Wanda's ({words['wanda']}); "
                 f"magnitude's mean relative proxy error per matrix, {mean['magnitude']:.3g}, is "
                 f"{_times(mean['magnitude'], mean['wanda'])} Wanda's, {mean['wanda']:.3g} ({calibration_text(run)}).")
-    return ErrorShare(FRACTIONS, share, top1, mean, len(recs), sentence)
+    return ErrorShare(FRACTIONS, share, top1, mean, len(recs), sentence, _labels(recs))
 
 
 # --- step 5: test it, protect the outliers -----------------------------------------------------------
@@ -309,22 +334,24 @@ def _verdict(closed: float) -> str:
 
 
 def _intervention_sentence(points: list[tuple[float, float]], wanda: float | None, dense: float | None,
-                           evaluation: str) -> str:
+                           evaluation: str, groups: tuple[str, str | None]) -> str:
     (_, plain), measured = points[0], points[1:]
-    reference = f"Wanda scores {wanda:.4g}" if wanda is not None else "no Wanda run to compare"
+    magnitude = f"magnitude ({GROUP_WORDS.get(groups[0], groups[0])})"
+    wanda_name = f"Wanda ({GROUP_WORDS.get(groups[1], groups[1])})" if groups[1] else "Wanda"
+    reference = f"{wanda_name} scores {wanda:.4g}" if wanda is not None else "no Wanda run to compare"
     if not measured:
-        return (f"Not measured yet: plain magnitude scores perplexity {plain:.4g} and {reference} on {evaluation}; "
+        return (f"Not measured yet: plain {magnitude} scores perplexity {plain:.4g} and {reference} on {evaluation}; "
                 f"the button prunes magnitude again protecting {', '.join(map(protect_text, PROTECT_STEPS))} of the "
                 "input channels to test whether they carry the gap.")
     p, ppl = next(((p, v) for p, v in measured if p == 0.01), measured[-1])
     dense_txt = f"dense {dense:.4g}; " if dense is not None else ""
     if wanda is None or wanda >= plain:
-        return (f"Protecting the top {protect_text(p)} of input channels takes magnitude from perplexity {plain:.4g} "
-                f"to {ppl:.4g}; {reference}, so there is no gap to close here ({dense_txt}{evaluation}).")
+        return (f"Protecting the top {protect_text(p)} of input channels takes {magnitude} from perplexity "
+                f"{plain:.4g} to {ppl:.4g}; {reference}, so there is no gap to close here ({dense_txt}{evaluation}).")
     closed = (plain - ppl) / (plain - wanda)
-    return (f"Protecting the top {protect_text(p)} of input channels takes magnitude from perplexity {plain:.4g} to "
-            f"{ppl:.4g}: it closes {_verdict(closed)} to Wanda's {wanda:.4g} ({closed:.0%} of it; {dense_txt}"
-            f"{evaluation}).")
+    return (f"Protecting the top {protect_text(p)} of input channels takes {magnitude} from perplexity {plain:.4g} "
+            f"to {ppl:.4g}: it closes {_verdict(closed)} to {wanda_name}'s {wanda:.4g} ({closed:.0%} of it; "
+            f"{dense_txt}{evaluation}).")
 
 
 def intervention(magnitude: RunRecord, wanda: RunRecord | None, protected: list[RunRecord]) -> Intervention | None:
@@ -335,8 +362,9 @@ def intervention(magnitude: RunRecord, wanda: RunRecord | None, protected: list[
     names = [magnitude.name] + [r.name for r in protected]
     wanda_ppl = wanda.ppl if wanda is not None else None
     evaluation = evaluation_text(magnitude)
+    groups = (magnitude.request.prune.resolved_group, wanda.request.prune.resolved_group if wanda else None)
     return Intervention([p for p, _ in points], [v for _, v in points], names, wanda_ppl, magnitude.ppl_dense,
-                        evaluation, _intervention_sentence(points, wanda_ppl, magnitude.ppl_dense, evaluation))
+                        evaluation, _intervention_sentence(points, wanda_ppl, magnitude.ppl_dense, evaluation, groups))
 
 
 # --- which runs the page explains -------------------------------------------------------------------
@@ -353,6 +381,29 @@ class Comparison:
         if has_error_records(self.wanda.records()) or not has_error_records(self.magnitude.records()):
             return self.wanda
         return self.magnitude
+
+
+def mask_sources(pair: Comparison) -> tuple[str, bool]:
+    """Which masks steps 2–4 read and whether they are the masks of the two runs whose perplexities the page
+    quotes: (one sentence, True when they are). Each run's own mask is its own; the other metric's mask in the
+    evidence's records is the other run's where it was chosen in that run's group on the same weights (magnitude's
+    mask needs the weights alone; Wanda's needs the run's activations, which differ after block 0 in a magnitude
+    run, so only a Wanda run's records give both runs' masks)."""
+    source, other = (pair.wanda, pair.magnitude) if pair.evidence is pair.wanda else (pair.magnitude, pair.wanda)
+    records, run = source.records(), source.record
+    metric, other_metric = run.request.prune.method, other.record.request.prune.method
+    recorded, other_group = _groups(records).get(other_metric), other.record.request.prune.resolved_group
+    own = f"its own mask ({mask_label(metric, run.request.prune.resolved_group)})"
+    if other_metric == "magnitude" and recorded == other_group:
+        return (f"Steps 2–4 read the records of run {source.name}: {own} and, chosen on the same weights, the "
+                f"{mask_label(other_metric, recorded)} mask, the very mask of run {other.name}, whose perplexity "
+                f"step 5 starts from.", True)
+    chosen = mask_label(other_metric, recorded) if recorded else f"{NAMES[other_metric]}, in mixed groups"
+    why = (f"but run {other.name} pruned {GROUP_WORDS.get(other_group, other_group)}" if recorded != other_group else
+           f"chosen on run {source.name}'s activations, which differ from run {other.name}'s after the first block")
+    return (f"Steps 2–4 read the records of run {source.name}: {own} and a {chosen} mask, {why}; so steps 3–4 do "
+            f"not describe the mask of run {other.name}, whose perplexity step 5 quotes. Press Compare magnitude vs "
+            "Wanda again to record the two runs' own masks side by side.", False)
 
 
 def comparison(runs: Iterable[Run | None]) -> tuple[Comparison | None, str]:

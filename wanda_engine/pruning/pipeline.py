@@ -53,7 +53,7 @@ from ..methods.scoring import InputStats, magnitude_score, wanda_score
 from ..methods.selection import (Selection, prune_adaptive_alpha, prune_adaptive_alpha_protected, protection_shortfall, select,
                         select_protected)
 from ..methods.sparsegpt import sparsegpt_prune
-from ..methods.table import Kind
+from ..methods.table import Kind, get as get_method
 from ..core.stages import BY_NAME
 
 # The stages the pipeline announces itself (the runner announces 'prune' around it).
@@ -107,6 +107,13 @@ def _select_elsewhere(score: torch.Tensor, sparsity: float, group: str, nm: tupl
     return _SELECT_THREAD.submit(run)
 
 
+def _own_group(metric: str, nm: tuple[int, int] | None) -> str:
+    """The comparison group a record chooses another metric's mask in: that metric's own default (magnitude per
+    matrix, Wanda per output row), so that a Wanda run's magnitude mask is the very mask of the magnitude run at the
+    same settings, whose perplexity the pages quote beside it (issue 19); N:M patterns bring their own groups."""
+    return "nm" if nm is not None else get_method(metric).default_group
+
+
 def _selector_mask(config: PruneConfig, scores: dict[str, torch.Tensor], stats: InputStats | None, sparsity: float,
                    cutoffs: dict[str, float]) -> torch.Tensor:
     """The selector's mask (True = prune); its cut-off score goes into `cutoffs` where the selection gives one."""
@@ -137,7 +144,8 @@ def _prune_layer(config: PruneConfig, layer: nn.Module, stats: InputStats | None
     # The records' masks of the other metrics are selected on a second CPU thread while this one
     # selects (or solves) the run's own: torch.topk runs on one core. They are never protected: the
     # records compare a protected run with what the other metric alone prunes.
-    others = {metric: _select_elsewhere(score, sparsity, group, nm, original.device)
+    groups = {config.method: group} | {metric: _own_group(metric, nm) for metric in scores if metric != config.method}
+    others = {metric: _select_elsewhere(score, sparsity, groups[metric], nm, original.device)
               for metric, score in scores.items() if record and metric != config.method}
 
     pruned = None  # a selector without weight update: the kept weights stay as they are
@@ -163,7 +171,8 @@ def _prune_layer(config: PruneConfig, layer: nn.Module, stats: InputStats | None
         reference = "wanda" if config.method == "magnitude" else "magnitude"
         rec = record_matrix(block=block, name=name, full_name=full_name, method=config.method, group=group,
                             original=original, mask=mask, pruned=pruned, stats=stats, masks_by_metric=masks,
-                            scores_by_metric=scores, reference=reference, cutoffs_by_metric=cutoffs)
+                            scores_by_metric=scores, reference=reference, cutoffs_by_metric=cutoffs,
+                            groups_by_metric=groups)
     if pruned is None:
         weight.mul_(mask.logical_not())  # in place; a multiply is several times faster than masked_fill on CPU
     else:

@@ -156,7 +156,8 @@ def record_matrix(*, block: int, name: str, full_name: str, method: str, group: 
                   original: torch.Tensor, mask: torch.Tensor, pruned: torch.Tensor | None,
                   stats: InputStats | None, masks_by_metric: dict[str, torch.Tensor],
                   scores_by_metric: dict[str, torch.Tensor], reference: str,
-                  cutoffs_by_metric: dict[str, float] | None = None) -> MatrixRecord:
+                  cutoffs_by_metric: dict[str, float] | None = None,
+                  groups_by_metric: dict[str, str] | None = None) -> MatrixRecord:
     """original/pruned: [out, in] fp32 weights before/after (pruned=None: original with the mask's
     entries zeroed, no update of the others); mask: True = pruned by the run.
 
@@ -164,6 +165,7 @@ def record_matrix(*, block: int, name: str, full_name: str, method: str, group: 
     ('magnitude' always, 'wanda' when stats exist); `reference` names the metric to overlap with (no overlap and
     no mask crop where its mask is absent: a magnitude run without statistics has no Wanda mask).
     cutoffs_by_metric: each mask's cut-off score where the selection gave it; computed otherwise.
+    groups_by_metric: the comparison group each metric's mask was chosen in (default: every one in `group`).
     """
     numel = mask.numel()
     row_counts = mask.sum(dim=1, dtype=torch.int32)
@@ -178,10 +180,11 @@ def record_matrix(*, block: int, name: str, full_name: str, method: str, group: 
     ref_mask = masks_by_metric.get(reference)  # absent without statistics: Wanda's mask needs activations
     overlap = _overlap(mask, ref_mask, reference, group) if ref_mask is not None else None
 
+    groups = {metric: group for metric in scores_by_metric} | dict(groups_by_metric or {})
     cutoffs = dict(cutoffs_by_metric or {})
     for metric, score in scores_by_metric.items():
         if metric not in cutoffs or cutoffs[metric] != cutoffs[metric]:  # missing or nan
-            cutoffs[metric] = _group_cutoff(score, masks_by_metric[metric], group)
+            cutoffs[metric] = _group_cutoff(score, masks_by_metric[metric], groups[metric])
 
     # where the zeros fall, per output row and per input channel (the Sparsity page's side-by-side view): counts
     # as uint16 (a matrix side is far below 65,536), the column count being one more pass over the mask
@@ -204,5 +207,6 @@ def record_matrix(*, block: int, name: str, full_name: str, method: str, group: 
         overlap=overlap,
         channels=_channel_summary(norms) if norms is not None else None,
         by_metric=by_metric,
+        groups={metric: groups[metric] for metric in masks_by_metric},
         arrays=arrays,
     )

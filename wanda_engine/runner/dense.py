@@ -12,7 +12,7 @@ import torch
 
 from ..config import EvalConfig, ZeroShotConfig
 from ..core.paths import cache_dir
-from ..evaluation.perplexity import Perplexity, perplexity_on_device
+from ..evaluation.perplexity import Perplexity, WindowsCallback, perplexity_on_device
 from ..evaluation.tasks import TaskPlan, plans_stamp
 from ..evaluation.zeroshot import evaluate_zeroshot
 from ..inputs.models import LoadedModel
@@ -47,11 +47,13 @@ def _cached(file: str, key: str, compute: Callable[[], dict[str, Any]]) -> tuple
 
 
 def dense_perplexity(loaded: LoadedModel, tokens: torch.Tensor, label: str, ev: EvalConfig,
-                     device: torch.device, cancel: threading.Event | None = None) -> tuple[Perplexity, bool]:
-    """The unpruned model's perplexity on the same windows, cached per model and evaluation settings."""
+                     device: torch.device, cancel: threading.Event | None = None,
+                     on_windows: WindowsCallback | None = None) -> tuple[Perplexity, bool]:
+    """The unpruned model's perplexity on the same windows, cached per model and evaluation settings;
+    `on_windows(done, total)` as its windows are scored (never, when cached)."""
     key = f"{model_fingerprint(loaded)}|{label}|{tokens.numel()}|{ev.seqlen}|{ev.windows}"
-    result, cached = _cached("dense_perplexity.json", key,
-                             lambda: perplexity_on_device(loaded.model, tokens, label, ev, device, cancel).to_dict())
+    result, cached = _cached("dense_perplexity.json", key, lambda: perplexity_on_device(
+        loaded.model, tokens, label, ev, device, cancel, on_windows).to_dict())
     return Perplexity(**result), cached
 
 

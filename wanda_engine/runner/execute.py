@@ -166,7 +166,8 @@ def _evaluate_dense(prep: Prepared, clock: StageClock) -> dict[str, Any]:
         return {}
     tokens, label = prep.eval_data
     with clock.stage("eval-dense", label):
-        dense, cached = dense_perplexity(prep.loaded, tokens, label, prep.request.eval, prep.device, clock.cancel)
+        dense, cached = dense_perplexity(prep.loaded, tokens, label, prep.request.eval, prep.device, clock.cancel,
+                                         clock.windows)
     return {"ppl_dense": dense.ppl, "ppl_dense_cached": cached}
 
 
@@ -205,7 +206,7 @@ def _evaluate_pruned(model: Any, prep: Prepared, clock: StageClock) -> dict[str,
         return {}
     tokens, label = prep.eval_data
     with clock.stage("eval", label):
-        pruned = perplexity_on_device(model, tokens, label, prep.request.eval, prep.device, clock.cancel)
+        pruned = perplexity_on_device(model, tokens, label, prep.request.eval, prep.device, clock.cancel, clock.windows)
     return {"ppl": pruned.ppl, "eval": EvalInfo(dataset=pruned.dataset, seqlen=pruned.seqlen, windows=pruned.windows,
                                                tokens=pruned.tokens, tokens_per_s=round(pruned.tokens_per_s, 1))}
 

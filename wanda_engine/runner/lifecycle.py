@@ -22,7 +22,7 @@ import transformers
 from .. import __version__
 from ..core.status import RunStatus
 from ..core.errors import EngineError, OutOfMemory, PruneCancelled
-from ..core.events import EventCallback, StageStarted, ignore_events
+from ..core.events import EventCallback, StageStarted, WindowsEvaluated, ignore_events
 from ..core.stages import BY_NAME
 from ..store.run_store import atomic_write_json
 
@@ -66,6 +66,10 @@ class StageClock:
 
     def elapsed(self) -> float:
         return time.perf_counter() - self._start
+
+    def windows(self, done: int, total: int) -> None:
+        """An evaluation's progress in the stage now running, as an event."""
+        self.on_event(WindowsEvaluated(self.elapsed(), done, total))
 
     @contextmanager
     def stage(self, name: str, detail: str = "") -> Iterator[None]:

@@ -24,6 +24,16 @@ ARRAY_KINDS = ("density", "channel_norms", "row_sparsity", "mask_crop", "crop_ro
                *(f"channel_error_{metric}" for metric in ERROR_METRICS))
 
 
+# How a page or a figure says which mask a number belongs to: the metric and the group its mask was chosen in.
+METRIC_NAMES = {"magnitude": "magnitude", "wanda": "Wanda"}
+GROUP_WORDS = {"row": "per output row", "matrix": "per matrix", "nm": "per N:M group"}
+
+
+def mask_label(metric: str, group: str) -> str:
+    """'magnitude, per matrix', 'Wanda, per output row': one metric's mask, named with its comparison group."""
+    return f"{METRIC_NAMES.get(metric, metric)}, {GROUP_WORDS.get(group, f'per {group} group')}"
+
+
 def top1pct_count(channels: int) -> int:
     """How many input channels 'the top 1%' means for a matrix with `channels` inputs: at least one."""
     return max(1, math.ceil(0.01 * channels))
@@ -34,7 +44,7 @@ class MaskOverlap:
     """The run's mask against the reference mask on the same weights; the shares are fractions of all weights."""
 
     reference: str  # the reference metric: 'magnitude', or 'wanda' for a magnitude run
-    group: str  # the comparison group both masks were chosen in
+    group: str  # the comparison group the run's mask was chosen in (the reference's: MatrixRecord.group_of)
     jaccard: float  # of the two pruned sets (1.0 when both are empty)
     both: float  # pruned by both
     only_method: float  # pruned by the run's method alone
@@ -50,14 +60,17 @@ class MatrixRecord:
     """One pruned weight matrix, viewed as [out, in].
 
     hist: {"wanda": H, "magnitude": H} with H = {"edges": log10 bin edges, "pruned": counts,
-          "kept": counts, "cutoff": log10 of the median per-group threshold} — both metrics on
-          the same weights, each split by its own mask (the run's mask for its method, the
-          reference mask for the other). "wanda" is absent when no activation statistics exist.
+          "kept": counts, "cutoff": log10 of the threshold (per matrix, or the median over rows)} — both
+          metrics on the same weights, each split by its own mask (the run's mask for its method, the
+          other metric's mask for the other). "wanda" is absent when no activation statistics exist.
+    groups: the comparison group of each metric's mask: the run's group for its own method, the metric's own
+          default group for the others (magnitude per matrix, Wanda per output row: the mask the Compare's run
+          of that metric has); None in records written before, where every mask was chosen in `group`.
     overlap: the run's mask vs the reference mask (None without a reference mask).
     channels: activation-norm summary of the input channels: {"top_index", "top_norm",
           "top1pct_share", "max_over_median"}.
     by_metric: for each of ERROR_METRICS, its mask on these same weights (the run's own mask for the
-          run's method, else the reference mask chosen at the run's settings): {"proxy_error": that
+          run's method, else the metric's own mask, in its group of `groups`): {"proxy_error": that
           mask's relative proxy error, "top1pct_pruned": the fraction of the weights feeding the
           top1pct_count channels (by norm) it prunes}. None without activation statistics, and in
           runs recorded before it existed. arrays["channel_error_<metric>"][j] is channel j's part of
@@ -80,16 +93,27 @@ class MatrixRecord:
     overlap: MaskOverlap | None = None
     channels: dict[str, Any] | None = None
     by_metric: dict[str, dict[str, float]] | None = None
+    groups: dict[str, str] | None = None
     arrays: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
 
     @property
     def key(self) -> str:
         return f"{self.block}/{self.name}"
 
+    def group_of(self, metric: str) -> str:
+        """The comparison group `metric`'s mask was chosen in (records written before `groups`: the run's)."""
+        return (self.groups or {}).get(metric, self.group)
+
+    def mask_label(self, metric: str) -> str:
+        """'magnitude, per matrix': which of this record's masks a number belongs to."""
+        return mask_label(metric, self.group_of(metric))
+
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d.pop("arrays")
         d["shape"] = list(self.shape)
+        if d["groups"] is None:  # a record read from before `groups` writes back as it was
+            d.pop("groups")
         return d
 
     @classmethod

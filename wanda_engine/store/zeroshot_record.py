@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..config import ZeroShotConfig
+from ..core.errors import ConfigError
 
 _TASK_FIELDS = ("n", "version", "dataset")
 _STDERR = "_stderr"
@@ -119,3 +120,19 @@ class ZeroShotRecord:
     def to_json(self) -> dict[str, Any]:
         return {"dense": self.dense.to_json(), "pruned": self.pruned.to_json(), "config": self.config.to_dict(),
                 "harness": self.harness, "dense_cached": self.dense_cached, **self.extra}
+
+
+def joined_config(earlier: ZeroShotRecord | None, zc: ZeroShotConfig) -> ZeroShotConfig:
+    """A run's zero-shot settings once `zc`'s tasks join its earlier results: the same question limit and shots
+    (accuracies measured otherwise would sit in one table as if alike), the tasks together; ConfigError otherwise."""
+    if earlier is None:
+        return zc
+    old = earlier.config
+    if (old.limit, old.num_fewshot) != (zc.limit, zc.num_fewshot):
+        said = lambda c: f"{c.limit or 'every'} question(s) per task, {c.num_fewshot}-shot"  # noqa: E731
+        raise ConfigError(f"the run's zero-shot results were scored at {said(old)}; score the new tasks the same "
+                          f"way ({said(zc)} asked)")
+    if old.task_dir and zc.task_dir and old.task_dir != zc.task_dir:
+        raise ConfigError(f"the run's zero-shot tasks came from {old.task_dir}; score tasks from one folder per run")
+    return ZeroShotConfig(tasks=tuple(dict.fromkeys((*old.tasks, *zc.tasks))), task_dir=old.task_dir or zc.task_dir,
+                          limit=zc.limit, num_fewshot=zc.num_fewshot, batch_size=zc.batch_size)

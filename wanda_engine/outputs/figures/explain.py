@@ -139,7 +139,7 @@ def explain_cuts(evidence: OutlierCuts) -> go.Figure:
     fig = go.Figure()
     for metric in ("magnitude", "wanda"):
         values = evidence.pruned[metric]
-        fig.add_trace(go.Bar(y=evidence.matrices, x=values, orientation="h", name=NAMES[metric],
+        fig.add_trace(go.Bar(y=evidence.matrices, x=values, orientation="h", name=evidence.labels[metric],
                              marker_color=method_colour(metric), text=[f"{v:.0%}" for v in values],
                              textposition="outside", cliponaxis=False, textfont={"size": FONT},
                              hovertemplate=f"{NAMES[metric]} · %{{y}}<br>%{{x:.1%}} of the weights feeding the top 1% "
@@ -161,7 +161,8 @@ def explain_error_share(evidence: ErrorShare) -> go.Figure:
     for metric in ("magnitude", "wanda"):
         look = method_style(metric)
         colour = look.colour
-        fig.add_trace(go.Scatter(x=evidence.fraction, y=evidence.cumulative[metric], mode="lines", name=NAMES[metric],
+        fig.add_trace(go.Scatter(x=evidence.fraction, y=evidence.cumulative[metric], mode="lines",
+                                 name=evidence.labels[metric],
                                  line={"color": colour, "dash": look.dash, "width": 4},
                                  hovertemplate=f"{NAMES[metric]}: the top %{{x:.1%}} of channels carry %{{y:.1%}} "
                                                "of its proxy error<extra></extra>"))

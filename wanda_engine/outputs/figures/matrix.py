@@ -31,9 +31,9 @@ def metric_histograms(record: MatrixRecord) -> go.Figure:
         return note(layout(fig, title), "no score histograms recorded")
     titles = [f"{METRIC_LABELS.get(m, m)}" + (" — the run's method" if m == record.method else "") for m in metrics]
     fig = make_subplots(rows=1, cols=len(metrics), subplot_titles=titles, horizontal_spacing=0.08)
-    cut_label = "cut-off (matrix)" if record.group == "matrix" else "cut-off (median over rows)"
-    zeros = 0
+    zeros, cut_labels = 0, set()
     for col, metric in enumerate(metrics, start=1):
+        cut_label = "cut-off (matrix)" if record.group_of(metric) == "matrix" else "cut-off (median over rows)"
         h = record.hist[metric]
         edges = np.asarray(h["edges"], dtype=float)
         kept, pruned = np.asarray(h["kept"]), np.asarray(h["pruned"])
@@ -49,13 +49,16 @@ def metric_histograms(record: MatrixRecord) -> go.Figure:
         if cutoff is not None and math.isfinite(cutoff):
             top = float((kept + pruned).max()) * 1.05 if len(kept) else 1.0
             fig.add_trace(go.Scatter(
-                x=[cutoff, cutoff], y=[0, top], mode="lines", name=cut_label, legendgroup="cutoff", showlegend=first,
+                x=[cutoff, cutoff], y=[0, top], mode="lines", name=cut_label, legendgroup=cut_label,
+                showlegend=cut_label not in cut_labels,
                 line={"color": "black", "dash": "dash", "width": 1.5},
                 hovertemplate=f"{metric} {cut_label}: log10 score {cutoff:.3f}<extra></extra>"), row=1, col=col)
+            cut_labels.add(cut_label)
         zeros = max(zeros, int(h.get("zero_weights", 0) or 0))
         fig.update_xaxes(title_text="log10 score", row=1, col=col)
     fig.update_yaxes(title_text="weights", row=1, col=1)
-    sub = f"run: {record.method}, comparison group {record.group}; each metric split by its own mask at the run's sparsity"
+    sub = (f"run: {record.method}; each metric split by its own mask at the run's sparsity: "
+           + "; ".join(record.mask_label(m) for m in metrics))
     if zeros:
         sub += f"; {zeros:,} exact zeros not shown"
     layout(fig, title, sub, barmode="stack", bargap=0)

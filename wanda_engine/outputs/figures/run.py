@@ -85,8 +85,10 @@ def overlap_heatmap(records: list[MatrixRecord]) -> go.Figure:
         hovertemplate=(f"block %{{y}}, %{{x}}<br>Jaccard %{{z:.3f}}<br>pruned by both %{{customdata[0]:.1%}}"
                        f"<br>only {methods} %{{customdata[1]:.1%}}<br>only {ref} %{{customdata[2]:.1%}}<extra></extra>")))
     mean = float(np.nanmean(z)) if np.isfinite(z).any() else float("nan")
+    masks = "; ".join(sorted({label for r in with_overlap for label in (r.mask_label(r.method),
+                                                                        r.mask_label(r.overlap.reference))}))
     layout(fig, f"Mask overlap: {methods} versus reference {ref} (Jaccard of the pruned sets)",
-            f"comparison group {', '.join(sorted({r.group for r in with_overlap}))}; mean Jaccard {mean:.3f}; "
+            f"{masks}; mean Jaccard {mean:.3f}; "
             "1 = the same weights pruned")
     fig.update_xaxes(title_text="matrix", showgrid=False, tickangle=-30)
     fig.update_yaxes(title_text="block", autorange="reversed", showgrid=False, **index_ticks(blocks))
