@@ -19,7 +19,8 @@ from wanda_engine.outputs import bundle as bundles
 from wanda_engine.cli import main as cli
 from wanda_engine.core.names import emphasize
 from wanda_engine.store import reproduce
-from wanda_engine.config import ConfigError, EvalConfig, OffloadConfig, PruneConfig, RunRequest, ZeroShotConfig
+from wanda_engine.core.errors import ConfigError
+from wanda_engine.config import EvalConfig, OffloadConfig, PruneConfig, RunRequest, ZeroShotConfig
 from wanda_engine.store.run_record import RunRecord
 from wanda_engine.store.run_store import load_run
 

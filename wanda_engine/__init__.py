@@ -6,7 +6,7 @@ import only those above it in this list; tests/test_code_rules.py holds the orde
 
     core        the shared words: errors, events, the stage table, statuses, parsing of typed values, the palette
     methods     the one table of methods, and their math: scores, selectors, SparseGPT's solver, structure scores
-    config.py   validated settings: PruneConfig, EvalConfig, ZeroShotConfig, OffloadConfig, RunRequest
+    config      validated settings: PruneConfig, EvalConfig, ZeroShotConfig, SpeedConfig, RunRequest, ...
     store       runs on disk, torch-free: run.json's typed record, the per-matrix records, the run store
     inputs      the model, its anatomy (blocks, linears, heads, channels), offloading, the device, texts -> token
                 windows, the loader of a model whose blocks differ in width
