@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[1]
 ENGINE = ROOT / "wanda_engine"
 PACKAGE = "wanda_engine"
 # The engine's packages from the bottom up: a module may import its own package and those listed before it
-# (each package's docstring says the same). `config` is a module at the top level of the engine.
+# (each package's docstring says the same). `__main__` is the module `python -m wanda_engine` runs.
 LAYERS = ("core", "methods", "config", "store", "inputs", "pruning", "evaluation", "runner", "sweep", "repair",
           "outputs", "cli", "__main__")
 MAX_FUNCTION_LINES = 80
