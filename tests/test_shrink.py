@@ -283,7 +283,7 @@ def test_the_score_distributions_split_kept_and_removed_at_the_cutoff(allocation
         assert hist.edges == channels.edges and sum(hist.removed) == block.channels - block.channels_kept
         assert _removed_only_up_to_the_cutoff(hist)
     if allocation == "global":  # one cut for every block, on standardized scores
-        assert channels.scale == "standardized score" and channels.cutoff == groups.cutoff is not None
+        assert channels.scale == "asinh(standardized score)" and channels.cutoff == groups.cutoff is not None
         assert _removed_only_up_to_the_cutoff(channels)
     else:
         assert channels.scale == "log10 score" and channels.cutoff is None  # each block has its own

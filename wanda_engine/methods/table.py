@@ -51,6 +51,20 @@ class Structure(enum.Enum):
     DEPTH = "depth"  # whole decoder blocks
 
 
+class Family(enum.Enum):
+    """How a method makes a model cheaper: the frontier's families (outputs/figures/frontier.py). Zeros stored in
+    dense weights leave the model as large and, on dense kernels, as slow; width and depth make it smaller."""
+
+    ZEROS = "zeros"  # masks and solvers, unstructured or N:M: the zeros are stored
+    WIDTH = "width"
+    DEPTH = "depth"
+
+    @property
+    def label(self) -> str:
+        return {"zeros": "zeros kept in dense weights (same size)", "width": "heads and MLP channels removed",
+                "depth": "whole blocks removed"}[self.value]
+
+
 class Pattern(enum.Enum):
     """The sparsity patterns a method can prune to."""
 
@@ -125,6 +139,11 @@ class Method:
         if self.needs_gram and not self.needs_activations:
             return "the Gram matrix is made of the activations"
         return ""
+
+    @property
+    def family(self) -> Family:
+        """The frontier's family: what the method does to the model's size."""
+        return Family(self.removes.value) if self.removes is not None else Family.ZEROS
 
     def refusal(self, option: str) -> str:
         """The sentence that refuses a setting this method does not take: "group 'matrix' does not apply to method

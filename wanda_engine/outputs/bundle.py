@@ -2,7 +2,8 @@
 
 A bundle holds every figure of the catalog that has data (figures.catalog.plan) in a print preset and the
 chosen formats (`figures/`), the data behind each (`data/*.csv`), the tables as LaTeX, Markdown and CSV
-(`tables/`), each run's calibration windows (`calibration/*.npy`) and run.json (`runs/`), and `REPRODUCE.md`,
+(`tables/`: perplexity or the sweep's grid, zero-shot accuracy, and the frontier where a run removed structures or
+measured its speed), each run's calibration windows (`calibration/*.npy`) and run.json (`runs/`), and `REPRODUCE.md`,
 the card whose commands re-run each run from the unzipped folder on the very same windows and which names,
 once, every figure left out for want of data. Torch-free: it reads run directories only, so it runs on a laptop
 from a copied run store. Every file name is at most MAX_FILE_NAME characters.
@@ -271,6 +272,8 @@ def _tables(records: Sequence[RunRecord], sweep: SweepSource | None) -> list[tab
         out.append(tables.sweep_table(records, sweep.name) if sweep else tables.perplexity_table(records))
     if any(r.zeroshot for r in records):
         out.append(tables.zeroshot_table(records))
+    if any(r.ppl is not None and (r.structure or r.speed) for r in records):  # what each run bought in speed and size
+        out.append(tables.frontier_table(records))
     return out
 
 

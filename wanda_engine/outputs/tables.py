@@ -15,6 +15,7 @@ from typing import Any
 
 import pandas as pd
 
+from .figures.frontier import FrontierPoint, frontier_points
 from .figures.zeroshot import ZEROSHOT_METRICS, zeroshot_mean, zeroshot_results, zeroshot_tasks
 from ..config import ZeroShotConfig
 from ..core.names import emphasize
@@ -232,6 +233,56 @@ def zeroshot_table(runs: Sequence[RunRecord], metric: str = "acc") -> Table:
     words = ZEROSHOT_METRICS.get(metric, metric)
     return Table(frame, {c: HIGHER for c in frame.columns}, caption, "tab:zeroshot",
                  column_title=f"{words[0].upper()}{words[1:]} (%)")
+
+
+# the decoder blocks' non-zero parameters kept, the measured and the ideal speed-ups, perplexity (the caption says so)
+FRONTIER_COLUMNS = {"Kept (%)": LOWER, "Prefill ×": HIGHER, "Decode ×": HIGHER, "Ideal ×": HIGHER, "PPL": LOWER}
+
+
+def _frontier_row(p: FrontierPoint) -> list[float | None]:
+    speed = p.speed
+    return [p.kept * 100, *((speed.prefill_speedup, speed.decode_speedup, speed.ideal_speedup) if speed else
+                            (None, None, None)), p.ppl]
+
+
+def _structure_protocol(runs: Sequence[RunRecord]) -> str:
+    """'flap removed whole KV groups and MLP channels (allocation uniform, ratio counted as params); block-influence
+    removed whole blocks': how each structure remover counted and chose, from the records."""
+    said: dict[str, list[str]] = {}
+    for run in runs:
+        s = run.structure
+        if s is not None:
+            what = "whole blocks" if s.structure == "depth" else (
+                f"whole KV groups and MLP channels (allocation {s.allocation}, ratio counted as {s.target})")
+            methods = said.setdefault(what, [])
+            methods += [_method(run)] if _method(run) not in methods else []
+    return "; ".join(f"{', '.join(methods)} removed {what}" for what, methods in said.items())
+
+
+def frontier_table(runs: Sequence[RunRecord]) -> Table:
+    """The frontier as a table: one row per run (its label: method and target), the dense model first; the decoder
+    blocks' non-zero parameters kept, the measured prefill and decode speed-ups with the ideal one (matmul FLOPs
+    per token), and perplexity. The caption states the protocol from the records."""
+    found = frontier_points(runs)
+    order = sorted(found.points, key=lambda p: (list(type(p.family)).index(p.family), p.series, -p.kept, p.run))
+    rows: dict[str, list[float | None]] = {}
+    if found.dense_ppl is not None:
+        rows[DENSE] = [100.0, 1.0, 1.0, 1.0, found.dense_ppl]
+    for p in order:
+        rows[p.label if p.label not in rows else f"{p.label} ({p.run})"] = _frontier_row(p)
+    frame = pd.DataFrame.from_dict(rows, orient="index", columns=list(FRONTIER_COLUMNS), dtype=float)
+    frame.index.name = "method"
+    same = [r for r in runs if r.name in {p.run for p in found.points}] or list(runs)
+    structures = _structure_protocol(same)
+    speed = (f"speed-ups measured beside the dense model: {found.speed_protocol}; ideal: the dense model's matmul "
+             "FLOPs per token over the pruned one's, the LM head included" if found.speed_protocol
+             else "no run measured its speed")
+    left = "".join(f"; {s}" for s in found.left_out)
+    caption = (f"Perplexity (PPL, lower is better) against the decoder blocks' non-zero parameters kept (Kept) and "
+               f"the measured prefill and decode speed-ups beside the ideal one, of {calibration_protocol(same)}; {structures + '; ' if structures else ''}a mask's zeros "
+               f"count as removed, though stored densely; {speed}; {eval_protocol(same)}{left}. The dense row is "
+               "the unpruned model.")
+    return Table(frame, dict(FRONTIER_COLUMNS), caption, "tab:frontier")
 
 
 def latex_escape(text: str) -> str:

@@ -15,8 +15,12 @@ GROUPING = ("whole KV groups: a KV head goes with the {per} query head(s) sharin
             "multiple of num_key_value_heads in every block, and k, v and the KV cache shrink with q and o")
 
 
-def _on_scale(scores: torch.Tensor, log: bool, floor: float) -> torch.Tensor:
-    return scores.double().clamp_min(floor).log10() if log else scores.double()
+def _on_scale(scores: torch.Tensor, log: bool, floor: float, squash: bool = False) -> torch.Tensor:
+    """log10 of raw scores (at least `floor`); asinh of standardized ones (`squash`): their tail runs to dozens of
+    standard deviations, which on linear bins would leave the bulk of the channels in one or two of them."""
+    if log:
+        return scores.double().clamp_min(floor).log10()
+    return scores.double().asinh() if squash else scores.double()
 
 
 def _floor(values: list[torch.Tensor]) -> float:
@@ -33,7 +37,8 @@ def histogram(structure: str, log: bool, values: list[torch.Tensor], removed: li
     given, or BINS spanning the values (log10 of raw scores, each at least `floor`)."""
     everything = torch.cat([v.double().reshape(-1) for v in values])
     floor = _floor(values) if floor is None else floor
-    scaled = [_on_scale(v, log, floor) for v in values]
+    squash = not log and structure != "block"
+    scaled = [_on_scale(v, log, floor, squash) for v in values]
     if edges is None:
         low, high = (float(torch.cat(scaled).min()), float(torch.cat(scaled).max())) if everything.numel() else (0.0, 1.0)
         edges_t = torch.linspace(low, high if high > low else low + 1.0, BINS + 1, dtype=torch.float64)
@@ -47,8 +52,8 @@ def histogram(structure: str, log: bool, values: list[torch.Tensor], removed: li
         mask[block_removed] = True
         gone += torch.bincount(bins[mask], minlength=BINS)
         kept += torch.bincount(bins[~mask], minlength=BINS)
-    scale = "log10 score" if log else ("standardized score" if structure != "block" else "block influence")
-    cut = None if cutoff is None else float(_on_scale(torch.tensor([cutoff]), log, floor)[0])
+    scale = "log10 score" if log else ("asinh(standardized score)" if squash else "block influence")
+    cut = None if cutoff is None else float(_on_scale(torch.tensor([cutoff]), log, floor, squash)[0])
     return ScoreHistogram(structure, scale, tuple(float(e) for e in edges_t), tuple(kept.tolist()),
                           tuple(gone.tolist()), cut)
 

@@ -140,6 +140,15 @@ class Shrinker:
         _send_home(block, home)
         scored.seconds = time.perf_counter() - started
         self.scored.append(scored)
+        if not self.dense_first:  # removed now: its progress now, as a mask run's block reports it
+            self._block_finished(len(self.scored) - 1)
+
+    def _block_finished(self, position: int) -> None:
+        """BlockFinished of the `position`-th scored block: the share of its parameters removed, and of all so far."""
+        s, upto = self.scored[position], self.scored[: position + 1]
+        so_far = sum(x.params_dense - x.params_kept for x in upto) / sum(x.params_dense for x in upto)
+        self.run.on_event(BlockFinished(self.run.elapsed(), s.index, self.run.num_blocks,
+                                        1 - s.params_kept / s.params_dense, s.error, so_far))
 
     def _calibrate(self, block: nn.Module, index: int) -> tuple[dict[str, InputStats] | None, list[torch.Tensor]]:
         if self.chunks is None:  # from the weights alone (magnitude-sp, calibrate=False)
@@ -209,13 +218,11 @@ class Shrinker:
                 self._config_biases(model, blocks)
             align_config(model, self.model_name)  # uniform widths: the config says them, as from_pretrained will
         records = []
-        done = 0.0
-        for s in self.scored:
+        for position, s in enumerate(self.scored):
             fraction = 1 - s.params_kept / s.params_dense
-            done += s.params_dense - s.params_kept
             records.append(BlockRecord(s.index, fraction, s.error, round(s.seconds, 4), target=float(self.config.sparsity)))
-            so_far = done / sum(x.params_dense for x in self.scored[: len(records)])
-            self.run.on_event(BlockFinished(self.run.elapsed(), s.index, self.run.num_blocks, fraction, s.error, so_far))
+            if self.dense_first:  # removed only now
+                self._block_finished(position)
         return records, structure_record(self.config, self.scored, self.model_params_dense, _params(model),
                                          self.dense_first, self.cutoff)
 

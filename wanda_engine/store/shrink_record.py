@@ -13,31 +13,32 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 
-def _typed(cls: type, d: Mapping[str, Any], **nested: Any) -> Any:
+def typed_record(cls: type, d: Mapping[str, Any], **nested: Any) -> Any:
     """cls from the keys of `d` it knows (lists become tuples), `nested` overriding."""
     known = {f.name for f in fields(cls)}
     values = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items() if k in known}
     return cls(**{**values, **nested})
 
 
-class _Flat:
+class FlatRecord:
     """JSON for a record of scalars and tuples of scalars: tuples are written as lists and read back as tuples."""
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> Any:
-        return _typed(cls, d)
+        return typed_record(cls, d)
 
     def to_json(self) -> dict[str, Any]:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
 
 @dataclass(frozen=True)
-class ScoreHistogram(_Flat):
+class ScoreHistogram(FlatRecord):
     """The scores of one kind of structure (head groups, MLP channels, blocks), split into kept and removed on
     shared bins, with the cut-off: the highest score removed (None when none was)."""
 
     structure: str  # 'KV group', 'MLP channel' or 'block'
-    scale: str  # what the bins count: 'log10 score' (raw scores) or 'standardized score' (global allocation)
+    scale: str  # what the bins count: 'log10 score' (raw scores) or 'asinh(standardized score)' (global
+    # allocation: asinh keeps the bulk on the bins, the tail on the axis) or 'block influence' (depth)
     edges: tuple[float, ...]
     kept: tuple[int, ...]
     removed: tuple[int, ...]
@@ -69,10 +70,10 @@ class BlockShrink:
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> "BlockShrink":
         hist = d.get("channel_scores")
-        return _typed(cls, d, channel_scores=ScoreHistogram.from_json(hist) if hist else None)
+        return typed_record(cls, d, channel_scores=ScoreHistogram.from_json(hist) if hist else None)
 
     def to_json(self) -> dict[str, Any]:
-        return {**_Flat.to_json(self), "channel_scores": self.channel_scores.to_json() if self.channel_scores else None}
+        return {**FlatRecord.to_json(self), "channel_scores": self.channel_scores.to_json() if self.channel_scores else None}
 
 
 @dataclass(frozen=True)
@@ -102,7 +103,7 @@ class StructureRecord:
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> "StructureRecord":
-        return _typed(cls, d, blocks=tuple(BlockShrink.from_json(b) for b in d.get("blocks") or ()),
+        return typed_record(cls, d, blocks=tuple(BlockShrink.from_json(b) for b in d.get("blocks") or ()),
                       distributions=tuple(ScoreHistogram.from_json(h) for h in d.get("distributions") or ()))
 
     def to_json(self) -> dict[str, Any]:
@@ -113,7 +114,7 @@ class StructureRecord:
 
 
 @dataclass(frozen=True)
-class SpeedSample(_Flat):
+class SpeedSample(FlatRecord):
     """One model's measurement (medians over the repeats; each repeat's seconds kept)."""
 
     prefill_tokens_per_s: float
@@ -159,7 +160,7 @@ class SpeedRecord:
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> "SpeedRecord":
-        return _typed(cls, d, dense=SpeedSample.from_json(d["dense"]), pruned=SpeedSample.from_json(d["pruned"]))
+        return typed_record(cls, d, dense=SpeedSample.from_json(d["dense"]), pruned=SpeedSample.from_json(d["pruned"]))
 
     def to_json(self) -> dict[str, Any]:
         out = {f.name: getattr(self, f.name) for f in fields(self)}

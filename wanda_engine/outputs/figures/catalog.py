@@ -18,19 +18,28 @@ from .. import explain
 from ...store.run_record import RunRecord
 from ...store.matrix_records import MatrixRecord
 from .explain import explain_cuts, explain_error_share, explain_outliers, explain_protect, explain_toy
+from .frontier import frontier, frontier_gap
 from .matrix import channel_norms, density_map, mask_crop, metric_histograms, row_sparsity
 from .perplexity import perplexity_bars, perplexity_vs_nsamples, perplexity_vs_sparsity
 from .run import block_progress, overlap_heatmap, owl_block_ratios, sparsity_heatmap
+from .structure import heads_kept, kept_per_block, removed_blocks, structure_scores
+from .style import layout, note
 from .zeroshot import zeroshot_bars
 
 FIGURES = {
     "perplexity": "Perplexity: current vs compare run",
     "ppl_vs_sparsity": "Perplexity versus sparsity (all runs of the model)",
     "zeroshot": "Zero-shot accuracy: current vs compare run",
+    "frontier": "Frontier: perplexity against measured prefill speed-up (all runs of the model)",
+    "frontier_params": "Frontier: perplexity against decoder-block parameters kept (all runs of the model)",
     "blocks": "Sparsity and output error per block",
     "sparsity_heatmap": "Sparsity of every matrix",
     "overlap": "Mask overlap with the reference method, every matrix",
     "owl_ratios": "OWL: outlier ratio and sparsity target per block",
+    "heads_kept": "Attention heads kept in each block",
+    "kept_per_block": "Share of heads and MLP channels each block kept",
+    "removed_blocks": "Block influence and the blocks removed",
+    "structure_scores": "Score distributions of the structures, with the cut-off",
     "histograms": "Score histograms of one matrix",
     "channels": "Input-channel norms of one matrix",
     "row_sparsity": "Row sparsity of one matrix",
@@ -38,9 +47,15 @@ FIGURES = {
     "mask_crop": "Mask crop of one matrix",
 }
 MATRIX_FIGURES = ("histograms", "channels", "row_sparsity", "density", "mask_crop")
-RUN_FIGURES = ("blocks", "sparsity_heatmap", "overlap", "owl_ratios")  # one run's own, whatever it is compared with
+STRUCTURE_FIGURES = {"heads_kept": heads_kept, "kept_per_block": kept_per_block, "removed_blocks": removed_blocks,
+                     "structure_scores": structure_scores}  # a structure remover's run: what it took out
+FRONTIER_AXES = {"frontier": "prefill", "frontier_params": "params"}
+# one run's own, whatever it is compared with
+RUN_FIGURES = ("blocks", *STRUCTURE_FIGURES, "sparsity_heatmap", "overlap", "owl_ratios")
 SWEEP_FIGURES = {"sweep_sparsity": "Perplexity versus sparsity (the sweep's runs)",
-                 "sweep_nsamples": "Perplexity versus calibration samples (the sweep's runs)"}
+                 "sweep_nsamples": "Perplexity versus calibration samples (the sweep's runs)",
+                 "sweep_frontier": "Frontier: perplexity against measured prefill speed-up (the sweep's runs)",
+                 "sweep_frontier_params": "Frontier: perplexity against decoder-block parameters kept (the sweep's runs)"}
 _MATRIX_DRAW: dict[str, Callable[[MatrixRecord], go.Figure]] = {
     "histograms": metric_histograms, "channels": channel_norms, "row_sparsity": row_sparsity,
     "density": density_map, "mask_crop": mask_crop}
@@ -74,11 +89,16 @@ def missing(which: str, run: RunRecord, matrices: Sequence[MatrixRecord] = (), *
     shown = [r for r in (compare, run) if r is not None]
     if which in ("perplexity", "ppl_vs_sparsity"):
         return "" if any(r.ppl is not None for r in shown) else "no run shown was evaluated (perplexity off)"
+    if which in FRONTIER_AXES or which in STRUCTURE_FIGURES:
+        return structure_missing(which, shown, run)
     if which == "zeroshot":
         return "" if any(r.zeroshot for r in shown) else "no run shown was scored on zero-shot tasks"
     if which == "blocks":
         if not run.blocks:
             return "no block records"
+        if run.structure is not None and all(b.block_error is None for b in run.blocks):
+            return ("every block was scored on the dense model and pruned at the end (global allocation or depth), "
+                    "so no block output error was measured (what each block kept is in the structure figures)")
         if all(b.block_error is None for b in run.blocks):
             return ("pruned from the weights alone (no calibration pass), so no block output error was measured "
                     "(its sparsity per matrix is in the sparsity figure)")
@@ -90,7 +110,8 @@ def missing(which: str, run: RunRecord, matrices: Sequence[MatrixRecord] = (), *
     if which not in FIGURES:
         raise ValueError(f"no figure named {which!r}; the catalog has {', '.join(FIGURES)}")
     if not matrices and matrix is None:
-        return "no per-matrix records"
+        return ("a structure remover's run keeps no per-matrix records: it removes heads, channels or blocks"
+                if run.structure is not None else "no per-matrix records")
     if which == "sparsity_heatmap":
         return ""
     if which == "overlap":
@@ -115,8 +136,14 @@ def build_figure(which: str, run: RunRecord, compare: RunRecord | None = None, *
         return zeroshot_bars(shown)
     if which == "ppl_vs_sparsity":
         return perplexity_vs_sparsity(list(model_runs) or shown)
+    if which in FRONTIER_AXES:
+        return frontier(list(model_runs) or shown, FRONTIER_AXES[which])
+    if which in STRUCTURE_FIGURES:
+        if run.structure is None:
+            return note(layout(go.Figure(), FIGURES[which]), structure_missing(which, [run], run))
+        return STRUCTURE_FIGURES[which](run.structure)
     if which == "blocks":
-        return block_progress(run.blocks)
+        return block_progress(run.blocks, structured=run.structure is not None)
     if which == "owl_ratios":
         return owl_block_ratios(run.blocks, run.request.prune)
     if which == "sparsity_heatmap":
@@ -130,13 +157,36 @@ def build_figure(which: str, run: RunRecord, compare: RunRecord | None = None, *
     return _MATRIX_DRAW[which](matrix)
 
 
-def sweep_figures(runs: Sequence[RunRecord]) -> dict[str, go.Figure]:
-    """A sweep's figures from its complete runs: 'sparsity' always, 'nsamples' when the runs span more than
-    one calibration size (the Wanda paper's figures 3 and 4)."""
-    out = {"sparsity": perplexity_vs_sparsity(runs)}
+def sweep_builders(runs: Sequence[RunRecord]) -> dict[str, Callable[[], go.Figure]]:
+    """A sweep's figures from its complete runs, each drawn when called: 'sparsity' always, 'nsamples' when the runs
+    span more than one calibration size (the Wanda paper's figures 3 and 4), the frontier ('frontier',
+    'frontier_params') when a run removed structures or measured its speed."""
+    out: dict[str, Callable[[], go.Figure]] = {"sparsity": lambda: perplexity_vs_sparsity(runs)}
     if len({run.request.prune.nsamples for run in runs}) > 1:
-        out["nsamples"] = perplexity_vs_nsamples(runs)
+        out["nsamples"] = lambda: perplexity_vs_nsamples(runs)
+    for which, axis in FRONTIER_AXES.items():
+        if not structure_missing(which, runs):
+            out[which] = lambda a=axis: frontier(runs, a)
     return out
+
+
+def sweep_figures(runs: Sequence[RunRecord]) -> dict[str, go.Figure]:
+    """`sweep_builders`' figures, drawn."""
+    return {kind: build() for kind, build in sweep_builders(runs).items()}
+
+
+def structure_missing(which: str, shown: Sequence[RunRecord], run: RunRecord | None = None) -> str:
+    """Why a frontier figure has no data for the runs `shown`, or a structure figure none for `run`; '' else."""
+    if which in FRONTIER_AXES:
+        return frontier_gap(shown, FRONTIER_AXES[which])
+    s = run.structure if run is not None else None
+    if s is None:
+        return "a mask's run zeroes weights: it removed no heads, channels or blocks"
+    if which in ("heads_kept", "kept_per_block") and s.structure == "depth":
+        return "a depth run removes whole blocks, not heads or channels"
+    if which == "removed_blocks" and s.structure == "width":
+        return "a width run removes heads and channels, no whole block"
+    return ""
 
 
 def _outlier_ratio(m: MatrixRecord) -> float:
@@ -226,7 +276,7 @@ def run_figures(run: RunRecord, matrices: Sequence[MatrixRecord], prefix: str,
     matrix = story.of(matrices) if story is not None else None
     if story is not None and matrix is None:
         omitted.append(Omitted(label, f"the per-matrix figures of block {story.block} {story.name}",
-                               "the run has no record of that matrix"))
+                               missing("sparsity_heatmap", run, matrices) or "the run has no record of that matrix"))
     if matrix is None:
         return specs, omitted
     where = f"block {matrix.block} {matrix.name}"
@@ -247,7 +297,9 @@ def _side_by_side(runs: Sequence[RunRecord], model_runs: Sequence[RunRecord]) ->
     drawn = {"perplexity": ("Perplexity of the dense and pruned models", lambda: perplexity_bars(shown)),
              "ppl_vs_sparsity": ("Perplexity versus sparsity",
                                  lambda: perplexity_vs_sparsity(list(model_runs) or shown)),
-             "zeroshot": ("Zero-shot accuracy", lambda: zeroshot_bars(shown))}
+             "zeroshot": ("Zero-shot accuracy", lambda: zeroshot_bars(shown)),
+             **{which: (FIGURES[which].split(" (")[0], lambda a=axis: frontier(list(model_runs) or shown, a))
+                for which, axis in FRONTIER_AXES.items()}}
     specs, omitted = [], []
     for which, (title, build) in drawn.items():
         reasons = [missing(which, r) for r in shown]
@@ -260,12 +312,10 @@ def _side_by_side(runs: Sequence[RunRecord], model_runs: Sequence[RunRecord]) ->
 
 def _sweep_plan(runs: Sequence[RunRecord]) -> Plan:
     shown = list(runs)
-    specs = [FigureSpec("sweep_sparsity", SWEEP_FIGURES["sweep_sparsity"], lambda: perplexity_vs_sparsity(shown))]
-    if len({r.request.prune.nsamples for r in shown}) > 1:
-        specs.append(FigureSpec("sweep_nsamples", SWEEP_FIGURES["sweep_nsamples"],
-                                lambda: perplexity_vs_nsamples(shown)))
+    specs = [FigureSpec(f"sweep_{kind}", SWEEP_FIGURES[f"sweep_{kind}"], build)
+             for kind, build in sweep_builders(shown).items()]
     side, omitted = _side_by_side(shown, ())
-    return Plan(tuple(specs + [s for s in side if s.stem != "ppl_vs_sparsity"]), tuple(omitted),
+    return Plan(tuple(specs + [s for s in side if s.stem not in ("ppl_vs_sparsity", *FRONTIER_AXES)]), tuple(omitted),
                 ("A sweep's grid is not drawn run by run.",))
 
 
@@ -280,8 +330,9 @@ def plan(runs: Sequence[RunRecord], matrices: Mapping[str, Sequence[MatrixRecord
         return _sweep_plan(runs)
     specs, omitted = _side_by_side(runs, model_runs)
     elsewhere = [r.name for r in model_runs if r.name not in {run.name for run in runs}]
-    notes = [f"Perplexity versus sparsity also draws runs of the run store that are not in this bundle: "
-             f"{', '.join(elsewhere)}."] if elsewhere and any(s.stem == "ppl_vs_sparsity" for s in specs) else []
+    drawn = [FIGURES[s.stem].split(" (")[0] for s in specs if s.stem in ("ppl_vs_sparsity", *FRONTIER_AXES)]
+    notes = [f"{' and '.join(drawn)} also draw{'s' * (len(drawn) == 1)} runs of the run store that are not in this "
+             f"bundle: {', '.join(elsewhere)}."] if elsewhere and drawn else []
     if len(runs) > 1:
         explained = explain_plan(runs, matrices, model_runs)
         specs, omitted, notes = specs + list(explained.figures), omitted + list(explained.omitted), list(explained.notes)

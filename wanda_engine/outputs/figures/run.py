@@ -95,28 +95,32 @@ def overlap_heatmap(records: list[MatrixRecord]) -> go.Figure:
     return fig
 
 
-def block_progress(blocks: Sequence[BlockRecord | BlockFinished]) -> go.Figure:
+def block_progress(blocks: Sequence[BlockRecord | BlockFinished], structured: bool = False) -> go.Figure:
     """Achieved sparsity and relative output error per block: a run's BlockRecords, or the BlockFinished
-    events of a running job."""
+    events of a running job. `structured`: a structure remover's run, whose blocks report the share of their
+    parameters removed (not zeroed)."""
     idx = np.array([int(b.block) for b in blocks], dtype=int)
     sp = np.array([float(b.sparsity) for b in blocks], dtype=float)
     # None: pruned from the weights alone (calibrate=False), so no error was measured; drawn as a gap
     err = np.array([np.nan if b.block_error is None else float(b.block_error) for b in blocks], dtype=float)
     measured = err[np.isfinite(err)]
+    what = "parameters removed" if structured else "sparsity"
     fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.16,
-                        subplot_titles=("achieved sparsity", "block output error ‖ŷ − y‖² / ‖y‖²"))
-    fig.add_trace(go.Bar(x=idx, y=sp, name="sparsity", marker={"color": BLUE},
-                         hovertemplate="block %{x}<br>sparsity %{y:.2%}<extra></extra>"), row=1, col=1)
+                        subplot_titles=("share of the block's parameters removed" if structured else "achieved sparsity",
+                                        "block output error ‖ŷ − y‖² / ‖y‖²"))
+    fig.add_trace(go.Bar(x=idx, y=sp, name=what, marker={"color": BLUE},
+                         hovertemplate=f"block %{{x}}<br>{what} %{{y:.2%}}<extra></extra>"), row=1, col=1)
     fig.add_trace(go.Scatter(x=idx, y=err, name="block error", mode="lines+markers",
                              line={"color": VERMILLION}, marker={"size": 7},
                              hovertemplate="block %{x}<br>relative error %{y:.4g}<extra></extra>"), row=2, col=1)
     log_err = bool(len(measured)) and bool((measured > 0).all()) and measured.max() / measured.min() > 100
     error_text = (f"mean error {measured.mean():.3g}" if len(measured)
                   else "no output error: pruned from the weights alone, without calibration")
-    sub = (f"{len(blocks)} blocks pruned; mean sparsity {sp.mean():.2%}, {error_text}"
+    sub = (f"{len(blocks)} blocks pruned; mean {what} {sp.mean():.2%}, {error_text}"
            + ("; error on a log scale" if log_err else "") if len(blocks) else "no block finished yet")
-    layout(fig, "Per-block sparsity and output error, measured on the calibration data", sub, showlegend=False)
-    fig.update_yaxes(title_text="sparsity", tickformat=".0%", rangemode="tozero", row=1, col=1)
+    layout(fig, f"Per-block {what} and output error, measured on the calibration data", sub, showlegend=False)
+    fig.update_yaxes(title_text="removed" if structured else "sparsity", tickformat=".0%", rangemode="tozero",
+                     row=1, col=1)
     fig.update_yaxes(title_text="relative error", row=2, col=1,
                      **({"type": "log", **log_ticks(measured)} if log_err else {"rangemode": "tozero"}))
     fig.update_xaxes(title_text="block", row=2, col=1)

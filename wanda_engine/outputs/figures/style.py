@@ -26,9 +26,9 @@ TEMPLATE = "simple_white"
 # The palette (Okabe–Ito) and each method's look are the core's and the table of methods' (methods/table.py).
 DENSE_STYLE = MethodStyle(GREY, "dash", "line-ew")
 _CYCLE = (VERMILLION, DARK_GREY, YELLOW)  # for methods not in the table: no method's colour
-# a second, third … series of the same base method in one figure: the base's colour, another dash, an open marker
-_VARIANT_LOOKS = (("longdashdot", "-open", "+"), ("dot", "-open", "-"), ("dash", "-dot", "|"),
-                  ("dashdot", "-open-dot", "x"))
+# a second, third … series of the same base method in one figure: the base's colour, another dash and bar pattern,
+# and a dot in its marker (`_varied_symbol`)
+_VARIANT_LOOKS = (("longdashdot", "+"), ("dot", "-"), ("dash", "|"), ("dashdot", "x"))
 MASK_COLOURS = {KEPT: LIGHT_GREY, PRUNED_BOTH: DARK_GREY, PRUNED_ONLY_METHOD: VERMILLION, PRUNED_ONLY_REFERENCE: BLUE}
 
 
@@ -142,15 +142,15 @@ def method_style(label: str, seen: dict[str, MethodStyle] | None = None, choice:
     names the method as the run's settings do (`PruneConfig.choice`); without it, it is read off the label.
 
     `seen` (one dict per figure) tells series of the same look apart: the first keeps the table's look, later
-    ones keep the colour and take another dash and an open marker. Unknown methods take the spare colours in
+    ones keep the colour and take another dash and a dot in the marker. Unknown methods take the spare colours in
     turn, a method's series sharing one."""
     seen = {} if seen is None else seen
     if label in seen:
         return seen[label]
     base = choice or base_method(label)
     own = table_look(base)
-    if own is not None:
-        siblings = [look for look in seen.values() if look.colour == own.colour]
+    if own is not None:  # a structure remover shares its mask relative's colour, not its look: not a sibling
+        siblings = [look for other, look in seen.items() if table_look(base_method(other)) == own]
     else:
         siblings = [look for other, look in seen.items() if base_method(other) == base]
         own = siblings[0] if siblings else None
@@ -159,10 +159,17 @@ def method_style(label: str, seen: dict[str, MethodStyle] | None = None, choice:
         own = MethodStyle(next((c for c in _CYCLE if c not in used), _CYCLE[len(used) % len(_CYCLE)]),
                           "solid", "circle")
     if siblings:
-        dash, suffix, pattern = _VARIANT_LOOKS[(len(siblings) - 1) % len(_VARIANT_LOOKS)]
-        own = MethodStyle(own.colour, dash, own.symbol + suffix, pattern)
+        dash, pattern = _VARIANT_LOOKS[(len(siblings) - 1) % len(_VARIANT_LOOKS)]
+        own = MethodStyle(own.colour, dash, _varied_symbol(own.symbol), pattern)
     seen[label] = own
     return own
+
+
+def _varied_symbol(symbol: str) -> str:
+    """Another series' marker of the same method, as filled or open as the table's own (open: a structure remover,
+    filled: zeros in dense weights), with a dot: 'circle' -> 'circle-dot', 'hexagon-open' -> 'hexagon-open-dot'."""
+    plain = re.sub(r"(-open)?(-dot)?$", "", symbol)
+    return plain + ("-open-dot" if symbol.endswith(("-open", "-open-dot")) else "-dot")
 
 
 def method_colour(label: str, seen: dict[str, MethodStyle] | None = None, choice: str | None = None) -> str:
