@@ -106,6 +106,9 @@ def test_settings_no_option_reaches_are_listed_for_the_card():
      "--layerwise", "uniform,owl", "--nsamples", "8,16", "--seqlen", "128", "--eval-windows", "4", "--owl-m", "7"],
     ["sweep", "--methods", "magnitude", "--protect-channels", "0,0.01", "--eval", "none", "--name", "abc",
      "--group", "row", "--seed", "2"],
+    ["sweep", "--methods", "flap,block-influence,wanda", "--ratios", "0.1,0.2", "--allocation", "global",
+     "--bias-compensation", "--speed-repeats", "3"],
+    ["sweep", "--methods", "wanda-sp", "--no-speed", "--target", "per-block"],
 ])
 def test_the_sweep_command_rebuilds_the_same_sweep(argv):
     config = cli._sweep_config(cli.build_parser().parse_args(argv)).to_dict()

@@ -11,7 +11,7 @@ from test_app import charts, goto, new_app, no_exceptions, use_tiny_model, wait_
 from wanda_engine.outputs import figures as F
 from wanda_engine.sweep import grid as sw
 from wanda_engine.cli.main import main
-from wanda_engine.config import EvalConfig, PruneConfig
+from wanda_engine.config import EvalConfig, PruneConfig, SpeedConfig
 from wanda_engine.core.errors import ConfigError, EngineError
 from wanda_engine.outputs.figures.catalog import sweep_figures
 from wanda_engine.store.run_record import RunRecord
@@ -222,3 +222,64 @@ def test_sweep_page_queues_a_batch_and_draws_its_figure(app_env):
     # a bad list is one sentence and nothing is queued
     at.text_input(key="sw_sparsities").set_value("lots").run()
     assert any("sparsity 'lots' is not a number" in w.value for w in at.warning) and at.button(key="b_sweep").disabled
+
+
+# ---------------------------------------------------------------- the structure removers' ratio axis
+
+def test_the_removers_take_their_ratios_and_the_masks_their_sparsities():
+    cfg = sw.SweepConfig(methods=["flap", "block-influence", "wanda"], sparsities=[0.5], ratios=[0.3, 0.1],
+                         bias_compensation=True, speed=SpeedConfig(decode_tokens=4, repeats=3), base=FAST_BASE)
+    plan = sw.plan_sweep(cfg)
+    points = sorted((r.prune.method, r.prune.sparsity) for r in plan)
+    assert points == [("block-influence", 0.1), ("block-influence", 0.3), ("flap", 0.1), ("flap", 0.3), ("wanda", 0.5)]
+    by_method = {r.prune.method: r for r in plan}
+    assert by_method["flap"].prune.bias_compensation and not by_method["block-influence"].prune.bias_compensation
+    assert all(r.speed == SpeedConfig(4, 3) for r in plan)  # every point: the masks' ~1.0× belongs on the frontier
+    assert cfg.to_dict()["ratios"] == [0.1, 0.3] and cfg.to_dict()["speed"] == {"decode_tokens": 4, "repeats": 3}
+    # without ratios the removers take the sparsities, as before the axis existed
+    assert sorted(r.prune.sparsity for r in sw.plan_sweep(sw.SweepConfig(methods=["flap"], sparsities=[0.2, 0.4]))) \
+        == [0.2, 0.4]
+
+
+@pytest.mark.parametrize("kw, needle", [(dict(ratios=[1.2]), "sweep ratios"), (dict(ratios=[0.0]), "sweep ratios"),
+                                        (dict(allocation="both"), "allocation"),
+                                        (dict(target="per-block", allocation="global"), "per-block"),
+                                        (dict(speed={"repeats": 3}), "SpeedConfig")])
+def test_bad_structure_settings_of_a_sweep_are_one_sentence(kw, needle):
+    with pytest.raises(ConfigError, match=needle):
+        sw.SweepConfig(methods=["flap"], **kw)
+
+
+def test_the_cli_measures_speed_when_it_sweeps_a_remover(tmp_path):
+    from wanda_engine.cli.main import _sweep_config, build_parser
+
+    def config(*args: str) -> sw.SweepConfig:
+        return _sweep_config(build_parser().parse_args(["sweep", *args]))
+
+    assert config("--methods", "flap,wanda", "--ratios", "0.1,0.2").speed == SpeedConfig()
+    assert config("--methods", "magnitude,wanda").speed is None
+    assert config("--methods", "flap", "--no-speed").speed is None
+    assert config("--methods", "wanda", "--speed", "--speed-repeats", "3").speed == SpeedConfig(repeats=3)
+
+
+def test_a_ratio_sweep_draws_the_frontier_in_one_command(env, capsys, tmp_path):
+    store, model = env
+    figure = tmp_path / "figs" / "sweep.html"
+    rc = main(["sweep", "--model", str(model), "--methods", "flap,wanda-sp,wanda", "--ratios", "0.2,0.4",
+               "--sparsities", "0.5", "--bias-compensation", "--nsamples", "4", "--seqlen", "32", "--eval-windows", "2",
+               "--speed-decode-tokens", "2", "--speed-repeats", "1", "--quiet", "--name", "front",
+               "--runs-dir", str(store.root), "--figure", str(figure)])
+    out, err = capsys.readouterr()
+    assert rc == 0, err
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert summary["complete"] == 5 and summary["figures"] == [
+        str(figure), str(figure.with_name("sweep-frontier.html")), str(figure.with_name("sweep-frontier_params.html"))]
+    runs = {r.record.label(): r.record for r in sw.load_sweep(store, "front").complete_runs()}
+    assert set(runs) == {"flap+bias 20%", "flap+bias 40%", "wanda-sp+bias 20%", "wanda-sp+bias 40%", "wanda 50%"}
+    assert all(r.speed is not None and r.speed.dense.pid == r.speed.pruned.pid for r in runs.values())
+    assert runs["flap+bias 40%"].structure.removed_fraction > runs["flap+bias 20%"].structure.removed_fraction
+    html = figure.with_name("sweep-frontier.html").read_text()
+    assert "Perplexity against measured prefill speed-up" in html
+    fig = sweep_figures(list(runs.values()))["frontier_params"]
+    line = next(t for t in fig.data if t.name == "flap+bias")
+    assert list(line.x) == [pytest.approx(1 - runs[f"flap+bias {p}%"].structure.removed_fraction) for p in (20, 40)]

@@ -108,12 +108,18 @@ def _add_prune_args(p: argparse.ArgumentParser) -> None:
 
 
 def _structure_args(p: argparse.ArgumentParser) -> None:
-    d, speed = PruneConfig(), SpeedConfig()
     g = p.add_argument_group("structure (a smaller model: whole heads, MLP channels or blocks removed)")
     g.add_argument("--structure", default=None, choices=[s.value for s in Structure],
                    help="width: attention heads and MLP channels (--method " + " | ".join(_removers(Structure.WIDTH))
                         + "); depth: whole blocks (" + " | ".join(_removers(Structure.DEPTH)) + ", chosen by "
                         "--structure depth alone)")
+    _width_args(g)
+    _speed_args(p, "measure prefill and decode tokens/s of the dense and the pruned model, a copy of the dense "
+                   "one kept in memory for it (default: on for structure removers)")
+
+
+def _width_args(g: argparse._ArgumentGroup) -> None:
+    d = PruneConfig()
     g.add_argument("--allocation", default=d.allocation, choices=ALLOCATIONS,
                    help="uniform: the same heads and channels from every block (a standard config); global: every "
                         "block's standardized scores compete for one budget (FLAP)")
@@ -122,10 +128,12 @@ def _structure_args(p: argparse.ArgumentParser) -> None:
                         "published tables' pruning_ratio of heads and of channels in every block")
     g.add_argument("--bias-compensation", action="store_true",
                    help="FLAP: add the removed channels' mean contribution to the output projection's bias")
+
+
+def _speed_args(p: argparse.ArgumentParser, what: str) -> None:
+    speed = SpeedConfig()
     g = p.add_argument_group("speed (measured beside the dense model in the same run)")
-    g.add_argument("--speed", action=argparse.BooleanOptionalAction, default=None,
-                   help="measure prefill and decode tokens/s of the dense and the pruned model, a copy of the dense "
-                        "one kept in memory for it (default: on for structure removers)")
+    g.add_argument("--speed", action=argparse.BooleanOptionalAction, default=None, help=what)
     g.add_argument("--speed-decode-tokens", type=int, default=speed.decode_tokens, help="greedy tokens decoded")
     g.add_argument("--speed-repeats", type=int, default=speed.repeats, help="interleaved rounds (the median is kept)")
 
@@ -152,8 +160,12 @@ def _add_sweep_args(p: argparse.ArgumentParser) -> None:
     d = PruneConfig()
     _model_args(p)
     g = p.add_argument_group("methods and patterns (the grid)")
-    g.add_argument("--methods", default="magnitude,wanda", help="comma-separated: " + ", ".join(table.choices()))
+    g.add_argument("--methods", default="magnitude,wanda",
+                   help="comma-separated: " + ", ".join([*table.choices(), *table.choices(structures=True)]))
     g.add_argument("--sparsities", default="0.5", help="comma-separated fractions or percentages, e.g. 0.5,0.6,70%% (N:M ignores them)")
+    g.add_argument("--ratios", default=None, help="the structure removers' ratios, e.g. 0.1,0.2,0.3 (default: "
+                                                  "--sparsities)")
+    _width_args(g)
     g.add_argument("--patterns", default="unstructured", help="comma-separated: unstructured, N:M (e.g. 2:4)")
     g.add_argument("--layerwise", default=d.layerwise, help="comma-separated: uniform, owl")
     g.add_argument("--protect-channels", default="0", metavar="P,...",
@@ -163,12 +175,15 @@ def _add_sweep_args(p: argparse.ArgumentParser) -> None:
     _owl_args(g)
     _calibration_args(p, {"default": str(d.nsamples), "help": "calibration windows; a list (8,32,128) adds an axis"})
     _evaluation_args(p)
+    _speed_args(p, "every point measures its speed beside the dense model, which draws the frontier (default: on "
+                   "when a structure remover is swept)")
     g = p.add_argument_group("outputs")
     g.add_argument("--name", default=None, help="sweep name (default: sweep-DATE-TIME); runs are named after it")
     g.add_argument("--runs-dir", default=None, help="run store (default: $WANDA_RUNS or ./runs)")
     g.add_argument("--figure", default=None,
                    help="write perplexity vs sparsity here (.html, .png, .svg, .pdf); with several --nsamples "
-                        "also FIGURE-nsamples.EXT")
+                        "also FIGURE-nsamples.EXT; with speed or a structure remover the frontier, "
+                        "FIGURE-frontier.EXT (speed-up) and FIGURE-frontier_params.EXT (parameters kept)")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
     g = p.add_argument_group("resources")
     g.add_argument("--device", default=d.device, help="cpu | cuda | auto")
@@ -328,8 +343,14 @@ def _sweep_config(args: argparse.Namespace) -> Any:
     base = PruneConfig(group=args.group, nsamples=nsamples[0] if nsamples else PruneConfig().nsamples, seqlen=args.seqlen,
                        seed=args.seed, calib=args.calib, batch_size=args.batch_size, device=args.device,
                        owl_m=args.owl_m, owl_lambda=args.owl_lambda)
-    return SweepConfig(methods=parse_list(args.methods, "sweep methods"),
-                       sparsities=parse_list(args.sparsities, "sweep sparsities", _fraction("sparsity")),
+    methods = parse_list(args.methods, "sweep methods")
+    ratios = parse_list(args.ratios, "sweep ratios", _fraction("ratio")) if args.ratios is not None else None
+    removes = any(table.parse_choice(m)[0].removes for m in methods if m in table.names())
+    measure = args.speed if args.speed is not None else removes
+    return SweepConfig(methods=methods, sparsities=parse_list(args.sparsities, "sweep sparsities", _fraction("sparsity")),
+                       ratios=ratios, allocation=args.allocation, target=args.target,
+                       bias_compensation=args.bias_compensation,
+                       speed=SpeedConfig(args.speed_decode_tokens, args.speed_repeats) if measure else None,
                        patterns=parse_list(args.patterns, "sweep patterns"),
                        layerwise=parse_list(args.layerwise, "sweep layerwise"),
                        protect_channels=parse_list(args.protect_channels, "sweep protect_channels",

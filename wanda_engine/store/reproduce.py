@@ -98,9 +98,12 @@ def sweep_command(config: Mapping[str, Any], calib_path: str | None = None, *, n
     the base settings of SWEEP_BASE, the model and the evaluation; `calib_path` pins the windows (one
     calibration size only); `name`: the new sweep's name."""
     base = {**(config.get("base") or {}), **({"calib": calib_path} if calib_path else {})}
-    axes = {k: v for k, v in config.items() if k not in ("base", "eval", "name") and v is not None}
+    axes = {k: v for k, v in config.items() if k not in ("base", "eval", "name", "speed") and v is not None}
     settings = {**{k: base.get(k) for k in (*SWEEP_BASE, "nsamples") if k not in axes}, **axes}
     args = [arg for field, value in settings.items() for arg in _option("--" + field.replace("_", "-"), value)]
+    speed = config.get("speed")  # every point measured its speed, or none did (the CLI's default depends on the grid)
+    args += ["--no-speed"] if speed is None else ["--speed", *(arg for field, flag in _OPTIONS["speed"].items()
+                                                              for arg in _option(flag, speed.get(field)))]
     evaluation = config.get("eval")
     if evaluation is None:
         args += ["--eval", "none"]

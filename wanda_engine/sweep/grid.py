@@ -1,6 +1,7 @@
 """Sweeps: a grid of runs (methods × sparsities × patterns, optionally × calibration sizes × layerwise
-allocation × protected channels × weight update) on one loaded model, each recorded as an ordinary run, plus a
-manifest naming them.
+allocation × protected channels × weight update; the structure removers × their own ratios) on one loaded model,
+each recorded as an ordinary run, plus a manifest naming them. With speed on, every point measures its speed beside
+the dense model, so that the sweep draws the frontier (perplexity against speed-up and parameters kept).
 
 The CLI runs a sweep with `run_sweep`; the app plans it with `plan_sweep`, writes the manifest with
 `write_manifest` and queues the planned requests on its job runner. Either way the manifest
@@ -21,13 +22,13 @@ from pathlib import Path
 from typing import Any
 
 from ..runner import execute as runner
-from ..config import EvalConfig, PruneConfig, RunRequest, method_label, protect_suffix, update_suffix
+from ..config import EvalConfig, PruneConfig, RunRequest, SpeedConfig, method_label, protect_suffix, update_suffix
 from ..core.parsing import check_run_name, parse_pattern
 from ..core.status import SweepStatus
 from ..core.errors import ConfigError, EngineError, PruneCancelled
 from ..core.events import EventCallback, StageStarted, ignore_events
 from ..inputs.models import load_model
-from ..methods.table import parse_choice
+from ..methods.table import PARAMS, Structure, get as get_method, parse_choice
 from ..store.run_store import Run, RunStore, atomic_write_json, load_run
 
 SWEEP_DIR = ".sweeps"
@@ -86,16 +87,23 @@ def _method(v: Any) -> str:
 class SweepConfig:
     """A grid of runs. Every axis is a list; `base` supplies every other PruneConfig field.
 
-    `nsamples=None` keeps base.nsamples (no calibration-size axis). Lists are stored as tuples.
+    `nsamples=None` keeps base.nsamples (no calibration-size axis). `ratios`: what the structure removers remove
+    (None: the sparsities); `allocation`, `target` and `bias_compensation` apply to the width removers. `speed`:
+    every point measures its speed (None: none does). Lists are stored as tuples.
     """
 
     methods: tuple[str, ...] = ("magnitude", "wanda")
     sparsities: tuple[float, ...] = (0.5,)
+    ratios: tuple[float, ...] | None = None
     patterns: tuple[str, ...] = ("unstructured",)
     nsamples: tuple[int, ...] | None = None
     layerwise: tuple[str, ...] = ("uniform",)
     protect_channels: tuple[float, ...] = (0.0,)
     weight_update: tuple[str, ...] = ("none",)
+    allocation: str = "uniform"
+    target: str = PARAMS
+    bias_compensation: bool = False
+    speed: SpeedConfig | None = None
     base: PruneConfig = field(default_factory=PruneConfig)
     eval: EvalConfig | None = field(default_factory=EvalConfig)
     model: str = "default"
@@ -108,6 +116,13 @@ class SweepConfig:
         put("methods", _axis("methods", self.methods, _method))
         fraction = lambda v: round(float(v), 6) if isinstance(v, (int, float)) and not isinstance(v, bool) else v  # noqa: E731
         put("sparsities", tuple(sorted(_axis("sparsities", self.sparsities, _checked("sparsities", "sparsity", fraction)))))
+        width = dict(method="flap", allocation=self.allocation, target=self.target,
+                     bias_compensation=self.bias_compensation)  # checked as a width remover takes them
+        if self.ratios is not None:
+            put("ratios", tuple(sorted(_axis("ratios", self.ratios, _checked("ratios", "sparsity", fraction, **width)))))
+        _checked("structure settings", "sparsity", **width)(0.5)
+        if self.speed is not None and not isinstance(self.speed, SpeedConfig):
+            raise ConfigError(f"sweep speed must be a SpeedConfig or None, got {type(self.speed).__name__}")
         no_spaces = lambda v: str(v).strip().replace(" ", "")  # noqa: E731
         put("patterns", _axis("patterns", self.patterns, _checked("patterns", "pattern", no_spaces)))
         if self.nsamples is not None:
@@ -132,13 +147,26 @@ class SweepConfig:
     def request(self, prune: PruneConfig, name: str | None = None) -> RunRequest:
         """One point's request: `prune` on the sweep's model, evaluated as the sweep says."""
         return RunRequest(model=self.model, prune=prune, eval=self.eval, dtype=self.dtype, name=name,
-                          trust_remote_code=self.trust_remote_code)
+                          trust_remote_code=self.trust_remote_code, speed=self.speed)
+
+    def amounts(self, method: str) -> tuple[float, ...]:
+        """What `method` is swept over: a structure remover's ratios (if given), else the sparsities."""
+        return self.ratios if self.ratios is not None and get_method(method).removes else self.sparsities
+
+    def structure_settings(self, method: str) -> dict[str, Any]:
+        """The sweep's allocation, target and bias compensation where `method` takes them: the width removers."""
+        if get_method(method).removes is not Structure.WIDTH:
+            return {}
+        return dict(allocation=self.allocation, target=self.target, bias_compensation=self.bias_compensation)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"methods": list(self.methods), "sparsities": list(self.sparsities), "patterns": list(self.patterns),
+        return {"methods": list(self.methods), "sparsities": list(self.sparsities),
+                "ratios": list(self.ratios) if self.ratios is not None else None, "patterns": list(self.patterns),
                 "nsamples": list(self.nsamples) if self.nsamples is not None else None,
                 "layerwise": list(self.layerwise), "protect_channels": list(self.protect_channels),
-                "weight_update": list(self.weight_update), "base": self.base.to_dict(),
+                "weight_update": list(self.weight_update), "allocation": self.allocation, "target": self.target,
+                "bias_compensation": self.bias_compensation, "speed": self.speed.to_dict() if self.speed else None,
+                "base": self.base.to_dict(),
                 "eval": self.eval.to_dict() if self.eval else None, "model": self.model, "dtype": self.dtype,
                 "name": self.name, "trust_remote_code": self.trust_remote_code}
 
@@ -165,12 +193,13 @@ def _with_n(text: str, nsamples: int, with_nsamples: bool, sep: str) -> str:
 
 def _grid(cfg: SweepConfig) -> Iterator[tuple[int, str, float, str, str, float, str]]:
     """(nsamples, pattern, sparsity, layerwise, method, protect_channels, weight_update) in plan order; an N:M
-    pattern at its own N/M only."""
+    pattern at its own N/M only, each method at its own amounts (`SweepConfig.amounts`)."""
+    amounts = sorted(set(cfg.sparsities) | set(cfg.ratios or ()))
     for n, pattern in itertools.product(cfg.nsamples or (cfg.base.nsamples,), cfg.patterns):
         nm = parse_pattern(pattern)
         yield from ((n, pattern, *rest) for rest in itertools.product(
-            [nm[0] / nm[1]] if nm else cfg.sparsities, cfg.layerwise, cfg.methods, cfg.protect_channels,
-            cfg.weight_update))
+            [nm[0] / nm[1]] if nm else amounts, cfg.layerwise, cfg.methods, cfg.protect_channels, cfg.weight_update)
+            if nm or rest[0] in cfg.amounts(parse_method(rest[2])[0]))
 
 
 def plan_sweep(cfg: SweepConfig) -> SweepPlan:
@@ -188,7 +217,7 @@ def plan_sweep(cfg: SweepConfig) -> SweepPlan:
         method, variant = parse_method(entry)
         try:
             pc = replace(cfg.base, method=method, variant=variant, pattern=pattern, sparsity=s, nsamples=n, layerwise=lw,
-                         protect_channels=protect, weight_update=update)
+                         protect_channels=protect, weight_update=update, **cfg.structure_settings(method))
         except ConfigError as e:
             named = ("owl-" if lw == "owl" else "") + entry + protect_suffix(protect) + update_suffix(update)
             what = _with_n(method_label(named, pattern, s), n, with_n, " · n=")
