@@ -1,4 +1,4 @@
-"""python -m wanda_engine prune ... : the engine headless, for GPU servers and scripted sweeps.
+"""python -m wanda_engine prune | sweep | export | repair | generate: the engine headless, for servers and scripts.
 
 Exit status 0 on success; on any error one line `error: ...` on stderr and status 1 (2 for usage).
 """
@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from .export import add_export_parser, run_export
+from .generate import add_generate_parser, run_generate_command
 from .progress import EventBar
 from .repair import add_repair_parser, run_repair_command
 from ..config import (ALLOCATIONS, TARGETS, WEIGHT_UPDATES, EvalConfig, OffloadConfig, PruneConfig, RunRequest,
@@ -196,6 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sweep_args(sub.add_parser("sweep", help="prune a grid of settings on one loaded model, one run each"))
     add_export_parser(sub)
     add_repair_parser(sub)
+    add_generate_parser(sub)
     return parser
 
 
@@ -425,6 +427,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_export(args)
         if args.command == "repair":
             return run_repair_command(args)
+        if args.command == "generate":
+            return run_generate_command(args)
     except PruneCancelled as e:
         print(f"cancelled: {e}", file=sys.stderr)
         return 130

@@ -1,11 +1,13 @@
-"""Everything one job needs: RunRequest (a run) and ScoreRequest (zero-shot scores of existing runs)."""
+"""Everything one job needs: RunRequest (a run), ScoreRequest (zero-shot scores of existing runs) and
+GenerateRequest (one prompt through the dense model and existing runs, side by side)."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..core.errors import ConfigError
-from ..core.parsing import canonical_dtype, check_run_name
+from ..core.parsing import canonical_dtype, check_device, check_run_name
 from .measure import EvalConfig, SpeedConfig, ZeroShotConfig
 from .model import ModelSpec, OffloadConfig
 from .prune import PruneConfig
@@ -91,3 +93,57 @@ class ScoreRequest:
             raise ConfigError(f"score zeroshot must be a ZeroShotConfig, got {type(self.zeroshot).__name__}")
         if self.device not in ("auto", "cpu", "cuda") and not str(self.device).startswith("cuda:"):
             raise ConfigError(f"score device must be cpu, cuda or auto, got {self.device!r}")
+
+
+MAX_PROMPT_CHARS, MAX_NEW_TOKENS = 4000, 512
+
+
+@dataclass(frozen=True)
+class GenerateRequest:
+    """One prompt through the dense model (`dense`) and the pruned model of each of `runs` (their directories), each
+    continued by `max_new_tokens` new tokens: greedy at temperature 0, else sampled from a generator seeded with
+    `seed`. `model`: the dense model when no run is given (a run brings its own). `name`: the record's (default: the
+    time)."""
+
+    prompt: str
+    runs: tuple[str, ...] = ()
+    max_new_tokens: int = 32
+    dense: bool = True
+    temperature: float = 0.0
+    seed: int = 0
+    device: str = "auto"
+    model: str = "default"
+    name: str | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.prompt, str) or not self.prompt.strip():
+            raise ConfigError("generate needs a prompt: some text to continue")
+        if len(self.prompt) > MAX_PROMPT_CHARS:
+            raise ConfigError(f"the prompt is {len(self.prompt):,} characters; the limit is {MAX_PROMPT_CHARS:,}")
+        runs = (self.runs,) if isinstance(self.runs, str) else self.runs
+        if not isinstance(runs, (tuple, list)) or not all(isinstance(r, str) and r.strip() for r in runs):
+            raise ConfigError("generate runs must be run directories")
+        if len(set(runs)) != len(runs):
+            raise ConfigError("generate names a run twice")
+        object.__setattr__(self, "runs", tuple(runs))
+        if not self.runs and not self.dense:
+            raise ConfigError("generate needs a model: the dense one, or at least one run")
+        n = self.max_new_tokens
+        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_NEW_TOKENS:
+            raise ConfigError(f"max_new_tokens must be an integer from 1 to {MAX_NEW_TOKENS}, got {n!r}")
+        t = self.temperature
+        if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t) or t < 0:
+            raise ConfigError(f"temperature must be 0 (greedy) or a positive number, got {t!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
+            raise ConfigError(f"seed must be an integer, got {self.seed!r}")
+        if not isinstance(self.dense, bool):
+            raise ConfigError(f"dense must be true or false, got {self.dense!r}")
+        check_device(self.device)
+        if not isinstance(self.model, str) or not self.model.strip():
+            raise ConfigError("model must be 'default', a Hugging Face id, a folder or a .gguf file")
+        if self.name is not None:
+            check_run_name(self.name)
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0

@@ -38,6 +38,8 @@ STAGES = (  # in the order a run goes through them
     Stage("save", "saving the pruned model", "save_s"),
     # scoring a run that exists (runner/score.py): its pruned model again, from its saved model or its record
     Stage("recreate", "re-creating the pruned model from its record (its mask checked)"),
+    # a prompt continued by the dense model and existing runs side by side (runner/generate.py)
+    Stage("generate", "continuing the prompt"),
     # a repair's (repair/run.py), timed into repair.json's timings
     Stage("repair-load", "loading the pruned model to repair", "load_s"),
     Stage("repair-data", "preparing the training text", "data_s"),
@@ -60,7 +62,7 @@ def label(name: str) -> str:
 def stage_order(request: Any, copies_model: bool = True) -> list[str]:
     """The stages `request` (a RunRequest) goes through, in order. `copies_model`: the run was handed a
     loaded model (the app's cache), which it copies before pruning."""
-    skipped = {"queued", "sweep-point", "recreate", *REPAIR_ORDER}
+    skipped = {"queued", "sweep-point", "recreate", "generate", *REPAIR_ORDER}
     if request.eval is None:
         skipped |= {"eval-dense", "eval"}
     if request.zeroshot is None:

@@ -60,18 +60,28 @@ def _cache_bytes(cache: Any) -> int:
                for t in vars(layer).values() if isinstance(t, torch.Tensor))
 
 
+def cache_argument(model: nn.Module) -> str:
+    """The name the model's forward gives its KV cache: 'cache' or 'past_key_values'."""
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
+def cache_of(out: Any) -> Any:
+    """The KV cache a forward pass returned."""
+    return getattr(out, "cache", None) or out.past_key_values
+
+
 class _Decoder:
     """Greedy decoding with the KV cache, the cache argument named as the model's forward names it."""
 
     def __init__(self, model: nn.Module):
         self.model = model
-        self.cache_arg = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+        self.cache_arg = cache_argument(model)
         self.cache_bytes = 0
 
     def __call__(self, prompt: torch.Tensor, new_tokens: int) -> Callable[[], None]:
         """The timed part: `new_tokens` decode steps after the prompt's prefill (done here, untimed)."""
         out = self.model(prompt, use_cache=True)
-        state = {"cache": getattr(out, "cache", None) or out.past_key_values, "logits": out.logits}
+        state = {"cache": cache_of(out), "logits": out.logits}
 
         def decode() -> None:
             for _ in range(new_tokens):
