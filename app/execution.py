@@ -13,7 +13,7 @@ from dataclasses import replace
 from typing import Any
 
 from app.messages import ENDED, Cancel, JobPrepared, JobRequest, JobStatus, Loader, Outcome
-from wanda_engine.config import RunRequest, ScoreRequest
+from wanda_engine.config import GenerateRequest, RunRequest, ScoreRequest
 from wanda_engine.core.errors import EngineError, PruneCancelled
 from wanda_engine.core.events import Event, StageStarted
 from wanda_engine.inputs.layers import find_blocks, find_linears
@@ -21,6 +21,7 @@ from wanda_engine.inputs.models import load_model
 from wanda_engine.repair.config import RepairRequest
 from wanda_engine.repair.run import execute_repair
 from wanda_engine.runner.execute import execute_run, run_stem
+from wanda_engine.runner.generate import dense_request, generate_side_by_side, generation_runs
 from wanda_engine.runner.lifecycle import OOM_ERRORS, out_of_memory
 from wanda_engine.runner.score import score_run, scorable_run
 from wanda_engine.store.run_store import RunStore, load_run
@@ -96,6 +97,19 @@ def run_score_job(request: ScoreRequest, lookup: DenseLookup, score: Callable[..
     return Outcome(JobStatus.COMPLETE, run_name=record.name)
 
 
+def run_generate_job(request: GenerateRequest, store: RunStore, lookup: Loader, generate: Callable[..., Any],
+                     on_event: Callable[[Event], None], cancel: Cancel) -> Outcome:
+    """Continue a prompt with the dense model and runs, the dense model from `lookup` (loaded once the runs are known
+    to be comparable); every error becomes an Outcome."""
+    try:
+        spec = dense_request(request, generation_runs(request))
+        on_event(StageStarted(0.0, "load-model", spec.model))
+        generate(request, store, on_event=on_event, cancel=cancel, loaded=lookup(spec))
+    except Exception as e:  # noqa: BLE001 - every error, a bug too, ends this job only: keep the worker alive
+        return _stopped(e, "generating")
+    return Outcome(JobStatus.COMPLETE)
+
+
 class ModelCache:
     """The dense models jobs start from, keyed by everything that changes the loaded weights."""
 
@@ -128,14 +142,18 @@ class InProcess:
     the dense model `loader` gives for the repaired run's request."""
 
     def __init__(self, loader: Loader, runner: Callable[..., Any] = execute_run,
-                 repairer: Callable[..., Any] = execute_repair, scorer: Callable[..., Any] = score_run):
+                 repairer: Callable[..., Any] = execute_repair, scorer: Callable[..., Any] = score_run,
+                 generator: Callable[..., Any] = generate_side_by_side):
         self._loader, self._runner, self._repairer, self._scorer = loader, runner, repairer, scorer
+        self._generator = generator
 
     def run(self, request: JobRequest, store: Any, on_event: Callable[[Event], None], cancel: Cancel) -> Outcome:
         if isinstance(request, RepairRequest):
             return run_repair_job(request, self._loader, self._repairer, on_event, cancel)
         if isinstance(request, ScoreRequest):
             return run_score_job(request, self._loader, self._scorer, on_event, cancel)
+        if isinstance(request, GenerateRequest):
+            return run_generate_job(request, store, self._loader, self._generator, on_event, cancel)
         return run_job(request, store, self._loader, self._runner, on_event, cancel)
 
     def close(self) -> None:
@@ -143,8 +161,8 @@ class InProcess:
 
 
 def serve(orders: Any, messages: Any, cancel: Any) -> None:
-    """The child process: run each order (a prune, a repair or a zero-shot scoring, one at a time), stream its
-    events, then its outcome; None stops it."""
+    """The child process: run each order (a prune, a repair, a zero-shot scoring or a generation, one at a time),
+    stream its events, then its outcome; None stops it."""
     models = ModelCache()
     while (order := orders.get()) is not None:
         request, store_root = order
@@ -152,6 +170,9 @@ def serve(orders: Any, messages: Any, cancel: Any) -> None:
             outcome = run_repair_job(request, models.cached, execute_repair, messages.put, cancel)
         elif isinstance(request, ScoreRequest):
             outcome = run_score_job(request, models.get, score_run, messages.put, cancel)
+        elif isinstance(request, GenerateRequest):
+            outcome = run_generate_job(request, RunStore(store_root), models.get, generate_side_by_side, messages.put,
+                                       cancel)
         else:
             outcome = run_job(request, RunStore(store_root), models.get, execute_run, messages.put, cancel)
         messages.put(outcome)

@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from wanda_engine.config import EvalConfig, PruneConfig, RunRequest, ZeroShotConfig
+from wanda_engine.config import EvalConfig, GenerateRequest, PruneConfig, RunRequest, SpeedConfig, ZeroShotConfig
 from wanda_engine.core.parsing import check_run_name, parse_pattern
 from wanda_engine.inputs.texts import decode_text
 from wanda_engine.methods import table
@@ -154,3 +154,50 @@ def zeroshot_config(v: dict[str, Any]) -> ZeroShotConfig | None:
         raise ConfigError(f"zero-shot task folder {folder!r} does not exist")
     return ZeroShotConfig(tasks=tasks, task_dir=str(Path(folder).expanduser().resolve()) if folder else None,
                           limit=int(v.get("zs_limit") or 0) or None)
+
+
+# The Shrink page's settings (its model, calibration and evaluation are the Prune page's).
+SHRINK_DEFAULTS: dict[str, Any] = {"method": "flap", "ratio": 0.2, "target": "params", "allocation": "uniform",
+                                   "bias": True, "speed": True, "decode_tokens": SpeedConfig().decode_tokens,
+                                   "repeats": SpeedConfig().repeats}
+TARGETS = {"params": "of the decoder blocks' parameters", "per-block": "of every block's heads and channels "
+                                                                      "(the published tables' pruning_ratio)"}
+ALLOCATIONS = {"uniform": "Uniform (the same widths in every block)", "global": "Global (FLAP: blocks compete)"}
+# The Shrink page's comparison at its ratio: every structure remover beside unstructured Wanda at 50%.
+COMPARED_MASK = ("wanda", 0.5)
+
+
+def shrink_request(values: dict[str, Any], shrink: dict[str, Any], store: RunStore,
+                   method: str | None = None) -> RunRequest:
+    """The Shrink page's run: the Prune form's model, calibration and evaluation (`values`), a structure remover at
+    the Shrink page's settings (`shrink`; `method` overrides), or, for a mask method, the same calibration at its own
+    settings; the speed measured if asked."""
+    v, s = {**DEFAULTS, **values}, {**SHRINK_DEFAULTS, **shrink}
+    if v["calib"] == "upload":
+        raise ConfigError("the Shrink page cannot use an uploaded calibration file; choose another calibration text "
+                          "on the Prune page")
+    chosen = table.get(method or s["method"])
+    plain = {**v, "pattern": "unstructured", "group": "default", "layerwise": "uniform", "weight_update": "none"}
+    request = build_request(plain, store, method=chosen.name,
+                            sparsity=float(s["ratio"]) if chosen.removes else COMPARED_MASK[1])
+    if chosen.removes is not None:
+        width = chosen.removes.value == "width"
+        request = replace(request, prune=replace(request.prune, target=s["target"], allocation=s["allocation"] if width
+                                                 else "uniform", bias_compensation=bool(s["bias"]) and width))
+    speed = SpeedConfig(int(s["decode_tokens"]), int(s["repeats"])) if s["speed"] else None
+    return replace(request, speed=speed)
+
+
+def compare_shrink_requests(values: dict[str, Any], shrink: dict[str, Any], store: RunStore) -> list[RunRequest]:
+    """The published comparison at the Shrink page's ratio and target: every structure remover (FLAP with its bias
+    compensation, the others without, as in An et al.'s tables), then unstructured Wanda at 50%, each measuring its
+    speed: one look at what each kind of pruning buys (the frontier)."""
+    return [shrink_request({**values, "run_name": ""}, {**shrink, "speed": True, "bias": name == "flap"}, store,
+                           method=name) for name in (*table.removers(), COMPARED_MASK[0])]
+
+
+def generate_request(prompt: str, runs: list[str], max_new_tokens: int, dense: bool, temperature: float, seed: int,
+                     name: str) -> GenerateRequest:
+    """The Generate page's widgets as a request; ConfigError, one sentence, for a bad one."""
+    return GenerateRequest(prompt=prompt, runs=tuple(runs), max_new_tokens=int(max_new_tokens), dense=bool(dense),
+                           temperature=float(temperature), seed=int(seed), name=name)

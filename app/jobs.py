@@ -20,7 +20,7 @@ from types import MappingProxyType
 from typing import Any
 
 from app.messages import JobPrepared, JobRequest, JobStatus, Outcome
-from wanda_engine.config import ScoreRequest
+from wanda_engine.config import GenerateRequest, ScoreRequest
 from wanda_engine.core import stages
 from wanda_engine.core.errors import EngineError
 from wanda_engine.core.events import (BlockFinished, BlockStarted, Event, MatrixPruned, PruneFinished, StageStarted,
@@ -30,7 +30,7 @@ from wanda_engine.repair.events import RepairEval, RepairStep
 from wanda_engine.store.run_store import RunStore, load_run
 from wanda_engine.sweep.cost import run_cost
 
-PRUNE, REPAIR, SCORE = "prune", "repair", "score"  # a job's kind
+PRUNE, REPAIR, SCORE, GENERATE = "prune", "repair", "score", "generate"  # a job's kind
 MAX_QUEUE = 64
 MAX_HISTORY = 50
 Loss = tuple[int, float, float, float]  # a repair's (step, loss, lr, elapsed_s)
@@ -41,9 +41,12 @@ _ids = itertools.count(1)
 
 
 def kind_of(request: JobRequest) -> str:
-    """PRUNE for a RunRequest, REPAIR for a RepairRequest, SCORE for a ScoreRequest (an existing run's zero-shot)."""
+    """PRUNE for a RunRequest, REPAIR for a RepairRequest, SCORE for a ScoreRequest (an existing run's zero-shot),
+    GENERATE for a GenerateRequest (a prompt through the dense model and existing runs)."""
     if isinstance(request, RepairRequest):
         return REPAIR
+    if isinstance(request, GenerateRequest):
+        return GENERATE
     return SCORE if isinstance(request, ScoreRequest) else PRUNE
 
 
@@ -148,6 +151,9 @@ class Job:
         elif isinstance(self.request, ScoreRequest):
             self.label = self.label or f"zero-shot {', '.join(self.request.zeroshot.tasks)} of {Path(self.request.run).name}"
             self.run_name = Path(self.request.run).name
+        elif isinstance(self.request, GenerateRequest):
+            runs = ", ".join(Path(r).name for r in self.request.runs)
+            self.label = self.label or "generate: " + " and ".join(filter(None, ["dense" * self.request.dense, runs]))
         else:
             self.label = self.label or self.request.prune.label
             self.model = self.model or self.request.model
@@ -213,7 +219,7 @@ class JobRunner:
     def submit(self, request: JobRequest, owner: str = "?", label: str = "", batch: str | None = None) -> JobView:
         """Queue a prune (RunRequest) or a repair (RepairRequest) behind every job already waiting."""
         getattr(self._executor, "start", lambda: None)()  # a worker process starts importing while the job queues
-        model = _repaired_model(request) if isinstance(request, (RepairRequest, ScoreRequest)) else ""
+        model = _repaired_model(request) if isinstance(request, (RepairRequest, ScoreRequest, GenerateRequest)) else ""
         expected = self._expectations(request)
         with self._lock:
             if len(self._queue) >= MAX_QUEUE:
@@ -314,7 +320,7 @@ class JobRunner:
             return None, False, None
         if job.kind == REPAIR:
             return (*_repair_time_left(job), None)
-        if job.kind == SCORE:  # each stage's own time only: no run alike to go by
+        if job.kind in (SCORE, GENERATE):  # each stage's own time only: no run alike to go by
             return None, False, None
         now = time.time()
         prune_key, eval_key = self._memory_keys(job)
@@ -436,10 +442,12 @@ class JobRunner:
             job.repair_name = outcome.repair_name or job.repair_name
 
 
-def _repaired_model(request: RepairRequest | ScoreRequest) -> str:
-    """The model a repaired or scored run was pruned from, as its record names it ('' if the record cannot be
-    read: the job itself then fails with one sentence)."""
-    record = load_run(request.run).record
+def _repaired_model(request: RepairRequest | ScoreRequest | GenerateRequest) -> str:
+    """The model a repaired, scored or generating run was pruned from, as its record names it ('' if the record
+    cannot be read: the job itself then fails with one sentence); a generation without runs: its own."""
+    if isinstance(request, GenerateRequest) and not request.runs:
+        return request.model
+    record = load_run(request.runs[0] if isinstance(request, GenerateRequest) else request.run).record
     return record.request.model if record is not None else ""
 
 

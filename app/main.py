@@ -27,12 +27,14 @@ def navigation() -> StreamlitPage:
 
     return st.navigation([
         st.Page(PAGES / "prune.py", title="Prune", icon=":material/content_cut:", default=True),
+        st.Page(PAGES / "shrink.py", title="Shrink", icon=":material/compress:"),
         st.Page(PAGES / "explain.py", title="Explain", icon=":material/school:"),
         st.Page(PAGES / "layers.py", title="Layers", icon=":material/layers:"),
         st.Page(PAGES / "sparsity.py", title="Sparsity", icon=":material/grid_on:"),
         st.Page(PAGES / "masks.py", title="Masks", icon=":material/texture:"),
         st.Page(PAGES / "perplexity.py", title="Perplexity", icon=":material/trending_down:"),
         st.Page(PAGES / "zeroshot.py", title="Zero-shot", icon=":material/quiz:"),
+        st.Page(PAGES / "generate.py", title="Generate", icon=":material/edit_note:"),
         st.Page(PAGES / "sweep.py", title="Sweep", icon=":material/grid_view:"),
         st.Page(PAGES / "repair.py", title="Repair", icon=":material/healing:"),
         st.Page(PAGES / "runs.py", title="Runs & export", icon=":material/folder_open:"),

@@ -8,13 +8,13 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from wanda_engine.config import RunRequest, ScoreRequest
+from wanda_engine.config import GenerateRequest, RunRequest, ScoreRequest
 from wanda_engine.core.events import Event
 from wanda_engine.repair.config import RepairRequest
 
 Loader = Callable[[RunRequest], Any]  # request -> LoadedModel matching its model, dtype, offload, remote code
 Cancel = Any  # threading.Event or multiprocessing.Event: only is_set() is used
-JobRequest = RunRequest | RepairRequest | ScoreRequest
+JobRequest = RunRequest | RepairRequest | ScoreRequest | GenerateRequest
 
 
 class JobStatus(StrEnum):

@@ -22,8 +22,12 @@ def outlier_record(run: Run) -> MatrixRecord | None:
 
 
 def note_without_statistics(run: Run) -> None:
-    """One sentence where the run holds no activation statistics (pruned from the weights alone)."""
-    if not run.record.request.prune.calibrate:
+    """One sentence where the run holds no activation statistics (pruned from the weights alone) or no per-matrix
+    records at all (a structure remover's run)."""
+    if run.record.structure is not None:
+        st.info(f"This run ({run.record.label()}) removed whole heads, MLP channels or blocks: it keeps no per-matrix "
+                "masks or statistics to show here. The **Shrink** page shows what it removed.")
+    elif not run.record.request.prune.calibrate:
         st.info("This magnitude run was pruned from the weights alone, without calibration, so it holds no activation "
                 "norms and no Wanda mask to compare with; the Wanda run of the comparison shows both.")
 
@@ -88,7 +92,9 @@ def overview() -> None:
     rec = outlier_record(source)
     with right:
         if rec is None:
-            st.info("This run recorded no activation statistics, so there are no channel norms to show.")
+            st.info("This run recorded no activation statistics, so there are no channel norms to show."
+                    if source.record.structure is None else "This run removed whole heads, MLP channels or blocks: "
+                    "it records no channel norms. The **Shrink** page shows what it removed.")
         else:
             ui.chart(figures.channel_norms(rec), key="overview_channels", narrow=True)
             st.caption(f"{ui.calib_caption(source.record)} · run {source.name}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 import streamlit as st
 
 from app import ui
-from app.jobs import REPAIR, JobView
+from app.jobs import PRUNE, REPAIR, JobView
 from app.messages import ENDED, JobStatus
 from wanda_engine.core.stages import label as stage_label
 from wanda_engine.outputs import figures
@@ -37,7 +37,7 @@ def _finish_batches() -> bool:
             ui.select_runs(current=by_method.get("wanda", done[-1].run_name),
                            compare=by_method.get("magnitude", done[0].run_name))
             st.session_state[COMPARE_DONE] = compare_total(done)
-        elif done and info["kind"] not in ("sweep", "score"):  # a sweep's or a scoring's runs leave the selection
+        elif done and info["kind"] not in ("sweep", "score", "generate"):  # these leave the selection as it was
             ui.select_runs(current=done[-1].run_name)
         del batches[batch]
         changed = True
@@ -121,8 +121,10 @@ def _running(job: JobView, live_chart: bool = True) -> None:
     if job.kind == REPAIR and job.evals:
         c3.metric("Last perplexity", f"{job.evals[-1][2]:.2f}", help=f"after step {job.evals[-1][0]}, on the "
                   "pruned run's evaluation windows (see the Repair page)")
+    structured = job.kind == PRUNE and job.request.prune.structure is not None  # its blocks report what they lost
     if job.blocks:
-        c3.metric("Sparsity so far", f"{job.blocks[-1].sparsity_so_far:.1%}")
+        c3.metric("Removed so far" if structured else "Sparsity so far", f"{job.blocks[-1].sparsity_so_far:.1%}",
+                  help="Of the decoder blocks' parameters pruned so far" if structured else None)
         error = job.blocks[-1].block_error
         c4.metric("Last block's output error", "—" if error is None else f"{error:.4f}",
                   help="‖y_pruned − y_dense‖² / ‖y_dense‖² of the block on the calibration windows"
@@ -134,7 +136,7 @@ def _running(job: JobView, live_chart: bool = True) -> None:
         c4.button("Cancel run", key=f"cancel_{job.id}", icon=":material/stop:", on_click=ui.job_runner().cancel,
                   args=(job.id,), help="Stops at the next block or stage; the run is kept, marked cancelled.")
     if live_chart and job.blocks:
-        fig = figures.block_progress(job.blocks)
+        fig = figures.block_progress(job.blocks, structured=structured)
         if job.num_blocks:  # the whole model's width from the start: the chart fills in block by block
             fig.update_xaxes(range=[-0.5, job.num_blocks - 0.5])
         ui.chart(fig, key=f"live_blocks_{job.id}")

@@ -52,7 +52,8 @@ def _row(record: RunRecord, done: bool) -> dict[str, Any]:
         "target": prune.target_sparsity,
         "pattern": prune.pattern,
         "group": prune.resolved_group,
-        "achieved": record.sparsity if done else None,
+        # a structure remover's achieved ratio is the share of the blocks' parameters it removed (its zeros: ~0)
+        "achieved": (record.structure.removed_fraction if record.structure else record.sparsity) if done else None,
         "perplexity": record.ppl if done else None,
         "dense ppl": record.ppl_dense if done else None,
         "eval": _eval_text(record, done),

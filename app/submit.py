@@ -1,4 +1,5 @@
-"""Queueing runs from any page: the Prune form's settings (kept in the session) -> requests -> the job runner."""
+"""Queueing jobs from any page: the Prune form's settings (kept in the session) -> requests -> the job runner; the
+Shrink page's structure removers, the Generate page's prompt likewise."""
 from __future__ import annotations
 
 import uuid
@@ -10,6 +11,7 @@ from app import forms, ui
 from app.progress import COMPARE_DONE, watch
 from wanda_engine.config import RunRequest, ScoreRequest, ZeroShotConfig
 from wanda_engine.core.errors import ConfigError, EngineError
+from wanda_engine.store.generation_record import new_generation_name
 from wanda_engine.store.run_store import Run
 from wanda_engine.store.zeroshot_record import joined_config
 from wanda_engine.sweep.cost import batch_sentence, run_cost, run_sentence
@@ -88,6 +90,72 @@ def submit(kind: str) -> None:
     if kind == "compare":
         st.session_state.pop(COMPARE_DONE, None)  # the last Compare's time: this one will say its own
     watch([j.id for j in jobs], kind)
+
+
+SHRINK_KEYS = tuple(f"s_{key}" for key in forms.SHRINK_DEFAULTS)  # the Shrink page's widgets
+GENERATED = "gen_selected"  # the generation record the Generate page shows
+
+
+def ensure_shrink_defaults() -> None:
+    for key, value in forms.SHRINK_DEFAULTS.items():
+        st.session_state.setdefault(f"s_{key}", value)
+
+
+def shrink_values() -> dict:
+    ensure_shrink_defaults()
+    return {key: st.session_state[f"s_{key}"] for key in forms.SHRINK_DEFAULTS}
+
+
+def shrink_time_sentence() -> str:
+    """What the Shrink page's run and its comparison take on this machine, from its past runs alike ('' while a
+    setting is bad: said when a button is pressed)."""
+    past = [run.record for run in ui.complete_runs()]
+    try:
+        values = _estimated_values()
+        one = forms.shrink_request(values, shrink_values(), ui.store())
+        compared = forms.compare_shrink_requests(values, shrink_values(), ui.store())
+    except EngineError:
+        return ""
+    return f"{run_sentence(run_cost(one, past))} {batch_sentence(compared, past, 'The comparison')}"
+
+
+def submit_shrink(kind: str) -> None:
+    """Queue the Shrink page's run ('single'), or every remover and Wanda 50% at its ratio ('compare', one batch);
+    a bad setting leaves one sentence under ERROR."""
+    try:
+        if kind == "compare":
+            requests = forms.compare_shrink_requests(form_values(), shrink_values(), ui.store())
+        else:
+            requests = [forms.shrink_request(form_values(), shrink_values(), ui.store())]
+    except EngineError as e:
+        st.session_state[ERROR] = str(e)
+        return
+    if kind == "compare":
+        submit_sweep(requests, f"shrink-{uuid.uuid4().hex[:12]}", "the frontier")
+        return
+    try:
+        job = ui.job_runner().submit(requests[0], owner=ui.session_id())
+    except EngineError as e:
+        st.session_state[ERROR] = str(e)
+        return
+    st.session_state.pop(ERROR, None)
+    watch([job.id], "single")
+
+
+def submit_generate(runs: list[Run], prompt: str, max_new_tokens: int, dense: bool, temperature: float,
+                    seed: int) -> None:
+    """Queue one prompt through the dense model and `runs`; the page then shows its record (GENERATED)."""
+    try:
+        name = new_generation_name(ui.store().root)
+        request = forms.generate_request(prompt, [str(r.path) for r in runs], max_new_tokens, dense, temperature,
+                                         seed, name)
+        job = ui.job_runner().submit(request, owner=ui.session_id(), batch=f"generate-{name}")
+    except EngineError as e:
+        st.session_state[ERROR] = str(e)
+        return
+    st.session_state.pop(ERROR, None)
+    st.session_state[GENERATED] = name
+    watch([job.id], "generate")
 
 
 def submit_sweep(requests: list[RunRequest], batch: str, purpose: str) -> None:

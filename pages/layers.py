@@ -13,7 +13,9 @@ st.markdown("For one weight matrix: how the Wanda score |W|·‖Xⱼ‖₂ and t
             "and pruned, and the activation norms of the input channels that make the two disagree. It opens on the "
             "matrix with the most lopsided input channels (largest max/median norm).")
 run = ui.require_current_run()
-if run is not None:
+if run is not None and run.record.structure is not None:  # a structure remover's run: no matrices to show
+    note_without_statistics(run)
+elif run is not None:
     ui.run_caption(run)
     note_without_statistics(run)
     rec = ui.pick_matrix(run, "layers", default=outlier_record(run))

@@ -15,7 +15,9 @@ st.markdown("Which weights the run pruned compared with the reference method on 
             "of one matrix with each weight coloured by who pruned it, next to its input-channel norms — the "
             "columns the two methods disagree on are the outlier channels.")
 run = ui.require_current_run()
-if run is not None:
+if run is not None and run.record.structure is not None:  # a structure remover's run: no matrices to show
+    note_without_statistics(run)
+elif run is not None:
     ui.run_caption(run)
     note_without_statistics(run)
     ui.chart(figures.overlap_heatmap(run.records()), key="masks_overlap", rows=ui.num_blocks(run))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from app import ui
+from app.overview import note_without_statistics
 from wanda_engine.outputs import figures
 from wanda_engine.outputs.figures.catalog import outlier_matrix
 
@@ -14,6 +15,9 @@ st.markdown("How evenly the pruning spread. First, for one matrix type in every 
             "comparison group prunes some rows far more than others, and Wanda spares the weights of the loud input "
             "channels. Then the current run's achieved sparsity of every matrix, and one matrix up close.")
 run = ui.require_current_run()
+if run is not None and run.record.structure is not None:
+    note_without_statistics(run)
+    run = None
 if run is not None:
     shown = [r for r in (run, ui.compare_run()) if r is not None]
     names = list(dict.fromkeys(r.name for r in run.records()))

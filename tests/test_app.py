@@ -19,7 +19,8 @@ from wanda_engine.runner.execute import execute_run  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 MAIN = REPO / "app" / "main.py"
-PAGES = ["prune", "explain", "layers", "sparsity", "masks", "perplexity", "sweep", "zeroshot", "runs"]
+PAGES = ["prune", "shrink", "explain", "layers", "sparsity", "masks", "perplexity", "sweep", "zeroshot", "generate",
+         "runs"]
 
 
 def new_app() -> AppTest:
