@@ -2,7 +2,8 @@
 
 Prunes the embedded default model at small settings, waits for the result, visits every page (a
 screenshot of each goes to artifacts/screenshots/), downloads an exported PNG and the run's Export-all
-bundle, and checks that every request the page made stayed on this machine.
+bundle, shrinks the model with FLAP on the Shrink page and continues a sentence with both on the Generate page, and
+checks that every request the page made stayed on this machine.
 """
 from __future__ import annotations
 
@@ -19,11 +20,11 @@ from app.headless import CHROMIUM, CHROMIUM_ARGS, serve, settle
 REPO = Path(__file__).resolve().parents[1]
 SHOTS = REPO / "artifacts" / "screenshots"
 LOCAL_HOSTS = {"127.0.0.1", "localhost"}
-PAGES = [("Layers", "Layers"), ("Sparsity", "Sparsity"), ("Masks", "Masks"), ("Perplexity", "Perplexity"),
-         ("Sweep", "Sweep"), ("Zero-shot", "Zero-shot accuracy"), ("Repair", "Repair"),
-         ("Runs & export", "Runs & export")]
-# with one plain run: no sweep, no zero-shot results, no repair yet
-NO_CHART = {"Sweep", "Zero-shot", "Repair", "Runs & export"}
+PAGES = [("Shrink", "Shrink a language model"), ("Layers", "Layers"), ("Sparsity", "Sparsity"), ("Masks", "Masks"),
+         ("Perplexity", "Perplexity"), ("Sweep", "Sweep"), ("Zero-shot", "Zero-shot accuracy"),
+         ("Generate", "Generate side by side"), ("Repair", "Repair"), ("Runs & export", "Runs & export")]
+# with one plain run: no sweep, no zero-shot results, no generation, no repair yet (the Shrink page draws the frontier)
+NO_CHART = {"Sweep", "Zero-shot", "Generate", "Repair", "Runs & export"}
 
 if not Path(CHROMIUM).is_file():
     pytest.skip(f"{CHROMIUM} is not installed", allow_module_level=True)
@@ -60,6 +61,35 @@ def shoot(page, name: str) -> Path:
     page.screenshot(path=str(path), full_page=True)
     page.set_viewport_size(size)
     return path
+
+
+def shrink_and_generate(page) -> None:
+    """Shrink the embedded model with FLAP (its speed measured briefly), see what it removed and the frontier, then
+    continue a sentence with the dense model and the shrunk one."""
+    page.get_by_role("link", name="Shrink").first.click()
+    page.get_by_role("heading", name="Shrink a language model").first.wait_for()
+    settle(page)
+    set_number(page, "Tokens decoded", 8)
+    set_number(page, "Rounds (median kept)", 1)
+    page.get_by_role("button", name="Shrink", exact=True).click()
+    page.get_by_text(re.compile(r"block \d+/\d+")).first.wait_for(timeout=240_000)  # live per-block progress
+    page.locator("[data-testid='stAlertContentSuccess']", has_text="flap").first.wait_for(timeout=420_000)
+    settle(page)
+    page.get_by_text("Attention heads kept in each block").first.wait_for(timeout=60_000)
+    page.get_by_text("Perplexity against measured prefill speed-up").first.wait_for()
+    assert page.get_by_text("Block parameters removed").count() >= 1
+    assert page.locator("[data-testid='stException']").count() == 0
+    shoot(page, f"{len(PAGES) + 4}-shrink-result")
+    page.get_by_role("link", name="Generate").first.click()
+    page.get_by_role("heading", name="Generate side by side").first.wait_for()
+    settle(page)
+    set_number(page, "New tokens (at most)", 8)
+    page.get_by_role("button", name="Generate", exact=True).click()
+    page.get_by_text(re.compile(r"\d+ tokens in [\d.]+ s = [\d.]+ tokens/s")).nth(1).wait_for(timeout=240_000)
+    settle(page)
+    assert page.get_by_text("mask checked").count() >= 1 or page.get_by_text("its saved model").count() >= 1
+    assert page.locator("[data-testid='stException']").count() == 0
+    shoot(page, f"{len(PAGES) + 5}-generate")
 
 
 def test_prune_embedded_model_and_visit_every_page(server):
@@ -138,6 +168,8 @@ def test_prune_embedded_model_and_visit_every_page(server):
             assert any(n.endswith(".tex") for n in names) and any(n.endswith(".npy") for n in names), names
             assert "python -m wanda_engine prune" in card and "--calib" in card
 
+            shrink_and_generate(page)
+
             # Explain: the toy's slider redraws its figure (no model needed for step 1)
             page.get_by_role("link", name="Explain").first.click()
             page.get_by_role("heading", name="Explain: why Wanda beats magnitude").first.wait_for()
@@ -154,7 +186,7 @@ def test_prune_embedded_model_and_visit_every_page(server):
             after = page.locator("[data-testid='stPlotlyChart']").first.inner_text()
             assert after != before and "5,970" in after, after[:300]  # magnitude's error at 100x, drawn on its bar
             assert page.locator("[data-testid='stException']").count() == 0
-            shoot(page, f"{len(PAGES) + 4}-explain")
+            shoot(page, f"{len(PAGES) + 6}-explain")
         except Exception:
             try:
                 print("failed here:", shoot(page, "failure"))

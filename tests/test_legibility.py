@@ -73,7 +73,7 @@ def cases(embedded, tmp_path_factory):
     runs = figure_cases.make_runs(tmp_path_factory.mktemp("legibility") / "runs", embedded)
     repairs = figure_cases.make_repairs(runs["wanda"], embedded)
     return (figure_cases.catalog_cases(runs) + figure_cases.sparsity_cases(runs) + figure_cases.explain_cases(runs)
-            + figure_cases.repair_cases(runs["wanda"], repairs, None))
+            + figure_cases.repair_cases(runs["wanda"], repairs, None) + figure_cases.shrink_cases(runs))
 
 
 @pytest.fixture(scope="module")

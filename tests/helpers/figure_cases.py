@@ -1,6 +1,6 @@
 """Every figure the project draws, from real runs of the embedded model (30 blocks, channels in the hundreds and
 thousands, log axes), for the legibility test: the catalog of a comparison and of a sweep, the Explain page's
-steps and the Repair page's figures.
+steps, the Repair page's figures, and the Shrink page's (what a structure remover took out, the frontier).
 
 The runs are small (2 × 64 calibration tokens, 2 × 64 evaluation tokens; repairs of 2 steps): the figures'
 labels are what a user's runs give (block numbers, matrix names, channel numbers, perplexities in the
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import plotly.graph_objects as go
 
-from wanda_engine.config import EvalConfig, PruneConfig, RunRequest
+from wanda_engine.config import EvalConfig, PruneConfig, RunRequest, SpeedConfig
 from wanda_engine.outputs import explain
 from wanda_engine.outputs import figures as F
 from wanda_engine.outputs.figures import catalog
@@ -52,6 +52,12 @@ def make_runs(store_root: Path, loaded) -> dict[str, Run]:
                 _request("wanda-n4", method="wanda", nsamples=4),
                 _request("owl-wanda", method="wanda", layerwise="owl", sparsity=0.7),
                 replace(explain.protect_requests(magnitude, (0.01,))[0], name="magnitude-protect")]
+    speed = SpeedConfig(decode_tokens=2, repeats=1)  # the frontier's runs: structure removers and a mask, measured
+    requests += [replace(_request("flap", method="flap", sparsity=0.2, allocation="global", bias_compensation=True),
+                         speed=speed),
+                 replace(_request("flap-30", method="flap", sparsity=0.3, bias_compensation=True), speed=speed),
+                 replace(_request("depth", method="block-influence", sparsity=0.2), speed=speed),
+                 replace(_request("wanda-speed", method="wanda"), speed=speed)]
     return {r.name: execute_run(r, store=store, loaded=loaded) for r in requests}
 
 
@@ -74,7 +80,8 @@ def catalog_cases(runs: dict[str, Run]) -> list[Case]:
     owl = runs["owl-wanda"]
     owl_story = catalog.story_matrix([owl.record], {owl.name: owl.records()})
     specs += [s for s in catalog.run_figures(owl.record, owl.records(), "owl-", owl_story)[0] if s.stem == "owl-owl_ratios"]
-    sweep = [r.record for name, r in runs.items() if name != "magnitude-protect"]
+    sweep = [r.record for name, r in runs.items() if name in ("wanda", "magnitude", "wanda-70", "magnitude-70",
+                                                             "wanda-n4", "owl-wanda")]
     specs += [replace(s, stem=f"sweep-{s.stem}") for s in catalog.catalog(sweep, {}, sweep=True)]
     return [Case(spec.stem, spec.build, _screen(spec.stem), 30 if spec.stem.endswith(HEATMAPS) else None)
             for spec in specs]
@@ -92,6 +99,19 @@ def _screen(stem: str) -> tuple[int, ...]:
     if kinds & {"perplexity", "channels"}:
         return (1100, 540)
     return (1100,)
+
+
+def shrink_cases(runs: dict[str, Run]) -> list[Case]:
+    """The Shrink page's figures: what the global FLAP run and the depth run removed, and the frontier of every run
+    (the structure removers, Wanda with its speed, and the masks without)."""
+    flap, depth = runs["flap"].record, runs["depth"].record
+    records = [r.record for r in runs.values()]
+    cases = [Case(f"flap-{which}", lambda w=which: catalog.build_figure(w, flap),
+                  rows=30 if which == "heads_kept" else None)
+             for which in ("heads_kept", "kept_per_block", "structure_scores")]
+    cases += [Case(f"depth-{which}", lambda w=which: catalog.build_figure(w, depth))
+              for which in ("removed_blocks", "structure_scores")]
+    return cases + [Case(f"frontier-{axis}", lambda a=axis: F.frontier(records, a)) for axis in ("prefill", "params")]
 
 
 def sparsity_cases(runs: dict[str, Run]) -> list[Case]:
