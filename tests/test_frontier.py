@@ -58,8 +58,8 @@ def record(name: str, ppl: float, *, sparsity: float, structure_: StructureRecor
     return RunRecord.from_json(meta)
 
 
-@pytest.fixture
-def runs() -> list[RunRecord]:
+def frontier_records() -> list[RunRecord]:
+    """Two FLAP ratios, Wanda 50%, a depth run, a run measured on another device and one evaluated otherwise."""
     return [record("flap-10", 30.0, sparsity=0.0003, ratio=0.1, method="flap", bias_compensation=True,
                    structure_=shrink("flap", 0.1002, bias_compensation=True), speed_=speed(1.07, 1.04, 1.09)),
             record("flap-20", 41.5, sparsity=0.0003, ratio=0.2, method="flap", bias_compensation=True,
@@ -69,6 +69,11 @@ def runs() -> list[RunRecord]:
                    structure_=shrink("block-influence", 0.2, "depth")),
             record("elsewhere", 35.0, sparsity=0.5, method="magnitude", speed_=speed(1.0, 1.0, 1.0, "cuda:0 (H100)")),
             record("other-eval", 40.0, sparsity=0.5, windows=4)]
+
+
+@pytest.fixture
+def runs() -> list[RunRecord]:
+    return frontier_records()
 
 
 def traces(fig) -> dict[str, tuple[list, list]]:

@@ -52,8 +52,26 @@ def pruned():
 
 
 @pytest.fixture(scope="module")
-def every_figure(pruned) -> dict[str, go.Figure]:
-    """Every figure function of the app's pages (Layers, Sparsity, Masks, Perplexity, Sweep, Zero-shot, Explain)."""
+def shrunk():
+    """What a width remover (FLAP, every block's scores competing) and a depth remover took out of a tiny LLaMA."""
+    from conftest import tiny_model
+
+    from wanda_engine.pruning.pipeline import prune_model
+
+    torch.manual_seed(1)
+    windows = torch.randint(0, 512, (4, 32))
+    width, depth = (prune_model(tiny_model("llama"), windows, PruneConfig(
+        method=method, sparsity=ratio, nsamples=4, seqlen=32, batch_size=4, device="cpu", **kw)).structure
+        for method, ratio, kw in (("flap", 0.25, dict(allocation="global", bias_compensation=True)),
+                                  ("block-influence", 0.5, {})))  # one of the tiny model's two blocks
+    return width, depth
+
+
+@pytest.fixture(scope="module")
+def every_figure(pruned, shrunk) -> dict[str, go.Figure]:
+    """Every figure function of the app's pages (Layers, Sparsity, Masks, Perplexity, Sweep, Zero-shot, Explain,
+    Shrink)."""
+    from test_frontier import frontier_records
     records, rec = pruned.records, pruned.records[0]
     runs = [_run(f"{m}-{s}", m, s, base * (1 + 4 * (s - 0.5)), accuracy=0.7 - s / 2)
             for m, base in (("wanda", 12.0), ("magnitude", 30.0), ("sparsegpt", 11.0)) for s in (0.4, 0.5, 0.6)]
@@ -79,6 +97,9 @@ def every_figure(pruned) -> dict[str, go.Figure]:
         "error_share": F.explain_error_share(explain.error_share(records, story)),
         "protect": F.explain_protect(protect),
         "zeros": F.zeros_where([("wanda", records), ("owl", records)], records[-1].name),
+        "heads_kept": F.heads_kept(shrunk[0]), "kept_per_block": F.kept_per_block(shrunk[0]),
+        "structure_scores": F.structure_scores(shrunk[0]), "removed_blocks": F.removed_blocks(shrunk[1]),
+        "frontier": F.frontier(frontier_records(), "prefill"),
     }
 
 
@@ -87,7 +108,8 @@ def every_figure(pruned) -> dict[str, go.Figure]:
 DRAWN = {"metric_histograms", "channel_norms", "row_sparsity", "density_map", "mask_crop", "sparsity_heatmap",
          "overlap_heatmap", "block_progress", "owl_block_ratios", "perplexity_bars", "perplexity_vs_sparsity",
          "perplexity_vs_nsamples", "zeroshot_bars", "explain_toy", "explain_outliers", "explain_cuts",
-         "explain_error_share", "explain_protect", "zeros_where"}
+         "explain_error_share", "explain_protect", "zeros_where", "heads_kept", "kept_per_block",
+         "structure_scores", "removed_blocks", "frontier"}
 
 
 def test_every_figure_function_is_drawn():
