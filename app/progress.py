@@ -6,6 +6,7 @@ import streamlit as st
 from app import ui
 from app.jobs import PRUNE, REPAIR, JobView
 from app.messages import ENDED, JobStatus
+from wanda_engine.config import GenerateRequest
 from wanda_engine.core.stages import label as stage_label
 from wanda_engine.outputs import figures
 
@@ -152,15 +153,22 @@ def _queued(queued: list[JobView]) -> None:
         c2.button("Remove", key=f"unqueue_{job.id}", on_click=ui.job_runner().cancel, args=(job.id,))
 
 
+def _made(job: JobView) -> str:
+    """What a finished job left in the store: its run, a repair of a run, or a generation record."""
+    if isinstance(job.request, GenerateRequest):
+        return f" → generation `{job.request.name}`" if job.request.name else ""
+    repair = f", repair `{job.repair_name}`" if job.repair_name else ""
+    return f" → run `{job.run_name}`{repair}" if job.run_name else ""
+
+
 def _recent(history: list[JobView]) -> None:
     if total := st.session_state.get(COMPARE_DONE):
         st.success(total, icon=":material/timer:")
     mine = [j for j in history if j.owner == ui.session_id()][:4]
     for job in mine:
         if job.status == JobStatus.COMPLETE:
-            repair = f", repair `{job.repair_name}`" if job.repair_name else ""
-            st.success(f"Finished **{job.label}** in {ui.fmt_seconds(job.elapsed_s)} → run `{job.run_name}`"
-                       + repair, icon=":material/check_circle:")
+            st.success(f"Finished **{job.label}** in {ui.fmt_seconds(job.elapsed_s)}{_made(job)}",
+                       icon=":material/check_circle:")
         elif job.status == JobStatus.FAILED:
             st.error(f"{job.label} failed: {job.error}")
         elif job.status == JobStatus.CANCELLED:

@@ -108,17 +108,19 @@ else:
     removed_views(current)
 
 # --- the frontier: every run of the model --------------------------------------------------------------
-st.header("The frontier: what each kind of pruning buys")
-if current is not None:
-    model_runs = same_model_runs([current], ui.complete_runs())
+def frontier_view(run: Run) -> None:
+    model_runs = same_model_runs([run], ui.complete_runs())
     axis = st.radio("Against", list(AXES), horizontal=True, key="shrink_axis",
                     format_func=lambda a: AXES[a][1].split(" (")[0])
-    gap = frontier_gap(model_runs, axis)
+    count = f"{len(model_runs)} finished run{'s' * (len(model_runs) != 1)}"
+    if gap := frontier_gap(model_runs, axis):  # an empty chart says nothing: say what is missing and how to get it
+        st.info(f"Nothing to draw yet among the {count} of this model: {gap}. Shrink with *Measure the speed beside "
+                "the dense model* ticked, or press *Compare every remover at this ratio*.")
+        return
     fig = figures.frontier(model_runs, axis)
     ui.chart(fig, key="shrink_frontier")
-    st.caption(f"{len(model_runs)} finished runs of {current.record.model.label or current.record.request.model}; "
-               "a mask's zeros count as removed parameters, though they are stored and multiplied."
-               + (f" {gap[0].upper()}{gap[1:]}." if gap else ""))
+    st.caption(f"{count} of {run.record.model.label or run.record.request.model}; a mask's zeros count as removed "
+               "parameters, though they are stored and multiplied.")
     with st.expander("Export the frontier and its table"):
         export_controls(fig, f"frontier-{axis}", "shrink_exp_frontier")
         made = tables.frontier_table(model_runs)
@@ -129,5 +131,10 @@ if current is not None:
         d3.download_button("Table as CSV", tables.to_csv(made), file_name="frontier.csv", key="shrink_csv")
         st.caption(made.caption)
     st.caption("The same prompt through these models, side by side: the **Generate** page.")
+
+
+st.header("The frontier: what each kind of pruning buys")
+if current is not None:
+    frontier_view(current)
 else:
     st.info("The frontier draws every finished run of the current run's model.")

@@ -122,7 +122,7 @@ def test_a_frontier_without_data_says_why():
     masks = [record("w", 41.7, sparsity=0.5)]
     assert "no run shown measured its speed" in frontier(masks, "prefill").layout.annotations[0].text
     assert "perplexity versus sparsity draws masks alone" in frontier(masks, "params").layout.annotations[0].text
-    assert catalog.missing("frontier", masks[0]) == "no run shown measured its speed (prune with --speed)"
+    assert catalog.missing("frontier", masks[0]) == "no run shown measured its speed"
     assert catalog.missing("frontier_params", masks[0]).startswith("no run shown removed structures")
     with pytest.raises(ValueError):
         frontier(masks, "latency")

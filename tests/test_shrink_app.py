@@ -114,3 +114,5 @@ def test_the_shrink_form_runs_a_structured_run_and_generate_runs_it(app_env):
     assert len(made) == 1 and [o.model for o in made[0].outputs] == ["dense", run.name]
     assert [t.value for t in at.text][-1] == (made[0].outputs[-1].text.strip() or
                                               "(nothing: the first token ended the text)")
+    finished = [s.value for s in at.success if s.value.startswith("Finished **generate")]
+    assert finished and finished[0].endswith(f"→ generation `{made[0].name}`"), finished  # no run to point at

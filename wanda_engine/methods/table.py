@@ -204,10 +204,10 @@ BUILT_IN = (
     Method("wanda-sp", Kind.STRUCTURE, "wanda_engine.methods.structure:wanda_sp_score", "Wanda-sp Σᵢ |W|·‖Xⱼ‖₂",
            MethodStyle(BLUE, "dot", "circle-open", "-"), **_REMOVER, removes=Structure.WIDTH),
     # FLAP (An et al., AAAI 2024): the fluctuation of each input channel times its column's squared norm.
-    Method("flap", Kind.STRUCTURE, "wanda_engine.methods.structure:flap_score", "FLAP Var(X_j)·‖W_:j‖²",
+    Method("flap", Kind.STRUCTURE, "wanda_engine.methods.structure:flap_score", "FLAP Var(Xⱼ)·‖W:ⱼ‖₂²",
            MethodStyle(VERMILLION, "solid", "hexagon-open", "|"), **_REMOVER, removes=Structure.WIDTH),
     Method("magnitude-sp", Kind.STRUCTURE, "wanda_engine.methods.structure:magnitude_sp_score",
-           "Magnitude-sp ‖W_:j‖₂", MethodStyle(ORANGE, "dot", "square-open", "-"), **_REMOVER,
+           "Magnitude-sp ‖W:ⱼ‖₂", MethodStyle(ORANGE, "dot", "square-open", "-"), **_REMOVER,
            needs_activations=False, removes=Structure.WIDTH),
     # ShortGPT (Men et al. 2024): a block that changes its input least (high cosine) is removed first.
     Method("block-influence", Kind.STRUCTURE, "wanda_engine.methods.structure:block_influence",

@@ -133,7 +133,7 @@ def frontier_gap(runs: Sequence[RunRecord], axis: str) -> str:
     if not evaluated:
         return "no run shown was evaluated (perplexity off)"
     if axis != "params":
-        return "" if any(r.speed for r in evaluated) else "no run shown measured its speed (prune with --speed)"
+        return "" if any(r.speed for r in evaluated) else "no run shown measured its speed"
     return "" if any(r.structure or r.speed for r in evaluated) else (
         "no run shown removed structures or measured its speed (perplexity versus sparsity draws masks alone)")
 
