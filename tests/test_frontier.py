@@ -221,7 +221,11 @@ def test_the_catalog_draws_a_structure_run_and_names_what_a_mask_run_lacks(runs)
     plan = catalog.plan([flap], {}, model_runs=runs)
     stems = [s.stem for s in plan.figures]
     assert {"frontier", "frontier_params", "heads_kept", "kept_per_block", "structure_scores"} <= set(stems)
-    assert any(n.startswith("Perplexity versus sparsity and Frontier") for n in plan.notes)
+    assert any(n.startswith("Frontier") and "runs of the run store that are not in this bundle" in n
+               for n in plan.notes)
+    # a ratio of structures removed is not a sparsity: left out of that figure, and said
+    assert "ppl_vs_sparsity" not in stems and any(o.title.startswith("Perplexity versus sparsity")
+                                                  and "drawn on the frontier" in o.why for o in plan.omitted)
     assert catalog.missing("heads_kept", wanda) == "a mask's run zeroes weights: it removed no heads, channels or blocks"
     assert catalog.missing("removed_blocks", depth) == "" and catalog.missing("heads_kept", depth).startswith("a depth")
     assert catalog.missing("removed_blocks", flap).startswith("a width run")

@@ -410,3 +410,12 @@ def test_the_kept_open_browser_draws_as_a_fresh_one(every_figure, server):
     assert server.export_figure(a, "png", preset="one-column") == first
     server.stop_export_server()  # the last test of the module that exports: no restart needed
     assert server.export_figure(a, "png", preset="one-column") == first  # a browser for this export alone
+
+
+def test_a_legend_that_leaves_no_room_for_the_plot_is_refused_in_one_sentence():
+    """Plotly's export fails with an unexplained "axis scaling" error when the legend's rows take the whole height."""
+    fig = go.Figure([go.Scatter(x=[0, 1], y=[1, 2], name=f"a run with a long label number {k}") for k in range(12)])
+    with pytest.raises(ConfigError, match="the legend's 12 entries leave no room for the plot at one-column size"):
+        paper_figure(fig, PRESETS["one-column"])
+    fig.data = fig.data[:3]
+    assert paper_figure(fig, PRESETS["one-column"])["layout"]["height"] == pytest.approx(PRESETS["one-column"].height_px)

@@ -20,7 +20,7 @@ from ...store.matrix_records import MatrixRecord
 from .explain import explain_cuts, explain_error_share, explain_outliers, explain_protect, explain_toy
 from .frontier import frontier, frontier_gap
 from .matrix import channel_norms, density_map, mask_crop, metric_histograms, row_sparsity
-from .perplexity import perplexity_bars, perplexity_vs_nsamples, perplexity_vs_sparsity
+from .perplexity import perplexity_bars, perplexity_vs_nsamples, perplexity_vs_sparsity, removed_structures
 from .run import block_progress, overlap_heatmap, owl_block_ratios, sparsity_heatmap
 from .structure import heads_kept, kept_per_block, removed_blocks, structure_scores
 from .style import layout, note
@@ -88,7 +88,11 @@ def missing(which: str, run: RunRecord, matrices: Sequence[MatrixRecord] = (), *
     `matrices`: the run's per-matrix records; `matrix`: the one matrix a per-matrix figure would show (else any)."""
     shown = [r for r in (compare, run) if r is not None]
     if which in ("perplexity", "ppl_vs_sparsity"):
-        return "" if any(r.ppl is not None for r in shown) else "no run shown was evaluated (perplexity off)"
+        if not any(r.ppl is not None for r in shown):
+            return "no run shown was evaluated (perplexity off)"
+        if which == "ppl_vs_sparsity" and all(removed_structures(r) for r in shown if r.ppl is not None):
+            return "a structure remover's ratio is not a sparsity: its runs are drawn on the frontier"
+        return ""
     if which in FRONTIER_AXES or which in STRUCTURE_FIGURES:
         return structure_missing(which, shown, run)
     if which == "zeroshot":

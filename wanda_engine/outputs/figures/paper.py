@@ -41,6 +41,7 @@ LEGEND_GLYPH_EM, SUBPLOT_TITLE_SHARE = 0.6, 0.7
 # an x axis title's lines kept to a share of the width (centred on a plot area pushed right by the y labels);
 # the lines of text (tick labels, a title) an x axis takes under its plot area
 X_TITLE_SHARE, X_AXIS_LINES = 0.6, 2.5
+MIN_PLOT_LINES = 3.0  # the least plot height a figure keeps, in lines of body text: below it, it is refused
 
 
 @dataclass(frozen=True)
@@ -422,6 +423,10 @@ def paper_figure(fig: Any, preset: PrintPreset, keep_title: bool = False) -> dic
     share = PLOT_SHARE - (COLORBAR_SHARE if _has_colorbar(d) else 0.0)
     # under the title and legend rows, above the x axis' labels and title
     plot_height = PLOT_SHARE * (preset.height_px - top) - X_AXIS_LINES * preset.body_px
+    if plot_height < MIN_PLOT_LINES * preset.body_px:  # plotly's export then fails with "axis scaling", unexplained
+        raise ConfigError(f"the legend's {len(_legend_entries(d))} entries leave no room for the plot at "
+                          f"{preset.name} size ({preset.width_in:g} × {preset.height_in:g} in); export this figure "
+                          "larger or with fewer runs.")
     fit_ticks(layout, share * preset.width_px, plot_height, preset.body_px, categorical_axes(d.get("data") or []))
     _wrap_y_titles(layout, plot_height, preset)
     pad = round(0.5 * preset.body_px, 2)

@@ -153,14 +153,23 @@ def _left_out(n: int) -> str:
     return f"; {n} run(s) evaluated differently left out" if n else ""
 
 
+def removed_structures(run: RunRecord) -> bool:
+    """Whether `run` removed heads, channels or blocks: its ratio is not a sparsity (the frontier draws it)."""
+    return run.structure is not None or bool(run.request.prune.method_entry.removes)
+
+
 def perplexity_vs_sparsity(runs: Sequence[RunRecord]) -> go.Figure:
-    """Perplexity over target sparsity, one line per method; only runs evaluated like the first run."""
+    """Perplexity over target sparsity, one line per method; only runs evaluated like the first run, and only masks:
+    a structure remover's ratio is a share of parameters removed, drawn on the frontier."""
     fig = go.Figure()
+    removers = sum(removed_structures(r) for r in runs)
+    runs = [r for r in runs if not removed_structures(r)]
     if not _evaluated(runs):
         layout(fig, "Perplexity versus sparsity")
         fig.update_xaxes(title_text="target sparsity")
         fig.update_yaxes(title_text="perplexity", type="log")
-        return note(fig, "no evaluated runs")
+        return note(fig, "no evaluated run zeroed weights (structure removers are drawn on the frontier)" if removers
+                    else "no evaluated runs")
     key, same, left_out = _evaluated_alike(runs)
     several_n = len({run.request.prune.nsamples for run in same}) > 1  # one line per calibration size
     series: dict[str, list[Point]] = {}
@@ -172,7 +181,8 @@ def perplexity_vs_sparsity(runs: Sequence[RunRecord]) -> go.Figure:
         choices[label] = prune.choice
     xs = [p[0] for pts in series.values() for p in pts]
     _lines(fig, series, choices, "sparsity %{x:.0%}", _dense(same), (min(xs + [0.0]), max(xs + [0.0])))
-    sub = _eval_label(key) + _calib_text(same) + _left_out(left_out)
+    sub = _eval_label(key) + _calib_text(same) + _left_out(left_out) + (
+        f"; {removers} structure-removal run{'s' * (removers != 1)} on the frontier instead" if removers else "")
     layout(fig, f"Perplexity versus sparsity on {text_title(key[0])}" if key else "Perplexity versus sparsity", sub)
     fig.update_xaxes(title_text="target sparsity", tickformat=".0%")
     fig.update_yaxes(title_text="perplexity (log scale)", type="log",
