@@ -442,3 +442,27 @@ def test_the_server_renders_the_prune_page_without_torch():
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip() == "[]", out.stdout
+
+
+def test_no_page_pulls_torch_into_the_server():
+    """Every import statement of the pages and the app's server-side helpers, run together in a fresh process: no
+    torch (the Sweep page plans and lists sweeps, the Shrink page draws the frontier, all from records; only the
+    worker process loads models)."""
+    import ast
+    import subprocess
+    import sys
+
+    statements = set()
+    for path in [*(REPO / "pages").glob("*.py"), *(REPO / "app").glob("*.py")]:
+        if path.name in ("worker.py", "execution.py"):  # the worker process's side: it loads the models
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module.split(".")[0] in ("app",
+                                                                                                    "wanda_engine"):
+                statements.add(ast.unparse(node))
+    assert "from wanda_engine.sweep import grid as sw" in statements
+    code = "\n".join(["import sys", *sorted(statements),
+                      "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))"])
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout

@@ -42,11 +42,12 @@ def _cfg(model, **kw) -> sw.SweepConfig:
 
 def test_two_by_two_sweep_records_runs_manifest_and_figure(env, monkeypatch):
     store, model = env
+    import wanda_engine.inputs.models as models
     import wanda_engine.runner.execute as runner
 
     loads = []
-    real_load = sw.load_model
-    for module in (sw, runner):  # wherever a sweep could load a model
+    real_load = models.load_model
+    for module in (models, runner):  # wherever a sweep could load a model
         monkeypatch.setattr(module, "load_model", lambda *a, **k: loads.append(a) or real_load(*a, **k))
     seen = []
     result = sw.run_sweep(_cfg(model, name="grid"), store=store, on_point=seen.append)

@@ -21,13 +21,11 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from ..runner import execute as runner
 from ..config import EvalConfig, PruneConfig, RunRequest, SpeedConfig, method_label, protect_suffix, update_suffix
 from ..core.parsing import check_run_name, parse_pattern
 from ..core.status import SweepStatus
 from ..core.errors import ConfigError, EngineError, PruneCancelled
 from ..core.events import EventCallback, StageStarted, ignore_events
-from ..inputs.models import load_model
 from ..methods.table import PARAMS, Structure, get as get_method, parse_choice
 from ..store.run_store import Run, RunStore, atomic_write_json, load_run
 
@@ -396,15 +394,19 @@ def preflight(loaded: Any, plan: SweepPlan) -> None:
     for r in plan.requests:
         first.setdefault((r.prune.pattern, r.prune.method, r.prune.resolved_group, r.prune.calib, r.prune.nsamples,
                           r.prune.seqlen, r.prune.seed, r.prune.protect_channels), r)
+    from ..runner.execute import prepare  # torch: only when a sweep runs (the app's server plans and lists them)
+
     for request in first.values():
-        runner.prepare(request, loaded)
+        prepare(request, loaded)
 
 
 def _run_point(point: dict[str, Any], request: RunRequest, store: RunStore, on_event: EventCallback,
                cancel: threading.Event | None, loaded: Any) -> bool:
     """Run one point, recording its outcome in `point`; True when it was cancelled."""
+    from ..runner.execute import execute_run  # torch: only when a sweep runs
+
     try:
-        run = runner.execute_run(request, store=store, on_event=on_event, cancel=cancel, loaded=loaded)
+        run = execute_run(request, store=store, on_event=on_event, cancel=cancel, loaded=loaded)
     except PruneCancelled as e:
         point["status"], point["error"] = SweepStatus.CANCELLED, str(e)
         return True
@@ -445,6 +447,8 @@ def run_sweep(cfg: SweepConfig, store: RunStore | None = None, loaded: Any = Non
     cfg, plan = _planned(cfg, store)
     t0 = time.perf_counter()
     if loaded is None:
+        from ..inputs.models import load_model  # torch: only when a sweep runs
+
         on_event(StageStarted(0.0, "load-model", cfg.model))
         loaded = load_model(cfg.model, dtype=cfg.dtype, trust_remote_code=cfg.trust_remote_code)
     preflight(loaded, plan)
