@@ -33,6 +33,7 @@ WANDA = "wanda"  # the unstructured reference: its pruning time is the denominat
 RUNS = {
     "flap": dict(method="flap", bias_compensation=True),
     "flap-global": dict(method="flap", bias_compensation=True, allocation="global"),
+    "flap-no-bias": dict(method="flap"),  # what the compensation alone buys
     "wanda-sp": dict(method="wanda-sp"),
     "magnitude-sp": dict(method="magnitude-sp"),
     "depth": dict(method="block-influence"),
