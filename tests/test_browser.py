@@ -23,8 +23,9 @@ LOCAL_HOSTS = {"127.0.0.1", "localhost"}
 PAGES = [("Shrink", "Shrink a language model"), ("Layers", "Layers"), ("Sparsity", "Sparsity"), ("Masks", "Masks"),
          ("Perplexity", "Perplexity"), ("Sweep", "Sweep"), ("Zero-shot", "Zero-shot accuracy"),
          ("Generate", "Generate side by side"), ("Repair", "Repair"), ("Runs & export", "Runs & export")]
-# with one plain run: no sweep, no zero-shot results, no generation, no repair yet (the Shrink page draws the frontier)
-NO_CHART = {"Sweep", "Zero-shot", "Generate", "Repair", "Runs & export"}
+# with one plain run: no sweep, no zero-shot results, no generation, no repair yet, and no run that measured its speed
+# (the Shrink page says in a sentence what its frontier lacks instead of drawing empty axes)
+NO_CHART = {"Shrink", "Sweep", "Zero-shot", "Generate", "Repair", "Runs & export"}
 
 if not Path(CHROMIUM).is_file():
     pytest.skip(f"{CHROMIUM} is not installed", allow_module_level=True)
@@ -135,6 +136,8 @@ def test_prune_embedded_model_and_visit_every_page(server):
                 settle(page)
                 if link not in NO_CHART:
                     page.locator("[data-testid='stPlotlyChart']").first.wait_for()
+                if link == "Shrink":
+                    page.get_by_text("Nothing to draw yet among the 1 finished run of this model").first.wait_for()
                 page.wait_for_timeout(1500)
                 assert page.locator("[data-testid='stException']").count() == 0, link
                 shoot(page, f"{i}-{link.split(' ')[0].lower()}")
