@@ -127,9 +127,11 @@ def _running(job: JobView, live_chart: bool = True) -> None:
         c3.metric("Removed so far" if structured else "Sparsity so far", f"{job.blocks[-1].sparsity_so_far:.1%}",
                   help="Of the decoder blocks' parameters pruned so far" if structured else None)
         error = job.blocks[-1].block_error
+        why_none = ("every block is scored on the dense model and pruned at the end" if structured
+                    else "pruned from the weights alone, without calibration")
         c4.metric("Last block's output error", "—" if error is None else f"{error:.4f}",
                   help="‖y_pruned − y_dense‖² / ‖y_dense‖² of the block on the calibration windows"
-                       + ("; none here: pruned from the weights alone, without calibration" if error is None else ""))
+                       + (f"; none here: {why_none}" if error is None else ""))
     if job.cancel_requested:
         st.caption("Cancelling: the " + ("repair stops after the current step." if job.kind == REPAIR
                                         else "run stops at the next block or stage boundary."))

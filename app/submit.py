@@ -20,15 +20,21 @@ ERROR = "_submit_error"  # one sentence for the page to show after a refused sub
 SCORE_NOTE = "_score_note"  # the runs a zero-shot scoring left out, and why
 
 
+def _form(prefix: str, defaults: dict) -> dict:
+    """A form's settings (its widgets' keys are `prefix` + the setting), each at its default until the user sets it,
+    whichever page the session opens first."""
+    for key, value in defaults.items():
+        st.session_state.setdefault(f"{prefix}{key}", value)
+    return {key: st.session_state[f"{prefix}{key}"] for key in defaults}
+
+
 def ensure_form_defaults() -> None:
-    """The Prune form's settings start at their defaults, whichever page the session opens first."""
-    for key, value in forms.DEFAULTS.items():
-        st.session_state.setdefault(f"f_{key}", value)
+    """The Prune form's settings start at their defaults."""
+    _form("f_", forms.DEFAULTS)
 
 
 def form_values() -> dict:
-    ensure_form_defaults()
-    return {k: st.session_state[f"f_{k}"] for k in forms.DEFAULTS}
+    return _form("f_", forms.DEFAULTS)
 
 
 def _upload() -> forms.Upload | None:
@@ -92,18 +98,16 @@ def submit(kind: str) -> None:
     watch([j.id for j in jobs], kind)
 
 
-SHRINK_KEYS = tuple(f"s_{key}" for key in forms.SHRINK_DEFAULTS)  # the Shrink page's widgets
 GENERATED = "gen_selected"  # the generation record the Generate page shows
 
 
 def ensure_shrink_defaults() -> None:
-    for key, value in forms.SHRINK_DEFAULTS.items():
-        st.session_state.setdefault(f"s_{key}", value)
+    """The Shrink page's settings start at their defaults."""
+    _form("s_", forms.SHRINK_DEFAULTS)
 
 
 def shrink_values() -> dict:
-    ensure_shrink_defaults()
-    return {key: st.session_state[f"s_{key}"] for key in forms.SHRINK_DEFAULTS}
+    return _form("s_", forms.SHRINK_DEFAULTS)
 
 
 def shrink_time_sentence() -> str:
@@ -195,8 +199,8 @@ def submit_scores(runs: list[Run], tasks: tuple[str, ...], limit: int | None) ->
     """Queue the scorings `score_requests` plans, one batch; what was left out, or a refusal, in one sentence."""
     try:
         requests, said = score_requests(runs, tasks, limit)
-        runner = ui.job_runner()
-        jobs = [runner.submit(r, owner=ui.session_id(), batch=f"score-{uuid.uuid4().hex[:12]}") for r in requests]
+        runner, batch = ui.job_runner(), f"score-{uuid.uuid4().hex[:12]}"
+        jobs = [runner.submit(r, owner=ui.session_id(), batch=batch) for r in requests]
     except EngineError as e:
         st.session_state[ERROR] = str(e)
         return

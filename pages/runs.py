@@ -111,8 +111,9 @@ if run is not None:
     bundled = [run] + ([compare] if compare is not None and compare.complete and compare.name != run.name else [])
     st.caption(("The current and the compare run, side by side and each on its own" if len(bundled) > 1 else
                 "The current run (pick a compare run in the sidebar to bundle a comparison)")
-               + ": every figure at print size, the data behind each, the perplexity table as LaTeX / Markdown / "
-               "CSV, the calibration windows and REPRODUCE.md, whose commands re-create the masks bit for bit.")
+               + ": every figure that has data at print size (the rest named in the card), the data behind each, the "
+               "tables as LaTeX / Markdown / CSV, the calibration windows and REPRODUCE.md, with the command that "
+               "re-creates each run bit for bit.")
     export_all_controls("-vs-".join(r.name for r in bundled), "export_all", lambda **kw: build_bundle(
         bundled, model_runs=same_model_runs(bundled, ui.complete_runs()), **kw))
 

@@ -19,7 +19,8 @@ if run is not None and run.record.structure is not None:
     note_without_statistics(run)
     run = None
 if run is not None:
-    shown = [r for r in (run, ui.compare_run()) if r is not None]
+    # a structure remover's run has no masks to compare with
+    shown = [r for r in (run, ui.compare_run()) if r is not None and r.record.structure is None]
     names = list(dict.fromkeys(r.name for r in run.records()))
     if names:
         loudest = outlier_matrix(run.records())
@@ -28,7 +29,10 @@ if run is not None:
                             help="First shown: the type of the matrix with the strongest outlier channel.")
         for r in shown:
             ui.run_caption(r)
-        ui.chart(figures.zeros_where([(r.record.label(), r.records()) for r in shown], name), key="sparsity_zeros",
+        labels = [r.record.label() for r in shown]
+        if len(set(labels)) < len(labels):  # two runs labelled alike (wanda 50% twice): their names tell them apart
+            labels = [f"{label} ({r.name})" for label, r in zip(labels, shown)]
+        ui.chart(figures.zeros_where(list(zip(labels, (r.records() for r in shown))), name), key="sparsity_zeros",
                  rows=2 * ui.num_blocks(run))
     st.subheader("Every matrix of the current run")
     st.metric("Achieved sparsity over all pruned matrices", f"{run.record.sparsity or 0:.2%}",

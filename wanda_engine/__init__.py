@@ -16,7 +16,7 @@ import only those above it in this list; tests/test_code_rules.py holds the orde
     sweep       grids of runs on one loaded model, and what a plan costs
     repair      fine-tuning a pruned run with its zeros kept
     outputs     figures, their export at print size, paper tables, bundles, the Explain page's argument
-    cli         python -m wanda_engine prune | sweep | export | repair
+    cli         python -m wanda_engine prune | sweep | export | repair | generate
 
 Follow a run: cli.main (or the app's worker) -> runner.execute.execute_run -> pruning.pipeline.prune_model ->
 store.run_record.RunRecord in run.json -> outputs.figures -> the app's pages.

@@ -74,7 +74,7 @@ class PruneConfig:
 
     def __post_init__(self) -> None:
         method = table.get(self.method)
-        removes = method.kind is Kind.STRUCTURE  # its sparsity is the ratio of the blocks' parameters to remove
+        removes = method.kind is Kind.STRUCTURE  # its sparsity is the ratio to remove (counted as `target` says)
         if isinstance(self.sparsity, bool) or not isinstance(self.sparsity, (int, float)) or not 0 <= self.sparsity < 1:
             raise ConfigError(f"{'the ratio to remove' if removes else 'sparsity'} must be a number in "
                               f"{'(0, 1)' if removes else '[0, 1)'}, got {self.sparsity!r}")

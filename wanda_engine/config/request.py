@@ -91,8 +91,7 @@ class ScoreRequest:
             raise ConfigError("score run must be the run's directory")
         if not isinstance(self.zeroshot, ZeroShotConfig):
             raise ConfigError(f"score zeroshot must be a ZeroShotConfig, got {type(self.zeroshot).__name__}")
-        if self.device not in ("auto", "cpu", "cuda") and not str(self.device).startswith("cuda:"):
-            raise ConfigError(f"score device must be cpu, cuda or auto, got {self.device!r}")
+        check_device(self.device, "score device")
 
 
 MAX_PROMPT_CHARS, MAX_NEW_TOKENS = 4000, 512
@@ -143,7 +142,3 @@ class GenerateRequest:
             raise ConfigError("model must be 'default', a Hugging Face id, a folder or a .gguf file")
         if self.name is not None:
             check_run_name(self.name)
-
-    @property
-    def greedy(self) -> bool:
-        return self.temperature == 0

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .speed import cache_argument, cache_of
+from .speed import cache_argument, cache_of, sync
 
 WARMUP_TOKENS = 2
 
@@ -25,11 +25,6 @@ class Continuation:
     stopped: str  # 'max_new_tokens' or 'eos'
     prefill_s: float
     decode_s: float
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def _next_token(logits: torch.Tensor, temperature: float, generator: torch.Generator | None) -> torch.Tensor:
@@ -46,11 +41,11 @@ def _continue(model: nn.Module, ids: torch.Tensor, new_tokens: int, temperature:
     device = ids.device
     generator = torch.Generator(device=device).manual_seed(seed) if temperature else None
     cache_arg = cache_argument(model)
-    _sync(device)
+    sync(device)
     started = time.perf_counter()
     out = model(ids, use_cache=True)
     token = _next_token(out.logits, temperature, generator)
-    _sync(device)
+    sync(device)
     prefill = time.perf_counter() - started
     tokens, cache = [int(token)], cache_of(out)
     started = time.perf_counter()
@@ -59,7 +54,7 @@ def _continue(model: nn.Module, ids: torch.Tensor, new_tokens: int, temperature:
         cache = cache_of(out)
         token = _next_token(out.logits, temperature, generator)
         tokens.append(int(token))
-    _sync(device)
+    sync(device)
     return Continuation(tuple(tokens), "eos" if tokens[-1] in stop else "max_new_tokens", prefill,
                         time.perf_counter() - started)
 

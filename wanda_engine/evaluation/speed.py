@@ -42,16 +42,17 @@ def device_name(device: torch.device) -> str:
     return f"{device} ({platform.machine() or platform.processor() or 'unknown'})"
 
 
-def _sync(device: torch.device) -> None:
+def sync(device: torch.device) -> None:
+    """Wait for the device's queued work (CUDA runs asynchronously), so a clock read after it has seen it done."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
 
 def _timed(device: torch.device, work: Callable[[], Any]) -> float:
-    _sync(device)
+    sync(device)
     started = time.perf_counter()
     work()
-    _sync(device)
+    sync(device)
     return time.perf_counter() - started
 
 
@@ -117,13 +118,14 @@ def measure_speed(dense: nn.Module, pruned: nn.Module, window: torch.Tensor, con
     times: dict[str, dict[str, list[float]]] = {name: {"prefill": [], "decode": []} for name in models}
     peaks: dict[str, int | None] = dict.fromkeys(models)
     for name, model in models.items():  # warm-up: allocator, kernels, caches
-        model(window)
+        model(window, use_cache=False)
         decoders[name](prompt, 2)()
     for round_ in range(config.repeats):
         for name in (("dense", "pruned") if round_ % 2 == 0 else ("pruned", "dense")):
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
-            times[name]["prefill"].append(_timed(device, lambda: models[name](window)))
+            # prefill without a cache, whatever the model's config says (the engine's loader turns it off)
+            times[name]["prefill"].append(_timed(device, lambda: models[name](window, use_cache=False)))
             times[name]["decode"].append(_timed(device, decoders[name](prompt, config.decode_tokens)))
             if device.type == "cuda":
                 peaks[name] = max(peaks[name] or 0, torch.cuda.max_memory_allocated(device))

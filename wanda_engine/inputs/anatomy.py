@@ -52,10 +52,6 @@ class BlockAnatomy:
         """Query heads that share one KV head (1 without grouped-query attention)."""
         return self.heads // self.kv_heads
 
-    @property
-    def producers(self) -> tuple[str, ...]:
-        return (self.query, self.key, self.value, *self.mlp_in)
-
     def group_params(self, block: nn.Module) -> int:
         """Parameters one KV group takes with it: its query heads' and KV head's rows (and biases), o's columns."""
         linears = find_linears(block)

@@ -44,10 +44,10 @@ from ..core.paths import new_file, new_folder
 from ..store.run_record import RunRecord
 from ..store.reproduce import CardRun, card, sweep_command
 from ..store.run_store import Run, RunStore, atomic_write_bytes, load_run, safe_file_stem
+from ..sweep.grid import SWEEP_DIR
 
 CARD = "REPRODUCE.md"
 DEFAULT_FORMATS = ("pdf", "png")
-SWEEP_DIR = ".sweeps"  # sweep.SWEEP_DIR; sweep.py imports the runner (torch), so it is not imported here
 MAX_FILE_NAME = 70  # characters of any file name a bundle or a download holds, its extension included
 _LONGEST_EXTENSION = 4  # '.pdf', '.png', '.svg', '.csv', '.npy'
 

@@ -1,4 +1,4 @@
-"""Paper tables from run records: the perplexity comparison, a sweep's grid, zero-shot accuracies.
+"""Paper tables from run records: the perplexity comparison, a sweep's grid, zero-shot accuracies, the frontier.
 
 Torch-free. Each table is a `Table`: its DataFrame, which way is better in each column, the header words (the
 row labels' title, a title over the value columns) and a suggested caption that states the protocol as the

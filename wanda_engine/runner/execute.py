@@ -1,5 +1,5 @@
 """One whole run: prepare (tasks, model, checks, data) -> run directory -> dense results -> prune ->
-evaluate -> save.
+evaluate -> speed (when asked) -> save (with its model card).
 
 The CLI, the sweep and the app all call `execute_run`; none repeats any of these steps. `prepare`
 does everything that can fail on bad input, before anything is written; `lifecycle.record_lifecycle`

@@ -41,7 +41,8 @@ def generation_runs(request: GenerateRequest) -> list[Run]:
                               "can generate")
         runs.append(run)
     specs = {run.name: run.record.request.model_spec() for run in runs}
-    if len(set(map(repr, specs.values()))) > 1:
+    first = next(iter(specs.values()), None)
+    if any(first.mismatch(spec) for spec in specs.values()):
         named = ", ".join(f"{name} ({spec.source}, {spec.dtype})" for name, spec in specs.items())
         raise ConfigError(f"the runs were pruned from different models ({named}); generate compares runs of one model")
     return runs

@@ -26,7 +26,7 @@ from ..core.parsing import check_run_name, parse_pattern
 from ..core.status import SweepStatus
 from ..core.errors import ConfigError, EngineError, PruneCancelled
 from ..core.events import EventCallback, StageStarted, ignore_events
-from ..methods.table import PARAMS, Structure, get as get_method, parse_choice
+from ..methods.table import PARAMS, Structure, get as get_method, parse_choice, removers
 from ..store.run_store import Run, RunStore, atomic_write_json, load_run
 
 SWEEP_DIR = ".sweeps"
@@ -114,8 +114,10 @@ class SweepConfig:
         put("methods", _axis("methods", self.methods, _method))
         fraction = lambda v: round(float(v), 6) if isinstance(v, (int, float)) and not isinstance(v, bool) else v  # noqa: E731
         put("sparsities", tuple(sorted(_axis("sparsities", self.sparsities, _checked("sparsities", "sparsity", fraction)))))
-        width = dict(method="flap", allocation=self.allocation, target=self.target,
-                     bias_compensation=self.bias_compensation)  # checked as a width remover takes them
+        # checked as any width remover of the table takes them
+        any_width = next(m for m in removers() if get_method(m).removes is Structure.WIDTH)
+        width = dict(method=any_width, allocation=self.allocation, target=self.target,
+                     bias_compensation=self.bias_compensation)
         if self.ratios is not None:
             put("ratios", tuple(sorted(_axis("ratios", self.ratios, _checked("ratios", "sparsity", fraction, **width)))))
         _checked("structure settings", "sparsity", **width)(0.5)

@@ -22,7 +22,7 @@ from typing import Any
 
 from ...core.errors import ConfigError
 from .style import FONT_FAMILY, SCREEN_FONT_PX, unbroken, wrap
-from .ticks import categorical_axes, fit_ticks
+from .ticks import axis_span, categorical_axes, fit_ticks
 
 CSS_PX_PER_IN = 96.0
 PT_PER_IN = 72.0
@@ -199,11 +199,6 @@ def _wrapped(text: Any, width_px: float, font_px: float) -> Any:
     return "<br>".join(wrap(text, chars))
 
 
-def _span(ax: dict) -> float:
-    domain = ax.get("domain") or [0.0, 1.0]
-    return max(0.05, float(domain[1]) - float(domain[0]))
-
-
 def _style_axes(layout: dict, p: PrintPreset) -> None:
     axes = [k for k in layout if re.fullmatch(r"[xy]axis\d*", k)] or ["xaxis", "yaxis"]
     thin = round(0.5 * PX_PER_PT, 2)
@@ -211,7 +206,7 @@ def _style_axes(layout: dict, p: PrintPreset) -> None:
         ax = layout.setdefault(key, {})
         title = ax.get("title") or {}
         title = {"text": title} if isinstance(title, str) else dict(title)
-        room = (X_TITLE_SHARE * p.width_px if key.startswith("x") else PLOT_SHARE * p.height_px) * _span(ax)
+        room = (X_TITLE_SHARE * p.width_px if key.startswith("x") else PLOT_SHARE * p.height_px) * axis_span(ax)
         title["text"] = _wrapped(unbroken(title.get("text")), room, p.title_px)
         ax.update(tickfont=_font(ax.get("tickfont"), p.body_px, color="black"), automargin=True,
                   title={**title, "font": _font(title.get("font"), p.title_px, color="black"),
@@ -226,7 +221,7 @@ def _wrap_y_titles(layout: dict, plot_height: float, p: PrintPreset) -> None:
     for key in [k for k in layout if re.fullmatch(r"yaxis\d*", k)]:
         title = layout[key].get("title")
         if isinstance(title, dict) and title.get("text"):
-            title["text"] = _wrapped(unbroken(title["text"]), plot_height * _span(layout[key]), p.title_px)
+            title["text"] = _wrapped(unbroken(title["text"]), plot_height * axis_span(layout[key]), p.title_px)
 
 
 def _cell_text_px(trace: dict, layout: dict, p: PrintPreset) -> float:
@@ -240,8 +235,8 @@ def _cell_text_px(trace: dict, layout: dict, p: PrintPreset) -> float:
     x_axis = layout.get("xaxis" + str(trace.get("xaxis", "x"))[1:]) or {}
     y_axis = layout.get("yaxis" + str(trace.get("yaxis", "y"))[1:]) or {}
     share = PLOT_SHARE - (COLORBAR_SHARE if trace.get("showscale", True) else 0.0)
-    cell_w = share * p.width_px * _span(x_axis) / cols
-    cell_h = PLOT_SHARE * p.height_px * _span(y_axis) / rows
+    cell_w = share * p.width_px * axis_span(x_axis) / cols
+    cell_h = PLOT_SHARE * p.height_px * axis_span(y_axis) / rows
     size = min(0.85 * p.body_px, 0.9 * cell_w / (GLYPH_EM * chars), 0.65 * cell_h)
     return size if size >= MIN_TEXT_PT * PX_PER_PT else 0.0
 

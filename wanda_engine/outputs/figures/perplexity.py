@@ -155,7 +155,7 @@ def _left_out(n: int) -> str:
 
 def removed_structures(run: RunRecord) -> bool:
     """Whether `run` removed heads, channels or blocks: its ratio is not a sparsity (the frontier draws it)."""
-    return run.structure is not None or bool(run.request.prune.method_entry.removes)
+    return run.request.prune.structure is not None
 
 
 def perplexity_vs_sparsity(runs: Sequence[RunRecord]) -> go.Figure:

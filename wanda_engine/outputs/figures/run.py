@@ -95,13 +95,17 @@ def overlap_heatmap(records: list[MatrixRecord]) -> go.Figure:
     return fig
 
 
+NO_ERROR_STRUCTURED = "no output error: every block was scored on the dense model and pruned at the end"
+
+
 def block_progress(blocks: Sequence[BlockRecord | BlockFinished], structured: bool = False) -> go.Figure:
     """Achieved sparsity and relative output error per block: a run's BlockRecords, or the BlockFinished
     events of a running job. `structured`: a structure remover's run, whose blocks report the share of their
     parameters removed (not zeroed)."""
     idx = np.array([int(b.block) for b in blocks], dtype=int)
     sp = np.array([float(b.sparsity) for b in blocks], dtype=float)
-    # None: pruned from the weights alone (calibrate=False), so no error was measured; drawn as a gap
+    # None: pruned from the weights alone (calibrate=False), or a structure remover that scored every block on the
+    # dense model and removed at the end (global allocation, depth): no error was measured; drawn as a gap
     err = np.array([np.nan if b.block_error is None else float(b.block_error) for b in blocks], dtype=float)
     measured = err[np.isfinite(err)]
     what = "parameters removed" if structured else "sparsity"
@@ -114,7 +118,7 @@ def block_progress(blocks: Sequence[BlockRecord | BlockFinished], structured: bo
                              line={"color": VERMILLION}, marker={"size": 7},
                              hovertemplate="block %{x}<br>relative error %{y:.4g}<extra></extra>"), row=2, col=1)
     log_err = bool(len(measured)) and bool((measured > 0).all()) and measured.max() / measured.min() > 100
-    error_text = (f"mean error {measured.mean():.3g}" if len(measured)
+    error_text = (f"mean error {measured.mean():.3g}" if len(measured) else NO_ERROR_STRUCTURED if structured
                   else "no output error: pruned from the weights alone, without calibration")
     sub = (f"{len(blocks)} blocks pruned; mean {what} {sp.mean():.2%}, {error_text}"
            + ("; error on a log scale" if log_err else "") if len(blocks) else "no block finished yet")

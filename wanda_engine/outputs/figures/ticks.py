@@ -129,7 +129,8 @@ def _fit_axis(ax: dict, length_px: float, font_px: float, along_x: bool) -> None
     ax["tickmode"] = "array"
 
 
-def _span(ax: dict) -> float:
+def axis_span(ax: dict) -> float:
+    """The share of the plot area's width or height an axis (a layout dict's xaxis/yaxis) spans: its domain."""
     domain = ax.get("domain") or [0.0, 1.0]
     return max(0.05, float(domain[1]) - float(domain[0]))
 
@@ -170,7 +171,7 @@ def fit_ticks(layout: dict, plot_width_px: float, plot_height_px: float, font_px
             continue
         along_x = key.startswith("x")
         size = ax.get("tickfont", {}).get("size") if isinstance(ax.get("tickfont"), dict) else None
-        length = (plot_width_px if along_x else plot_height_px) * _span(ax)
+        length = (plot_width_px if along_x else plot_height_px) * axis_span(ax)
         _fit_axis(ax, length, float(size or font_px), along_x)
         _auto_ticks(ax, length, float(size or font_px), along_x)
     return layout
